@@ -1,0 +1,179 @@
+/*
+ * internal.h - declarations shared inside liblcattn; never installed.
+ *
+ * The public calls in lib/core validate every argument, resolve defaults
+ * into the plan and then hand already-checked, double-precision tensors to
+ * a backend kernel declared here. Kernels therefore never re-validate; they
+ * may only fail with LCA_ERR_NOMEM (or LCA_ERR_INTERNAL for a broken
+ * invariant).
+ */
+#ifndef LCATTN_INTERNAL_H
+#define LCATTN_INTERNAL_H
+
+#include "lcattn.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+
+/* A plan is its parameters with every default resolved:
+ * Hkv and Hk are set (never 0), scale > 0, rope_dim >= 0 and even,
+ * chunk and block > 0, algo never LCA_ALGO_AUTO. */
+struct lca_plan {
+	lca_params p;
+};
+
+/* ---- errors (lib/core/error.c) ---- */
+
+/* Record a printf-style detail message for this thread and return status. */
+lca_status lcai_fail(lca_status status, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Clear this thread's detail message (every public call starts with it). */
+void lcai_clear_error(void);
+
+/* ---- checked size arithmetic (lib/core/size.c) ---- */
+
+/* *out = a * b; returns 0 on overflow of int64_t (a, b >= 0). */
+int lcai_mul(int64_t a, int64_t b, int64_t *out);
+/* Product of n non-negative factors; returns 0 on overflow. */
+int lcai_mul_n(int64_t *out, int n, ...);
+
+/* ---- RoPE (lib/core/rope.c) ---- */
+
+/* Rotate the first rope_dim coordinates of x (in place) as at position pos:
+ * frequency of pair i is theta^(-2i/rope_dim), pairs by style. rope_dim == 0
+ * leaves x unchanged. Double precision, no tricks: the reference uses it. */
+void lcai_rope_apply(double *x, int64_t rope_dim, lca_rope_style style,
+	double theta, int64_t pos);
+/* The same rotation on float data: cos and sin rounded to float, products
+ * and sums in float. */
+void lcai_rope_apply_f(float *x, int64_t rope_dim, lca_rope_style style,
+	double theta, int64_t pos);
+
+/* ---- reference kernels (lib/ref), double precision ----
+ *
+ * Sequences: sequence n covers queries cu_q[n] .. cu_q[n+1]-1 and keys
+ * cu_k[n] .. cu_k[n+1]-1 (recurrent variants: one cu). cu arrays are never
+ * NULL here; a single sequence arrives as {0, T}. Within a sequence query i
+ * of tq sits at position tk - tq + i and key s at position s.
+ * state0 may be NULL (zeros) and may alias state; state may be NULL.
+ */
+lca_status lcai_ref_softmax(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const double *q, const double *k,
+	const double *v, double *o, double *lse);
+
+lca_status lcai_ref_mla_naive(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const double *q_nope,
+	const double *q_rope, const double *ckv, const double *k_rope,
+	const double *w_uk, const double *w_uv, double *o, double *lse);
+lca_status lcai_ref_mla_absorbed(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const double *q_nope,
+	const double *q_rope, const double *ckv, const double *k_rope,
+	const double *w_uk, const double *w_uv, double *o, double *lse);
+
+lca_status lcai_ref_deltanet_recurrent(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *g, const double *beta, const double *state0, double *o,
+	double *state);
+lca_status lcai_ref_deltanet_chunked(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *g, const double *beta, const double *state0, double *o,
+	double *state);
+
+lca_status lcai_ref_lightning_recurrent(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *slope, const double *state0, double *o, double *state);
+lca_status lcai_ref_lightning_blockwise(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *slope, const double *state0, double *o, double *state);
+
+/* The same kernels compiled over float (lib/ref/real.h): the reference
+ * algorithm run in float32, which sets the f32 tolerance of DESIGN.md. */
+lca_status lcai_ref32_softmax(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const float *q, const float *k,
+	const float *v, float *o, float *lse);
+
+lca_status lcai_ref32_mla_naive(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const float *q_nope,
+	const float *q_rope, const float *ckv, const float *k_rope,
+	const float *w_uk, const float *w_uv, float *o, float *lse);
+lca_status lcai_ref32_mla_absorbed(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const float *q_nope,
+	const float *q_rope, const float *ckv, const float *k_rope,
+	const float *w_uk, const float *w_uv, float *o, float *lse);
+
+lca_status lcai_ref32_deltanet_recurrent(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *g, const float *beta, const float *state0, float *o,
+	float *state);
+lca_status lcai_ref32_deltanet_chunked(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *g, const float *beta, const float *state0, float *o,
+	float *state);
+
+lca_status lcai_ref32_lightning_recurrent(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *slope, const float *state0, float *o, float *state);
+lca_status lcai_ref32_lightning_blockwise(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *slope, const float *state0, float *o, float *state);
+
+/* ---- CPU kernels (lib/cpu), OpenMP + CBLAS ----
+ *
+ * Same contract as the reference kernels, but tensors are of the plan's
+ * dtype (LCA_F64: double, LCA_F32: float; the plan never asks for others)
+ * and p->algo selects the computation (mla: NAIVE/ABSORBED, deltanet and
+ * lightning: RECURRENT/CHUNKED). p->nthreads > 0 caps the OpenMP threads.
+ * Kernels must not change any global state (no omp_set_num_threads, no
+ * openblas_set_num_threads): a plan may be used from many threads.
+ */
+lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse);
+lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, void *o, void *lse);
+lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *g, const void *beta, const void *state0, void *o,
+	void *state);
+lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *slope, const void *state0, void *o, void *state);
+
+/* ---- CUDA (lib/cuda/; lib/core/cuda_stub.c without --enable-cuda) ----
+ *
+ * Tensor pointers are device pointers; cu arrays are host pointers, already
+ * validated. Kernels take f32 or bf16 tensors (p->dtype), accumulate in f32,
+ * keep recurrent state in f32 (state0/state are f32 whatever the dtype), and
+ * return after the results are written (default stream). Without CUDA every
+ * call below returns LCA_ERR_UNSUPPORTED and the count is 0.
+ */
+
+/* Number of usable CUDA devices; 0 when built without CUDA or none found. */
+int lcai_cuda_device_count(void);
+lca_status lcai_cuda_alloc(size_t bytes, void **ptr);
+void lcai_cuda_free(void *ptr);
+lca_status lcai_cuda_copy(void *dst, const void *src, size_t bytes,
+	lca_copy_kind kind);
+/* First index i < n of device array x (dtype t) with: mode 0 x[i] not
+ * finite, mode 1 x[i] > 0, mode -1 x[i] < 0; -1 if none, -2 on a CUDA
+ * error. Lets lib/core apply the same input checks to device tensors. */
+int64_t lcai_cuda_find(const void *x, int64_t n, lca_dtype t, int mode);
+
+lca_status lcai_cuda_softmax(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse);
+lca_status lcai_cuda_mla(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, void *o, void *lse);
+lca_status lcai_cuda_deltanet(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *g, const void *beta, const void *state0, void *o,
+	void *state);
+lca_status lcai_cuda_lightning(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *slope, const void *state0, void *o, void *state);
+
+#endif /* LCATTN_INTERNAL_H */

@@ -1,0 +1,827 @@
+/*
+ * softmax.c - softmax attention on the CPU (OpenMP, float32 and float64),
+ * and the tiled online-softmax engine of flash.h that mla.c reuses.
+ *
+ * The engine is FlashAttention's forward pass (Dao et al. 2022, alg. 1) on
+ * a CPU: a tile of LCAI_FLASH_BQ queries walks the key tiles it can see,
+ * and for every row keeps the running maximum m, the running sum l of
+ * exp(logit - m) and the unnormalised output; when m grows, l and the
+ * output are rescaled by exp(m_old - m_new) (<= 1), so every exponent
+ * stays <= 0 and no logit of any size overflows. Memory is O(T): packed
+ * keys and values plus a few tiles per thread, never a T x T buffer.
+ *
+ * Work is one item per (sequence, query head, query tile), spread over the
+ * OpenMP threads longest-first. Key tiles a tile's causal or window mask
+ * cannot reach are never visited; only tiles that straddle a mask edge pay
+ * for masking. Every output row is computed by exactly one item in a fixed
+ * order, so results are bitwise deterministic for any thread count.
+ *
+ * GEMMs: the two tile products (S = Q K^T and O += P V) are small register-
+ * blocked loops here, not BLAS calls: OpenBLAS (pthreads build) starts its
+ * own threads for products this size and oversubscribes the OpenMP team,
+ * and on the development machine (AMD EPYC Zen 4, 2 cores) these loops ran
+ * the tile products at the speed of single-threaded sgemm (~80 GFLOP/s per
+ * core). Products are written as separate multiply and add (C11 forbids
+ * contracting them); Zen 4 issues both at full rate.
+ *
+ * Vector width: the typed engine (second half of this file, a template that
+ * includes itself) is built per element type for three x86-64 levels,
+ * AVX-512 (64-byte vectors), AVX2 (32) and SSE2 (16), chosen at run time;
+ * elsewhere only the 16-byte build exists. A wide build would spill
+ * registers badly on a narrower machine, hence one build per width.
+ */
+#ifndef FLASH_TEMPLATE
+
+#include "flash.h"
+#include "../ref/rowsoftmax.h" /* lcai_ref_key_range: masks defined once */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Query rows per register block of the tile products. */
+#define FLASH_ROWS 4
+/* Every buffer and workspace part starts on a cache line. */
+#define FLASH_ALIGN 64
+
+struct lcai_flash_ws {
+	void *q;        /* [BQ][dk] rotated, scaled queries of the tile */
+	void *s;        /* [BQ][BK] logits, then exp(logit - m) */
+	void *o;        /* [BQ][dvp] unnormalised output */
+	void *m, *l;    /* [BQ] running max and sum */
+	int64_t lo[LCAI_FLASH_BQ], hi[LCAI_FLASH_BQ]; /* visible keys per row */
+};
+
+/* 1/k! for the Taylor polynomial of exp on |r| <= ln2/2: degree 7 leaves
+ * a truncation error below 5e-9 (float ulp 6e-8), degree 13 below 5e-18. */
+static const double flash_inv_fact[14] = {
+	1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720,
+	1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800,
+	1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
+};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FLASH_X86 1
+#endif
+
+/* ---- the typed engine, one instance per (element type, vector width) */
+
+#define FLASH_TEMPLATE
+#define FT float
+#define FI int32_t
+#define FLASH_VB 16
+#define FLASH_NB 2
+#define FLASH_TARGET
+#define FN(name) name##_f32_sse
+#include "softmax.c"
+#undef FT
+#undef FI
+#undef FN
+#define FT double
+#define FI int64_t
+#define FN(name) name##_f64_sse
+#include "softmax.c"
+#undef FT
+#undef FI
+#undef FN
+#undef FLASH_VB
+#undef FLASH_NB
+#undef FLASH_TARGET
+
+#ifdef FLASH_X86
+#define FLASH_VB 32
+#define FLASH_NB 2
+#define FLASH_TARGET __attribute__((target("avx2")))
+#define FT float
+#define FI int32_t
+#define FN(name) name##_f32_avx2
+#include "softmax.c"
+#undef FT
+#undef FI
+#undef FN
+#define FT double
+#define FI int64_t
+#define FN(name) name##_f64_avx2
+#include "softmax.c"
+#undef FT
+#undef FI
+#undef FN
+#undef FLASH_VB
+#undef FLASH_NB
+#undef FLASH_TARGET
+
+#define FLASH_VB 64
+#define FLASH_NB 4
+#define FLASH_TARGET __attribute__((target("avx512f")))
+#define FT float
+#define FI int32_t
+#define FN(name) name##_f32_avx512
+#include "softmax.c"
+#undef FT
+#undef FI
+#undef FN
+#define FT double
+#define FI int64_t
+#define FN(name) name##_f64_avx512
+#include "softmax.c"
+#undef FT
+#undef FI
+#undef FN
+#undef FLASH_VB
+#undef FLASH_NB
+#undef FLASH_TARGET
+#endif /* FLASH_X86 */
+#undef FLASH_TEMPLATE
+
+/* The widest build this CPU runs (the check includes OS support for the
+ * wide registers). */
+static const struct lcai_flash_ops *flash_pick(lca_dtype dtype)
+{
+	const int f32 = dtype == LCA_F32;
+
+#ifdef FLASH_X86
+	if (__builtin_cpu_supports("avx512f"))
+		return f32 ? &ops_f32_avx512 : &ops_f64_avx512;
+	if (__builtin_cpu_supports("avx2"))
+		return f32 ? &ops_f32_avx2 : &ops_f64_avx2;
+#endif
+	return f32 ? &ops_f32_sse : &ops_f64_sse;
+}
+
+/* ---- the engine: set-up, packing, the parallel tile loop ------------- */
+
+int lcai_flash_team(const lca_params *p, int64_t n)
+{
+#ifdef _OPENMP
+	int64_t t = p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
+#else
+	int64_t t = 1;
+	(void)p;
+#endif
+	if (t > n)
+		t = n;
+	return t < 1 ? 1 : (int)t;
+}
+
+/* 64-byte aligned, n >= 0 bytes (at least one line, so 0 is no failure). */
+static void *flash_alloc_bytes(int64_t n)
+{
+	if (n < 0 || (uint64_t)n > SIZE_MAX - FLASH_ALIGN)
+		return NULL;
+	n = (n + FLASH_ALIGN - 1) / FLASH_ALIGN * FLASH_ALIGN;
+	return aligned_alloc(FLASH_ALIGN, n ? (size_t)n : FLASH_ALIGN);
+}
+
+/* cos and sin of every (position, pair), as lcai_rope_apply computes them,
+ * so the f64 path rotates to the reference's bits. Positions span the
+ * keys 0..tk-1 and the queries tk-tq..tk-1 (negative when tq > tk). */
+static lca_status flash_rope_table(struct lcai_flash *f, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq)
+{
+	const lca_params *p = f->p;
+	const int64_t half = f->rope_dim / 2;
+	int64_t lo = 0, hi = 0, n;
+
+	for (int64_t s = 0; s < nseq; s++) {
+		int64_t tq = cu_q[s + 1] - cu_q[s], tk = cu_k[s + 1] - cu_k[s];
+
+		if (tk - tq < lo)
+			lo = tk - tq;
+		if (tk > hi)
+			hi = tk;
+	}
+	f->pmin = lo;
+	f->npos = hi - lo;
+	if (!lcai_mul_n(&n, 3, f->npos, f->rope_dim, (int64_t)sizeof(double)) ||
+	    !(f->rope = flash_alloc_bytes(n)))
+		return lcai_fail(LCA_ERR_NOMEM, "cpu attention: no memory for the RoPE table of %lld positions",
+			(long long)f->npos);
+	#pragma omp parallel for num_threads(lcai_flash_team(p, f->npos / 256 + 1))
+	for (int64_t i = 0; i < f->npos; i++) {
+		double *cs = f->rope + i * f->rope_dim;
+
+		for (int64_t j = 0; j < half; j++) {
+			double freq = pow(p->rope_theta, -2.0 * (double)j /
+				(double)f->rope_dim);
+			double ang = (double)(i + lo) * freq;
+
+			cs[2 * j] = cos(ang);
+			cs[2 * j + 1] = sin(ang);
+		}
+	}
+	return LCA_OK;
+}
+
+lca_status lcai_flash_init(struct lcai_flash *f, const lca_params *p,
+	int64_t da, int64_t db, int64_t dv, int64_t rope_dim, double scale,
+	const int64_t *cu_q, const int64_t *cu_k, int64_t nseq)
+{
+	memset(f, 0, sizeof *f);
+	f->p = p;
+	f->ops = flash_pick(p->dtype);
+	f->da = da;
+	f->db = db;
+	f->dk = da + db;
+	f->dv = dv;
+	f->dvp = (dv + f->ops->nc - 1) / f->ops->nc * f->ops->nc;
+	f->rope_dim = rope_dim;
+	f->scale = scale;
+	if (rope_dim > 0)
+		return flash_rope_table(f, cu_q, cu_k, nseq);
+	return LCA_OK;
+}
+
+void lcai_flash_free(struct lcai_flash *f)
+{
+	free(f->rope);
+	f->rope = NULL;
+}
+
+int64_t lcai_flash_padded(int64_t tk)
+{
+	return (tk + LCAI_FLASH_BK - 1) / LCAI_FLASH_BK * LCAI_FLASH_BK;
+}
+
+int lcai_flash_offsets(const int64_t *cu_k, int64_t nseq, int64_t *off)
+{
+	off[0] = 0;
+	for (int64_t n = 0; n < nseq; n++) {
+		int64_t rows = lcai_flash_padded(cu_k[n + 1] - cu_k[n]);
+
+		if (rows > INT64_MAX - off[n])
+			return 0;
+		off[n + 1] = off[n] + rows;
+	}
+	return 1;
+}
+
+lca_status lcai_flash_alloc(const struct lcai_flash *f, int64_t nkv,
+	int64_t rows, void **kt, void **vp)
+{
+	const int64_t es = (int64_t)f->ops->esize;
+	int64_t nk, nv;
+
+	*kt = *vp = NULL;
+	if (!lcai_mul_n(&nk, 4, nkv, rows, f->dk, es) ||
+	    !lcai_mul_n(&nv, 4, nkv, rows, f->dvp, es) ||
+	    !(*kt = flash_alloc_bytes(nk)) || !(*vp = flash_alloc_bytes(nv))) {
+		free(*kt);
+		*kt = NULL;
+		return lcai_fail(LCA_ERR_NOMEM, "cpu attention: no memory to pack %lld keys",
+			(long long)rows);
+	}
+	return LCA_OK;
+}
+
+void lcai_flash_pack_all(const struct lcai_flash *f,
+	const struct lcai_flash_pack *jobs, int64_t njobs)
+{
+	#pragma omp parallel for schedule(dynamic) num_threads(lcai_flash_team(f->p, njobs))
+	for (int64_t j = 0; j < njobs; j++)
+		f->ops->pack(f, &jobs[j]);
+}
+
+/* One query tile of one task, with the number of key tiles it visits as
+ * its cost. */
+struct flash_item {
+	int64_t task, i0, cost;
+};
+
+/* Costliest first, so the last items to start are the short ones; ties in
+ * a fixed order. */
+static int flash_item_cmp(const void *pa, const void *pb)
+{
+	const struct flash_item *a = pa, *b = pb;
+
+	if (a->cost != b->cost)
+		return a->cost < b->cost ? 1 : -1;
+	if (a->task != b->task)
+		return a->task < b->task ? -1 : 1;
+	return (a->i0 > b->i0) - (a->i0 < b->i0);
+}
+
+/* The items of all tasks, sorted; NULL on failure. */
+static struct flash_item *flash_items(const struct lcai_flash *f,
+	const struct lcai_flash_task *tasks, int64_t ntasks, int64_t *nitems)
+{
+	const int64_t BQ = LCAI_FLASH_BQ, BK = LCAI_FLASH_BK;
+	struct flash_item *it;
+	int64_t n = 0;
+
+	for (int64_t t = 0; t < ntasks; t++)
+		n += (tasks[t].tq + BQ - 1) / BQ;
+	if ((uint64_t)n > SIZE_MAX / sizeof *it || !(it = malloc(n ? (size_t)n * sizeof *it : 1)))
+		return NULL;
+	n = 0;
+	for (int64_t t = 0; t < ntasks; t++) {
+		const int64_t tq = tasks[t].tq, tk = tasks[t].tk;
+
+		for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
+			int64_t last = i0 + BQ < tq ? i0 + BQ - 1 : tq - 1;
+			int64_t lo, hi, l2, h2;
+
+			lcai_ref_key_range(f->p, tk - tq + i0, tk, &lo, &h2);
+			lcai_ref_key_range(f->p, tk - tq + last, tk, &l2, &hi);
+			it[n].task = t;
+			it[n].i0 = i0;
+			it[n].cost = hi > lo ? (hi + BK - 1) / BK - lo / BK : 0;
+			n++;
+		}
+	}
+	qsort(it, (size_t)n, sizeof *it, flash_item_cmp);
+	*nitems = n;
+	return it;
+}
+
+/* A thread's tiles, carved from one aligned block; NULL on failure. */
+static struct lcai_flash_ws *flash_ws_new(const struct lcai_flash *f)
+{
+	const int64_t BQ = LCAI_FLASH_BQ, es = (int64_t)f->ops->esize;
+	const int64_t line = FLASH_ALIGN;
+	int64_t nq = (BQ * f->dk * es + line - 1) / line * line;
+	int64_t ns = BQ * LCAI_FLASH_BK * es;
+	int64_t no = (BQ * f->dvp * es + line - 1) / line * line;
+	int64_t nm = (BQ * es + line - 1) / line * line;
+	struct lcai_flash_ws *ws = malloc(sizeof *ws);
+	char *base = flash_alloc_bytes(nq + ns + no + 2 * nm);
+
+	if (!ws || !base) {
+		free(ws);
+		free(base);
+		return NULL;
+	}
+	ws->q = base;
+	ws->s = base + nq;
+	ws->o = base + nq + ns;
+	ws->m = base + nq + ns + no;
+	ws->l = base + nq + ns + no + nm;
+	return ws;
+}
+
+static void flash_ws_free(struct lcai_flash_ws *ws)
+{
+	if (ws)
+		free(ws->q);
+	free(ws);
+}
+
+lca_status lcai_flash_run(const struct lcai_flash *f,
+	const struct lcai_flash_task *tasks, int64_t ntasks)
+{
+	struct flash_item *items;
+	int64_t nitems;
+	int nomem = 0;
+
+	if (!(items = flash_items(f, tasks, ntasks, &nitems)))
+		return lcai_fail(LCA_ERR_NOMEM, "cpu attention: no memory for the tile list");
+	#pragma omp parallel num_threads(lcai_flash_team(f->p, nitems))
+	{
+		struct lcai_flash_ws *ws = flash_ws_new(f);
+
+		if (!ws) {
+			#pragma omp atomic write
+			nomem = 1;
+		}
+		/* A thread without workspace still takes part in the loop
+		 * (every thread must reach it) but skips its items. */
+		#pragma omp for schedule(dynamic, 1)
+		for (int64_t i = 0; i < nitems; i++)
+			if (ws)
+				f->ops->attend(f, &tasks[items[i].task], items[i].i0, ws);
+		flash_ws_free(ws);
+	}
+	free(items);
+	if (nomem)
+		return lcai_fail(LCA_ERR_NOMEM, "cpu attention: no memory for a thread's tiles");
+	return LCA_OK;
+}
+
+/* ---- softmax attention ---------------------------------------------- */
+
+/* Packing jobs (one per sequence and kv head) and tasks (one per sequence
+ * and query head) of a softmax call; off from lcai_flash_offsets. */
+static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const int64_t *off, const void *q,
+	const void *k, const void *v, void *o, void *lse, void *kt, void *vp,
+	struct lcai_flash_pack *jobs, struct lcai_flash_task *tasks)
+{
+	const lca_params *p = f->p;
+	const size_t es = f->ops->esize;
+	const int64_t H = p->H, Hkv = p->Hkv, dk = p->dk, dv = p->dv;
+	const int64_t rows = off[nseq];
+
+	for (int64_t n = 0; n < nseq; n++) {
+		const int64_t k0 = cu_k[n], q0 = cu_q[n];
+
+		for (int64_t g = 0; g < Hkv; g++) {
+			struct lcai_flash_pack *j = &jobs[n * Hkv + g];
+
+			memset(j, 0, sizeof *j);
+			j->k.b = lcai_flash_at(k, es, (k0 * Hkv + g) * dk);
+			j->k.ldb = Hkv * dk;
+			j->k.db = dk;
+			j->v = lcai_flash_at(v, es, (k0 * Hkv + g) * dv);
+			j->ldv = Hkv * dv;
+			j->tk = cu_k[n + 1] - k0;
+			j->kt = lcai_flash_at_w(kt, es, (g * rows + off[n]) * dk);
+			j->vp = lcai_flash_at_w(vp, es, (g * rows + off[n]) * f->dvp);
+		}
+		for (int64_t h = 0; h < H; h++) {
+			struct lcai_flash_task *t = &tasks[n * H + h];
+			const struct lcai_flash_pack *j = &jobs[n * Hkv + h / (H / Hkv)];
+
+			memset(t, 0, sizeof *t);
+			t->q.b = lcai_flash_at(q, es, (q0 * H + h) * dk);
+			t->q.ldb = H * dk;
+			t->q.db = dk;
+			t->kt = j->kt;
+			t->vp = j->vp;
+			t->tq = cu_q[n + 1] - q0;
+			t->tk = j->tk;
+			t->o = lcai_flash_at_w(o, es, (q0 * H + h) * dv);
+			t->ldo = H * dv;
+			t->lse = lse ? lcai_flash_at_w(lse, es, q0 * H + h) : NULL;
+			t->ldlse = H;
+		}
+	}
+}
+
+lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse)
+{
+	struct lcai_flash f;
+	struct lcai_flash_pack *jobs = NULL;
+	struct lcai_flash_task *tasks = NULL;
+	int64_t *off = NULL, njobs, ntasks;
+	void *kt = NULL, *vp = NULL;
+	lca_status st;
+
+	st = lcai_flash_init(&f, p, 0, p->dk, p->dv, p->rope_dim, p->scale,
+		cu_q, cu_k, nseq);
+	if (st != LCA_OK)
+		return st;
+	if (!lcai_mul(nseq, p->Hkv, &njobs) || !lcai_mul(nseq, p->H, &ntasks) ||
+	    (uint64_t)ntasks > SIZE_MAX / sizeof *tasks ||
+	    !(off = malloc((size_t)(nseq + 1) * sizeof *off)) ||
+	    !(jobs = malloc((size_t)njobs * sizeof *jobs + 1)) ||
+	    !(tasks = malloc((size_t)ntasks * sizeof *tasks + 1))) {
+		st = lcai_fail(LCA_ERR_NOMEM, "cpu softmax: no memory for %lld sequences",
+			(long long)nseq);
+		goto out;
+	}
+	if (!lcai_flash_offsets(cu_k, nseq, off)) {
+		st = lcai_fail(LCA_ERR_NOMEM, "cpu softmax: packed key count overflows");
+		goto out;
+	}
+	if ((st = lcai_flash_alloc(&f, p->Hkv, off[nseq], &kt, &vp)) != LCA_OK)
+		goto out;
+	softmax_plan(&f, cu_q, cu_k, nseq, off, q, k, v, o, lse, kt, vp, jobs,
+		tasks);
+	lcai_flash_pack_all(&f, jobs, njobs);
+	st = lcai_flash_run(&f, tasks, ntasks);
+out:
+	free(kt);
+	free(vp);
+	free(tasks);
+	free(jobs);
+	free(off);
+	lcai_flash_free(&f);
+	return st;
+}
+
+#else /* FLASH_TEMPLATE: the typed engine for element type FT */
+
+/*
+ * FT is the element type and FI the integer of its size; FLASH_VB the
+ * vector size in bytes, FLASH_NB vectors per register block, FLASH_TARGET
+ * the ISA attribute of every function; FN() names the instance.
+ */
+#define VW (FLASH_VB / (int)sizeof(FT))   /* elements per vector */
+#define NC (FLASH_NB * VW)                /* columns per register block */
+#define BQ LCAI_FLASH_BQ
+#define BK LCAI_FLASH_BK
+#define VEC FN(vec)
+#define IVEC FN(ivec)
+#define INLINE FLASH_TARGET static inline __attribute__((always_inline))
+
+typedef FT VEC __attribute__((vector_size(FLASH_VB)));
+typedef FI IVEC __attribute__((vector_size(FLASH_VB)));
+
+/* Unaligned vector load and store (memcpy: no aliasing games). */
+#define VLOAD(x, p) memcpy(&(x), (p), sizeof(VEC))
+#define VSTORE(p, x) memcpy((p), &(x), sizeof(VEC))
+/* Lanes of a where mask is set, else lanes of b. */
+#define VSEL(mask, a, b) \
+	((VEC)(((IVEC)(a) & (mask)) | ((IVEC)(b) & ~(mask))))
+
+/* x[0..BK) = exp(x - m) for x <= m, returning their sum. Range reduction
+ * x = k ln2 + r, |r| <= ln2/2 (Cody-Waite: k ln2_hi is exact), Taylor
+ * polynomial in r, 2^k built in the exponent bits. Below EXP_MIN (where
+ * exp underflows anyway) and for masked -inf the result is exactly 0, so
+ * masked keys never leak into the sum. */
+INLINE FT FN(exp_row)(FT *x, FT m)
+{
+	const int f32 = sizeof(FT) == 4;
+	const int deg = f32 ? 7 : 13, mant = f32 ? 23 : 52;
+	const FI bias = f32 ? 127 : 1023;
+	const FT emin = f32 ? -87.0 : -708.0;
+	const FT magic = f32 ? 12582912.0 : 6755399441055744.0; /* 1.5 2^mant */
+	const FT ln2_hi = f32 ? 0.693359375 : 6.93147180369123816490e-01;
+	const FT ln2_lo = f32 ? -2.12194440e-4 : 1.90821492927058770002e-10;
+	const FT log2e = 1.44269504088896340736;
+	const VEC vmin = (VEC){ 0 } + emin, vmag = (VEC){ 0 } + magic;
+	VEC sum = { 0 };
+	FT total = 0;
+
+	for (int j = 0; j < BK; j += VW) {
+		VEC v, t, k, r, pol;
+		IVEC keep, e;
+
+		VLOAD(v, x + j);
+		v = v - m;
+		keep = v >= vmin;
+		v = VSEL(keep, v, vmin);
+		t = v * log2e + vmag;     /* rounds k to nearest in the low bits */
+		k = t - vmag;
+		r = v - k * ln2_hi - k * ln2_lo;
+		pol = (VEC){ 0 } + (FT)flash_inv_fact[deg];
+		for (int i = deg - 1; i >= 0; i--)
+			pol = pol * r + (FT)flash_inv_fact[i];
+		e = ((IVEC)t - (IVEC)vmag + bias) << mant;
+		pol = pol * (VEC)e;
+		pol = (VEC)((IVEC)pol & keep);
+		VSTORE(x + j, pol);
+		sum += pol;
+	}
+	for (int i = 0; i < VW; i++)
+		total += sum[i];
+	return total;
+}
+
+INLINE FT FN(row_max)(const FT *x)
+{
+	VEC mx = (VEC){ 0 } - (FT)INFINITY;
+	FT best = -INFINITY;
+
+	for (int j = 0; j < BK; j += VW) {
+		VEC v;
+
+		VLOAD(v, x + j);
+		mx = VSEL(v > mx, v, mx);
+	}
+	for (int i = 0; i < VW; i++)
+		if (mx[i] > best)
+			best = mx[i];
+	return best;
+}
+
+/* s[FLASH_ROWS][NC] = q[FLASH_ROWS][dk] kt[dk][NC], kt and s with row
+ * stride BK: each step broadcasts one query value against NC keys. */
+INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
+{
+	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
+
+	for (int r = 0; r < FLASH_ROWS; r++)
+		for (int v = 0; v < FLASH_NB; v++)
+			acc[r][v] = (VEC){ 0 };
+	for (int64_t c = 0; c < dk; c++) {
+		for (int v = 0; v < FLASH_NB; v++)
+			VLOAD(b[v], kt + c * BK + v * VW);
+		for (int r = 0; r < FLASH_ROWS; r++) {
+			FT a = q[r * dk + c];
+
+			for (int v = 0; v < FLASH_NB; v++)
+				acc[r][v] += a * b[v];
+		}
+	}
+	for (int r = 0; r < FLASH_ROWS; r++)
+		for (int v = 0; v < FLASH_NB; v++)
+			VSTORE(s + r * BK + v * VW, acc[r][v]);
+}
+
+/* o[FLASH_ROWS][NC] += p[FLASH_ROWS][BK] vp[BK][NC], o and vp with row
+ * stride dvp. */
+INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
+{
+	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
+
+	for (int r = 0; r < FLASH_ROWS; r++)
+		for (int v = 0; v < FLASH_NB; v++)
+			VLOAD(acc[r][v], o + r * dvp + v * VW);
+	for (int j = 0; j < BK; j++) {
+		for (int v = 0; v < FLASH_NB; v++)
+			VLOAD(b[v], vp + j * dvp + v * VW);
+		for (int r = 0; r < FLASH_ROWS; r++) {
+			FT a = p[r * BK + j];
+
+			for (int v = 0; v < FLASH_NB; v++)
+				acc[r][v] += a * b[v];
+		}
+	}
+	for (int r = 0; r < FLASH_ROWS; r++)
+		for (int v = 0; v < FLASH_NB; v++)
+			VSTORE(o + r * dvp + v * VW, acc[r][v]);
+}
+
+/* Row i of src as [a ; rope(b)] times mult into dst[c * stride], rotated
+ * as at position pos with the table of f (double arithmetic, rounded
+ * once). */
+FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
+	const struct lcai_flash_src *src, int64_t i, int64_t pos, double mult,
+	FT *dst, int64_t stride)
+{
+	const int64_t da = src->da, db = src->db, rot = f->rope_dim;
+	const int interleaved = f->p->rope_style == LCA_ROPE_INTERLEAVED;
+
+	if (da > 0) {
+		const FT *a = (const FT *)src->a + i * src->lda;
+
+		for (int64_t c = 0; c < da; c++)
+			dst[c * stride] = (FT)(mult * a[c]);
+		dst += da * stride;
+	}
+	if (db > 0) {
+		const FT *b = (const FT *)src->b + i * src->ldb;
+		const double *cs = rot > 0 ? f->rope + (pos - f->pmin) * rot : NULL;
+
+		for (int64_t j = 0; j < rot / 2; j++) {
+			int64_t ia = interleaved ? 2 * j : j;
+			int64_t ib = interleaved ? 2 * j + 1 : j + rot / 2;
+			double x = b[ia], y = b[ib], c = cs[2 * j], s = cs[2 * j + 1];
+
+			dst[ia * stride] = (FT)(mult * (x * c - y * s));
+			dst[ib * stride] = (FT)(mult * (x * s + y * c));
+		}
+		for (int64_t c = rot; c < db; c++)
+			dst[c * stride] = (FT)(mult * b[c]);
+	}
+}
+
+/* Keys into transposed tiles [tile][dk][BK] and values into rows of dvp,
+ * both zero-padded to whole tiles (zeros, not garbage: padded keys meet
+ * real queries in the products before the mask removes them). */
+FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
+	const struct lcai_flash_pack *job)
+{
+	const int64_t dk = f->dk, dv = f->dv, dvp = f->dvp, tk = job->tk;
+	const int64_t rows = lcai_flash_padded(tk);
+	const FT *v = job->v;
+	FT *kt = job->kt, *vp = job->vp;
+
+	for (int64_t s = 0; s < rows; s++) {
+		FT *kcol = kt + (s / BK) * dk * BK + s % BK;
+		FT *vrow = vp + s * dvp;
+		int64_t c = 0;
+
+		if (s < tk) {
+			FN(load_row)(f, &job->k, s, s, 1.0, kcol, BK);
+			for (; c < dv; c++)
+				vrow[c] = v[s * job->ldv + c];
+		} else {
+			for (int64_t d = 0; d < dk; d++)
+				kcol[d * BK] = 0;
+		}
+		for (; c < dvp; c++)
+			vrow[c] = 0;
+	}
+}
+
+/* Logits of keys a row may not see become -inf (s is the key tile at j0). */
+FLASH_TARGET static void FN(mask)(const struct lcai_flash_ws *ws, int64_t nq,
+	int64_t j0, FT *s)
+{
+	for (int64_t r = 0; r < nq; r++) {
+		int64_t lo = ws->lo[r] - j0, hi = ws->hi[r] - j0;
+
+		for (int64_t j = 0; j < BK; j++)
+			if (j < lo || j >= hi)
+				s[r * BK + j] = -INFINITY;
+	}
+}
+
+/* The online-softmax step of one key tile: each row's logits become
+ * exp(logit - m_new) and its past sum and output shrink by
+ * exp(m_old - m_new) <= 1. A row that has seen no key yet (m = -inf)
+ * keeps zeros. */
+INLINE void FN(online)(struct lcai_flash_ws *ws, int64_t nq, int64_t dvp,
+	FT *s, FT *o)
+{
+	FT *m = ws->m, *l = ws->l;
+
+	for (int64_t r = 0; r < nq; r++) {
+		FT *row = s + r * BK, mx = FN(row_max)(row);
+
+		if (mx <= m[r]) {
+			mx = m[r];
+		} else if (m[r] > -INFINITY) {
+			FT alpha = (FT)exp((double)m[r] - (double)mx);
+			FT *orow = o + r * dvp;
+
+			for (int64_t c = 0; c < dvp; c++)
+				orow[c] *= alpha;
+			l[r] *= alpha;
+		}
+		if (mx == -INFINITY) {
+			memset(row, 0, BK * sizeof(FT));
+			continue;
+		}
+		m[r] = mx;
+		l[r] += FN(exp_row)(row, mx);
+	}
+}
+
+/* Output rows o / l and lse = m + log l; a row that saw no key gets o = 0
+ * and lse = -inf. */
+FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
+	const struct lcai_flash_task *t, const struct lcai_flash_ws *ws,
+	int64_t i0, int64_t nq)
+{
+	const FT *acc = ws->o, *m = ws->m, *l = ws->l;
+	FT *lse = t->lse;
+
+	for (int64_t r = 0; r < nq; r++) {
+		FT *orow = (FT *)t->o + (i0 + r) * t->ldo;
+		const FT *arow = acc + r * f->dvp;
+		FT ls = -INFINITY;
+
+		if (l[r] > 0) {
+			for (int64_t c = 0; c < f->dv; c++)
+				orow[c] = arow[c] / l[r];
+			ls = (FT)((double)m[r] + log((double)l[r]));
+		} else {
+			for (int64_t c = 0; c < f->dv; c++)
+				orow[c] = 0;
+		}
+		if (lse)
+			lse[(i0 + r) * t->ldlse] = ls;
+	}
+}
+
+/* Queries i0 .. i0+nq-1 of task t (alg. 1 of FlashAttention, one query
+ * tile): only the key tiles in the union of the rows' visible ranges are
+ * visited, and only those crossing a row's range edge are masked. */
+FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
+	const struct lcai_flash_task *t, int64_t i0, struct lcai_flash_ws *ws)
+{
+	const int64_t dk = f->dk, dvp = f->dvp;
+	const int64_t nq = t->tq - i0 < BQ ? t->tq - i0 : BQ;
+	const int64_t nr = (nq + FLASH_ROWS - 1) / FLASH_ROWS * FLASH_ROWS;
+	const int64_t pos0 = t->tk - t->tq + i0;
+	FT *q = ws->q, *s = ws->s, *o = ws->o;
+	int64_t first, end, inner_lo, inner_hi;
+
+	/* Rows nq..nr are zero queries: their logits are 0, never turned
+	 * into weights, so they add nothing to the output. */
+	for (int64_t r = 0; r < nq; r++) {
+		FN(load_row)(f, &t->q, i0 + r, pos0 + r, f->scale, q + r * dk, 1);
+		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
+		((FT *)ws->m)[r] = -INFINITY;
+		((FT *)ws->l)[r] = 0;
+	}
+	memset(q + nq * dk, 0, (size_t)((nr - nq) * dk) * sizeof(FT));
+	memset(o, 0, (size_t)(nr * dvp) * sizeof(FT));
+	/* Ranges only move right with the position: the union is
+	 * [lo of the first row, hi of the last), and keys every row sees
+	 * are [lo of the last row, hi of the first). */
+	first = ws->lo[0] / BK * BK;
+	end = ws->hi[nq - 1];
+	inner_lo = ws->lo[nq - 1];
+	inner_hi = ws->hi[0];
+	for (int64_t j0 = first; j0 < end; j0 += BK) {
+		const FT *kt = (const FT *)t->kt + (j0 / BK) * dk * BK;
+		const FT *vp = (const FT *)t->vp + j0 * dvp;
+
+		for (int64_t r = 0; r < nr; r += FLASH_ROWS)
+			for (int64_t c = 0; c < BK; c += NC)
+				FN(qk_block)(q + r * dk, dk, kt + c, s + r * BK + c);
+		if (j0 < inner_lo || j0 + BK > inner_hi)
+			FN(mask)(ws, nq, j0, s);
+		FN(online)(ws, nq, dvp, s, o);
+		for (int64_t r = 0; r < nr; r += FLASH_ROWS)
+			for (int64_t c = 0; c < dvp; c += NC)
+				FN(pv_block)(s + r * BK, vp + c, dvp, o + r * dvp + c);
+	}
+	FN(finish)(f, t, ws, i0, nq);
+}
+
+static const struct lcai_flash_ops FN(ops) = {
+	sizeof(FT), NC, FN(pack), FN(attend),
+};
+
+#undef VW
+#undef NC
+#undef BQ
+#undef BK
+#undef VEC
+#undef IVEC
+#undef INLINE
+#undef VLOAD
+#undef VSTORE
+#undef VSEL
+
+#endif /* FLASH_TEMPLATE */

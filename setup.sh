@@ -1,0 +1,62 @@
+#!/bin/sh
+# setup.sh [demo|test] - set up a fresh Debian machine (run as root), build
+# lcattn from scratch, then either run the demo or run every test.
+#   demo  (default) the main job: lcattn demo
+#   test  make check, make distcheck, the README example through pkg-config,
+#         and a CUDA build with its tests (they skip without a GPU) when nvcc
+#         is installed
+set -eu
+mode=${1:-demo}
+case $mode in demo|test) ;; *) echo "usage: $0 [demo|test]" >&2; exit 2 ;; esac
+cd "$(dirname "$0")"
+top=$(pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc"
+missing=""
+for p in $deps; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "setup.sh: missing Debian packages:$missing (run as root, or install them)" >&2
+		exit 1
+	fi
+	echo "== installing:$missing"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+echo "== autoreconf"
+autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
+# Out-of-tree builds keep the source tree clean for make distcheck.
+rm -rf _build && mkdir _build && cd _build
+../configure --quiet
+make -j"$jobs" >/dev/null
+
+if [ "$mode" = demo ]; then
+	./tools/lcattn demo
+	exit 0
+fi
+
+echo "== make check"
+make -j"$jobs" check
+grep -h "^[0-9]*%: Checks:" tests/*.log | awk -F'[ ,]+' '{n+=$3; f+=$5; e+=$7} END {print "checks: " n - f - e " passed, " f + e " failed"}'
+echo "== make distcheck"
+make -j"$jobs" distcheck >distcheck.out 2>&1 || { tail -n 60 distcheck.out; exit 1; }
+tail -n 4 distcheck.out
+echo "== README example through pkg-config"
+rm -rf "$top/_inst"
+make install prefix="$top/_inst" >/dev/null
+sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
+
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+	echo "== CUDA build (tests skip without a GPU)"
+	cd "$top" && rm -rf _build-cuda && mkdir _build-cuda && cd _build-cuda
+	../configure --quiet --enable-cuda
+	make -j"$jobs" >/dev/null
+	make -j"$jobs" check
+else
+	echo "== no nvcc: CUDA build not tried"
+fi
+echo "== all tests passed"

@@ -1,0 +1,1221 @@
+/*
+ * check_api.c - the contract of the public API outside the numbers: status
+ * names, version, parameter defaults, every refusal of lca_plan_create()
+ * and of the four forward calls, and the per-thread detail message.
+ *
+ * A refused call must return the documented status, leave a message that
+ * names the offending argument, and write nothing to any output.
+ */
+#include "testutil.h"
+
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- status names, version ---------------------------------------------- */
+
+static const char *const status_names[] = {
+	"LCA_OK", "LCA_ERR_NULL", "LCA_ERR_SIZE", "LCA_ERR_OVERFLOW",
+	"LCA_ERR_ARG", "LCA_ERR_NONFINITE", "LCA_ERR_UNSUPPORTED",
+	"LCA_ERR_NO_DEVICE", "LCA_ERR_NOMEM", "LCA_ERR_CAPACITY",
+	"LCA_ERR_CORRUPT", "LCA_ERR_INTERNAL",
+};
+#define NSTATUS ((int)(sizeof status_names / sizeof status_names[0]))
+
+START_TEST(test_strerror_names_every_status)
+{
+	ck_assert_int_eq(NSTATUS - 1, LCA_ERR_INTERNAL);
+	for (int s = 0; s < NSTATUS; s++) {
+		const char *m = lca_strerror((lca_status)s);
+		size_t n = strlen(status_names[s]);
+
+		ck_assert_ptr_nonnull(m);
+		/* The constant's name, then a separator: "LCA_ERR_NULL" must not
+		 * match "LCA_ERR_NULLX". */
+		ck_assert_msg(strncmp(m, status_names[s], n) == 0 &&
+			(m[n] == '\0' || m[n] == ':' || m[n] == ' '),
+			"lca_strerror(%d) = \"%s\", expected it to start with %s",
+			s, m, status_names[s]);
+	}
+}
+END_TEST
+
+START_TEST(test_strerror_survives_out_of_range)
+{
+	const int bad[] = { -1, NSTATUS, NSTATUS + 1, 1000, INT_MAX, INT_MIN };
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		const char *m = lca_strerror((lca_status)bad[i]);
+
+		ck_assert_ptr_nonnull(m);
+		ck_assert_msg(m[0] != '\0', "empty name for status %d", bad[i]);
+		for (int s = 0; s < NSTATUS; s++)
+			ck_assert_str_ne(m, lca_strerror((lca_status)s));
+	}
+}
+END_TEST
+
+START_TEST(test_version_matches_macros)
+{
+	char want[64];
+
+	ck_assert_str_eq(lca_version(), LCA_VERSION_STRING);
+	snprintf(want, sizeof want, "%d.%d.%d", LCA_VERSION_MAJOR,
+		LCA_VERSION_MINOR, LCA_VERSION_PATCH);
+	ck_assert_str_eq(LCA_VERSION_STRING, want);
+}
+END_TEST
+
+/* ---- parameters ---------------------------------------------------------- */
+
+START_TEST(test_params_init_defaults)
+{
+	for (int v = LCA_SOFTMAX; v <= LCA_LIGHTNING; v++) {
+		lca_params p;
+		int attn = v == LCA_SOFTMAX || v == LCA_MLA;
+
+		memset(&p, 0x5a, sizeof p); /* init must overwrite every field */
+		tu_assert_ok(lca_params_init(&p, (lca_variant)v));
+		ck_assert_int_eq(p.variant, v);
+		ck_assert_int_eq(p.backend, LCA_BACKEND_REF);
+		ck_assert_int_eq(p.dtype, LCA_F64);
+		ck_assert_int_eq(p.algo, LCA_ALGO_AUTO);
+		ck_assert_int_eq(p.H, 0);
+		ck_assert_int_eq(p.Hkv, 0);
+		ck_assert_int_eq(p.Hk, 0);
+		ck_assert_int_eq(p.dk, 0);
+		ck_assert_int_eq(p.dv, 0);
+		ck_assert(p.scale == 0.0);
+		ck_assert_int_eq(p.causal, attn);
+		ck_assert_int_eq(p.window, 0);
+		ck_assert_int_eq(p.rope_dim, v == LCA_MLA ? LCA_ROPE_FULL : 0);
+		ck_assert(p.rope_theta == 10000.0);
+		ck_assert_int_eq(p.rope_style,
+			v == LCA_MLA ? LCA_ROPE_INTERLEAVED : LCA_ROPE_HALF);
+		ck_assert_int_eq(p.qk_l2norm, 1);
+		ck_assert_int_eq(p.chunk, 64);
+		ck_assert_int_eq(p.block, 256);
+		ck_assert_int_eq(p.nthreads, 0);
+		ck_assert_int_eq(p.check_finite, 1);
+	}
+}
+END_TEST
+
+START_TEST(test_params_init_rejects_null_and_unknown_variant)
+{
+	lca_params p;
+
+	ck_assert_int_eq(lca_params_init(NULL, LCA_SOFTMAX), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("p"));
+	ck_assert_int_eq(lca_params_init(&p, (lca_variant)4), LCA_ERR_ARG);
+	ck_assert(tu_msg_names("variant"));
+	ck_assert_int_eq(lca_params_init(&p, (lca_variant)-1), LCA_ERR_ARG);
+	ck_assert(tu_msg_names("variant"));
+}
+END_TEST
+
+/* Small valid parameters of each variant. */
+static lca_params small_params(lca_variant v)
+{
+	lca_params p = tu_params(v);
+
+	p.H = 4;
+	p.dk = 6;
+	p.dv = 3;
+	if (v == LCA_MLA) {
+		p.dn = 5;
+		p.dr = 4;
+		p.dc = 7;
+		p.scale = 0.25;
+	}
+	return p;
+}
+
+START_TEST(test_plan_params_resolves_defaults)
+{
+	lca_params p = small_params(LCA_SOFTMAX), r;
+	lca_plan *plan = tu_plan(&p);
+
+	tu_assert_ok(lca_plan_params(plan, &r));
+	ck_assert_int_eq(r.Hkv, 4);
+	ck_assert(fabs(r.scale - 1.0 / sqrt(6.0)) <= 1e-16);
+	ck_assert_int_eq(r.algo, LCA_ALGO_NAIVE);
+	lca_plan_destroy(plan);
+
+	p = small_params(LCA_MLA);
+	plan = tu_plan(&p);
+	tu_assert_ok(lca_plan_params(plan, &r));
+	ck_assert_int_eq(r.rope_dim, 4);
+	ck_assert_int_eq(r.algo, LCA_ALGO_ABSORBED);
+	ck_assert(r.scale == 0.25);
+	lca_plan_destroy(plan);
+
+	p = small_params(LCA_DELTANET);
+	plan = tu_plan(&p);
+	tu_assert_ok(lca_plan_params(plan, &r));
+	ck_assert_int_eq(r.Hk, 4);
+	ck_assert(fabs(r.scale - 1.0 / sqrt(6.0)) <= 1e-16);
+	ck_assert(r.algo == LCA_ALGO_RECURRENT || r.algo == LCA_ALGO_CHUNKED);
+	lca_plan_destroy(plan);
+
+	p = small_params(LCA_LIGHTNING);
+	plan = tu_plan(&p);
+	tu_assert_ok(lca_plan_params(plan, &r));
+	ck_assert(r.scale == 1.0);
+	ck_assert(r.algo == LCA_ALGO_RECURRENT || r.algo == LCA_ALGO_CHUNKED);
+	lca_plan_destroy(plan);
+}
+END_TEST
+
+START_TEST(test_plan_params_rejects_null)
+{
+	lca_params p = small_params(LCA_SOFTMAX), r;
+	lca_plan *plan = tu_plan(&p);
+
+	ck_assert_int_eq(lca_plan_params(NULL, &r), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("plan"));
+	ck_assert_int_eq(lca_plan_params(plan, NULL), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("p"));
+	lca_plan_destroy(plan);
+	lca_plan_destroy(NULL); /* a no-op */
+}
+END_TEST
+
+/* ---- lca_plan_create refusals -------------------------------------------- */
+
+/* Expect lca_plan_create(p) to fail with want, leave *plan NULL and name
+ * the field in the message. */
+static void expect_plan_fails(const lca_params *p, lca_status want,
+	const char *field, const char *what)
+{
+	lca_plan *plan = (lca_plan *)&plan; /* any non-NULL value */
+	lca_status s = lca_plan_create(p, &plan);
+
+	ck_assert_msg(s == want, "%s: got %s, expected %s (%s)", what,
+		lca_strerror(s), lca_strerror(want), lca_last_error());
+	ck_assert_msg(plan == NULL, "%s: *plan not set to NULL on failure", what);
+	ck_assert_msg(lca_last_error()[0] != '\0', "%s: empty message", what);
+	ck_assert_msg(tu_msg_names(field), "%s: message \"%s\" does not name %s",
+		what, lca_last_error(), field);
+}
+
+START_TEST(test_plan_rejects_null_arguments)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+	lca_plan *plan = (lca_plan *)&plan;
+
+	ck_assert_int_eq(lca_plan_create(NULL, &plan), LCA_ERR_NULL);
+	ck_assert_ptr_null(plan);
+	ck_assert(tu_msg_names("p"));
+	ck_assert_int_eq(lca_plan_create(&p, NULL), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("plan"));
+}
+END_TEST
+
+START_TEST(test_plan_rejects_nonpositive_heads)
+{
+	for (int v = LCA_SOFTMAX; v <= LCA_LIGHTNING; v++) {
+		lca_params p = small_params((lca_variant)v);
+
+		p.H = 0;
+		expect_plan_fails(&p, LCA_ERR_SIZE, "H", "H = 0");
+		p.H = -3;
+		expect_plan_fails(&p, LCA_ERR_SIZE, "H", "H = -3");
+	}
+}
+END_TEST
+
+START_TEST(test_plan_rejects_zero_head_sizes)
+{
+	static const lca_variant kv[] = { LCA_SOFTMAX, LCA_DELTANET, LCA_LIGHTNING };
+
+	for (int i = 0; i < 3; i++) {
+		lca_params p = small_params(kv[i]);
+
+		p.dk = 0;
+		expect_plan_fails(&p, LCA_ERR_SIZE, "dk", "dk = 0");
+		p = small_params(kv[i]);
+		p.dv = -1;
+		expect_plan_fails(&p, LCA_ERR_SIZE, "dv", "dv = -1");
+	}
+	const char *f[] = { "dn", "dr", "dc", "dv" };
+
+	for (int i = 0; i < 4; i++) {
+		lca_params p = small_params(LCA_MLA);
+
+		if (i == 0)
+			p.dn = 0;
+		else if (i == 1)
+			p.dr = 0;
+		else if (i == 2)
+			p.dc = 0;
+		else
+			p.dv = 0;
+		expect_plan_fails(&p, LCA_ERR_SIZE, f[i], f[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_plan_rejects_heads_not_a_multiple)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+
+	p.H = 6;
+	p.Hkv = 4;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "Hkv", "H = 6, Hkv = 4");
+	p.Hkv = 12;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "Hkv", "Hkv > H");
+	p.Hkv = -2;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "Hkv", "Hkv < 0");
+
+	p = small_params(LCA_DELTANET);
+	p.H = 6;
+	p.Hk = 4;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "Hk", "H = 6, Hk = 4");
+	p.Hk = 7;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "Hk", "Hk > H");
+}
+END_TEST
+
+START_TEST(test_plan_rejects_window_without_causal)
+{
+	static const lca_variant kv[] = { LCA_SOFTMAX, LCA_MLA };
+
+	for (int i = 0; i < 2; i++) {
+		lca_params p = small_params(kv[i]);
+
+		p.causal = 0;
+		p.window = 8;
+		expect_plan_fails(&p, LCA_ERR_ARG, "window", "window without causal");
+		p.causal = 1;
+		p.window = -1;
+		expect_plan_fails(&p, LCA_ERR_ARG, "window", "window < 0");
+	}
+}
+END_TEST
+
+START_TEST(test_plan_rejects_bad_rope_dim)
+{
+	lca_params p = small_params(LCA_SOFTMAX); /* dk = 6 */
+
+	p.rope_dim = 3;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "odd rope_dim");
+	p.rope_dim = 8;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "rope_dim > dk");
+	p.rope_dim = -4;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "negative rope_dim");
+
+	p = small_params(LCA_MLA); /* dr = 4 */
+	p.rope_dim = 6;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "rope_dim > dr");
+	p.rope_dim = LCA_ROPE_FULL;
+	p.dr = 3; /* FULL resolves to an odd size */
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "odd dr with FULL");
+}
+END_TEST
+
+START_TEST(test_plan_rejects_bad_rope_theta_and_style)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+
+	p.rope_dim = 4;
+	p.rope_theta = 0;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_theta", "rope_theta = 0");
+	p.rope_theta = NAN;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_theta", "rope_theta = NaN");
+	p.rope_theta = 10000;
+	p.rope_style = (lca_rope_style)7;
+	expect_plan_fails(&p, LCA_ERR_ARG, "rope_style", "unknown rope_style");
+}
+END_TEST
+
+START_TEST(test_plan_rejects_rope_on_recurrent_variants)
+{
+	static const lca_variant kv[] = { LCA_DELTANET, LCA_LIGHTNING };
+
+	for (int i = 0; i < 2; i++) {
+		lca_params p = small_params(kv[i]);
+
+		p.rope_dim = 2;
+		expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "rope on a recurrent variant");
+		p.rope_dim = LCA_ROPE_FULL;
+		expect_plan_fails(&p, LCA_ERR_ARG, "rope_dim", "full rope on a recurrent variant");
+	}
+}
+END_TEST
+
+START_TEST(test_plan_rejects_mla_without_scale)
+{
+	lca_params p = small_params(LCA_MLA);
+
+	p.scale = 0;
+	expect_plan_fails(&p, LCA_ERR_ARG, "scale", "mla scale = 0");
+}
+END_TEST
+
+START_TEST(test_plan_rejects_bad_scale)
+{
+	const double bad[] = { -0.5, NAN, INFINITY, -INFINITY };
+
+	for (int v = LCA_SOFTMAX; v <= LCA_LIGHTNING; v++)
+		for (int i = 0; i < 4; i++) {
+			lca_params p = small_params((lca_variant)v);
+
+			p.scale = bad[i];
+			expect_plan_fails(&p, LCA_ERR_ARG, "scale", "bad scale");
+		}
+}
+END_TEST
+
+START_TEST(test_plan_rejects_unknown_enums)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+
+	p.variant = (lca_variant)9;
+	expect_plan_fails(&p, LCA_ERR_ARG, "variant", "unknown variant");
+	p = small_params(LCA_SOFTMAX);
+	p.backend = (lca_backend)9;
+	expect_plan_fails(&p, LCA_ERR_ARG, "backend", "unknown backend");
+	p = small_params(LCA_SOFTMAX);
+	p.dtype = (lca_dtype)9;
+	expect_plan_fails(&p, LCA_ERR_ARG, "dtype", "unknown dtype");
+	p = small_params(LCA_SOFTMAX);
+	p.algo = (lca_algo)9;
+	expect_plan_fails(&p, LCA_ERR_ARG, "algo", "unknown algo");
+	p = small_params(LCA_SOFTMAX);
+	p.variant = (lca_variant)-1;
+	expect_plan_fails(&p, LCA_ERR_ARG, "variant", "negative variant");
+}
+END_TEST
+
+START_TEST(test_plan_rejects_algo_of_another_variant)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+
+	p.algo = LCA_ALGO_CHUNKED;
+	expect_plan_fails(&p, LCA_ERR_ARG, "algo", "softmax chunked");
+	p = small_params(LCA_MLA);
+	p.algo = LCA_ALGO_RECURRENT;
+	expect_plan_fails(&p, LCA_ERR_ARG, "algo", "mla recurrent");
+	p = small_params(LCA_DELTANET);
+	p.algo = LCA_ALGO_ABSORBED;
+	expect_plan_fails(&p, LCA_ERR_ARG, "algo", "deltanet absorbed");
+	p = small_params(LCA_LIGHTNING);
+	p.algo = LCA_ALGO_NAIVE;
+	expect_plan_fails(&p, LCA_ERR_ARG, "algo", "lightning naive");
+}
+END_TEST
+
+START_TEST(test_plan_rejects_bad_tiles_and_threads)
+{
+	lca_params p = small_params(LCA_DELTANET);
+
+	p.chunk = 0;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "chunk", "chunk = 0");
+	p = small_params(LCA_LIGHTNING);
+	p.block = -1;
+	expect_plan_fails(&p, LCA_ERR_SIZE, "block", "block = -1");
+	p = small_params(LCA_SOFTMAX);
+	p.nthreads = -1;
+	expect_plan_fails(&p, LCA_ERR_ARG, "nthreads", "nthreads = -1");
+}
+END_TEST
+
+START_TEST(test_plan_ref_takes_f64_and_f32_not_bf16)
+{
+	for (int v = LCA_SOFTMAX; v <= LCA_LIGHTNING; v++) {
+		lca_params p = small_params((lca_variant)v);
+		lca_plan *plan;
+
+		p.dtype = LCA_BF16;
+		expect_plan_fails(&p, LCA_ERR_UNSUPPORTED, "dtype", "ref bf16");
+		p.dtype = LCA_F32; /* the float32 run of the reference algorithm */
+		plan = tu_plan(&p);
+		lca_plan_destroy(plan);
+	}
+}
+END_TEST
+
+START_TEST(test_plan_rejects_cuda_when_absent)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+	lca_plan *plan = NULL;
+	lca_status s;
+
+	ck_assert_int_eq(lca_backend_available(LCA_BACKEND_REF), 1);
+	ck_assert_int_eq(lca_backend_available((lca_backend)9), 0);
+	if (lca_backend_available(LCA_BACKEND_CUDA))
+		return; /* a usable device: nothing to refuse here */
+	p.backend = LCA_BACKEND_CUDA;
+	s = lca_plan_create(&p, &plan);
+	ck_assert_msg(s == LCA_ERR_UNSUPPORTED || s == LCA_ERR_NO_DEVICE,
+		"cuda plan without cuda: got %s", lca_strerror(s));
+	ck_assert_ptr_null(plan);
+	ck_assert(strstr(lca_last_error(), "cuda") || strstr(lca_last_error(), "CUDA"));
+}
+END_TEST
+
+START_TEST(test_plan_success_clears_last_error)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+	lca_plan *plan = NULL;
+
+	p.H = 0;
+	ck_assert_int_ne(lca_plan_create(&p, &plan), LCA_OK);
+	ck_assert(lca_last_error()[0] != '\0');
+	p.H = 4;
+	tu_assert_ok(lca_plan_create(&p, &plan));
+	ck_assert_str_eq(lca_last_error(), "");
+	lca_plan_destroy(plan);
+}
+END_TEST
+
+/* ---- forward calls: a fixture of small valid tensors per variant --------- */
+
+#define MAXSLOT 8
+#define NCU 3 /* the largest nseq the fixture's state buffers hold */
+
+struct fx {
+	lca_variant v;
+	lca_plan *plan;
+	int64_t Tq, Tk;             /* recurrent variants: T = Tq = Tk */
+	int nslot;
+	const char *name[MAXSLOT];  /* in the order of the call's arguments */
+	int64_t n[MAXSLOT];         /* elements allocated */
+	int input[MAXSLOT];         /* scanned for NaN/Inf */
+	int optional[MAXSLOT];
+	double *buf[MAXSLOT];
+};
+
+/* Heads and value size of every fixture: o holds Tq * FX_H * FX_DV values. */
+#define FX_H 2
+#define FX_DV 2
+
+static int64_t fx_nout(const struct fx *f)
+{
+	return f->Tq * FX_H * FX_DV;
+}
+
+static void fx_slot(struct fx *f, const char *name, int64_t n, int input,
+	int optional)
+{
+	int i = f->nslot++;
+
+	f->name[i] = name;
+	f->n[i] = n;
+	f->input[i] = input;
+	f->optional[i] = optional;
+	f->buf[i] = tu_alloc(n);
+	if (input)
+		tu_fill_normal(f->buf[i], n, 1.0);
+}
+
+static int fx_find(const struct fx *f, const char *name)
+{
+	for (int i = 0; i < f->nslot; i++)
+		if (strcmp(f->name[i], name) == 0)
+			return i;
+	ck_abort_msg("no slot %s", name);
+	return -1;
+}
+
+/* Shapes: per-query tensors get Tk rows so that Tq = Tk calls fit too. */
+static void fx_init(struct fx *f, lca_variant v, int check_finite)
+{
+	lca_params p = tu_params(v);
+	int64_t T = 5, H = FX_H, dk = 3, dv = FX_DV;
+
+	memset(f, 0, sizeof *f);
+	f->v = v;
+	p.H = H;
+	p.dk = dk;
+	p.dv = dv;
+	p.check_finite = check_finite;
+	switch (v) {
+	case LCA_SOFTMAX:
+		p.Hkv = 1;
+		f->Tq = 3;
+		f->Tk = T;
+		fx_slot(f, "q", T * H * dk, 1, 0);
+		fx_slot(f, "k", T * dk, 1, 0);
+		fx_slot(f, "v", T * dv, 1, 0);
+		fx_slot(f, "o", T * H * dv, 0, 0);
+		fx_slot(f, "lse", T * H, 0, 1);
+		break;
+	case LCA_MLA:
+		p.dn = 3;
+		p.dr = 2;
+		p.dc = 4;
+		p.scale = 0.5;
+		f->Tq = 2;
+		f->Tk = T;
+		fx_slot(f, "q_nope", T * H * p.dn, 1, 0);
+		fx_slot(f, "q_rope", T * H * p.dr, 1, 0);
+		fx_slot(f, "ckv", T * p.dc, 1, 0);
+		fx_slot(f, "k_rope", T * p.dr, 1, 0);
+		fx_slot(f, "w_uk", H * p.dn * p.dc, 1, 0);
+		fx_slot(f, "w_uv", H * dv * p.dc, 1, 0);
+		fx_slot(f, "o", T * H * dv, 0, 0);
+		fx_slot(f, "lse", T * H, 0, 1);
+		break;
+	case LCA_DELTANET:
+		p.Hk = 1;
+		f->Tq = f->Tk = T;
+		fx_slot(f, "q", T * dk, 1, 0);
+		fx_slot(f, "k", T * dk, 1, 0);
+		fx_slot(f, "v", T * H * dv, 1, 0);
+		fx_slot(f, "g", T * H, 1, 0);
+		tu_fill_uniform(f->buf[3], T * H, -2.0, 0.0);
+		fx_slot(f, "beta", T * H, 1, 0);
+		tu_fill_uniform(f->buf[4], T * H, 0.1, 1.5);
+		fx_slot(f, "state0", NCU * H * dk * dv, 1, 1);
+		fx_slot(f, "o", T * H * dv, 0, 0);
+		fx_slot(f, "state", NCU * H * dk * dv, 0, 1);
+		break;
+	case LCA_LIGHTNING:
+		f->Tq = f->Tk = T;
+		fx_slot(f, "q", T * H * dk, 1, 0);
+		fx_slot(f, "k", T * H * dk, 1, 0);
+		fx_slot(f, "v", T * H * dv, 1, 0);
+		fx_slot(f, "slope", H, 1, 0);
+		tu_fill_uniform(f->buf[3], H, 0.0, 1.0);
+		fx_slot(f, "state0", NCU * H * dk * dv, 1, 1);
+		fx_slot(f, "o", T * H * dv, 0, 0);
+		fx_slot(f, "state", NCU * H * dk * dv, 0, 1);
+		break;
+	}
+	f->plan = tu_plan(&p);
+}
+
+static void fx_free(struct fx *f)
+{
+	for (int i = 0; i < f->nslot; i++)
+		free(f->buf[i]);
+	lca_plan_destroy(f->plan);
+}
+
+/* Call the variant's forward with the given plan, lengths and pointers
+ * (ptr[i] stands for slot i). */
+static lca_status fx_call_with(const struct fx *f, const lca_plan *plan,
+	int64_t Tq, int64_t Tk, void *const *ptr, const int64_t *cu, int64_t nseq)
+{
+	switch (f->v) {
+	case LCA_SOFTMAX:
+		return lca_softmax_forward(plan, Tq, Tk, ptr[0], ptr[1], ptr[2],
+			cu, nseq, ptr[3], ptr[4]);
+	case LCA_MLA:
+		return lca_mla_forward(plan, Tq, Tk, ptr[0], ptr[1], ptr[2], ptr[3],
+			ptr[4], ptr[5], cu, nseq, ptr[6], ptr[7]);
+	case LCA_DELTANET:
+		return lca_deltanet_forward(plan, Tq, ptr[0], ptr[1], ptr[2], ptr[3],
+			ptr[4], cu, nseq, ptr[5], ptr[6], ptr[7]);
+	case LCA_LIGHTNING:
+		return lca_lightning_forward(plan, Tq, ptr[0], ptr[1], ptr[2], ptr[3],
+			cu, nseq, ptr[4], ptr[5], ptr[6]);
+	}
+	ck_abort_msg("bad variant");
+	return LCA_ERR_INTERNAL;
+}
+
+static void fx_ptrs(const struct fx *f, void **ptr)
+{
+	for (int i = 0; i < f->nslot; i++)
+		ptr[i] = f->buf[i];
+}
+
+static lca_status fx_call(const struct fx *f)
+{
+	void *ptr[MAXSLOT];
+
+	fx_ptrs(f, ptr);
+	return fx_call_with(f, f->plan, f->Tq, f->Tk, ptr, NULL, 0);
+}
+
+/* Fill every output slot with a byte pattern no computation produces. */
+#define SENTINEL 0xa5
+
+static void fx_poison_outputs(struct fx *f)
+{
+	for (int i = 0; i < f->nslot; i++)
+		if (!f->input[i])
+			memset(f->buf[i], SENTINEL, (size_t)f->n[i] * sizeof(double));
+}
+
+static void fx_assert_outputs_untouched(const struct fx *f, const char *what)
+{
+	for (int i = 0; i < f->nslot; i++) {
+		const unsigned char *b = (const unsigned char *)f->buf[i];
+
+		if (f->input[i])
+			continue;
+		for (size_t j = 0; j < (size_t)f->n[i] * sizeof(double); j++)
+			ck_assert_msg(b[j] == SENTINEL,
+				"%s: output %s written (byte %zu) by a refused call",
+				what, f->name[i], j);
+	}
+}
+
+/* The last call failed with want, named field and wrote nothing. */
+static void fx_expect(const struct fx *f, lca_status got, lca_status want,
+	const char *field, const char *what)
+{
+	ck_assert_msg(got == want, "%s: got %s, expected %s (%s)", what,
+		lca_strerror(got), lca_strerror(want), lca_last_error());
+	ck_assert_msg(lca_last_error()[0] != '\0', "%s: empty message", what);
+	ck_assert_msg(tu_msg_names(field), "%s: message \"%s\" does not name %s",
+		what, lca_last_error(), field);
+	fx_assert_outputs_untouched(f, what);
+}
+
+START_TEST(test_fwd_valid_call_succeeds)
+{
+	struct fx f;
+
+	fx_init(&f, (lca_variant)_i, 1);
+	tu_assert_ok(fx_call(&f));
+	ck_assert_str_eq(lca_last_error(), "");
+	ck_assert(tu_all_finite(f.buf[fx_find(&f, "o")], fx_nout(&f)));
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_null_plan)
+{
+	struct fx f;
+	void *ptr[MAXSLOT];
+
+	fx_init(&f, (lca_variant)_i, 1);
+	fx_ptrs(&f, ptr);
+	fx_poison_outputs(&f);
+	fx_expect(&f, fx_call_with(&f, NULL, f.Tq, f.Tk, ptr, NULL, 0),
+		LCA_ERR_NULL, "plan", "NULL plan");
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_plan_of_another_variant)
+{
+	struct fx f, other;
+	void *ptr[MAXSLOT];
+
+	fx_init(&f, (lca_variant)_i, 1);
+	fx_init(&other, (lca_variant)((_i + 1) % 4), 1);
+	fx_ptrs(&f, ptr);
+	fx_poison_outputs(&f);
+	fx_expect(&f, fx_call_with(&f, other.plan, f.Tq, f.Tk, ptr, NULL, 0),
+		LCA_ERR_ARG, "variant", "plan of another variant");
+	fx_free(&other);
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_nonpositive_lengths)
+{
+	struct fx f;
+	void *ptr[MAXSLOT];
+	const int64_t bad[] = { 0, -1, INT64_MIN };
+	int attn = _i == LCA_SOFTMAX || _i == LCA_MLA;
+
+	fx_init(&f, (lca_variant)_i, 1);
+	fx_ptrs(&f, ptr);
+	fx_poison_outputs(&f);
+	for (int j = 0; j < 3; j++) {
+		lca_status s = fx_call_with(&f, f.plan, bad[j], f.Tk, ptr, NULL, 0);
+
+		fx_expect(&f, s, LCA_ERR_SIZE, attn ? "Tq" : "T", "bad Tq / T");
+		if (attn) {
+			s = fx_call_with(&f, f.plan, f.Tq, bad[j], ptr, NULL, 0);
+			fx_expect(&f, s, LCA_ERR_SIZE, "Tk", "bad Tk");
+		}
+	}
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_null_tensors)
+{
+	struct fx f;
+
+	fx_init(&f, (lca_variant)_i, 1);
+	for (int j = 0; j < f.nslot; j++) {
+		void *ptr[MAXSLOT];
+
+		if (f.optional[j])
+			continue;
+		fx_ptrs(&f, ptr);
+		ptr[j] = NULL;
+		fx_poison_outputs(&f);
+		fx_expect(&f, fx_call_with(&f, f.plan, f.Tq, f.Tk, ptr, NULL, 0),
+			LCA_ERR_NULL, f.name[j], f.name[j]);
+	}
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_accepts_null_optional_tensors)
+{
+	struct fx f;
+	void *ptr[MAXSLOT];
+	double *o_all, *o_opt;
+	int io;
+
+	fx_init(&f, (lca_variant)_i, 1);
+	io = fx_find(&f, "o");
+	/* state0 = NULL means zeros: compare against explicit zeros. */
+	for (int j = 0; j < f.nslot; j++)
+		if (f.optional[j] && f.input[j])
+			memset(f.buf[j], 0, (size_t)f.n[j] * sizeof(double));
+	tu_assert_ok(fx_call(&f));
+	o_all = tu_copy(f.buf[io], fx_nout(&f));
+	fx_ptrs(&f, ptr);
+	for (int j = 0; j < f.nslot; j++)
+		if (f.optional[j])
+			ptr[j] = NULL;
+	memset(f.buf[io], 0, (size_t)f.n[io] * sizeof(double));
+	tu_assert_ok(fx_call_with(&f, f.plan, f.Tq, f.Tk, ptr, NULL, 0));
+	o_opt = f.buf[io];
+	tu_assert_close(o_opt, o_all, fx_nout(&f), 0.0, "o with optional tensors NULL");
+	free(o_all);
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_bad_cu_seqlens)
+{
+	struct fx f;
+	void *ptr[MAXSLOT];
+	int64_t T;
+
+	fx_init(&f, (lca_variant)_i, 1);
+	T = f.Tk; /* varlen needs Tq = Tk; the fixture holds Tk rows */
+	const struct {
+		int64_t cu[4];
+		int64_t nseq;
+		const char *field;
+		const char *what;
+	} bad[] = {
+		{ { 1, 2, T }, 2, "cu_seqlens", "cu[0] != 0" },
+		{ { 0, 3, 2, T }, 3, "cu_seqlens", "decreasing" },
+		{ { 0, 2, T - 1 }, 2, "cu_seqlens", "cu[nseq] < T" },
+		{ { 0, 2, T + 1 }, 2, "cu_seqlens", "cu[nseq] > T" },
+		{ { 0, T }, 0, "nseq", "nseq = 0" },
+		{ { 0, T }, -1, "nseq", "nseq = -1" },
+	};
+	fx_ptrs(&f, ptr);
+	for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+		fx_poison_outputs(&f);
+		fx_expect(&f, fx_call_with(&f, f.plan, T, T, ptr, bad[j].cu, bad[j].nseq),
+			LCA_ERR_SIZE, bad[j].field, bad[j].what);
+	}
+	/* and a good one passes */
+	const int64_t good[] = { 0, 2, 2, T };
+
+	tu_assert_ok(fx_call_with(&f, f.plan, T, T, ptr, good, 3));
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_tq_ne_tk_with_cu_seqlens)
+{
+	struct fx f;
+	void *ptr[MAXSLOT];
+	const int64_t cu[] = { 0, 1, 3 };
+
+	fx_init(&f, _i ? LCA_MLA : LCA_SOFTMAX, 1);
+	fx_ptrs(&f, ptr);
+	fx_poison_outputs(&f);
+	fx_expect(&f, fx_call_with(&f, f.plan, f.Tq, f.Tk, ptr, cu, 2),
+		LCA_ERR_SIZE, "Tq", "Tq != Tk with cu_seqlens");
+	fx_free(&f);
+}
+END_TEST
+
+/* Elements of slot j that the fixture's own call reads: softmax and mla
+ * read only the first Tq query rows, and one sequence's state0. */
+static int64_t fx_read_count(const struct fx *f, int j)
+{
+	const char *nm = f->name[j];
+
+	if (strcmp(nm, "q") == 0 && f->v == LCA_SOFTMAX)
+		return f->n[j] / f->Tk * f->Tq;
+	if (strcmp(nm, "q_nope") == 0 || strcmp(nm, "q_rope") == 0)
+		return f->n[j] / f->Tk * f->Tq;
+	if (strcmp(nm, "state0") == 0)
+		return f->n[j] / NCU;
+	return f->n[j];
+}
+
+START_TEST(test_fwd_rejects_nonfinite_inputs)
+{
+	const double bad[] = { NAN, INFINITY, -INFINITY };
+	struct fx f;
+
+	fx_init(&f, (lca_variant)_i, 1);
+	for (int j = 0; j < f.nslot; j++) {
+		if (!f.input[j])
+			continue;
+		for (int b = 0; b < 3; b++) {
+			int64_t at = tu_randint(0, fx_read_count(&f, j) - 1);
+			double keep = f.buf[j][at];
+
+			/* +Inf in g also breaks g <= 0: finiteness is checked
+			 * first, so the status is still NONFINITE. */
+			f.buf[j][at] = bad[b];
+			fx_poison_outputs(&f);
+			fx_expect(&f, fx_call(&f), LCA_ERR_NONFINITE, f.name[j], f.name[j]);
+			f.buf[j][at] = keep;
+		}
+	}
+	tu_assert_ok(fx_call(&f));
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_check_finite_off_lets_nan_through)
+{
+	struct fx f;
+	int io;
+	int64_t no;
+	int found = 0;
+
+	fx_init(&f, (lca_variant)_i, 0);
+	io = fx_find(&f, "o");
+	no = fx_nout(&f);
+	f.buf[0][0] = NAN; /* q or q_nope of the first query */
+	tu_assert_ok(fx_call(&f));
+	for (int64_t j = 0; j < no; j++)
+		found |= isnan(f.buf[io][j]);
+	ck_assert_msg(found, "NaN in the first query did not reach o");
+	fx_free(&f);
+}
+END_TEST
+
+/*
+ * Huge head sizes in the plan, huge lengths in the call, tiny buffers: the
+ * only safe answer is a refusal before any memory is touched. Case 0: an
+ * element count past INT64_MAX; case 1: a count that fits int64_t but not
+ * in bytes (2^61 doubles). names[] lists the tensors that overflow.
+ */
+struct overflow_case {
+	int64_t dk, dv, dn, dc, Tq, Tk;
+	const char *names[3];
+};
+
+static const struct overflow_case overflow_cases[4][2] = {
+	[LCA_SOFTMAX] = {
+		{ 1LL << 40, 1, 0, 0, 1LL << 30, 1LL << 30, { "q", "k", NULL } },
+		{ 1, 1LL << 31, 0, 0, 1, 1LL << 30, { "v", NULL, NULL } },
+	},
+	[LCA_MLA] = {
+		{ 0, 1, 1LL << 40, 4, 1LL << 30, 1LL << 30, { "q_nope", NULL, NULL } },
+		{ 0, 1, 1, 1LL << 31, 1, 1LL << 30, { "ckv", NULL, NULL } },
+	},
+	[LCA_DELTANET] = {
+		{ 1LL << 40, 1, 0, 0, 1LL << 30, 1LL << 30, { "q", "k", NULL } },
+		{ 1, 1LL << 31, 0, 0, 1LL << 30, 1LL << 30, { "v", "o", NULL } },
+	},
+	[LCA_LIGHTNING] = {
+		{ 1LL << 40, 1, 0, 0, 1LL << 30, 1LL << 30, { "q", "k", NULL } },
+		{ 1, 1LL << 31, 0, 0, 1LL << 30, 1LL << 30, { "v", "o", NULL } },
+	},
+};
+
+START_TEST(test_fwd_rejects_overflowing_sizes)
+{
+	double tiny[16] = { 0 };
+	void *ptr[MAXSLOT];
+	struct fx f;
+
+	memset(&f, 0, sizeof f);
+	f.v = (lca_variant)_i;
+	for (int j = 0; j < MAXSLOT; j++)
+		ptr[j] = tiny;
+	for (int c = 0; c < 2; c++) {
+		const struct overflow_case *oc = &overflow_cases[_i][c];
+		lca_params p = tu_params((lca_variant)_i);
+		lca_plan *plan;
+		lca_status s;
+		int named = 0;
+
+		p.H = 1;
+		p.dk = oc->dk;
+		p.dv = oc->dv;
+		if (_i == LCA_MLA) {
+			p.dn = oc->dn;
+			p.dr = 2;
+			p.dc = oc->dc;
+			p.scale = 1.0;
+		}
+		plan = tu_plan(&p);
+		s = fx_call_with(&f, plan, oc->Tq, oc->Tk, ptr, NULL, 0);
+		ck_assert_msg(s == LCA_ERR_OVERFLOW, "case %d: got %s (%s)", c,
+			lca_strerror(s), lca_last_error());
+		for (int j = 0; j < 3 && oc->names[j]; j++)
+			named |= tu_msg_names(oc->names[j]);
+		ck_assert_msg(named, "case %d: message \"%s\" names no overflowing tensor",
+			c, lca_last_error());
+		lca_plan_destroy(plan);
+		for (int j = 0; j < 16; j++)
+			ck_assert(tiny[j] == 0.0);
+	}
+}
+END_TEST
+
+START_TEST(test_fwd_rejects_overflowing_state)
+{
+	/* dk * dv alone overflows: even T = 1 must be refused. */
+	double tiny[16] = { 0 };
+	void *ptr[MAXSLOT];
+	lca_params p = tu_params(_i ? LCA_LIGHTNING : LCA_DELTANET);
+	lca_plan *plan;
+	struct fx f;
+
+	memset(&f, 0, sizeof f);
+	f.v = p.variant;
+	for (int j = 0; j < MAXSLOT; j++)
+		ptr[j] = tiny;
+	p.H = 1;
+	p.dk = (int64_t)1 << 32;
+	p.dv = (int64_t)1 << 32;
+	plan = tu_plan(&p);
+	lca_status s = fx_call_with(&f, plan, 1, 1, ptr, NULL, 0);
+
+	ck_assert_msg(s == LCA_ERR_OVERFLOW, "got %s (%s)", lca_strerror(s), lca_last_error());
+	ck_assert_msg(tu_msg_names("state0") || tu_msg_names("state"), "\"%s\"",
+		lca_last_error());
+	lca_plan_destroy(plan);
+}
+END_TEST
+
+START_TEST(test_deltanet_rejects_positive_gate)
+{
+	struct fx f;
+	int ig;
+	int64_t at;
+
+	fx_init(&f, LCA_DELTANET, 1);
+	ig = fx_find(&f, "g");
+	at = tu_randint(0, f.n[ig] - 1);
+	f.buf[ig][at] = 1e-300;
+	fx_poison_outputs(&f);
+	fx_expect(&f, fx_call(&f), LCA_ERR_ARG, "g", "g > 0");
+	/* both zeros are a gate of exactly 1 */
+	f.buf[ig][at] = 0.0;
+	tu_assert_ok(fx_call(&f));
+	f.buf[ig][at] = -0.0;
+	tu_assert_ok(fx_call(&f));
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_lightning_rejects_negative_slope)
+{
+	struct fx f;
+	int is;
+
+	fx_init(&f, LCA_LIGHTNING, 1);
+	is = fx_find(&f, "slope");
+	f.buf[is][1] = -1e-9;
+	fx_poison_outputs(&f);
+	fx_expect(&f, fx_call(&f), LCA_ERR_ARG, "slope", "slope < 0");
+	f.buf[is][1] = 0.0;
+	tu_assert_ok(fx_call(&f));
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_fwd_success_clears_last_error)
+{
+	struct fx f;
+	void *ptr[MAXSLOT];
+
+	fx_init(&f, (lca_variant)_i, 1);
+	fx_ptrs(&f, ptr);
+	ck_assert_int_ne(fx_call_with(&f, NULL, f.Tq, f.Tk, ptr, NULL, 0), LCA_OK);
+	ck_assert(lca_last_error()[0] != '\0');
+	tu_assert_ok(fx_call(&f));
+	ck_assert_str_eq(lca_last_error(), "");
+	fx_free(&f);
+}
+END_TEST
+
+START_TEST(test_minimax_slopes_rejects_bad_arguments)
+{
+	double s[4];
+
+	ck_assert_int_eq(lca_minimax_slopes(4, 0, 1, NULL), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("slope"));
+	ck_assert_int_eq(lca_minimax_slopes(0, 0, 1, s), LCA_ERR_SIZE);
+	ck_assert(tu_msg_names("H"));
+	ck_assert_int_eq(lca_minimax_slopes(4, 0, 0, s), LCA_ERR_SIZE);
+	ck_assert(tu_msg_names("L"));
+	ck_assert_int_eq(lca_minimax_slopes(4, -1, 4, s), LCA_ERR_ARG);
+	ck_assert(tu_msg_names("layer"));
+	ck_assert_int_eq(lca_minimax_slopes(4, 4, 4, s), LCA_ERR_ARG);
+	ck_assert(tu_msg_names("layer"));
+	tu_assert_ok(lca_minimax_slopes(4, 3, 4, s));
+	ck_assert_str_eq(lca_last_error(), "");
+}
+END_TEST
+
+/* ---- threads ------------------------------------------------------------- */
+
+struct thread_result {
+	char before[64];  /* the thread's message before it fails */
+	char after[512];  /* its message after its own failure */
+};
+
+static void *fail_in_thread(void *arg)
+{
+	struct thread_result *r = arg;
+	lca_params p = tu_params(LCA_LIGHTNING);
+	lca_plan *plan = NULL;
+
+	snprintf(r->before, sizeof r->before, "%s", lca_last_error());
+	p.H = 2;
+	p.dk = 0; /* a different failure from the main thread's */
+	p.dv = 2;
+	(void)lca_plan_create(&p, &plan);
+	snprintf(r->after, sizeof r->after, "%s", lca_last_error());
+	return NULL;
+}
+
+START_TEST(test_last_error_is_per_thread)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+	lca_plan *plan = NULL;
+	struct thread_result r;
+	pthread_t th;
+	char mine[512];
+
+	p.Hkv = 3; /* main thread: names Hkv */
+	ck_assert_int_eq(lca_plan_create(&p, &plan), LCA_ERR_SIZE);
+	snprintf(mine, sizeof mine, "%s", lca_last_error());
+	ck_assert(tu_msg_names("Hkv"));
+	ck_assert_int_eq(pthread_create(&th, NULL, fail_in_thread, &r), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_str_eq(r.before, "");
+	ck_assert_msg(strstr(r.after, "dk") != NULL, "thread message \"%s\"", r.after);
+	ck_assert_str_eq(lca_last_error(), mine);
+}
+END_TEST
+
+struct shared_run {
+	const struct fx *f;
+	double *o;       /* this thread's output */
+	lca_status s;
+};
+
+static void *run_shared(void *arg)
+{
+	struct shared_run *r = arg;
+	void *ptr[MAXSLOT];
+
+	fx_ptrs(r->f, ptr);
+	ptr[fx_find(r->f, "o")] = r->o;
+	ptr[fx_find(r->f, "lse")] = NULL;
+	for (int rep = 0; rep < 20 && r->s == LCA_OK; rep++)
+		r->s = fx_call_with(r->f, r->f->plan, r->f->Tq, r->f->Tk, ptr, NULL, 0);
+	return NULL;
+}
+
+START_TEST(test_plan_shared_across_threads)
+{
+	struct fx f;
+	struct shared_run r[4];
+	pthread_t th[4];
+	int io;
+	int64_t no;
+
+	fx_init(&f, LCA_SOFTMAX, 1);
+	io = fx_find(&f, "o");
+	no = fx_nout(&f);
+	tu_assert_ok(fx_call(&f));
+	for (int t = 0; t < 4; t++) {
+		r[t].f = &f;
+		r[t].o = tu_alloc(f.n[io]);
+		r[t].s = LCA_OK;
+		ck_assert_int_eq(pthread_create(&th[t], NULL, run_shared, &r[t]), 0);
+	}
+	for (int t = 0; t < 4; t++) {
+		ck_assert_int_eq(pthread_join(th[t], NULL), 0);
+		ck_assert_int_eq(r[t].s, LCA_OK);
+		ck_assert_msg(memcmp(r[t].o, f.buf[io], (size_t)no * sizeof(double)) == 0,
+			"thread %d got different bits", t);
+		free(r[t].o);
+	}
+	fx_free(&f);
+}
+END_TEST
+
+static Suite *api_suite(void)
+{
+	Suite *s = suite_create("api");
+	TCase *tc = tu_tcase("status");
+
+	tcase_add_test(tc, test_strerror_names_every_status);
+	tcase_add_test(tc, test_strerror_survives_out_of_range);
+	tcase_add_test(tc, test_version_matches_macros);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("params");
+	tcase_add_test(tc, test_params_init_defaults);
+	tcase_add_test(tc, test_params_init_rejects_null_and_unknown_variant);
+	tcase_add_test(tc, test_plan_params_resolves_defaults);
+	tcase_add_test(tc, test_plan_params_rejects_null);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("plan_create");
+	tcase_add_test(tc, test_plan_rejects_null_arguments);
+	tcase_add_test(tc, test_plan_rejects_nonpositive_heads);
+	tcase_add_test(tc, test_plan_rejects_zero_head_sizes);
+	tcase_add_test(tc, test_plan_rejects_heads_not_a_multiple);
+	tcase_add_test(tc, test_plan_rejects_window_without_causal);
+	tcase_add_test(tc, test_plan_rejects_bad_rope_dim);
+	tcase_add_test(tc, test_plan_rejects_bad_rope_theta_and_style);
+	tcase_add_test(tc, test_plan_rejects_rope_on_recurrent_variants);
+	tcase_add_test(tc, test_plan_rejects_mla_without_scale);
+	tcase_add_test(tc, test_plan_rejects_bad_scale);
+	tcase_add_test(tc, test_plan_rejects_unknown_enums);
+	tcase_add_test(tc, test_plan_rejects_algo_of_another_variant);
+	tcase_add_test(tc, test_plan_rejects_bad_tiles_and_threads);
+	tcase_add_test(tc, test_plan_ref_takes_f64_and_f32_not_bf16);
+	tcase_add_test(tc, test_plan_rejects_cuda_when_absent);
+	tcase_add_test(tc, test_plan_success_clears_last_error);
+	suite_add_tcase(s, tc);
+
+	/* Loop tests: _i is the variant (LCA_SOFTMAX .. LCA_LIGHTNING). */
+	tc = tu_tcase("forward");
+	tcase_add_loop_test(tc, test_fwd_valid_call_succeeds, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_null_plan, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_plan_of_another_variant, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_nonpositive_lengths, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_null_tensors, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_accepts_null_optional_tensors, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_bad_cu_seqlens, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_tq_ne_tk_with_cu_seqlens, 0, 2);
+	tcase_add_loop_test(tc, test_fwd_rejects_nonfinite_inputs, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_check_finite_off_lets_nan_through, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_overflowing_sizes, 0, 4);
+	tcase_add_loop_test(tc, test_fwd_rejects_overflowing_state, 0, 2);
+	tcase_add_test(tc, test_deltanet_rejects_positive_gate);
+	tcase_add_test(tc, test_lightning_rejects_negative_slope);
+	tcase_add_loop_test(tc, test_fwd_success_clears_last_error, 0, 4);
+	tcase_add_test(tc, test_minimax_slopes_rejects_bad_arguments);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("threads");
+	tcase_add_test(tc, test_last_error_is_per_thread);
+	tcase_add_test(tc, test_plan_shared_across_threads);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	tu_init();
+	return tu_run(api_suite());
+}

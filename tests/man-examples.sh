@@ -1,0 +1,104 @@
+#!/bin/sh
+# man-examples.sh - every man3 page's EXAMPLES program compiles against the
+# built library and runs successfully, and every page under man/ is
+# `mandoc -Tlint -W warning` clean (that part is skipped without mandoc).
+#
+# Environment (from AM_TESTS_ENVIRONMENT): top_srcdir, top_builddir
+# (absolute), CC, CFLAGS.
+set -u
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+top_builddir=${top_builddir:-$top_srcdir}
+CC=${CC:-cc}
+CFLAGS=${CFLAGS:-}
+libtool="$top_builddir/libtool"
+lib="$top_builddir/liblcattn.la"
+status=0
+
+tmp=$(mktemp -d 2>/dev/null) || {
+	tmp=${TMPDIR:-/tmp}/lcattn-man.$$
+	mkdir "$tmp" || exit 99
+}
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM
+
+# Print the literal displays of the EXAMPLES section of mdoc page $1 as C:
+# the text between `.Bd -literal` and `.Ed`, with the mdoc escapes used in
+# code undone (\& dropped, \- to -, \e to a backslash; \e last so that an
+# escaped backslash never starts another escape).
+extract() {
+	awk '
+		/^\.Sh[ \t]/ { sec = $0; sub(/^\.Sh[ \t]+/, "", sec); lit = 0; next }
+		sec != "EXAMPLES" { next }
+		/^\.Bd[ \t]+-literal/ { lit = 1; next }
+		/^\.Ed([ \t]|$)/ { lit = 0; next }
+		lit {
+			line = $0
+			out = ""
+			while ((i = index(line, "\\")) > 0) {
+				out = out substr(line, 1, i - 1)
+				c = substr(line, i + 1, 1)
+				if (c == "e")
+					out = out "\\"
+				else if (c == "-")
+					out = out "-"
+				else if (c != "&")
+					out = out "\\" c
+				line = substr(line, i + 2)
+			}
+			print out line
+		}
+	' "$1"
+}
+
+# ---- lint every page ----
+if command -v mandoc >/dev/null 2>&1; then
+	for page in "$top_srcdir"/man/man*/*.[1-9]; do
+		[ -f "$page" ] || continue
+		out=$(mandoc -Tlint -W warning "$page" 2>&1)
+		if [ -n "$out" ]; then
+			echo "FAIL: mandoc -Tlint: ${page#"$top_srcdir"/}"
+			printf '%s\n' "$out"
+			status=1
+		fi
+	done
+else
+	echo "skip: mandoc not installed, pages not linted"
+fi
+
+# ---- compile and run every man3 example ----
+if [ ! -f "$lib" ] || [ ! -x "$libtool" ]; then
+	echo "skip: $lib or $libtool not built, examples not compiled"
+	[ $status -eq 0 ] && exit 77
+	exit $status
+fi
+n=0
+for page in "$top_srcdir"/man/man3/*.3; do
+	[ -f "$page" ] || continue
+	name=$(basename "$page" .3)
+	dir="$tmp/$name"
+	mkdir "$dir" || exit 99
+	extract "$page" >"$dir/ex.c"
+	if [ ! -s "$dir/ex.c" ]; then
+		echo "FAIL: $name.3: no .Bd -literal block in EXAMPLES"
+		status=1
+		continue
+	fi
+	# CC and CFLAGS may hold several words: split them on purpose.
+	# shellcheck disable=SC2086
+	if ! "$libtool" --mode=link --tag=CC $CC $CFLAGS -I"$top_srcdir/include" \
+	    -o "$dir/ex" "$dir/ex.c" "$lib" -lm >"$dir/build.log" 2>&1; then
+		echo "FAIL: $name.3: example does not compile or link"
+		cat "$dir/build.log"
+		status=1
+		continue
+	fi
+	echo "== $name.3"
+	if ! "$libtool" --mode=execute "$dir/ex"; then
+		echo "FAIL: $name.3: example exited with an error"
+		status=1
+		continue
+	fi
+	n=$((n + 1))
+done
+[ $status -eq 0 ] && echo "ok: $n man3 examples compiled and ran"
+exit $status

@@ -1,0 +1,217 @@
+/*
+ * check.c - `lcattn check`: compare a candidate's /outputs with a golden
+ * file's by the tolerance rule of DESIGN.md: normwise error
+ * ||x - ref||_2 / ||ref||_2 per tensor, within
+ *   f64:  1e-12
+ *   f32:  2x the error of the reference algorithm itself run in float32 on
+ *         the same inputs (the FlashAttention rule), floored at 1e-6
+ *   bf16: 2x a bf16-input, float32-accumulate naive run (a CUDA reference;
+ *         none on a CPU-only machine).
+ * NaN never passes; -inf entries of lse (fully masked rows) must match
+ * exactly and the finite entries are compared.
+ */
+#include "lcattn.h"
+#include "golden.h"
+#include "tool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F64_BOUND 1e-12
+#define F32_FLOOR 1e-6
+
+double tool_normwise(const double *x, const double *ref, int64_t n,
+	double *maxabs, int64_t *mismatch)
+{
+	double s = 0, num = 0, den = 0;
+	int nan = 0;
+
+	*mismatch = -1;
+	/* First pass: the scale, so that the sums of squares cannot overflow
+	 * or underflow whatever the magnitudes (as BLAS nrm2 does). */
+	for (int64_t i = 0; i < n; i++) {
+		int xm = x[i] == -INFINITY, rm = ref[i] == -INFINITY;
+
+		if (xm || rm) {
+			if (xm != rm && *mismatch < 0)
+				*mismatch = i;
+			continue;
+		}
+		nan |= isnan(x[i]) || isnan(ref[i]);
+		s = fmax(s, fmax(fabs(x[i] - ref[i]), fabs(ref[i])));
+	}
+	*maxabs = 0;
+	for (int64_t i = 0; s > 0 && isfinite(s) && i < n; i++) {
+		double d = x[i] - ref[i];
+
+		if (x[i] == -INFINITY || ref[i] == -INFINITY)
+			continue;
+		num += (d / s) * (d / s);
+		den += (ref[i] / s) * (ref[i] / s);
+		*maxabs = fmax(*maxabs, fabs(d));
+	}
+	if (nan) {
+		*maxabs = NAN;
+		return NAN;
+	}
+	if (!isfinite(s)) { /* an infinite difference */
+		*maxabs = INFINITY;
+		return INFINITY;
+	}
+	if (*mismatch >= 0)
+		return INFINITY;
+	return den > 0 ? sqrt(num / den) : sqrt(num) * s;
+}
+
+/* The float32 bound: run the reference in float32 on the golden inputs and
+ * measure its own error against the golden outputs. */
+static int f32_bounds(const char *path, const struct lcio_case *g, double bound[])
+{
+	double *buf[LCIO_MAX_OUT] = { 0 };
+	lca_status s = LCA_OK;
+	int rc = 0;
+
+	for (int i = 0; !s && i < g->nout; i++)
+		s = (buf[i] = malloc((size_t)g->out[i].n * sizeof(double))) ? LCA_OK : LCA_ERR_NOMEM;
+	if (!s)
+		s = tool_compute(g, LCA_BACKEND_REF, LCA_F32, LCA_ALGO_AUTO, buf, NULL);
+	if (s == LCA_ERR_UNSUPPORTED) {
+		fprintf(stderr, "lcattn check: no float32 reference in this build, "
+			"so no f32 bound (ref backend, dtype f32: %s)\n", lca_last_error());
+		rc = 2;
+	} else if (s) {
+		fprintf(stderr, "lcattn check: %s: the float32 reference failed: %s: %s\n",
+			path, lca_strerror(s), lca_last_error());
+		rc = 2;
+	}
+	for (int i = 0; !rc && i < g->nout; i++) {
+		double mx, e;
+		int64_t mm;
+
+		e = tool_normwise(buf[i], g->out[i].data, g->out[i].n, &mx, &mm);
+		if (!isfinite(e)) {
+			fprintf(stderr, "lcattn check: %s: the float32 reference gives a "
+				"non-finite error on %s: no f32 bound for this case\n",
+				path, g->out[i].name);
+			rc = 2;
+		}
+		bound[i] = fmax(2 * e, F32_FLOOR);
+	}
+	for (int i = 0; i < g->nout; i++)
+		free(buf[i]);
+	return rc;
+}
+
+/* The dtype whose rule applies: --dtype, else the last word of the
+ * candidate's generator ("lcattn 0.1.0 cpu f32"), else f64. */
+static lca_dtype candidate_dtype(const struct lcio_case *cand)
+{
+	const char *g = cand->generator, *w;
+	lca_dtype d;
+
+	if (!g || !(w = strrchr(g, ' ')))
+		return LCA_F64;
+	return tool_parse_dtype(w + 1, &d) ? LCA_F64 : d;
+}
+
+static int compare(const struct lcio_case *g, const struct lcio_case *cand, const double bound[])
+{
+	int rc = 0;
+
+	for (int i = 0; i < g->nout; i++) {
+		const struct lcio_tensor *r = &g->out[i], *x = &cand->out[i];
+		int64_t mm;
+		double mx, e = tool_normwise(x->data, r->data, r->n, &mx, &mm);
+		int pass = e <= bound[i];
+
+		printf("%-6s normwise %.3e  max-abs %.3e  bound %.1e  %s", r->name, e, mx,
+			bound[i], pass ? "PASS" : "FAIL");
+		if (mm >= 0)
+			printf("  (-inf pattern differs at flat index %lld)", (long long)mm);
+		printf("\n");
+		rc |= !pass;
+	}
+	return rc;
+}
+
+static int usage(FILE *f)
+{
+	fprintf(f,
+		"usage: lcattn check GOLDEN.h5 CANDIDATE.h5 [--dtype f64|f32|bf16]\n"
+		"Compares every output tensor of CANDIDATE.h5 with GOLDEN.h5 and prints\n"
+		"name, normwise error, max-abs error, bound and PASS/FAIL per tensor.\n"
+		"Bounds: f64 1e-12; f32 2x the float32 reference's own error (>= 1e-6).\n"
+		"The dtype defaults to the candidate's generator attribute, else f64.\n"
+		"Exit status: 0 all pass, 1 a numerical failure, 2 unusable input.\n");
+	return f == stdout ? 0 : 2;
+}
+
+static int parse(int argc, char **argv, const char **path, lca_dtype *dt, int *have_dt)
+{
+	int npos = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return usage(stdout) - 1;
+		if (!strcmp(argv[i], "--dtype")) {
+			if (i + 1 >= argc || tool_parse_dtype(argv[++i], dt)) {
+				fprintf(stderr, "lcattn check: --dtype takes f64, f32 or bf16\n");
+				return 2;
+			}
+			*have_dt = 1;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "lcattn check: unknown option %s (see lcattn check --help)\n", argv[i]);
+			return 2;
+		} else if (npos < 2) {
+			path[npos++] = argv[i];
+		} else {
+			fprintf(stderr, "lcattn check: unexpected argument %s\n", argv[i]);
+			return 2;
+		}
+	}
+	if (npos == 2)
+		return 0;
+	fprintf(stderr, "lcattn check: needs GOLDEN.h5 and CANDIDATE.h5 (see lcattn check --help)\n");
+	return 2;
+}
+
+int tool_check(int argc, char **argv)
+{
+	struct lcio_case g, cand;
+	const char *path[2];
+	double bound[LCIO_MAX_OUT];
+	lca_dtype dt = LCA_F64;
+	int have_dt = 0, rc;
+	char err[512];
+
+	if ((rc = parse(argc, argv, path, &dt, &have_dt)))
+		return rc < 0 ? 0 : rc;
+	if (lcio_read(path[0], LCIO_INPUTS | LCIO_OUTPUTS, &g, err, sizeof err)) {
+		fprintf(stderr, "lcattn check: %s\n", err);
+		return 2;
+	}
+	if (lcio_read_candidate(path[1], &g, &cand, err, sizeof err)) {
+		fprintf(stderr, "lcattn check: %s\n", err);
+		lcio_case_free(&g);
+		return 2;
+	}
+	dt = have_dt ? dt : candidate_dtype(&cand);
+	rc = 0;
+	if (dt == LCA_BF16) {
+		fprintf(stderr, "lcattn check: no bf16 reference on this machine "
+			"(it is a CUDA float32-accumulate run)\n");
+		rc = 2;
+	} else if (dt == LCA_F32) {
+		rc = f32_bounds(path[0], &g, bound);
+	} else {
+		for (int i = 0; i < g.nout; i++)
+			bound[i] = F64_BOUND;
+	}
+	if (!rc)
+		rc = compare(&g, &cand, bound);
+	lcio_case_free(&g);
+	lcio_case_free(&cand);
+	return rc;
+}

@@ -1,0 +1,299 @@
+/*
+ * run.c - `lcattn run`: read the /config and /inputs of a golden file (ours
+ * or anyone's, see lcattn-golden(5)), run one backend and dtype through the
+ * public API, and write a candidate file with the same /config and the
+ * backend's /outputs, for `lcattn check`.
+ */
+#include "lcattn.h"
+#include "golden.h"
+#include "tool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const backend_names[] = { "ref", "cpu", "cuda" };
+static const char *const dtype_names[] = { "f64", "f32", "bf16" };
+static const char *const algo_names[] = { "auto", "naive", "absorbed", "recurrent", "chunked" };
+
+static int lookup(const char *s, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(s, names[i]))
+			return i;
+	return -1;
+}
+
+int tool_parse_backend(const char *s, lca_backend *out)
+{
+	int i = lookup(s, backend_names, 3);
+
+	if (i >= 0)
+		*out = (lca_backend)i;
+	return i >= 0 ? 0 : -1;
+}
+
+int tool_parse_dtype(const char *s, lca_dtype *out)
+{
+	int i = lookup(s, dtype_names, 3);
+
+	if (i >= 0)
+		*out = (lca_dtype)i;
+	return i >= 0 ? 0 : -1;
+}
+
+int tool_parse_algo(const char *s, lca_algo *out)
+{
+	int i = lookup(s, algo_names, 5);
+
+	if (i >= 0)
+		*out = (lca_algo)i;
+	return i >= 0 ? 0 : -1;
+}
+
+const char *tool_backend_name(lca_backend b)
+{
+	return (unsigned)b < 3 ? backend_names[b] : "?";
+}
+
+const char *tool_dtype_name(lca_dtype d)
+{
+	return (unsigned)d < 3 ? dtype_names[d] : "?";
+}
+
+/* float -> bfloat16 bits, round to nearest even (inputs are finite here:
+ * the library refuses non-finite ones). */
+static uint16_t bf16_from_float(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof u);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+static size_t dtype_size(lca_dtype t)
+{
+	return t == LCA_F64 ? 8 : t == LCA_F32 ? 4 : 2;
+}
+
+/* A copy of n doubles in dtype t (t != LCA_F64); NULL when out of memory. */
+static void *to_dtype(const double *x, int64_t n, lca_dtype t)
+{
+	void *y = malloc((size_t)n * dtype_size(t));
+
+	for (int64_t i = 0; y && i < n; i++) {
+		if (t == LCA_F32)
+			((float *)y)[i] = (float)x[i];
+		else
+			((uint16_t *)y)[i] = bf16_from_float((float)x[i]);
+	}
+	return y;
+}
+
+static void from_dtype(const void *y, int64_t n, lca_dtype t, double *x)
+{
+	for (int64_t i = 0; i < n; i++) {
+		if (t == LCA_F32) {
+			x[i] = ((const float *)y)[i];
+		} else {
+			uint32_t u = (uint32_t)((const uint16_t *)y)[i] << 16;
+			float f;
+
+			memcpy(&f, &u, sizeof f);
+			x[i] = f;
+		}
+	}
+}
+
+static lca_status forward(const lca_plan *plan, const struct lcio_case *c,
+	void *const in[], void *const o[])
+{
+	const int64_t *cu = c->cu_seqlens;
+	int64_t ns = cu ? c->nseq : 0;
+
+	switch (c->p.variant) {
+	case LCA_SOFTMAX:
+		return lca_softmax_forward(plan, c->Tq, c->Tk, in[0], in[1], in[2], cu, ns,
+			o[0], o[1]);
+	case LCA_MLA:
+		return lca_mla_forward(plan, c->Tq, c->Tk, in[0], in[1], in[2], in[3], in[4],
+			in[5], cu, ns, o[0], o[1]);
+	case LCA_DELTANET:
+		return lca_deltanet_forward(plan, c->Tq, in[0], in[1], in[2], in[3], in[4], cu,
+			ns, in[5], o[0], o[1]);
+	case LCA_LIGHTNING:
+		return lca_lightning_forward(plan, c->Tq, in[0], in[1], in[2], in[3], cu, ns,
+			in[4], o[0], o[1]);
+	}
+	return LCA_ERR_ARG;
+}
+
+lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
+	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved)
+{
+	void *in[LCIO_MAX_IN] = { 0 }, *o[LCIO_MAX_OUT] = { 0 };
+	int conv = dtype != LCA_F64;
+	lca_params p = c->p;
+	lca_plan *plan;
+	lca_status s;
+
+	p.backend = backend, p.dtype = dtype, p.algo = algo;
+	if ((s = lca_plan_create(&p, &plan)))
+		return s;
+	if (resolved)
+		lca_plan_params(plan, resolved);
+	for (int i = 0; !s && i < c->nin; i++) {
+		const double *x = c->in[i].data;
+
+		in[i] = !x || !conv ? (void *)x : to_dtype(x, c->in[i].n, dtype);
+		s = x && !in[i] ? LCA_ERR_NOMEM : s;
+	}
+	for (int i = 0; !s && i < c->nout; i++) {
+		o[i] = conv ? malloc((size_t)c->out[i].n * dtype_size(dtype)) : out[i];
+		s = o[i] ? s : LCA_ERR_NOMEM;
+	}
+	if (!s)
+		s = forward(plan, c, in, o);
+	for (int i = 0; !s && conv && i < c->nout; i++)
+		from_dtype(o[i], c->out[i].n, dtype, out[i]);
+	for (int i = 0; conv && i < c->nin; i++)
+		free(in[i]);
+	for (int i = 0; conv && i < c->nout; i++)
+		free(o[i]);
+	lca_plan_destroy(plan);
+	return s;
+}
+
+static int usage(FILE *f)
+{
+	fprintf(f,
+		"usage: lcattn run [--backend ref|cpu|cuda] [--dtype f64|f32|bf16]\n"
+		"                  [--algo auto|naive|absorbed|recurrent|chunked] IN.h5 OUT.h5\n"
+		"Reads /config and /inputs of IN.h5 (schema lcattn-golden/1, see\n"
+		"lcattn-golden(5)), runs the backend with inputs converted to the dtype,\n"
+		"and writes OUT.h5 with the same /config and the /outputs as float64.\n"
+		"Defaults: --backend ref --dtype f64 --algo auto.\n");
+	return f == stdout ? 0 : 2;
+}
+
+struct run_args {
+	lca_backend backend;
+	lca_dtype dtype;
+	lca_algo algo;
+	const char *in, *out;
+};
+
+static int parse(int argc, char **argv, struct run_args *a)
+{
+	int npos = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		int bad;
+
+		if (!strcmp(o, "--help") || !strcmp(o, "-h"))
+			return usage(stdout) - 1;
+		if (o[0] != '-' || !o[1]) {
+			if (npos == 2) {
+				fprintf(stderr, "lcattn run: unexpected argument %s\n", o);
+				return 2;
+			}
+			*(npos++ ? &a->out : &a->in) = o;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "lcattn run: %s needs a value\n", o);
+			return 2;
+		}
+		i++;
+		if (!strcmp(o, "--backend"))
+			bad = tool_parse_backend(v, &a->backend);
+		else if (!strcmp(o, "--dtype"))
+			bad = tool_parse_dtype(v, &a->dtype);
+		else if (!strcmp(o, "--algo"))
+			bad = tool_parse_algo(v, &a->algo);
+		else
+			bad = 1;
+		if (bad) {
+			fprintf(stderr, "lcattn run: bad option %s %s (see lcattn run --help)\n", o, v);
+			return 2;
+		}
+	}
+	if (npos == 2)
+		return 0;
+	fprintf(stderr, "lcattn run: needs IN.h5 and OUT.h5 (see lcattn run --help)\n");
+	return 2;
+}
+
+/* Run and write; the message of a failure goes to stderr as one line. */
+static int run_case(const struct run_args *a, struct lcio_case *c)
+{
+	struct lcio_case out;
+	double *bufs[LCIO_MAX_OUT];
+	char err[512], gen[96];
+	lca_params resolved;
+	lca_status s;
+	int rc = 2;
+
+	lcio_case_init(&out, c->p.variant);
+	out.p = c->p, out.Tq = c->Tq, out.Tk = c->Tk, out.nseq = c->nseq;
+	if (lcio_layout(&out, err, sizeof err) || lcio_alloc(&out, 0, err, sizeof err)) {
+		fprintf(stderr, "lcattn run: %s: %s\n", a->in, err);
+		goto done;
+	}
+	for (int i = 0; i < out.nout; i++)
+		bufs[i] = out.out[i].data;
+	s = tool_compute(c, a->backend, a->dtype, a->algo, bufs, &resolved);
+	if (s == LCA_ERR_UNSUPPORTED || s == LCA_ERR_NO_DEVICE) {
+		fprintf(stderr, "lcattn run: backend %s dtype %s unavailable: %s\n",
+			tool_backend_name(a->backend), tool_dtype_name(a->dtype), lca_last_error());
+		goto done;
+	}
+	if (s) {
+		fprintf(stderr, "lcattn run: %s: %s: %s\n", a->in, lca_strerror(s), lca_last_error());
+		goto done;
+	}
+	/* The resolved parameters: the candidate states the scale and RoPE it ran. */
+	out.p.scale = resolved.scale, out.p.rope_dim = resolved.rope_dim;
+	snprintf(gen, sizeof gen, "lcattn %s %s %s", lca_version(),
+		tool_backend_name(a->backend), tool_dtype_name(a->dtype));
+	out.generator = gen;
+	out.name = c->name;
+	out.seed = c->seed, out.has_seed = c->has_seed;
+	if (lcio_write(a->out, &out, LCIO_OUTPUTS, err, sizeof err))
+		fprintf(stderr, "lcattn run: %s\n", err);
+	else
+		rc = 0;
+	out.generator = NULL, out.name = NULL; /* borrowed */
+done:
+	lcio_case_free(&out);
+	return rc;
+}
+
+int tool_run(int argc, char **argv)
+{
+	struct run_args a = { LCA_BACKEND_REF, LCA_F64, LCA_ALGO_AUTO, NULL, NULL };
+	struct lcio_case c;
+	char err[512];
+	int rc;
+
+	if ((rc = parse(argc, argv, &a)))
+		return rc < 0 ? 0 : rc;
+	if (a.backend == LCA_BACKEND_CUDA) {
+		/* Forward calls on the cuda backend take device pointers, and the
+		 * public API has no copy helpers yet: refuse rather than crash. */
+		fprintf(stderr, "lcattn run: backend cuda unavailable: %s\n",
+			lca_backend_available(LCA_BACKEND_CUDA) ?
+			"lcattn run cannot stage device buffers yet" :
+			"no usable CUDA device or not built with CUDA");
+		return 2;
+	}
+	if (lcio_read(a.in, LCIO_INPUTS, &c, err, sizeof err)) {
+		fprintf(stderr, "lcattn run: %s\n", err);
+		return 2;
+	}
+	rc = run_case(&a, &c);
+	lcio_case_free(&c);
+	return rc;
+}

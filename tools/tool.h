@@ -1,0 +1,48 @@
+/* tool.h - shared pieces of the lcattn command (not part of the library). */
+#ifndef LCATTN_TOOL_H
+#define LCATTN_TOOL_H
+
+#include "lcattn.h"
+
+#include <stdint.h>
+
+struct lcio_case;
+
+/* Subcommands: each takes argc/argv from the subcommand name on and returns
+ * the process exit status (0 ok, 1 numerical failure, 2 usage/input error). */
+int tool_demo(int argc, char **argv);
+int tool_gen(int argc, char **argv);
+int tool_run(int argc, char **argv);
+int tool_check(int argc, char **argv);
+
+/* ---- run.c: names and one forward pass over a golden case ---- */
+
+/* 0 and *out set if s names a backend ("ref", "cpu", "cuda") / dtype
+ * ("f64", "f32", "bf16") / algo ("auto", "naive", "absorbed", "recurrent",
+ * "chunked"), else -1. */
+int tool_parse_backend(const char *s, lca_backend *out);
+int tool_parse_dtype(const char *s, lca_dtype *out);
+int tool_parse_algo(const char *s, lca_algo *out);
+const char *tool_backend_name(lca_backend b);
+const char *tool_dtype_name(lca_dtype d);
+
+/* Run the inputs of c (float64, converted to dtype on the way in) through
+ * backend/dtype/algo and store the outputs, converted back to float64, in
+ * out[i] (c->out[i].n doubles each). resolved, if not NULL, receives the
+ * plan's parameters. On failure lca_last_error() says why (for
+ * LCA_ERR_NOMEM raised here it may be empty). Host pointers only: the CUDA
+ * backend would need device buffers. */
+lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
+	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved);
+
+/* ---- check.c: the tolerance rule's error measure ---- */
+
+/* Normwise error ||x - ref||_2 / ||ref||_2 (||x - ref||_2 when ref is all
+ * zero) over the entries where ref is finite, and the max-abs error in
+ * *maxabs. -inf entries must match exactly: the first index where only one
+ * of x, ref is -inf goes to *mismatch (else -1) and makes the error +inf.
+ * Any NaN makes both results NaN, which never passes a bound. */
+double tool_normwise(const double *x, const double *ref, int64_t n,
+	double *maxabs, int64_t *mismatch);
+
+#endif
