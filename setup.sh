@@ -13,6 +13,8 @@ top=$(pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
 deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc"
+# python3-h5py: the test that a file written by another program (h5py) is accepted.
+[ "$mode" = test ] && deps="$deps python3-h5py"
 missing=""
 for p in $deps; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

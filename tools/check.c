@@ -71,19 +71,20 @@ static int f32_bounds(const char *path, const struct lcio_case *g, double bound[
 {
 	double *buf[LCIO_MAX_OUT] = { 0 };
 	lca_status s = LCA_OK;
+	char why[400] = "out of memory";
 	int rc = 0;
 
 	for (int i = 0; !s && i < g->nout; i++)
 		s = (buf[i] = malloc((size_t)g->out[i].n * sizeof(double))) ? LCA_OK : LCA_ERR_NOMEM;
 	if (!s)
-		s = tool_compute(g, LCA_BACKEND_REF, LCA_F32, LCA_ALGO_AUTO, buf, NULL);
+		s = tool_compute(g, LCA_BACKEND_REF, LCA_F32, LCA_ALGO_AUTO, buf, NULL, why, sizeof why);
 	if (s == LCA_ERR_UNSUPPORTED) {
 		fprintf(stderr, "lcattn check: no float32 reference in this build, "
-			"so no f32 bound (ref backend, dtype f32: %s)\n", lca_last_error());
+			"so no f32 bound (ref backend, dtype f32: %s)\n", why);
 		rc = 2;
 	} else if (s) {
 		fprintf(stderr, "lcattn check: %s: the float32 reference failed: %s: %s\n",
-			path, lca_strerror(s), lca_last_error());
+			path, lca_strerror(s), why);
 		rc = 2;
 	}
 	for (int i = 0; !rc && i < g->nout; i++) {

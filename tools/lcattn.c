@@ -13,6 +13,10 @@ static const struct {
 	const char *what;
 } commands[] = {
 	{ "demo", tool_demo, "compare the four mechanisms on one random input" },
+	{ "gen", tool_gen, "write a golden file: seeded inputs, double-reference outputs" },
+	{ "run", tool_run, "run a backend on a golden file's inputs, write its outputs" },
+	{ "check", tool_check, "compare a candidate's outputs with a golden file's" },
+	{ "bench", tool_bench, "time the cpu backend against this machine's ceilings" },
 };
 
 static int usage(FILE *f)

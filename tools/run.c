@@ -106,6 +106,50 @@ static void from_dtype(const void *y, int64_t n, lca_dtype t, double *x)
 	}
 }
 
+/* Element type of a tensor on a backend: the plan's dtype, except that the
+ * cuda backend keeps recurrent state (state0, state) in float32. */
+static lca_dtype elem_type(const struct lcio_tensor *t, lca_backend b, lca_dtype d)
+{
+	int state = !strcmp(t->name, "state0") || !strcmp(t->name, "state");
+
+	return b == LCA_BACKEND_CUDA && state ? LCA_F32 : d;
+}
+
+/* A backend buffer holding the n doubles of x converted to dtype t. */
+static lca_status upload(lca_backend b, lca_dtype t, const double *x, int64_t n, void **dev)
+{
+	size_t bytes = (size_t)n * dtype_size(t);
+	void *host = t == LCA_F64 ? (void *)x : to_dtype(x, n, t);
+	lca_status s;
+
+	*dev = NULL;
+	if (!host)
+		return LCA_ERR_NOMEM;
+	s = lca_buffer_alloc(b, bytes, dev);
+	if (!s)
+		s = lca_buffer_copy(b, *dev, host, bytes, LCA_COPY_HOST_TO_DEVICE);
+	if (host != x)
+		free(host);
+	return s;
+}
+
+/* The n elements of type t in backend buffer dev, as doubles in x. */
+static lca_status download(lca_backend b, lca_dtype t, const void *dev, int64_t n, double *x)
+{
+	size_t bytes = (size_t)n * dtype_size(t);
+	void *host;
+	lca_status s;
+
+	if (t == LCA_F64)
+		return lca_buffer_copy(b, x, dev, bytes, LCA_COPY_DEVICE_TO_HOST);
+	if (!(host = malloc(bytes)))
+		return LCA_ERR_NOMEM;
+	if (!(s = lca_buffer_copy(b, host, dev, bytes, LCA_COPY_DEVICE_TO_HOST)))
+		from_dtype(host, n, t, x);
+	free(host);
+	return s;
+}
+
 static lca_status forward(const lca_plan *plan, const struct lcio_case *c,
 	void *const in[], void *const o[])
 {
@@ -130,37 +174,40 @@ static lca_status forward(const lca_plan *plan, const struct lcio_case *c,
 }
 
 lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
-	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved)
+	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
+	char *why, size_t whylen)
 {
 	void *in[LCIO_MAX_IN] = { 0 }, *o[LCIO_MAX_OUT] = { 0 };
-	int conv = dtype != LCA_F64;
 	lca_params p = c->p;
 	lca_plan *plan;
 	lca_status s;
 
 	p.backend = backend, p.dtype = dtype, p.algo = algo;
-	if ((s = lca_plan_create(&p, &plan)))
+	if ((s = lca_plan_create(&p, &plan))) {
+		snprintf(why, whylen, "%s", lca_last_error());
 		return s;
+	}
 	if (resolved)
 		lca_plan_params(plan, resolved);
-	for (int i = 0; !s && i < c->nin; i++) {
-		const double *x = c->in[i].data;
-
-		in[i] = !x || !conv ? (void *)x : to_dtype(x, c->in[i].n, dtype);
-		s = x && !in[i] ? LCA_ERR_NOMEM : s;
-	}
-	for (int i = 0; !s && i < c->nout; i++) {
-		o[i] = conv ? malloc((size_t)c->out[i].n * dtype_size(dtype)) : out[i];
-		s = o[i] ? s : LCA_ERR_NOMEM;
-	}
+	/* Every tensor goes through the buffer helpers: host memory for ref
+	 * and cpu, device memory for cuda. cu_seqlens stays on the host. */
+	for (int i = 0; !s && i < c->nin; i++)
+		if (c->in[i].data)
+			s = upload(backend, elem_type(&c->in[i], backend, dtype), c->in[i].data,
+				c->in[i].n, &in[i]);
+	for (int i = 0; !s && i < c->nout; i++)
+		s = lca_buffer_alloc(backend, (size_t)c->out[i].n *
+			dtype_size(elem_type(&c->out[i], backend, dtype)), &o[i]);
 	if (!s)
 		s = forward(plan, c, in, o);
-	for (int i = 0; !s && conv && i < c->nout; i++)
-		from_dtype(o[i], c->out[i].n, dtype, out[i]);
-	for (int i = 0; conv && i < c->nin; i++)
-		free(in[i]);
-	for (int i = 0; conv && i < c->nout; i++)
-		free(o[i]);
+	for (int i = 0; !s && i < c->nout; i++)
+		s = download(backend, elem_type(&c->out[i], backend, dtype), o[i], c->out[i].n, out[i]);
+	if (s) /* before any other lcattn call can replace the message */
+		snprintf(why, whylen, "%s", *lca_last_error() ? lca_last_error() : lca_strerror(s));
+	for (int i = 0; i < c->nin; i++)
+		lca_buffer_free(backend, in[i]);
+	for (int i = 0; i < c->nout; i++)
+		lca_buffer_free(backend, o[i]);
 	lca_plan_destroy(plan);
 	return s;
 }
@@ -231,7 +278,7 @@ static int run_case(const struct run_args *a, struct lcio_case *c)
 {
 	struct lcio_case out;
 	double *bufs[LCIO_MAX_OUT];
-	char err[512], gen[96];
+	char err[512], gen[96], why[400];
 	lca_params resolved;
 	lca_status s;
 	int rc = 2;
@@ -244,14 +291,14 @@ static int run_case(const struct run_args *a, struct lcio_case *c)
 	}
 	for (int i = 0; i < out.nout; i++)
 		bufs[i] = out.out[i].data;
-	s = tool_compute(c, a->backend, a->dtype, a->algo, bufs, &resolved);
+	s = tool_compute(c, a->backend, a->dtype, a->algo, bufs, &resolved, why, sizeof why);
 	if (s == LCA_ERR_UNSUPPORTED || s == LCA_ERR_NO_DEVICE) {
 		fprintf(stderr, "lcattn run: backend %s dtype %s unavailable: %s\n",
-			tool_backend_name(a->backend), tool_dtype_name(a->dtype), lca_last_error());
+			tool_backend_name(a->backend), tool_dtype_name(a->dtype), why);
 		goto done;
 	}
 	if (s) {
-		fprintf(stderr, "lcattn run: %s: %s: %s\n", a->in, lca_strerror(s), lca_last_error());
+		fprintf(stderr, "lcattn run: %s: %s: %s\n", a->in, lca_strerror(s), why);
 		goto done;
 	}
 	/* The resolved parameters: the candidate states the scale and RoPE it ran. */
@@ -280,15 +327,6 @@ int tool_run(int argc, char **argv)
 
 	if ((rc = parse(argc, argv, &a)))
 		return rc < 0 ? 0 : rc;
-	if (a.backend == LCA_BACKEND_CUDA) {
-		/* Forward calls on the cuda backend take device pointers, and the
-		 * public API has no copy helpers yet: refuse rather than crash. */
-		fprintf(stderr, "lcattn run: backend cuda unavailable: %s\n",
-			lca_backend_available(LCA_BACKEND_CUDA) ?
-			"lcattn run cannot stage device buffers yet" :
-			"no usable CUDA device or not built with CUDA");
-		return 2;
-	}
 	if (lcio_read(a.in, LCIO_INPUTS, &c, err, sizeof err)) {
 		fprintf(stderr, "lcattn run: %s\n", err);
 		return 2;

@@ -4,6 +4,7 @@
 
 #include "lcattn.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct lcio_case;
@@ -14,6 +15,7 @@ int tool_demo(int argc, char **argv);
 int tool_gen(int argc, char **argv);
 int tool_run(int argc, char **argv);
 int tool_check(int argc, char **argv);
+int tool_bench(int argc, char **argv);
 
 /* ---- run.c: names and one forward pass over a golden case ---- */
 
@@ -28,12 +30,13 @@ const char *tool_dtype_name(lca_dtype d);
 
 /* Run the inputs of c (float64, converted to dtype on the way in) through
  * backend/dtype/algo and store the outputs, converted back to float64, in
- * out[i] (c->out[i].n doubles each). resolved, if not NULL, receives the
- * plan's parameters. On failure lca_last_error() says why (for
- * LCA_ERR_NOMEM raised here it may be empty). Host pointers only: the CUDA
- * backend would need device buffers. */
+ * out[i] (c->out[i].n doubles each). Tensors travel through
+ * lca_buffer_alloc/copy, so the cuda backend gets device memory (and its
+ * float32 recurrent state). resolved, if not NULL, receives the plan's
+ * parameters. On failure why receives lca_last_error()'s message. */
 lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
-	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved);
+	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
+	char *why, size_t whylen);
 
 /* ---- check.c: the tolerance rule's error measure ---- */
 

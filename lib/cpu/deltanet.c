@@ -20,9 +20,9 @@
  *
  * Both run one (sequence, value head) pair per OpenMP work item: the
  * chunks of one pair depend on each other through S, different pairs never
- * do. Each item copies its start state into a private workspace before
- * writing its final state, and no other item touches that slice, so
- * state0 may alias state.
+ * do. Each item runs its state in place in its own slot of state (scratch
+ * when state is NULL), after reading its slot of state0 whole, so state0
+ * may alias state.
  *
  * BLAS and threads: the BLAS calls run inside the OpenMP region, one item
  * per thread, so BLAS must stay on the calling thread. Nesting-aware BLAS
@@ -31,9 +31,10 @@
  * region and spreads each call over its own thread pool, which on the 2-core
  * development machine made lightning 5x slower. It does, however, run a
  * GEMM single-threaded when m n k <= 65536 * GEMM_MULTITHREAD_THRESHOLD
- * (= 64^3 by default; interface/gemm.c), so dn_gemm() cuts every product
- * into calls of at most 64^3, which costs a nesting-aware BLAS only the
- * extra calls (64^3 calls run at full single-core speed). syrk and trsm
+ * (= 64^3 by default; interface/gemm.c of 0.3.21), so dn_gemm() cuts
+ * every product into calls of at most 64^3, which costs a nesting-aware
+ * BLAS only the extra calls (64^3 calls run at full single-core speed;
+ * measured: 5x faster than whole calls there). syrk and trsm
  * have no such size rule, so the chunk uses GEMMs only: the Gram matrix in
  * full and the triangular solve as an explicit (I + A)^{-1} times the
  * right-hand side. With a single work item and no thread cap the calls are
@@ -168,11 +169,14 @@ static void dn_decays(const double *e, int64_t C, double *gam, double *dec)
 {
 	int64_t r, i;
 
-	for (r = 0; r < C; r++) {
+	gam[0] = e[0];
+	dec[0] = 1.0;
+	for (r = 1; r < C; r++) {
+		const double *prev = dec + (r - 1) * C;
 		double *row = dec + r * C;
-		const double *prev = row - C;
 
-		gam[r] = r == 0 ? e[0] : gam[r - 1] * e[r];
+		gam[r] = gam[r - 1] * e[r];
+		#pragma omp simd
 		for (i = 0; i < r; i++)
 			row[i] = prev[i] * e[r];
 		row[r] = 1.0;
@@ -231,9 +235,9 @@ struct FN(dn_ws) {
 	double *beta;   /* [cap] */
 	double *gam;    /* [cap] gamma_r */
 	double *dec;    /* [cap][cap] gamma_r/gamma_i, i <= r */
-	real *S;        /* [dk][dv] carried state */
+	real *S;        /* [dk][dv] carried state (or the output slot) */
 	real *Q;        /* [cap][dk] prepared queries, then diag(gamma) Q */
-	real *K;        /* [cap][dk] prepared keys, then diag(gamma_C/gamma) K */
+	real *K;        /* [cap][dk] prepared keys, then diag(gamma_C/gamma)K */
 	real *R;        /* [cap][dk+dv] right-hand side of the solve */
 	real *X;        /* [cap][dk+dv] [W | U~], then [W | U] */
 	real *A;        /* [cap][cap] K K^T, then A (strict lower part) */
@@ -277,8 +281,8 @@ static void FN(dn_gemm)(int serial_blas, CBLAS_TRANSPOSE ta,
 			}
 }
 
-/* Bytes of one workspace; 0 on overflow. The recurrent form borrows S
- * and the first row of Q, K and X (cap >= 1) as its token scratch. */
+/* Bytes of one workspace; 0 on overflow. The recurrent form uses S (when
+ * state is NULL) and the first row of Q, K and X (cap >= 1). */
 static size_t FN(dn_ws_bytes)(const lca_params *p, int64_t cap)
 {
 	int64_t dk = p->dk, dv = p->dv, sq, state, rows, rhs;
@@ -335,6 +339,7 @@ static void FN(dn_prepare)(const lca_params *p, const real *qs,
 	if (p->qk_l2norm) {
 		double sq = 0.0, sk = 0.0;
 
+		#pragma omp simd reduction(+:sq, sk)
 		for (i = 0; i < dk; i++) {
 			sq += (double)qs[i] * qs[i];
 			sk += (double)ks[i] * ks[i];
@@ -342,32 +347,32 @@ static void FN(dn_prepare)(const lca_params *p, const real *qs,
 		fq /= sqrt(sq + DN_L2_EPS);
 		fk /= sqrt(sk + DN_L2_EPS);
 	}
+	#pragma omp simd
 	for (i = 0; i < dk; i++) {
 		qd[i] = (real)(qs[i] * fq);
 		kd[i] = (real)(ks[i] * fk);
 	}
 }
 
-static void FN(dn_load_state)(const struct FN(dn_args) *a, int64_t n,
-	int64_t h, real *S)
+/*
+ * Where item (n, h) keeps its state while it runs: in the output slot
+ * state[n][h] itself when there is one (nothing to copy back), else in
+ * scratch; filled first from state0[n][h], or zeros. The slot is read whole
+ * before any update and no other item touches it, which is what makes
+ * state0 == state safe.
+ */
+static real *FN(dn_open_state)(const struct FN(dn_args) *a, int64_t n,
+	int64_t h, real *scratch)
 {
 	size_t len = (size_t)(a->p->dk * a->p->dv);
+	size_t off = (size_t)(n * a->p->H + h) * len;
+	real *S = a->state ? a->state + off : scratch;
 
-	if (a->state0)
-		memcpy(S, a->state0 + (size_t)(n * a->p->H + h) * len,
-			len * sizeof(*S));
-	else
+	if (!a->state0)
 		memset(S, 0, len * sizeof(*S));
-}
-
-static void FN(dn_store_state)(const struct FN(dn_args) *a, int64_t n,
-	int64_t h, const real *S)
-{
-	size_t len = (size_t)(a->p->dk * a->p->dv);
-
-	if (a->state)
-		memcpy(a->state + (size_t)(n * a->p->H + h) * len, S,
-			len * sizeof(*S));
+	else if (a->state0 + off != S)
+		memmove(S, a->state0 + off, len * sizeof(*S));
+	return S;
 }
 
 /* ---- recurrent form --------------------------------------------------- */
@@ -376,28 +381,37 @@ static void FN(dn_store_state)(const struct FN(dn_args) *a, int64_t n,
  * One token on S [dk][dv]. With e = exp(g) the decayed state's S^T k is
  * e (S^T k), so the decay folds into the update pass:
  *   u = beta (v - e S^T k);  S = e S + k u^T;  o = S^T q
- * two sweeps over S per token instead of four. u is dv scratch.
+ * two sweeps over S per token instead of four. u is dv scratch. e stays
+ * double: rounded to float, a gate near 0 would bias every step by up to
+ * 6e-8 relative, compounding over the ~1/|g| tokens the state remembers.
+ * (Splitting e into two floats avoids the conversions but rounds three
+ * times per step; measured 1.3-1.5x the error, for no gain in decode,
+ * which waits on the state's memory traffic.)
  */
 static void FN(dn_token)(real *S, const real *q, const real *k,
-	const real *v, real e, real beta, int64_t dk, int64_t dv, real *u,
+	const real *v, double e, double beta, int64_t dk, int64_t dv, real *u,
 	real *o)
 {
 	int64_t i, j;
 
 	for (j = 0; j < dv; j++)
 		u[j] = 0;
-	for (i = 0; i < dk; i++)
+	for (i = 0; i < dk; i++) {
+		#pragma omp simd
 		for (j = 0; j < dv; j++)
 			u[j] += S[i * dv + j] * k[i];
+	}
+	#pragma omp simd
 	for (j = 0; j < dv; j++) {
-		u[j] = beta * (v[j] - e * u[j]);
+		u[j] = (real)(beta * (v[j] - e * u[j]));
 		o[j] = 0;
 	}
 	for (i = 0; i < dk; i++) {
 		real *Si = S + i * dv;
 
+		#pragma omp simd
 		for (j = 0; j < dv; j++) {
-			Si[j] = e * Si[j] + k[i] * u[j];
+			Si[j] = (real)(e * Si[j] + k[i] * u[j]);
 			o[j] += Si[j] * q[i];
 		}
 	}
@@ -410,16 +424,15 @@ static void FN(dn_recurrent_item)(const struct FN(dn_args) *a, int64_t n,
 	int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv;
 	int64_t hk = h / (H / Hk), t;
 	real *qt = ws->Q, *kt = ws->K, *u = ws->X;
+	real *S = FN(dn_open_state)(a, n, h, ws->S);
 
-	FN(dn_load_state)(a, n, h, ws->S);
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++) {
 		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
 			a->k + (t * Hk + hk) * dk, qt, kt);
-		FN(dn_token)(ws->S, qt, kt, a->v + (t * H + h) * dv,
-			(real)exp((double)a->g[t * H + h]), a->beta[t * H + h],
+		FN(dn_token)(S, qt, kt, a->v + (t * H + h) * dv,
+			exp((double)a->g[t * H + h]), a->beta[t * H + h],
 			dk, dv, u, a->o + (t * H + h) * dv);
 	}
-	FN(dn_store_state)(a, n, h, ws->S);
 }
 
 /* ---- chunked form ----------------------------------------------------- */
@@ -447,7 +460,7 @@ static void FN(dn_gather)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
  * Tm = (I + A)^{-1} for A strictly lower triangular (the UT transform of
  * the DeltaNet paper, sec. 3.3) by forward substitution on the identity:
  * row r is e_r - sum_{i<r} A[r][i] Tm[i], and Tm[i] is zero past column
- * i. C^3/6 multiply-adds, a few percent of the chunk's GEMM work.
+ * i. C^3/6 multiply-adds: under 1% of the chunk's flops, ~5% of its time.
  */
 static void FN(dn_unit_lower_inverse)(const real *A, int64_t C, real *Tm)
 {
@@ -463,6 +476,7 @@ static void FN(dn_unit_lower_inverse)(const real *A, int64_t C, real *Tm)
 			const real *ti = Tm + i * C;
 			real air = A[r * C + i];
 
+			#pragma omp simd
 			for (c = 0; c <= i; c++)
 				tr[c] -= air * ti[c];
 		}
@@ -488,10 +502,13 @@ static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 		real bg = (real)(ws->beta[r] * ws->gam[r]);
 		real b = (real)ws->beta[r];
 
+		#pragma omp simd
 		for (i = 0; i < r; i++)
 			Ar[i] *= (real)(ws->beta[r] * ws->dec[r * C + i]);
+		#pragma omp simd
 		for (j = 0; j < dk; j++)
 			xr[j] = bg * kr[j];
+		#pragma omp simd
 		for (j = 0; j < dv; j++)
 			xr[dk + j] = b * vr[j];
 	}
@@ -518,10 +535,12 @@ static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
 		real *Pr = ws->P + r * C, *Qr = ws->Q + r * dk;
 		real gr = (real)ws->gam[r];
 
+		#pragma omp simd
 		for (i = 0; i <= r; i++)
 			Pr[i] *= (real)ws->dec[r * C + i];
 		for (i = r + 1; i < C; i++)
 			Pr[i] = 0;
+		#pragma omp simd
 		for (i = 0; i < dk; i++)
 			Qr[i] *= gr;
 	}
@@ -548,6 +567,7 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	for (r = 0; r < C; r++) {
 		real d = (real)ws->dec[(C - 1) * C + r];
 
+		#pragma omp simd
 		for (i = 0; i < dk; i++)
 			ws->K[r * dk + i] *= d;
 	}
@@ -560,12 +580,11 @@ static void FN(dn_chunked_item)(const struct FN(dn_args) *a, int64_t n,
 {
 	int64_t t0, C, end = a->cu[n + 1];
 
-	FN(dn_load_state)(a, n, h, ws->S);
+	ws->S = FN(dn_open_state)(a, n, h, ws->S);
 	for (t0 = a->cu[n]; t0 < end; t0 += C) {
 		C = dn_min(end - t0, a->p->chunk);
 		FN(dn_chunk)(a, t0, C, h, ws);
 	}
-	FN(dn_store_state)(a, n, h, ws->S);
 }
 
 /* ---- driver ----------------------------------------------------------- */

@@ -12,9 +12,12 @@
  *              entered with the true state S0 (local positions r, i = 1..b):
  *                  O = scale [ diag(lambda^r) Q S0 + (Q K^T (.) D) V ]
  *                  S = lambda^b S0 + K^T diag(lambda^(b-i)) V
- *              D[r][i] = lambda^(r-i) for i <= r, else 0. Four GEMMs per
- *              block, reading q, k, v and writing o in place (rows H d
- *              apart), so the only copies are one block of scaled keys.
+ *              D[r][i] = lambda^(r-i) for i <= r, else 0. The products
+ *              are GEMMs reading q, k, v and writing o in place (rows H d
+ *              apart); Q K^T and its product with V go by row tiles of 64
+ *              that stop at the diagonal, so the masked upper tiles (3/8
+ *              of that work at b = 256) are never formed and the scores
+ *              take one 64 x b tile of memory, not b x b.
  *   RECURRENT  the token loop, for decode-sized inputs.
  *
  * Numerical trap avoided: every power of lambda used is lambda^m with
@@ -24,10 +27,14 @@
  * underflow to 0, which is the right limit.
  *
  * Work items are (sequence, head) pairs, one per OpenMP thread at a time;
- * blocks of one pair are sequential through S. Each item copies its start
- * state into private memory before writing its final state, so state0 may
- * alias state. BLAS runs on the calling thread (see lib/cpu/deltanet.c for
- * the measurement behind that choice).
+ * blocks of one pair are sequential through S. Each item runs its state in
+ * place in its own slot of state (scratch when state is NULL), after
+ * reading its slot of state0 whole, so state0 may alias state. With items
+ * in parallel, BLAS must run on the calling thread: lt_gemm() cuts
+ * products into calls of at most 64^3, the size up to which the pthreads
+ * OpenBLAS stays single-threaded (lib/cpu/deltanet.c explains the rule and
+ * the measurement behind it). With a single work item and no thread cap the
+ * calls are left whole for a threaded BLAS to spread.
  *
  * Float32 and float64 share one body: the second half of this file is a
  * template that includes itself once per element type (real), with FN()
@@ -49,6 +56,20 @@
 
 /* Workspace sub-arrays start on 64-byte boundaries (BLAS packs faster). */
 #define LT_ALIGN 64
+
+/* Largest m n k of one BLAS call made inside the parallel region: the
+ * pthreads OpenBLAS runs GEMMs up to this size on the calling thread. */
+#define LT_GEMM_SERIAL_MNK (64 * 64 * 64)
+#define LT_GEMM_TILE 64
+
+/* Rows per tile of the intra-block product: tiles wholly above the
+ * diagonal of Q K^T are never formed. */
+#define LT_ROW_TILE 64
+
+static int64_t lt_min(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
 
 /* Threads for `items` independent work items: p->nthreads caps, 0 means
  * the OpenMP default; never more threads than items. */
@@ -137,9 +158,11 @@ lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
 	const void *slope, const void *state0, void *o, void *state)
 {
 	if (p->dtype == LCA_F64)
-		return lt_run_f64(p, cu, nseq, q, k, v, slope, state0, o, state);
+		return lt_run_f64(p, cu, nseq, q, k, v, slope, state0, o,
+			state);
 	if (p->dtype == LCA_F32)
-		return lt_run_f32(p, cu, nseq, q, k, v, slope, state0, o, state);
+		return lt_run_f32(p, cu, nseq, q, k, v, slope, state0, o,
+			state);
 	return lcai_fail(LCA_ERR_INTERNAL, "cpu lightning: dtype %d reached "
 		"the kernel", (int)p->dtype);
 }
@@ -152,30 +175,67 @@ struct FN(lt_args) {
 	const int64_t *cu;
 	const real *q, *k, *v, *slope, *state0;
 	real *o, *state;
+	int serial_blas;        /* keep every BLAS call on its thread */
 };
 
 /* One thread's scratch; bmax = longest block. */
 struct FN(lt_ws) {
 	double *pw;     /* [bmax+1] lambda^m of the item's head */
 	real *pwr;      /* [bmax+1] the same, rounded to real */
-	real *S;        /* [dk][dv] carried state */
-	real *P;        /* [bmax][bmax] scale Q K^T (.) D */
+	real *S;        /* [dk][dv] carried state (or the output slot) */
+	real *P;        /* [LT_ROW_TILE][bmax] row tile of scale Q K^T (.) D */
 	real *Kd;       /* [bmax][dk] diag(lambda^(b-i)) K */
 };
 
+/*
+ * C = alpha op(A) op(B) + beta C (row-major, k >= 1). With serial_blas
+ * the product is cut into calls of at most LT_GEMM_SERIAL_MNK so that
+ * BLAS runs each on the calling thread; the first call along k applies
+ * beta, the rest accumulate.
+ */
+static void FN(lt_gemm)(int serial_blas, CBLAS_TRANSPOSE ta,
+	CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, double alpha,
+	const real *A, int64_t lda, const real *B, int64_t ldb, double beta,
+	real *C, int64_t ldc)
+{
+	int64_t mb = m, nb = n, kb = k, i, j, l;
+
+	if (serial_blas) {
+		mb = lt_min(m, LT_GEMM_TILE);
+		nb = lt_min(n, LT_GEMM_TILE);
+		kb = lt_min(k, LT_GEMM_SERIAL_MNK / (mb * nb));
+	}
+	for (i = 0; i < m; i += mb)
+		for (j = 0; j < n; j += nb)
+			for (l = 0; l < k; l += kb) {
+				const real *a = ta == CblasNoTrans ?
+					A + i * lda + l : A + l * lda + i;
+				const real *b = tb == CblasNoTrans ?
+					B + l * ldb + j : B + j * ldb + l;
+
+				GEMM(CblasRowMajor, ta, tb,
+					(int)lt_min(mb, m - i),
+					(int)lt_min(nb, n - j),
+					(int)lt_min(kb, k - l), alpha, a,
+					(int)lda, b, (int)ldb,
+					l == 0 ? beta : 1.0, C + i * ldc + j,
+					(int)ldc);
+			}
+}
+
 static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax)
 {
-	int64_t sq, state, rows;
+	int64_t tile, state, rows;
 	size_t part[5], b = 0;
 	int i;
 
-	if (!lcai_mul(bmax, bmax, &sq) || !lcai_mul(p->dk, p->dv, &state) ||
-	    !lcai_mul(bmax, p->dk, &rows))
+	if (!lcai_mul(lt_min(bmax, LT_ROW_TILE), bmax, &tile) ||
+	    !lcai_mul(p->dk, p->dv, &state) || !lcai_mul(bmax, p->dk, &rows))
 		return 0;
 	part[0] = lt_bytes(bmax + 1, sizeof(double));
 	part[1] = lt_bytes(bmax + 1, sizeof(real));
 	part[2] = lt_bytes(state, sizeof(real));
-	part[3] = lt_bytes(sq, sizeof(real));
+	part[3] = lt_bytes(tile, sizeof(real));
 	part[4] = lt_bytes(rows, sizeof(real));
 	for (i = 0; i < 5; i++) {
 		if (part[i] == 0 || part[i] > SIZE_MAX - b)
@@ -195,45 +255,48 @@ static void FN(lt_ws_carve)(struct FN(lt_ws) *ws, const lca_params *p,
 	ws->S = (real *)base;
 	base += lt_bytes(p->dk * p->dv, sizeof(real));
 	ws->P = (real *)base;
-	base += lt_bytes(bmax * bmax, sizeof(real));
+	base += lt_bytes(lt_min(bmax, LT_ROW_TILE) * bmax, sizeof(real));
 	ws->Kd = (real *)base;
 }
 
-static void FN(lt_load_state)(const struct FN(lt_args) *a, int64_t n,
-	int64_t h, real *S)
+/*
+ * Where item (n, h) keeps its state while it runs: in the output slot
+ * state[n][h] itself when there is one (nothing to copy back), else in
+ * scratch; filled first from state0[n][h], or zeros. The slot is read whole
+ * before any update and no other item touches it, which is what makes
+ * state0 == state safe.
+ */
+static real *FN(lt_open_state)(const struct FN(lt_args) *a, int64_t n,
+	int64_t h, real *scratch)
 {
 	size_t len = (size_t)(a->p->dk * a->p->dv);
+	size_t off = (size_t)(n * a->p->H + h) * len;
+	real *S = a->state ? a->state + off : scratch;
 
-	if (a->state0)
-		memcpy(S, a->state0 + (size_t)(n * a->p->H + h) * len,
-			len * sizeof(*S));
-	else
+	if (!a->state0)
 		memset(S, 0, len * sizeof(*S));
-}
-
-static void FN(lt_store_state)(const struct FN(lt_args) *a, int64_t n,
-	int64_t h, const real *S)
-{
-	size_t len = (size_t)(a->p->dk * a->p->dv);
-
-	if (a->state)
-		memcpy(a->state + (size_t)(n * a->p->H + h) * len, S,
-			len * sizeof(*S));
+	else if (a->state0 + off != S)
+		memmove(S, a->state0 + off, len * sizeof(*S));
+	return S;
 }
 
 /* ---- recurrent form --------------------------------------------------- */
 
-/* Tokens of sequence n, head h: S = lambda S + k v^T and o = scale S^T q
- * in one sweep over S per token. */
+/*
+ * Tokens of sequence n, head h: S = lambda S + k v^T and o = scale S^T q
+ * in one sweep over S per token. lambda stays double: rounded to float it
+ * would be off by up to 6e-8 relative, a bias the state compounds over its
+ * ~1/slope tokens of memory (3e-3 for MiniMax's last-layer slopes ~2e-5);
+ * in double each step rounds only S itself.
+ */
 static void FN(lt_recurrent_item)(const struct FN(lt_args) *a, int64_t n,
 	int64_t h, struct FN(lt_ws) *ws)
 {
 	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, t, i, j;
-	real lambda = (real)exp(-(double)a->slope[h]);
+	double lambda = exp(-(double)a->slope[h]);
 	real scale = (real)a->p->scale;
-	real *S = ws->S;
+	real *S = FN(lt_open_state)(a, n, h, ws->S);
 
-	FN(lt_load_state)(a, n, h, S);
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++) {
 		const real *q = a->q + (t * H + h) * dk;
 		const real *k = a->k + (t * H + h) * dk;
@@ -245,59 +308,82 @@ static void FN(lt_recurrent_item)(const struct FN(lt_args) *a, int64_t n,
 		for (i = 0; i < dk; i++) {
 			real *Si = S + i * dv;
 
+			#pragma omp simd
 			for (j = 0; j < dv; j++) {
-				Si[j] = lambda * Si[j] + k[i] * v[j];
+				Si[j] = (real)(lambda * Si[j] + k[i] * v[j]);
 				o[j] += Si[j] * q[i];
 			}
 		}
 		for (j = 0; j < dv; j++)
 			o[j] *= scale;
 	}
-	FN(lt_store_state)(a, n, h, S);
 }
 
 /* ---- blockwise form --------------------------------------------------- */
 
 /*
+ * O[r0 .. r0+rt-1] += (scale Q K^T (.) D) V for one row tile of the block.
+ * D is lower triangular, so the tile needs key columns 0 .. r0+rt-1 only:
+ * the tiles above the diagonal are never formed, and only one row tile of
+ * scores exists at a time. 0-based r, i: D[r][i] = lambda^(r-i) = pw[r-i].
+ */
+static void FN(lt_intra_tile)(const struct FN(lt_args) *a, const real *Q,
+	const real *K, const real *V, real *O, int64_t r0, int64_t rt,
+	struct FN(lt_ws) *ws)
+{
+	int64_t ldq = a->p->H * a->p->dk, ldv = a->p->H * a->p->dv;
+	int64_t ncol = r0 + rt, r, i;
+	const real *pw = ws->pwr;
+
+	FN(lt_gemm)(a->serial_blas, CblasNoTrans, CblasTrans, rt, ncol,
+		a->p->dk, a->p->scale, Q + r0 * ldq, ldq, K, ldq, 0.0, ws->P,
+		ncol);
+	for (r = 0; r < rt; r++) {
+		real *Pr = ws->P + r * ncol;
+
+		#pragma omp simd
+		for (i = 0; i <= r0 + r; i++)
+			Pr[i] *= pw[r0 + r - i];
+		for (i = r0 + r + 1; i < ncol; i++)
+			Pr[i] = 0;
+	}
+	FN(lt_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, a->p->dv,
+		ncol, 1.0, ws->P, ncol, V, ldv, 1.0, O + r0 * ldv, ldv);
+}
+
+/*
  * One block of b tokens from t0, head h; ws->S goes from S0 to S_b.
- * 0-based rows r, i here, so lambda^r of the 1-based formula is pw[r+1].
- * Q K^T is formed in full and its upper triangle zeroed.
+ * 0-based rows here, so lambda^r of the 1-based formula is pw[r+1].
  */
 static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 	int64_t h, struct FN(lt_ws) *ws)
 {
-	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, r, i;
-	int ldq = (int)(H * dk), ldv = (int)(H * dv);
+	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, r0, r, i;
+	int64_t ldq = H * dk, ldv = H * dv;
 	const real *Q = a->q + (t0 * H + h) * dk, *K = a->k + (t0 * H + h) * dk;
 	const real *V = a->v + (t0 * H + h) * dv;
 	real *O = a->o + (t0 * H + h) * dv;
 	const real *pw = ws->pwr;
-	double scale = a->p->scale;
 
-	GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)b, (int)dk,
-		scale, Q, ldq, K, ldq, 0.0, ws->P, (int)b);
-	for (r = 0; r < b; r++) {
-		real *Pr = ws->P + r * b;
-
-		for (i = 0; i <= r; i++)
-			Pr[i] *= pw[r - i];
-		for (i = r + 1; i < b; i++)
-			Pr[i] = 0;
-	}
 	/* Inter-block: O = scale diag(lambda^r) Q S0, then the intra term. */
-	GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)dv,
-		(int)dk, scale, Q, ldq, ws->S, (int)dv, 0.0, O, ldv);
-	for (r = 0; r < b; r++)
+	FN(lt_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, b, dv, dk,
+		a->p->scale, Q, ldq, ws->S, dv, 0.0, O, ldv);
+	for (r = 0; r < b; r++) {
+		#pragma omp simd
 		for (i = 0; i < dv; i++)
 			O[r * ldv + i] *= pw[r + 1];
-	GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)dv,
-		(int)b, 1.0, ws->P, (int)b, V, ldv, 1.0, O, ldv);
+	}
+	for (r0 = 0; r0 < b; r0 += LT_ROW_TILE)
+		FN(lt_intra_tile)(a, Q, K, V, O, r0,
+			lt_min(LT_ROW_TILE, b - r0), ws);
 	/* S = lambda^b S0 + (diag(lambda^(b-i)) K)^T V. */
-	for (r = 0; r < b; r++)
+	for (r = 0; r < b; r++) {
+		#pragma omp simd
 		for (i = 0; i < dk; i++)
 			ws->Kd[r * dk + i] = pw[b - 1 - r] * K[r * ldq + i];
-	GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dk, (int)dv, (int)b,
-		1.0, ws->Kd, (int)dk, V, ldv, ws->pw[b], ws->S, (int)dv);
+	}
+	FN(lt_gemm)(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, b, 1.0,
+		ws->Kd, dk, V, ldv, ws->pw[b], ws->S, dv);
 }
 
 static void FN(lt_blockwise_item)(const struct FN(lt_args) *a, int64_t n,
@@ -308,12 +394,11 @@ static void FN(lt_blockwise_item)(const struct FN(lt_args) *a, int64_t n,
 	lt_powers(ws->pw, bmax, (double)a->slope[h]);
 	for (m = 0; m <= bmax; m++)
 		ws->pwr[m] = (real)ws->pw[m];
-	FN(lt_load_state)(a, n, h, ws->S);
+	ws->S = FN(lt_open_state)(a, n, h, ws->S);
 	for (t0 = a->cu[n]; t0 < end; t0 += b) {
-		b = end - t0 < a->p->block ? end - t0 : a->p->block;
+		b = lt_min(end - t0, a->p->block);
 		FN(lt_block)(a, t0, b, h, ws);
 	}
-	FN(lt_store_state)(a, n, h, ws->S);
 }
 
 /* ---- driver ----------------------------------------------------------- */
@@ -322,13 +407,16 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const void *q, const void *k, const void *v,
 	const void *slope, const void *state0, void *o, void *state)
 {
-	struct FN(lt_args) a = { p, cu, q, k, v, slope, state0, o, state };
+	struct FN(lt_args) a = { p, cu, q, k, v, slope, state0, o, state, 1 };
 	int64_t items = nseq * p->H, it;
 	int64_t bmax = lt_longest_block(cu, nseq, p->block);
 	int nt = lt_team(p, items);
 	size_t wsb;
 	char *block;
 
+	/* BLAS may spread a call over the cores only when nothing else runs
+	 * beside it and the caller set no thread cap. */
+	a.serial_blas = nt > 1 || p->nthreads > 0;
 	if (!lt_blas_fits(p, bmax))
 		return lcai_fail(LCA_ERR_UNSUPPORTED, "cpu lightning: a size "
 			"passed to BLAS exceeds INT_MAX");

@@ -17,12 +17,12 @@
  * order, so results are bitwise deterministic for any thread count.
  *
  * GEMMs: the two tile products (S = Q K^T and O += P V) are small register-
- * blocked loops here, not BLAS calls: OpenBLAS (pthreads build) starts its
- * own threads for products this size and oversubscribes the OpenMP team,
- * and on the development machine (AMD EPYC Zen 4, 2 cores) these loops ran
- * the tile products at the speed of single-threaded sgemm (~80 GFLOP/s per
- * core). Products are written as separate multiply and add (C11 forbids
- * contracting them); Zen 4 issues both at full rate.
+ * blocked loops here, not BLAS calls: OpenBLAS (pthreads build) may split
+ * products of this size over its own threads, oversubscribing the OpenMP
+ * team, and on the development machine (AMD EPYC Zen 4, 2 cores) these
+ * loops ran a 64 x 64 x 128 tile pair as fast as single-threaded sgemm
+ * (~80 GFLOP/s per core). Products are written as separate multiply and
+ * add (C11 forbids contracting them); Zen 4 issues both at full rate.
  *
  * Vector width: the typed engine (second half of this file, a template that
  * includes itself) is built per element type for three x86-64 levels,
@@ -68,26 +68,22 @@ static const double flash_inv_fact[14] = {
 #define FLASH_X86 1
 #endif
 
-/* ---- the typed engine, one instance per (element type, vector width) */
+/* ---- the typed engine, one instance per (element type, vector width).
+ * Each inclusion of the template consumes FT, FI and FN (it undefines
+ * them); the width settings stay until undefined here. */
 
 #define FLASH_TEMPLATE
-#define FT float
-#define FI int32_t
 #define FLASH_VB 16
 #define FLASH_NB 2
 #define FLASH_TARGET
+#define FT float
+#define FI int32_t
 #define FN(name) name##_f32_sse
 #include "softmax.c"
-#undef FT
-#undef FI
-#undef FN
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_sse
 #include "softmax.c"
-#undef FT
-#undef FI
-#undef FN
 #undef FLASH_VB
 #undef FLASH_NB
 #undef FLASH_TARGET
@@ -100,16 +96,10 @@ static const double flash_inv_fact[14] = {
 #define FI int32_t
 #define FN(name) name##_f32_avx2
 #include "softmax.c"
-#undef FT
-#undef FI
-#undef FN
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_avx2
 #include "softmax.c"
-#undef FT
-#undef FI
-#undef FN
 #undef FLASH_VB
 #undef FLASH_NB
 #undef FLASH_TARGET
@@ -121,16 +111,10 @@ static const double flash_inv_fact[14] = {
 #define FI int32_t
 #define FN(name) name##_f32_avx512
 #include "softmax.c"
-#undef FT
-#undef FI
-#undef FN
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_avx512
 #include "softmax.c"
-#undef FT
-#undef FI
-#undef FN
 #undef FLASH_VB
 #undef FLASH_NB
 #undef FLASH_TARGET
@@ -521,7 +505,7 @@ typedef FI IVEC __attribute__((vector_size(FLASH_VB)));
 
 /* x[0..BK) = exp(x - m) for x <= m, returning their sum. Range reduction
  * x = k ln2 + r, |r| <= ln2/2 (Cody-Waite: k ln2_hi is exact), Taylor
- * polynomial in r, 2^k built in the exponent bits. Below EXP_MIN (where
+ * polynomial in r, 2^k built in the exponent bits. Below emin (where
  * exp underflows anyway) and for masked -inf the result is exactly 0, so
  * masked keys never leak into the sum. */
 INLINE FT FN(exp_row)(FT *x, FT m)
@@ -823,5 +807,8 @@ static const struct lcai_flash_ops FN(ops) = {
 #undef VLOAD
 #undef VSTORE
 #undef VSEL
+#undef FT
+#undef FI
+#undef FN
 
 #endif /* FLASH_TEMPLATE */

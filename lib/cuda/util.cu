@@ -214,10 +214,10 @@ fail:
 
 /* ---- RoPE ---- */
 
-template <typename T>
+template <typename T, typename TO>
 __global__ void rope_kernel(const T *x, int64_t ntok, int64_t heads,
 	int64_t d, int64_t rope_dim, int interleaved, const double *freq,
-	const int64_t *cu, const int64_t *off, int64_t nseq, float *out)
+	const int64_t *cu, const int64_t *off, int64_t nseq, TO *out)
 {
 	int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
 	int64_t step = (int64_t)gridDim.x * blockDim.x;
@@ -231,7 +231,7 @@ __global__ void rope_kernel(const T *x, int64_t ntok, int64_t heads,
 		float c, s;
 
 		if (j >= rope_dim) {
-			out[e] = ldf(xr + j);
+			stf(out + e, ldf(xr + j));
 			continue;
 		}
 		n = lcc_seq_of(cu, nseq, t);
@@ -250,16 +250,16 @@ __global__ void rope_kernel(const T *x, int64_t ntok, int64_t heads,
 		c = (float)cos(ang);
 		s = (float)sin(ang);
 		if (j == a)
-			out[e] = ldf(xr + a) * c - ldf(xr + b) * s;
+			stf(out + e, ldf(xr + a) * c - ldf(xr + b) * s);
 		else
-			out[e] = ldf(xr + a) * s + ldf(xr + b) * c;
+			stf(out + e, ldf(xr + a) * s + ldf(xr + b) * c);
 	}
 }
 
-template <typename T>
+template <typename T, typename TO>
 lca_status lcc_rope(const lca_params *p, const T *x, int64_t ntok,
 	int64_t heads, int64_t d, const int64_t *cu_dev, const int64_t *off_dev,
-	int64_t nseq, float *out, struct lcc_scratch *sc)
+	int64_t nseq, TO *out, struct lcc_scratch *sc)
 {
 	int64_t half = p->rope_dim / 2, total = ntok * heads * d, blocks;
 	double fh[512], *freq = NULL, *fd;
@@ -285,17 +285,18 @@ lca_status lcc_rope(const lca_params *p, const T *x, int64_t ntok,
 	blocks = (total + 255) / 256;
 	if (blocks > 65536)
 		blocks = 65536;
-	rope_kernel<T><<<(unsigned)blocks, 256>>>(x, ntok, heads, d, p->rope_dim,
+	rope_kernel<T, TO><<<(unsigned)blocks, 256>>>(x, ntok, heads, d, p->rope_dim,
 		p->rope_style == LCA_ROPE_INTERLEAVED, freq, cu_dev, off_dev, nseq, out);
 	return lcc_launched("rope kernel");
 }
 
-template lca_status lcc_rope<float>(const lca_params *, const float *, int64_t,
-	int64_t, int64_t, const int64_t *, const int64_t *, int64_t, float *,
-	struct lcc_scratch *);
-template lca_status lcc_rope<bf16>(const lca_params *, const bf16 *, int64_t,
-	int64_t, int64_t, const int64_t *, const int64_t *, int64_t, float *,
-	struct lcc_scratch *);
+#define LCC_ROPE_INST(T, TO) \
+	template lca_status lcc_rope<T, TO>(const lca_params *, const T *, int64_t, \
+		int64_t, int64_t, const int64_t *, const int64_t *, int64_t, TO *, \
+		struct lcc_scratch *);
+LCC_ROPE_INST(float, float)
+LCC_ROPE_INST(bf16, float)
+LCC_ROPE_INST(bf16, bf16)
 
 /* ---- batched GEMM ---- */
 

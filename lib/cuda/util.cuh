@@ -70,11 +70,12 @@ lca_status lcc_smem_limit(size_t *bytes);
  * device (off = tk - tq for queries, 0 for keys). Angles are formed in
  * double exactly as lib/core/rope.c does (freq from the host's pow(),
  * ang = pos * freq, cos and sin in double, rounded to float), so positions
- * up to 64K and beyond lose nothing; products and sums are in float. */
-template <typename T>
+ * up to 64K and beyond lose nothing; products and sums are in float.
+ * TO = bf16 rounds the rotated value once (the tensor-core softmax). */
+template <typename T, typename TO>
 lca_status lcc_rope(const lca_params *p, const T *x, int64_t ntok,
 	int64_t heads, int64_t d, const int64_t *cu_dev, const int64_t *off_dev,
-	int64_t nseq, float *out, struct lcc_scratch *sc);
+	int64_t nseq, TO *out, struct lcc_scratch *sc);
 
 /* Index of the sequence holding token t: the n with cu[n] <= t < cu[n+1]
  * (binary search; empty sequences are skipped naturally). */
@@ -104,5 +105,19 @@ lca_status lcc_gemm(int64_t batch, int64_t M, int64_t N, int64_t K,
 	const TA *A, int64_t sab, int64_t sam, int64_t sak,
 	const TB *B, int64_t sbb, int64_t sbk, int64_t sbn,
 	TC *C, int64_t scb, int64_t scm, int64_t scn);
+
+/* ---- masked softmax attention over packed sequences (softmax.cu) ----
+ * o[t][h] = softmax_s(scale <q[t][h], k[s][h / (H / Hkv)]>) v[s][g], masks
+ * and positions as lib/ref/softmax.c; lse as the natural-log sum (may be
+ * NULL); fully masked rows o = 0, lse = -inf. q [Tq][H][dk], k [Tk][Hkv][dk],
+ * v [Tk][Hkv][dv], o [Tq][H][dv]. cu_q/cu_k host, cuq_dev/cuk_dev their
+ * device copies. Uses only p->scale, p->causal and p->window of p.
+ * The generic f32-FMA kernel: any sizes that fit shared memory. */
+template <typename TQK, typename TV, typename TO, typename TL>
+lca_status lcc_attention(const lca_params *p, int64_t H, int64_t Hkv,
+	int64_t dk, int64_t dv, const int64_t *cu_q, const int64_t *cu_k,
+	int64_t nseq, const int64_t *cuq_dev, const int64_t *cuk_dev,
+	const TQK *q, const TQK *k, const TV *v, TO *o, TL *lse,
+	struct lcc_scratch *sc);
 
 #endif /* LCATTN_CUDA_UTIL_CUH */

@@ -19,11 +19,14 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Longest string attribute we accept ("command" lines included). */
 #define MAX_STR ((size_t)1 << 16)
@@ -33,7 +36,11 @@ struct io {
 	char *err;
 	size_t errlen;
 	int failed;
+	const char *shape_src;  /* where expected shapes come from, for messages */
 };
+
+/* A read that takes longer is taken for an HDF5 loop on a damaged file. */
+#define GUARD_SECONDS 120
 
 /* Record the first failure as "path: message"; later ones are consequences. */
 static int fail(struct io *io, const char *fmt, ...)
@@ -274,14 +281,14 @@ static int layout_io(struct io *io, struct lcio_case *c)
 
 int lcio_layout(struct lcio_case *c, char *err, size_t errlen)
 {
-	struct io io = { NULL, err, errlen, 0 };
+	struct io io = { NULL, err, errlen, 0, NULL };
 
 	return layout_io(&io, c);
 }
 
 int lcio_alloc(struct lcio_case *c, int with_optional, char *err, size_t errlen)
 {
-	struct io io = { NULL, err, errlen, 0 };
+	struct io io = { NULL, err, errlen, 0, NULL };
 
 	for (int i = 0; i < c->nin + c->nout; i++) {
 		struct lcio_tensor *t = i < c->nin ? &c->in[i] : &c->out[i - c->nin];
@@ -553,6 +560,15 @@ static int read_config(struct io *io, hid_t f, struct lcio_case *c)
 		c->Tk = c->Tq;
 	}
 	H5Gclose(g);
+	if (!r) {
+		/* Bounds before anything else reads a size; nseq may still be
+		 * unknown (0) until cu_seqlens is seen. */
+		int64_t ns = c->nseq;
+
+		c->nseq = ns ? ns : 1;
+		r = check_sizes(io, c);
+		c->nseq = ns;
+	}
 	return r;
 }
 
@@ -614,7 +630,8 @@ static int dset_open(struct io *io, hid_t grp, const char *gname, const char *na
 		r = hd[i] == (hsize_t)dims[i] ? 0 : -1;
 	if (r) {
 		dims_str(need, sizeof need, rank, NULL, dims);
-		fail(io, "/%s/%s has shape %s; /config gives %s", gname, name, have, need);
+		fail(io, "/%s/%s has shape %s; %s gives %s", gname, name, have,
+			io->shape_src ? io->shape_src : "/config", need);
 	}
 out:
 	if (sp >= 0)
@@ -674,12 +691,13 @@ static int read_cu(struct io *io, hid_t in, struct lcio_case *c)
 		r = fail(io, "out of memory for /inputs/cu_seqlens");
 	else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu) < 0)
 		r = fail(io, "cannot read /inputs/cu_seqlens (%s)", h5why(why));
+	if (!r && c->Tq != c->Tk)
+		r = fail(io, "/inputs/cu_seqlens needs Tq = Tk in /config");
 	for (int64_t i = 0; !r && i < len; i++)
 		if ((i == 0 && cu[0] != 0) || (i > 0 && cu[i] < cu[i - 1]) ||
-		    (i == len - 1 && cu[i] != c->Tq) || c->Tq != c->Tk)
-			r = fail(io, "/inputs/cu_seqlens must rise from 0 to T = %lld "
-				"(and needs Tq = Tk); bad at entry %lld",
-				(long long)c->Tq, (long long)i);
+		    (i == len - 1 && cu[i] != c->Tq))
+			r = fail(io, "/inputs/cu_seqlens must rise from 0 to T = %lld; "
+				"bad at entry %lld", (long long)c->Tq, (long long)i);
 	H5Dclose(d);
 	if (r)
 		free(cu);
@@ -688,19 +706,19 @@ static int read_cu(struct io *io, hid_t in, struct lcio_case *c)
 	return r;
 }
 
-static int read_group(struct io *io, hid_t f, const char *gname, struct lcio_tensor *t,
-	int n, struct lcio_case *c)
+static int read_group(struct io *io, hid_t f, int output, struct lcio_case *c)
 {
+	const char *gname = output ? "outputs" : "inputs";
 	char why[160];
 	hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
 	int r = 0;
 
 	if (g < 0)
 		return fail(io, "no group /%s (%s)", gname, h5why(why));
-	if (!strcmp(gname, "inputs"))
+	if (!output)
 		r = read_cu(io, g, c) || layout_io(io, c) ? -1 : 0;
-	for (int i = 0; !r && i < n; i++)
-		r = read_tensor(io, g, gname, &t[i]);
+	for (int i = 0; !r && i < (output ? c->nout : c->nin); i++)
+		r = read_tensor(io, g, gname, output ? &c->out[i] : &c->in[i]);
 	H5Gclose(g);
 	return r;
 }
@@ -732,7 +750,7 @@ static hid_t open_file(struct io *io)
 	else if (is == 0)
 		fail(io, "not an HDF5 file");
 	else if (f < 0)
-		fail(io, "damaged HDF5 file (%s)", h5why(why));
+		fail(io, "damaged or truncated HDF5 file (%s)", h5why(why));
 	H5Pclose(fapl);
 	return f < 0 ? -1 : f;
 }
@@ -791,51 +809,130 @@ out:
 	return r;
 }
 
-int lcio_read(const char *path, unsigned what, struct lcio_case *c, char *err, size_t errlen)
-{
-	struct io io = { path, err, errlen, 0 };
-	hid_t f;
-	int r;
+/* One read: a whole file (golden == NULL) or a candidate's outputs. */
+struct job {
+	unsigned what;
+	const struct lcio_case *golden;
+	struct lcio_case *c;
+};
 
-	memset(c, 0, sizeof *c);
-	if ((f = open_file(&io)) < 0)
-		return -1;
-	r = read_root(&io, f, c, NULL) || read_config(&io, f, c);
+static int read_plain(struct io *io, hid_t f, unsigned what, struct lcio_case *c)
+{
+	int r = read_root(io, f, c, NULL) || read_config(io, f, c);
+
 	if (!r && !(what & LCIO_INPUTS)) {
 		/* Without /inputs nothing shows the sequences: nseq from /config. */
 		c->nseq = c->nseq ? c->nseq : 1;
-		r = layout_io(&io, c);
+		r = layout_io(io, c);
 	}
 	if (!r && (what & LCIO_INPUTS))
-		r = read_group(&io, f, "inputs", c->in, c->nin, c);
+		r = read_group(io, f, 0, c);
 	if (!r && (what & LCIO_OUTPUTS))
-		r = read_group(&io, f, "outputs", c->out, c->nout, c);
+		r = read_group(io, f, 1, c);
+	return r ? -1 : 0;
+}
+
+static int read_cand(struct io *io, hid_t f, const struct lcio_case *golden,
+	struct lcio_case *cand)
+{
+	if (read_root(io, f, cand, &golden->p.variant))
+		return -1;
+	cand->p = golden->p;
+	cand->Tq = golden->Tq, cand->Tk = golden->Tk, cand->nseq = golden->nseq;
+	io->shape_src = "the golden file's /config";
+	return layout_io(io, cand) || read_group(io, f, 1, cand) ? -1 : 0;
+}
+
+static int run_job(struct io *io, const struct job *j)
+{
+	hid_t f;
+	int r;
+
+	memset(j->c, 0, sizeof *j->c);
+	if ((f = open_file(io)) < 0)
+		return -1;
+	r = j->golden ? read_cand(io, f, j->golden, j->c) : read_plain(io, f, j->what, j->c);
 	H5Fclose(f);
 	if (r)
-		lcio_case_free(c);
-	return r ? -1 : 0;
+		lcio_case_free(j->c);
+	return r;
+}
+
+/*
+ * HDF5 1.10 itself can crash, or loop, on a damaged object header before
+ * any check of ours runs (random byte flips find such cases; see HDF5's
+ * CVE list). So every file is first read in a child process under an
+ * alarm; only when the child got through does this process read it. The
+ * child's one-line message comes back through a pipe. Where fork or pipe
+ * fail, the read goes ahead unguarded.
+ */
+static int guarded(struct io *io, const struct job *j)
+{
+	char msg[512];
+	size_t got = 0;
+	ssize_t n;
+	int fd[2], st;
+	pid_t pid;
+
+	if (pipe(fd))
+		return 0;
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		close(fd[0]), close(fd[1]);
+		return 0;
+	}
+	if (pid == 0) {
+		struct lcio_case scratch;
+		struct job cj = { j->what, j->golden, &scratch };
+
+		close(fd[0]);
+		alarm(GUARD_SECONDS);
+		if (run_job(io, &cj) && write(fd[1], io->err, strlen(io->err)) < 0)
+			_exit(3);
+		_exit(io->failed ? 2 : 0);
+	}
+	close(fd[1]);
+	while (got < sizeof msg - 1 &&
+	       ((n = read(fd[0], msg + got, sizeof msg - 1 - got)) > 0 || (n < 0 && errno == EINTR)))
+		got += n > 0 ? (size_t)n : 0;
+	msg[got] = 0;
+	close(fd[0]);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return 0;
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 2 && got) {
+		io->failed = 1;
+		snprintf(io->err, io->errlen, "%s", msg);
+		return -1;
+	}
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+		return fail(io, "damaged HDF5 file (reading it did not finish in %d s)", GUARD_SECONDS);
+	if (WIFSIGNALED(st))
+		return fail(io, "damaged HDF5 file (the HDF5 library crashed reading it: %s)",
+			strsignal(WTERMSIG(st)));
+	return fail(io, "damaged HDF5 file (reading it failed without a message, status %d)",
+		WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
+int lcio_read(const char *path, unsigned what, struct lcio_case *c, char *err, size_t errlen)
+{
+	struct io io = { path, err, errlen, 0, "/config" };
+	struct job j = { what, NULL, c };
+
+	memset(c, 0, sizeof *c);
+	return guarded(&io, &j) || run_job(&io, &j) ? -1 : 0;
 }
 
 int lcio_read_candidate(const char *path, const struct lcio_case *golden,
 	struct lcio_case *cand, char *err, size_t errlen)
 {
-	struct io io = { path, err, errlen, 0 };
-	hid_t f;
-	int r;
+	struct io io = { path, err, errlen, 0, "/config" };
+	struct job j = { 0, golden, cand };
 
 	memset(cand, 0, sizeof *cand);
-	if ((f = open_file(&io)) < 0)
-		return -1;
-	r = read_root(&io, f, cand, &golden->p.variant);
-	if (!r) {
-		cand->p = golden->p;
-		cand->Tq = golden->Tq, cand->Tk = golden->Tk, cand->nseq = golden->nseq;
-		r = layout_io(&io, cand) || read_group(&io, f, "outputs", cand->out, cand->nout, cand);
-	}
-	H5Fclose(f);
-	if (r)
-		lcio_case_free(cand);
-	return r ? -1 : 0;
+	return guarded(&io, &j) || run_job(&io, &j) ? -1 : 0;
 }
 
 /* ---- writing ---- */
@@ -1023,7 +1120,7 @@ static int write_root(struct io *io, hid_t f, const struct lcio_case *c)
 
 int lcio_write(const char *path, const struct lcio_case *c, unsigned what, char *err, size_t errlen)
 {
-	struct io io = { path, err, errlen, 0 };
+	struct io io = { path, err, errlen, 0, NULL };
 	char why[160];
 	hid_t fcpl, f = -1;
 	int r;

@@ -1,0 +1,459 @@
+/*
+ * mech.c - one benchmarked mechanism: its flop and byte model, its random
+ * inputs, and timed prefill calls in a forked child.
+ *
+ * Every measurement runs in its own child process: its peak resident set
+ * (VmHWM) is then that measurement's alone, a crash or a time limit cannot
+ * take the whole benchmark down, and OpenMP/BLAS thread pools never start
+ * in the parent (libgomp's pool does not survive fork()).
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+	MAX_TENSORS = 8,
+	MAX_RUNS = 100
+};
+
+double bench_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* ---- the model: flops and bytes -------------------------------------- */
+
+/* Causal (query, key) pairs of a prefill with Tq = Tk = T: query i sees
+ * keys 0..i, so sum_{i<T} (i + 1) = T (T + 1) / 2. */
+static double causal_pairs(int64_t T)
+{
+	return (double)T * (double)(T + 1) / 2;
+}
+
+/* Gated DeltaNet, chunked WY/UT form, one chunk of c tokens of one head
+ * (Yang et al., Gated Delta Networks, sec. 3): the GEMMs
+ *   K K^T                         2 c^2 dk   (the UT matrix A)
+ *   (I + A)^-1, unit lower         c^3 / 3
+ *   W = T (beta Gamma K)          2 c^2 dk
+ *   U = T (beta V)                2 c^2 dv
+ *   U -= W S                      2 c dk dv
+ *   Q K^T                         2 c^2 dk
+ *   (Q K^T . D) U                 2 c^2 dv
+ *   Q S                           2 c dk dv
+ *   S = Gamma_c S + K^T (d . U)   2 c dk dv
+ * Elementwise gating, L2 norms and exps are not counted. */
+static double deltanet_chunk_flops(double c, double dk, double dv)
+{
+	return 2 * c * c * (3 * dk + 2 * dv) + 6 * c * dk * dv + c * c * c / 3;
+}
+
+/* Lightning attention, blockwise form, one block of b tokens of one head:
+ *   Q K^T 2 b^2 dk;  (Q K^T . D) V 2 b^2 dv;  Q S 2 b dk dv;
+ *   S = lambda^b S + (lambda^(b-j) K)^T V 2 b dk dv. */
+static double lightning_block_flops(double b, double dk, double dv)
+{
+	return 2 * b * b * (dk + dv) + 4 * b * dk * dv;
+}
+
+/* Sum of f over the pieces of T tokens cut into pieces of size n (the last
+ * one may be short). */
+static double over_pieces(int64_t T, int64_t n, double dk, double dv,
+	double (*f)(double, double, double))
+{
+	double sum = 0;
+
+	for (int64_t t0 = 0; t0 < T; t0 += n)
+		sum += f((double)(T - t0 < n ? T - t0 : n), dk, dv);
+	return sum;
+}
+
+double bench_flops(lca_variant v, const struct bench_shape *s, int64_t T)
+{
+	double H = s->H, P = causal_pairs(T), t = (double)T;
+
+	switch (v) {
+	case LCA_SOFTMAX: /* q.k and p.v for every pair and head */
+		return 2 * H * P * (s->dk + s->dv);
+	case LCA_MLA: /* absorbed: fold w_uk into q, latent logits, latent sum, w_uv */
+		return 2 * t * H * s->dn * s->dc + 2 * H * P * (s->dc + s->dr) +
+			2 * H * P * s->dc + 2 * t * H * s->dc * s->dv;
+	case LCA_DELTANET:
+		return H * over_pieces(T, s->chunk, s->dk, s->dv, deltanet_chunk_flops);
+	case LCA_LIGHTNING:
+		return H * over_pieces(T, s->block, s->dk, s->dv, lightning_block_flops);
+	}
+	return 0;
+}
+
+/* Inputs read once, outputs written once (lse and initial state not used:
+ * the benchmark asks for o, and for the final state of the linear ones). */
+double bench_bytes(lca_variant v, const struct bench_shape *s, int64_t T,
+	size_t esize)
+{
+	double H = s->H, t = (double)T, e = (double)esize;
+
+	switch (v) {
+	case LCA_SOFTMAX:
+		return e * t * H * (2 * s->dk + 2 * s->dv);
+	case LCA_MLA:
+		return e * (t * H * (s->dn + s->dr + s->dv) + t * (s->dc + s->dr) +
+			H * s->dc * (s->dn + s->dv));
+	case LCA_DELTANET:
+		return e * (t * H * (2 * s->dk + 2 * s->dv + 2) + H * s->dk * s->dv);
+	case LCA_LIGHTNING:
+		return e * (t * H * (2 * s->dk + 2 * s->dv) + H + H * s->dk * s->dv);
+	}
+	return 0;
+}
+
+const char *const *bench_formulas(void)
+{
+	static const char *const f[] = {
+		"P = T(T+1)/2 causal (q,k) pairs; e = bytes per element; flops count GEMM multiply-adds as 2",
+		"softmax   flops 2 H P (dk+dv)                                  bytes e T H (2dk+2dv)",
+		"mla       flops 2TH dn dc + 2HP(dc+dr) + 2HP dc + 2TH dc dv    bytes e [TH(dn+dr+dv) + T(dc+dr) + H dc(dn+dv)]",
+		"deltanet  flops H sum_chunks [2c^2(3dk+2dv) + 6c dk dv + c^3/3] bytes e [TH(2dk+2dv+2) + H dk dv]",
+		"lightning flops H sum_blocks [2b^2(dk+dv) + 4b dk dv]          bytes e [TH(2dk+2dv) + H + H dk dv]",
+		NULL
+	};
+
+	return f;
+}
+
+/* ---- inputs ------------------------------------------------------------ */
+
+enum tensor_kind { IN, OUT, SLOPE };
+
+struct tensor {
+	int64_t n;
+	double lo, hi;         /* IN: uniform in [lo, hi) */
+	enum tensor_kind kind;
+};
+
+/* The tensors of v in the argument order of its forward call; returns how
+ * many. Values are mild enough that no path over- or underflows. */
+static int tensor_list(lca_variant v, const struct bench_shape *s, int64_t T,
+	struct tensor *t)
+{
+	int64_t H = s->H, qk = T * H * s->dk, vo = T * H * s->dv, st = H * s->dk * s->dv;
+	double w = 1 / sqrt((double)s->dc);
+
+	switch (v) {
+	case LCA_SOFTMAX: /* q k v -> o */
+		t[0] = (struct tensor){ qk, -1, 1, IN };
+		t[1] = (struct tensor){ qk, -1, 1, IN };
+		t[2] = (struct tensor){ vo, -1, 1, IN };
+		t[3] = (struct tensor){ vo, 0, 0, OUT };
+		return 4;
+	case LCA_MLA: /* q_nope q_rope ckv k_rope w_uk w_uv -> o */
+		t[0] = (struct tensor){ T * H * s->dn, -1, 1, IN };
+		t[1] = (struct tensor){ T * H * s->dr, -1, 1, IN };
+		t[2] = (struct tensor){ T * s->dc, -1, 1, IN };
+		t[3] = (struct tensor){ T * s->dr, -1, 1, IN };
+		t[4] = (struct tensor){ H * s->dn * s->dc, -w, w, IN };
+		t[5] = (struct tensor){ H * s->dv * s->dc, -w, w, IN };
+		t[6] = (struct tensor){ T * H * s->dv, 0, 0, OUT };
+		return 7;
+	case LCA_DELTANET: /* q k v g beta -> o state */
+		t[0] = (struct tensor){ qk, -1, 1, IN };
+		t[1] = (struct tensor){ qk, -1, 1, IN };
+		t[2] = (struct tensor){ vo, -1, 1, IN };
+		t[3] = (struct tensor){ T * H, -0.1, 0, IN };  /* g < 0 */
+		t[4] = (struct tensor){ T * H, 0, 1, IN };     /* beta */
+		t[5] = (struct tensor){ vo, 0, 0, OUT };
+		t[6] = (struct tensor){ st, 0, 0, OUT };
+		return 7;
+	case LCA_LIGHTNING: /* q k v slope -> o state */
+		t[0] = (struct tensor){ qk, -1, 1, IN };
+		t[1] = (struct tensor){ qk, -1, 1, IN };
+		t[2] = (struct tensor){ vo, -1, 1, IN };
+		t[3] = (struct tensor){ H, 0, 0, SLOPE };
+		t[4] = (struct tensor){ vo, 0, 0, OUT };
+		t[5] = (struct tensor){ st, 0, 0, OUT };
+		return 6;
+	}
+	return 0;
+}
+
+/* splitmix64: seedable, fast enough for a billion values. */
+static double rnd(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (double)(z >> 11) * 0x1p-53;
+}
+
+static void store(void *x, lca_dtype dt, int64_t i, double val)
+{
+	if (dt == LCA_F32)
+		((float *)x)[i] = (float)val;
+	else
+		((double *)x)[i] = val;
+}
+
+/* Allocate and fill one tensor; outputs are zeroed so that their pages
+ * are touched before any timing. */
+static void *make_tensor(const struct tensor *t, lca_dtype dt, int64_t H,
+	uint64_t *seed)
+{
+	size_t es = dt == LCA_F32 ? sizeof(float) : sizeof(double);
+	void *x = malloc((size_t)t->n * es);
+	double *sl;
+
+	if (!x)
+		return NULL;
+	if (t->kind == OUT) {
+		memset(x, 0, (size_t)t->n * es);
+	} else if (t->kind == SLOPE) {
+		/* MiniMax slopes, first layer of eight */
+		if (!(sl = malloc((size_t)H * sizeof *sl)) ||
+		    lca_minimax_slopes(H, 0, 8, sl) != LCA_OK) {
+			free(sl), free(x);
+			return NULL;
+		}
+		for (int64_t i = 0; i < H; i++)
+			store(x, dt, i, sl[i]);
+		free(sl);
+	} else {
+		for (int64_t i = 0; i < t->n; i++)
+			store(x, dt, i, t->lo + (t->hi - t->lo) * rnd(seed));
+	}
+	return x;
+}
+
+/* ---- plans and calls ---------------------------------------------------- */
+
+static lca_status make_plan(lca_variant v, const struct bench_shape *s,
+	lca_backend be, lca_dtype dt, int check_finite, lca_plan **plan)
+{
+	lca_params p;
+	lca_status st = lca_params_init(&p, v);
+
+	if (st != LCA_OK)
+		return st;
+	p.backend = be;
+	p.dtype = dt;
+	p.H = s->H;
+	p.dk = s->dk;
+	p.dv = s->dv;
+	p.check_finite = check_finite;
+	if (v == LCA_MLA) {
+		p.dk = 0;
+		p.dn = s->dn, p.dr = s->dr, p.dc = s->dc;
+		p.scale = 1 / sqrt((double)(s->dn + s->dr));
+	}
+	if (v == LCA_DELTANET)
+		p.chunk = s->chunk;
+	if (v == LCA_LIGHTNING)
+		p.block = s->block;
+	return lca_plan_create(&p, plan);
+}
+
+/* Causal prefill, no cu_seqlens, no lse, no initial state. */
+static lca_status forward(const lca_plan *plan, lca_variant v, int64_t T,
+	void *const *b)
+{
+	switch (v) {
+	case LCA_SOFTMAX:
+		return lca_softmax_forward(plan, T, T, b[0], b[1], b[2], NULL, 0, b[3], NULL);
+	case LCA_MLA:
+		return lca_mla_forward(plan, T, T, b[0], b[1], b[2], b[3], b[4], b[5],
+			NULL, 0, b[6], NULL);
+	case LCA_DELTANET:
+		return lca_deltanet_forward(plan, T, b[0], b[1], b[2], b[3], b[4],
+			NULL, 0, NULL, b[5], b[6]);
+	case LCA_LIGHTNING:
+		return lca_lightning_forward(plan, T, b[0], b[1], b[2], b[3],
+			NULL, 0, NULL, b[4], b[5]);
+	}
+	return LCA_ERR_ARG;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Time calls until there are tm->reps of them (and tm->min_total_s of
+ * time), or one took longer than tm->long_s. A first call under a second
+ * is a warm-up and not counted: it starts the thread pools. */
+static lca_status time_calls(const lca_plan *plan, lca_variant v, int64_t T,
+	void *const *b, const struct bench_timing *tm, struct bench_result *r)
+{
+	double t[MAX_RUNS], total = 0;
+	int n = 0;
+
+	for (int call = 0; n < MAX_RUNS; call++) {
+		double t0 = bench_now(), dt;
+		lca_status st = forward(plan, v, T, b);
+
+		if (st != LCA_OK)
+			return st;
+		dt = bench_now() - t0;
+		if (call == 0 && dt < 1.0)
+			continue;
+		t[n++] = dt;
+		total += dt;
+		if (dt > tm->long_s || (n >= tm->reps && total >= tm->min_total_s))
+			break;
+	}
+	qsort(t, (size_t)n, sizeof *t, cmp_double);
+	r->runs = n;
+	r->seconds = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+	return LCA_OK;
+}
+
+struct job {
+	lca_variant v;
+	const struct bench_shape *s;
+	int64_t T;
+	lca_backend be;
+	lca_dtype dt;
+	const struct bench_timing *tm;
+};
+
+static void measure_child(void *arg, void *res)
+{
+	const struct job *j = arg;
+	struct bench_result *r = res;
+	struct tensor t[MAX_TENSORS];
+	void *b[MAX_TENSORS] = { 0 };
+	int nt = tensor_list(j->v, j->s, j->T, t);
+	uint64_t seed = 20250101u + (uint64_t)j->T;
+	lca_plan *plan = NULL;
+
+	r->status = make_plan(j->v, j->s, j->be, j->dt, j->tm->check_finite, &plan);
+	for (int i = 0; i < nt && r->status == LCA_OK; i++)
+		if (!(b[i] = make_tensor(&t[i], j->dt, j->s->H, &seed))) {
+			r->status = LCA_ERR_NOMEM;
+			snprintf(r->msg, sizeof r->msg, "bench: out of memory for the inputs");
+		}
+	if (r->status == LCA_OK)
+		r->status = time_calls(plan, j->v, j->T, b, j->tm, r);
+	if (r->status != LCA_OK && !r->msg[0])
+		snprintf(r->msg, sizeof r->msg, "%s", lca_last_error());
+	r->rss_mb = bench_peak_rss_mb();
+	lca_plan_destroy(plan);
+	for (int i = 0; i < nt; i++)
+		free(b[i]);
+}
+
+int bench_measure(lca_variant v, const struct bench_shape *s, int64_t T,
+	lca_backend backend, lca_dtype dtype, const struct bench_timing *tm,
+	unsigned alarm_s, struct bench_result *r)
+{
+	struct job j = { v, s, T, backend, dtype, tm };
+
+	memset(r, 0, sizeof *r);
+	r->status = -1;
+	r->rss_mb = -1;
+	return bench_fork(measure_child, &j, r, sizeof *r, alarm_s);
+}
+
+/* ---- processes --------------------------------------------------------- */
+
+double bench_peak_rss_mb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long long kb = -1;
+	struct rusage ru;
+
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmHWM:", 6)) {
+			kb = strtoll(line + 6, NULL, 10);
+			break;
+		}
+	if (f)
+		fclose(f);
+	if (kb < 0 && getrusage(RUSAGE_SELF, &ru) == 0)
+		kb = ru.ru_maxrss;  /* Linux reports kilobytes */
+	return kb < 0 ? -1 : kb / 1024.0;
+}
+
+/* Read exactly size bytes unless the writer goes away first. */
+static size_t read_all(int fd, void *buf, size_t size)
+{
+	size_t got = 0;
+
+	while (got < size) {
+		ssize_t n = read(fd, (char *)buf + got, size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return got;
+}
+
+static int write_all(int fd, const void *buf, size_t size)
+{
+	size_t put = 0;
+
+	while (put < size) {
+		ssize_t n = write(fd, (const char *)buf + put, size - put);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		put += (size_t)n;
+	}
+	return 0;
+}
+
+int bench_fork(void (*fn)(void *arg, void *res), void *arg, void *res,
+	size_t size, unsigned alarm_s)
+{
+	void *tmp = malloc(size);
+	int fd[2], wst = 0, ok;
+	pid_t pid;
+
+	if (!tmp || pipe(fd)) {
+		free(tmp);
+		return -1;
+	}
+	fflush(stdout), fflush(stderr);  /* nothing buffered is written twice */
+	if ((pid = fork()) < 0) {
+		close(fd[0]), close(fd[1]), free(tmp);
+		return -1;
+	}
+	if (pid == 0) {
+		close(fd[0]);
+		if (alarm_s)
+			alarm(alarm_s);  /* SIGALRM's default action ends the child */
+		fn(arg, res);
+		_exit(write_all(fd[1], res, size) ? 1 : 0);
+	}
+	close(fd[1]);
+	ok = read_all(fd[0], tmp, size) == size;
+	close(fd[0]);
+	while (waitpid(pid, &wst, 0) < 0 && errno == EINTR)
+		;
+	/* a child that died mid-write leaves *res as the caller set it */
+	if (ok && WIFEXITED(wst) && WEXITSTATUS(wst) == 0)
+		memcpy(res, tmp, size);
+	else
+		ok = WIFSIGNALED(wst) && WTERMSIG(wst) == SIGALRM ? -2 : 0;
+	free(tmp);
+	return ok == 1 ? 0 : ok == -2 ? -2 : -1;
+}
