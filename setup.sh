@@ -32,8 +32,9 @@ fi
 echo "== autoreconf"
 autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
 # Out-of-tree builds keep the source tree clean for make distcheck.
-rm -rf _build && mkdir _build && cd _build
-../configure --quiet
+# Test mode installs into _inst/ to build the README example against it.
+rm -rf _build _inst && mkdir _build && cd _build
+if [ "$mode" = test ]; then ../configure --quiet --prefix="$top/_inst"; else ../configure --quiet; fi
 make -j"$jobs" >/dev/null
 
 if [ "$mode" = demo ]; then
@@ -48,8 +49,7 @@ echo "== make distcheck"
 make -j"$jobs" distcheck >distcheck.out 2>&1 || { tail -n 60 distcheck.out; exit 1; }
 tail -n 4 distcheck.out
 echo "== README example through pkg-config"
-rm -rf "$top/_inst"
-make install prefix="$top/_inst" >/dev/null
+make install >/dev/null
 sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -473,6 +473,7 @@ static const struct lin_spec {
 	{ "deltanet chunked d128 T 300", LCA_DELTANET, 300, 2, 1, 128, 128, 0, 0, LCA_ALGO_CHUNKED, 1, 1, NULL, 0 },
 	{ "deltanet chunked state hand-off 70+130", LCA_DELTANET, 200, 2, 2, 32, 48, 0, 70, LCA_ALGO_CHUNKED, 1, 1, NULL, 0 },
 	{ "deltanet recurrent state hand-off 99+1", LCA_DELTANET, 100, 2, 1, 32, 32, 0, 99, LCA_ALGO_RECURRENT, 1, 1, NULL, 0 },
+	{ "deltanet chunked dk 160 (no prefetch)", LCA_DELTANET, 90, 2, 1, 160, 40, 0, 0, LCA_ALGO_CHUNKED, 1, 1, NULL, 0 },
 	{ "lightning blockwise dv 40", LCA_LIGHTNING, 150, 4, 0, 32, 40, 0, 0, LCA_ALGO_CHUNKED, 0, 1, NULL, 0 },
 	{ "lightning recurrent dv 40", LCA_LIGHTNING, 150, 4, 0, 32, 40, 0, 0, LCA_ALGO_RECURRENT, 0, 1, NULL, 0 },
 	{ "lightning blockwise varlen (empty sequence)", LCA_LIGHTNING, 150, 2, 0, 32, 32, 0, 0, LCA_ALGO_CHUNKED, 0, 1, cu_lin, 3 },
@@ -480,6 +481,7 @@ static const struct lin_spec {
 	{ "lightning recurrent decode T 1", LCA_LIGHTNING, 1, 4, 0, 64, 64, 0, 0, LCA_ALGO_RECURRENT, 0, 1, NULL, 0 },
 	{ "lightning blockwise d128 T 300", LCA_LIGHTNING, 300, 2, 0, 128, 128, 0, 0, LCA_ALGO_CHUNKED, 0, 1, NULL, 0 },
 	{ "lightning blockwise state hand-off 70+130", LCA_LIGHTNING, 200, 2, 0, 32, 48, 0, 70, LCA_ALGO_CHUNKED, 0, 1, NULL, 0 },
+	{ "lightning blockwise dk 160 (no prefetch)", LCA_LIGHTNING, 90, 2, 0, 160, 40, 0, 0, LCA_ALGO_CHUNKED, 0, 1, NULL, 0 },
 };
 #define N_LIN ((int)(sizeof lin_specs / sizeof lin_specs[0]))
 

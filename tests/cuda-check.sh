@@ -13,6 +13,8 @@
 #   CUDA_CHECK_PREBUILT=DIR  use an existing --enable-cuda build in DIR
 #                            (DIR/.libs/liblcattn.so, DIR/tests/check_cuda)
 #                            instead of configuring and building
+#   CUDA_CHECK_BUDGET=S      skip a timing expected to take over S seconds
+#                            (default 40)
 # Exit status: 0 all ran and passed, 1 a check failed, 77 no GPU.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,22 +84,30 @@ if [ -z "$goldens" ]; then
 elif [ ! -x "$tool" ] || ! "$tool" run --help >/dev/null 2>&1 || ! "$tool" check --help >/dev/null 2>&1; then
 	note "golden          SKIP  lcattn run/check not available in this build"
 else
-	gp=0; gf=0
+	gp=0; gf=0; gs=0
 	for g in $goldens; do
 		for dt in f32 bf16; do
 			out="$work/$(basename "$g" .h5).$dt.h5"
-			if timeout 60 "$tool" run --backend cuda --dtype $dt "$g" "$out" >"$work/run.log" 2>&1 &&
-			   timeout 60 "$tool" check "$g" "$out" >"$work/chk.log" 2>&1; then
+			if ! timeout 60 "$tool" run --backend cuda --dtype $dt "$g" "$out" >"$work/run.log" 2>&1; then
+				gf=$((gf + 1))
+				echo "FAIL run $(basename "$g") $dt:"; tail -n 5 "$work/run.log"
+				continue
+			fi
+			timeout 60 "$tool" check "$g" "$out" >"$work/chk.log" 2>&1
+			st=$?
+			if [ $st -eq 0 ]; then
 				gp=$((gp + 1))
+			elif [ $dt = bf16 ] && [ $st -eq 2 ] && grep -q "no bf16 reference" "$work/chk.log"; then
+				gs=$((gs + 1))	# lcattn check has no bf16 bound (yet)
 			else
 				gf=$((gf + 1))
-				echo "FAIL $(basename "$g") $dt:"; cat "$work/run.log" "$work/chk.log" | tail -n 5
+				echo "FAIL check $(basename "$g") $dt:"; tail -n 5 "$work/chk.log"
 			fi
 		done
 	done
-	echo "golden: $gp passed, $gf failed"
-	if [ $gf -eq 0 ]; then note "golden          PASS  $gp runs (f32 and bf16)"
-	else note "golden          FAIL  $gf of $((gp + gf)) runs"; fail=1; fi
+	echo "golden: $gp passed, $gf failed, $gs bf16 runs not checkable by lcattn check"
+	if [ $gf -eq 0 ]; then note "golden          PASS  $gp runs${gs:+ ($gs bf16 runs ran but lcattn check has no bf16 bound)}"
+	else note "golden          FAIL  $gf of $((gp + gf + gs)) runs"; fail=1; fi
 fi
 
 # ---- 4. timings ----
@@ -106,7 +116,8 @@ bench=$work/cuda_bench
 if timeout 180 "$nvcc" -O2 -arch=sm_90 -I"$top/include" "$top/bench/cuda_bench.cu" \
 	-o "$bench" "$libdir/liblcattn.so" -lcublas -Xlinker -rpath -Xlinker "$libdir" \
 	>"$work/bench-build.log" 2>&1; then
-	timeout 240 "$bench" --tsv "$work/bench.tsv" --budget 40 4096 8192 16384 65536
+	timeout 240 "$bench" --tsv "$work/bench.tsv" --budget "${CUDA_CHECK_BUDGET:-40}" \
+		4096 8192 16384 65536
 	[ $? -eq 0 ] || { note "bench           FAIL  (see above)"; fail=1; }
 else
 	cat "$work/bench-build.log"; note "bench           FAIL  did not build"; fail=1

@@ -119,6 +119,84 @@ __device__ void dn_chunk_load(const struct dn_args *a, int64_t t0, int cc,
 	__syncthreads();
 }
 
+/* Register prefetch of the next chunk (dk <= 128, C <= 64): its global
+ * loads are issued before the current chunk's arithmetic and land while
+ * it runs. Thread (warp, lane) holds rows warp + 8 i, coordinates
+ * lane + 32 c of q and k, g and beta of row tid, and the values v[r][j]
+ * of the (r, j) it owns in dn_rhs. */
+struct dn_pf {
+	float q[8][4], k[8][4], v[4][2], g, b;
+};
+
+template <typename T>
+__device__ __forceinline__ void dn_prefetch(const struct dn_args *a, int64_t t0,
+	int cc, int64_t h, int64_t j0, struct dn_pf *pf)
+{
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, dk = (int)a->dk;
+	const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+	const int64_t hk = h / (a->H / a->Hk);
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int r = warp + 8 * i;
+		const T *qs = (const T *)a->q + ((t0 + r) * a->Hk + hk) * dk;
+		const T *ks = (const T *)a->k + ((t0 + r) * a->Hk + hk) * dk;
+
+#pragma unroll
+		for (int c = 0; c < 4; c++) {
+			int d = lane + 32 * c, in = r < cc && d < dk;
+
+			pf->q[i][c] = in ? ldf(qs + d) : 0.0f;
+			pf->k[i][c] = in ? ldf(ks + d) : 0.0f;
+		}
+	}
+#pragma unroll
+	for (int rr = 0; rr < 4; rr++)
+#pragma unroll
+		for (int jj = 0; jj < 2; jj++) {
+			int r = ty + 16 * rr;
+			int64_t j = j0 + tx + 16 * jj;
+
+			pf->v[rr][jj] = r < cc && j < a->dv ?
+				ldf((const T *)a->v + ((t0 + r) * a->H + h) * a->dv + j) : 0.0f;
+		}
+	pf->g = pf->b = 0.0f;
+	if ((int)threadIdx.x < cc) {
+		pf->g = ldf((const T *)a->g + (t0 + threadIdx.x) * a->H + h);
+		pf->b = ldf((const T *)a->beta + (t0 + threadIdx.x) * a->H + h);
+	}
+}
+
+/* Store a prefetched chunk into shared memory and prepare q and k. */
+__device__ __forceinline__ void dn_pf_store(const struct dn_args *a, int cc,
+	const struct dn_pf *pf, float *Qc, float *Kc, float *gg, float *bet)
+{
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, dk = (int)a->dk;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int r = warp + 8 * i;
+
+#pragma unroll
+		for (int c = 0; c < 4; c++) {
+			int d = lane + 32 * c;
+
+			if (r < cc && d < dk) {
+				Qc[r * (dk + 1) + d] = pf->q[i][c];
+				Kc[r * (dk + 1) + d] = pf->k[i][c];
+			}
+		}
+		__syncwarp();
+		if (r < cc)
+			dn_prepare_row(Qc + r * (dk + 1), Kc + r * (dk + 1), dk, a->l2norm, a->scale);
+	}
+	if ((int)threadIdx.x < cc) {
+		gg[threadIdx.x] = pf->g;
+		bet[threadIdx.x] = pf->b;
+	}
+	__syncthreads();
+}
+
 /* gamma_r = exp(sum_{j<=r} g_j); M[r][i] = exp(sum_{j=i+1}^{r} g_j) for
  * i <= r (a decay ratio, later turned into the masked Q K^T); last[i] =
  * M[cc-1][i]. Each range sum is accumulated on its own. */
@@ -127,13 +205,13 @@ __device__ void dn_chunk_decay(int cc, int C, const float *gg, float *gam,
 {
 	const int tid = threadIdx.x;
 
-	if (tid == 0) {
+	/* thread r forms the prefix sum in the same order a running sum would */
+	for (int r = tid; r < cc; r += DTHREADS) {
 		float s = 0.0f;
 
-		for (int r = 0; r < cc; r++) {
-			s += gg[r];
-			gam[r] = expf(s);
-		}
+		for (int j = 0; j <= r; j++)
+			s += gg[j];
+		gam[r] = expf(s);
 	}
 	for (int i = tid; i < cc; i += DTHREADS) {
 		float s = 0.0f, d = 1.0f;
@@ -245,11 +323,13 @@ __device__ void dn_chunk_solve(int cc, int C, const float *A, float *U)
 /* The (r, j) products of a chunk: thread (ty, tx) owns rows ty + 16 rr
  * (rr < 4) and state columns tx + 16 jj (jj < 2) of a 64 x 32 result. */
 
-/* U[r][j] = beta_r v_r[j] - beta_r gamma_r (K S0)[r][j] */
+/* U[r][j] = beta_r v_r[j] - beta_r gamma_r (K S0)[r][j]; v from pv (the
+ * prefetch) when use_pv, else read here */
 template <typename T>
-__device__ void dn_rhs(const struct dn_args *a, int64_t t0, int cc, int64_t h,
-	int64_t j0, const float *Kc, const float *S, const float *bet,
-	const float *gam, float *U)
+__device__ __forceinline__ void dn_rhs(const struct dn_args *a, int64_t t0,
+	int cc, int64_t h, int64_t j0, const float *Kc, const float *S,
+	const float *bet, const float *gam, int use_pv, const float pv[4][2],
+	float *U)
 {
 	const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, dk = (int)a->dk;
 	const int64_t dv = a->dv;
@@ -283,7 +363,9 @@ __device__ void dn_rhs(const struct dn_args *a, int64_t t0, int cc, int64_t h,
 
 			if (r >= cc)
 				continue;
-			if (j0 + j < dv)
+			if (use_pv)
+				vv = pv[rr][jj];
+			else if (j0 + j < dv)
 				vv = ldf((const T *)a->v + ((t0 + r) * a->H + h) * dv + j0 + j);
 			U[r * (DVS + 1) + j] = bet[r] * vv - bet[r] * gam[r] * acc[rr][jj];
 		}
@@ -421,14 +503,35 @@ __global__ void __launch_bounds__(DTHREADS) dn_chunked(struct dn_args a)
 		S[e] = a.state0 && j < dv ? a.state0[((n * a.H + h) * dk + d) * dv + j] : 0.0f;
 	}
 	__syncthreads();
+	/* small heads take the prefetching path; others load as they go */
+	const int pfok = dk <= 128 && C <= 64;
+	struct dn_pf pf;
+	float pv[4][2];
+
+	if (pfok && a.cu[n] < a.cu[n + 1])
+		dn_prefetch<T>(&a, a.cu[n], a.cu[n + 1] - a.cu[n] < C ?
+			(int)(a.cu[n + 1] - a.cu[n]) : C, h, j0, &pf);
 	for (int64_t t0 = a.cu[n]; t0 < a.cu[n + 1]; t0 += C) {
 		int cc = a.cu[n + 1] - t0 < C ? (int)(a.cu[n + 1] - t0) : C;
 
-		dn_chunk_load<T>(&a, t0, cc, h, Qc, Kc, gg, bet);
+		if (pfok) {
+			int64_t t1 = t0 + C, left = a.cu[n + 1] - t1;
+
+			dn_pf_store(&a, cc, &pf, Qc, Kc, gg, bet);
+#pragma unroll
+			for (int rr = 0; rr < 4; rr++)
+#pragma unroll
+				for (int jj = 0; jj < 2; jj++)
+					pv[rr][jj] = pf.v[rr][jj];
+			if (left > 0)
+				dn_prefetch<T>(&a, t1, left < C ? (int)left : C, h, j0, &pf);
+		} else {
+			dn_chunk_load<T>(&a, t0, cc, h, Qc, Kc, gg, bet);
+		}
 		dn_chunk_decay(cc, C, gg, gam, M, last);
 		dn_chunk_gram(cc, C, (int)dk, Qc, Kc, bet, A, M);
 		/* right-hand side diag(beta) V - diag(beta gamma) K S0 */
-		dn_rhs<T>(&a, t0, cc, h, j0, Kc, S, bet, gam, U);
+		dn_rhs<T>(&a, t0, cc, h, j0, Kc, S, bet, gam, pfok, pv, U);
 		dn_chunk_solve(cc, C, A, U);
 		/* O = diag(gamma) Q S0 + (Q K^T . M) U */
 		dn_out<T>(&a, t0, cc, h, j0, Qc, S, gam, M, U);

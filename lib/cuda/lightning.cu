@@ -44,6 +44,73 @@ __device__ __forceinline__ void lt_block(const struct lt_args *a, int64_t *n,
 
 /* ---- blockwise ---- */
 
+/* Register prefetch of the next block (dk <= 128, C <= 64): its global
+ * loads are issued before the current block's arithmetic and land while
+ * it runs. Thread (warp, lane) holds rows warp + 8 i, coordinates
+ * lane + 32 c of q and k, and v[r][j] for r * 32 + j = tid + 256 i. */
+struct lt_pf {
+	float q[8][4], k[8][4], v[8];
+};
+
+template <typename T>
+__device__ __forceinline__ void lt_prefetch(const struct lt_args *a, int64_t t0,
+	int cc, int64_t h, int64_t j0, struct lt_pf *pf)
+{
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, dk = (int)a->dk;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int r = warp + 8 * i;
+		const T *qs = (const T *)a->q + ((t0 + r) * a->H + h) * dk;
+		const T *ks = (const T *)a->k + ((t0 + r) * a->H + h) * dk;
+
+#pragma unroll
+		for (int c = 0; c < 4; c++) {
+			int d = lane + 32 * c, in = r < cc && d < dk;
+
+			pf->q[i][c] = in ? ldf(qs + d) : 0.0f;
+			pf->k[i][c] = in ? ldf(ks + d) : 0.0f;
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int e = threadIdx.x + LTHREADS * i, r = e / LVS;
+		int64_t j = j0 + e % LVS;
+
+		pf->v[i] = r < cc && j < a->dv ?
+			ldf((const T *)a->v + ((t0 + r) * a->H + h) * a->dv + j) : 0.0f;
+	}
+}
+
+__device__ __forceinline__ void lt_pf_store(int dk, int cc, const struct lt_pf *pf,
+	float *Qc, float *Kc, float *Vc)
+{
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int r = warp + 8 * i;
+
+#pragma unroll
+		for (int c = 0; c < 4; c++) {
+			int d = lane + 32 * c;
+
+			if (r < cc && d < dk) {
+				Qc[r * (dk + 1) + d] = pf->q[i][c];
+				Kc[r * (dk + 1) + d] = pf->k[i][c];
+			}
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int e = threadIdx.x + LTHREADS * i, r = e / LVS, j = e % LVS;
+
+		if (r < cc)
+			Vc[r * (LVS + 1) + j] = pf->v[i];
+	}
+	__syncthreads();
+}
+
 static size_t lt_block_smem(int C, int64_t dk)
 {
 	return sizeof(float) * ((size_t)dk * LVS + 2 * (size_t)C * (dk + 1) +
@@ -204,6 +271,32 @@ __device__ void lt_advance(int cc, int dk, const float *Kc, const float *Vc,
 	}
 }
 
+/* Load a block of q, k and the v slice without prefetch (large dk). */
+template <typename T>
+__device__ void lt_load(const struct lt_args *a, int64_t t0, int cc, int64_t h,
+	int64_t j0, float *Qc, float *Kc, float *Vc)
+{
+	const int tid = threadIdx.x, dk = (int)a->dk;
+
+	/* a warp per row, a lane per coordinate */
+	for (int r = tid >> 5; r < cc; r += LTHREADS / 32) {
+		const T *qs = (const T *)a->q + ((t0 + r) * a->H + h) * dk;
+		const T *ks = (const T *)a->k + ((t0 + r) * a->H + h) * dk;
+
+		for (int d = tid & 31; d < dk; d += 32) {
+			Qc[r * (dk + 1) + d] = ldf(qs + d);
+			Kc[r * (dk + 1) + d] = ldf(ks + d);
+		}
+	}
+	for (int e = tid; e < cc * LVS; e += LTHREADS) {
+		int r = e / LVS, j = e % LVS;
+
+		Vc[r * (LVS + 1) + j] = j0 + j < a->dv ?
+			ldf((const T *)a->v + ((t0 + r) * a->H + h) * a->dv + j0 + j) : 0.0f;
+	}
+	__syncthreads();
+}
+
 template <typename T>
 __global__ void __launch_bounds__(LTHREADS) lt_blockwise(struct lt_args a)
 {
@@ -230,26 +323,25 @@ __global__ void __launch_bounds__(LTHREADS) lt_blockwise(struct lt_args a)
 		S[e] = a.state0 && j < dv ? a.state0[((n * H + h) * dk + d) * dv + j] : 0.0f;
 	}
 	__syncthreads();
+	/* small heads take the prefetching path; others load as they go */
+	const int pfok = dk <= 128 && C <= 64;
+	struct lt_pf pf;
+
+	if (pfok && a.cu[n] < a.cu[n + 1])
+		lt_prefetch<T>(&a, a.cu[n], a.cu[n + 1] - a.cu[n] < C ?
+			(int)(a.cu[n + 1] - a.cu[n]) : C, h, j0, &pf);
 	for (int64_t t0 = a.cu[n]; t0 < a.cu[n + 1]; t0 += C) {
 		int cc = a.cu[n + 1] - t0 < C ? (int)(a.cu[n + 1] - t0) : C;
 
-		/* a warp per row, a lane per coordinate */
-		for (int r = tid >> 5; r < cc; r += LTHREADS / 32) {
-			const T *qs = (const T *)a.q + ((t0 + r) * H + h) * dk;
-			const T *ks = (const T *)a.k + ((t0 + r) * H + h) * dk;
+		if (pfok) {
+			int64_t left = a.cu[n + 1] - (t0 + C);
 
-			for (int d = tid & 31; d < dk; d += 32) {
-				Qc[r * (dk + 1) + d] = ldf(qs + d);
-				Kc[r * (dk + 1) + d] = ldf(ks + d);
-			}
+			lt_pf_store(dk, cc, &pf, Qc, Kc, Vc);
+			if (left > 0)
+				lt_prefetch<T>(&a, t0 + C, left < C ? (int)left : C, h, j0, &pf);
+		} else {
+			lt_load<T>(&a, t0, cc, h, j0, Qc, Kc, Vc);
 		}
-		for (int e = tid; e < cc * LVS; e += LTHREADS) {
-			int r = e / LVS, j = e % LVS;
-
-			Vc[r * (LVS + 1) + j] = j0 + j < dv ?
-				ldf((const T *)a.v + ((t0 + r) * H + h) * dv + j0 + j) : 0.0f;
-		}
-		__syncthreads();
 		lt_gram(cc, C, dk, Qc, Kc, pw, M);
 		lt_out<T>(&a, t0, cc, h, j0, Qc, S, pw, M, Vc);
 		__syncthreads();
