@@ -276,6 +276,209 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
 	const int64_t *cu_seqlens, int64_t nseq, const void *state0, void *o,
 	void *state);
 
+/* ---- decode caches ------------------------------------------------------
+ *
+ * What each mechanism keeps between tokens, per sequence:
+ *   softmax:   K [len][Hkv][dk] and V [len][Hkv][dv]
+ *   mla:       the latent ckv [len][dc] and k_rope [len][dr] (dc + dr
+ *              numbers per token, shared by all heads)
+ *   deltanet:  one state [H][dk][dv]
+ *   lightning: one state [H][dk][dv]
+ * A cache holds nseq independent sequences. Storage is in the plan's dtype
+ * (states of a f32 plan in f32); it grows on demand up to `capacity` tokens
+ * per sequence. The cache belongs to one plan (same backend) and is not
+ * thread-safe: one writer at a time.
+ */
+typedef struct lca_cache lca_cache;
+
+/* New empty cache for nseq sequences of at most capacity tokens each
+ * (capacity also bounds deltanet/lightning positions, so a caller can cap a
+ * generation). softmax and mla allocate nothing up front and grow per
+ * sequence to min(capacity, max(needed, 2 x allocated)) tokens;
+ * deltanet and lightning allocate their zeroed states here. ref and cpu
+ * plans only for now (cuda: LCA_ERR_UNSUPPORTED). */
+LCA_API lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
+	int64_t capacity, lca_cache **cache);
+
+/* Free a cache; NULL is a no-op. */
+LCA_API void lca_cache_destroy(lca_cache *cache);
+
+/* Empty every sequence (length 0, states zero); keeps the allocation. */
+LCA_API lca_status lca_cache_reset(lca_cache *cache);
+
+/* *len receives the number of tokens sequence seq has seen. */
+LCA_API lca_status lca_cache_len(const lca_cache *cache, int64_t seq,
+	int64_t *len);
+
+/* *bytes receives the exact bytes of tensor storage the cache holds now
+ * (allocated, not only used): per_token x (tokens allocated, summed over
+ * sequences) + per_seq x nseq, with lca_plan_cache_cost()'s numbers. */
+LCA_API lca_status lca_cache_bytes(const lca_cache *cache, size_t *bytes);
+
+/* Sizing before allocating: a sequence of n tokens holds
+ * per_token * n + per_seq bytes of tensor storage for this plan
+ * (softmax: per_token = Hkv (dk + dv) elt; mla: (dc + dr) elt; deltanet,
+ * lightning: per_seq = H dk dv elt; elt = 8 for f64, 4 for f32). */
+LCA_API lca_status lca_plan_cache_cost(const lca_plan *plan,
+	int64_t *per_token, int64_t *per_seq);
+
+/*
+ * Step calls: append T new tokens (packed by cu_seqlens over the cache's
+ * nseq sequences; NULL when the cache has one sequence; a sequence may get
+ * 0 tokens) and compute their outputs against everything the sequence has
+ * seen. Tensor arguments are those of the forward call, for the new tokens
+ * only (mla also takes the weights). A prefill is one step with many
+ * tokens; decode is T = nseq steps of one token. prefill then steps gives
+ * the same outputs as one forward call over the whole sequence (causal
+ * softmax/mla; without causal a new query sees every token up to the end
+ * of its step). T >= 1. The plan must have the cache's variant, backend,
+ * dtype and sizes; masks, RoPE, scale and algo may differ (a chunked
+ * prefill plan and a recurrent decode plan may share one cache).
+ * On any error the cache is left unchanged.
+ */
+LCA_API lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q, const void *k, const void *v,
+	const int64_t *cu_seqlens, void *o, void *lse);
+LCA_API lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q_nope, const void *q_rope, const void *ckv,
+	const void *k_rope, const void *w_uk, const void *w_uv,
+	const int64_t *cu_seqlens, void *o, void *lse);
+LCA_API lca_status lca_deltanet_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q, const void *k, const void *v, const void *g,
+	const void *beta, const int64_t *cu_seqlens, void *o);
+LCA_API lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q, const void *k, const void *v,
+	const void *slope, const int64_t *cu_seqlens, void *o);
+
+/* Checkpoint: lca_cache_save writes the cache into buf (size bytes) and
+ * stores the bytes needed in *needed; with buf == NULL or size too small
+ * it only reports *needed (LCA_ERR_SIZE when buf was given but too small).
+ * lca_cache_load restores into a cache of the same variant, dtype, sizes
+ * and nseq (the backend may differ) whose capacity holds the saved lengths
+ * (else LCA_ERR_CAPACITY); a damaged or mismatched buffer gives
+ * LCA_ERR_CORRUPT. On any error the cache is untouched. A loaded cache
+ * continues bit-identically. The format (versioned, little-endian,
+ * checksummed) is in lca_cache_save(3). */
+LCA_API lca_status lca_cache_save(const lca_cache *cache, void *buf,
+	size_t size, size_t *needed);
+LCA_API lca_status lca_cache_load(lca_cache *cache, const void *buf,
+	size_t size);
+
+/* ---- probes (measured costs of each mechanism; see lcattn-probes(7)) ---- */
+
+/*
+ * A probe measures, on the double reference, what a mechanism gives up. It
+ * runs one head as a memory: the T tokens of an lca_probe_seq are written
+ * in order into an empty memory, then queries read it at position T
+ * without writing. Every number is scale-free, so the mechanisms compare.
+ *
+ * The mechanism, from lca_probe_params_init() plus the fields you set:
+ *   softmax:   logits scale * <rope(q), rope(k)>, all T keys, no mask
+ *   mla:       softmax whose K_nope and V (first dn = dk - dr key coordinates,
+ *              and the values) are replaced by their best rank-dc fit (the
+ *              latent); the last dr key coordinates are the uncompressed
+ *              rotary part; run through lca_mla_forward()
+ *   deltanet:  S = exp(g) S; S += beta k (v - S^T k)^T; read S^T q
+ *              (keys taken as given: no L2 normalisation)
+ *   lightning: S = lambda S + k v^T, lambda = exp(-slope); read S^T q
+ */
+typedef struct lca_probe_params {
+	lca_variant variant;
+	int64_t dk;            /* key and query size (default 64) */
+	int64_t dv;            /* value size (default 64) */
+	double scale;          /* softmax, mla: logit multiplier; 0 = sqrt(dk), the
+	                          logit of a perfect match of unit vectors as for
+	                          norm-sqrt(dk) q and k under the usual 1/sqrt(dk) */
+	int64_t rope_dim;      /* softmax: leading q/k coordinates rotated; mla: of
+	                          the rotary part; 0 = none (default), LCA_ROPE_FULL */
+	double rope_theta;     /* default 10000 */
+	lca_rope_style rope_style; /* default HALF (softmax), INTERLEAVED (mla) */
+	int64_t dr;            /* mla: rotary key coordinates, 0 <= dr < dk (default 0) */
+	int64_t dc;            /* mla: latent rank; 0 = dk (default) */
+	double beta;           /* deltanet: write strength of every token when the
+	                          sequence has no beta array (default 1) */
+	double g;              /* deltanet: log-decay <= 0 likewise (default 0) */
+	double slope;          /* lightning: lambda = exp(-slope), slope >= 0 (default 0) */
+} lca_probe_params;
+
+/* Set every field of *pp to its default for the given variant. */
+LCA_API lca_status lca_probe_params_init(lca_probe_params *pp,
+	lca_variant variant);
+
+/*
+ * The tokens a probe writes (double precision, one head):
+ *   k    [T][dk]  keys
+ *   v    [T][dv]  values
+ *   beta [T], g [T]  deltanet: per-token write strength and log-decay, or
+ *                    NULL for the constants of lca_probe_params
+ *   q    [dk]     lca_probe_position(): the query that reads the memory,
+ *                 or NULL for the last key
+ */
+typedef struct lca_probe_seq {
+	int64_t T;
+	const double *k;
+	const double *v;
+	const double *beta;
+	const double *g;
+	const double *q;
+} lca_probe_seq;
+
+/*
+ * Draw T unit keys whose pairwise cosines average about rho (0 <= rho < 1):
+ * k_i = normalize(sqrt(rho) c + sqrt(1 - rho) z_i), c and z_i uniform on the
+ * unit sphere; and T unit values, independent and uniform on the sphere.
+ * The same arguments give the same numbers on every machine with IEEE
+ * doubles and a correctly rounded sqrt, log and cos.
+ *   k [T][dk], v [T][dv]; either may be NULL (not drawn, same stream)
+ */
+LCA_API lca_status lca_probe_draw(int64_t T, int64_t dk, int64_t dv,
+	double rho, uint64_t seed, double *k, double *v);
+
+/*
+ * Retrieval: after all T tokens, query i equal to key i reads o_i, and
+ *   err[i] = min_a ||a o_i - v_i|| / ||v_i||      (0 exact, 1 nothing of v_i)
+ * The age of token i is T - 1 - i.
+ *   err [T]
+ */
+LCA_API lca_status lca_probe_retrieval(const lca_probe_params *pp,
+	const lca_probe_seq *s, double *err);
+
+/*
+ * DeltaNet overwrite (pp->variant LCA_DELTANET), per token i; each output
+ * is [T] and may be NULL:
+ *   overwrite[i] = 1 - ||P_i k_i|| / ||k_i||,
+ *                  P_i = (I - b_{T-1} k_{T-1} k_{T-1}^T) ... (I - b_{i+1} k_{i+1} k_{i+1}^T)
+ *   decay[i]     = exp(g_{i+1} + ... + g_{T-1})
+ *   err_now[i]   retrieval error of token i read right after its write
+ *   err_end[i]   retrieval error of token i read after all T tokens
+ */
+LCA_API lca_status lca_probe_overwrite(const lca_probe_params *pp,
+	const lca_probe_seq *s, double *overwrite, double *decay,
+	double *err_now, double *err_end);
+
+/*
+ * Lightning dilution (pp->variant LCA_LIGHTNING): for token i read after
+ * all T tokens by query k_i,
+ *   ratio[i] = ||sum_{j != i} lambda^(T-1-j) (k_i.k_j) v_j||
+ *            / ||lambda^(T-1-i) (k_i.k_i) v_i||
+ * crosstalk over signal (about sqrt((T-1)/dk) for lambda = 1 and random
+ * unit keys; +inf once lambda^(T-1-i) underflows).
+ *   ratio [T]
+ */
+LCA_API lca_status lca_probe_dilution(const lca_probe_params *pp,
+	const lca_probe_seq *s, double *ratio);
+
+/*
+ * Order sensitivity: o is the read of s->q after the T tokens, o_d the same
+ * with tokens T-d and T-d-1 swapped (every field of the token moves):
+ *   sens[j] = ||o_d - o|| / ||o||,   d = dist[j], 1 <= d <= T - 1
+ * The cost per distance is one read over the T keys (softmax, mla) or a
+ * rewrite of the last d + 1 tokens (deltanet, lightning).
+ *   dist [nd], sens [nd]
+ */
+LCA_API lca_status lca_probe_position(const lca_probe_params *pp,
+	const lca_probe_seq *s, int64_t nd, const int64_t *dist, double *sens);
+
 /* ---- helpers ----------------------------------------------------------- */
 
 /*

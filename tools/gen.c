@@ -422,8 +422,11 @@ static int metric_second_form(struct lcio_case *c, char *why, size_t whylen)
 	return rc;
 }
 
+/* What the second computation and the probes (lcattn-probes(7)) say. */
 static int add_metrics(struct lcio_case *c, char *why, size_t whylen)
 {
+	int n;
+
 	if (c->p.variant <= LCA_MLA) {
 		const struct lcio_tensor *lse = lcio_find(c, 1, "lse");
 		double top = -INFINITY, masked = 0;
@@ -439,7 +442,14 @@ static int add_metrics(struct lcio_case *c, char *why, size_t whylen)
 		add_metric(c, "masked_rows", "number of (query, head) rows with every key "
 			"masked: lse = -inf and o = 0 there", masked);
 	}
-	return metric_second_form(c, why, whylen);
+	if (metric_second_form(c, why, whylen))
+		return -1;
+	n = tool_probe_metrics(c, c->metric + c->nmetric, LCIO_MAX_METRIC - c->nmetric, why,
+		whylen);
+	if (n < 0)
+		return -1;
+	c->nmetric += n;
+	return 0;
 }
 
 /* ---- the command ---- */
@@ -536,7 +546,7 @@ static int generate(struct args *a, struct lcio_case *c, const struct draw *d, i
 	}
 	c->p.scale = res.scale, c->p.rope_dim = res.rope_dim; /* the file states what ran */
 	if (add_metrics(c, why, sizeof why)) {
-		fprintf(stderr, "lcattn gen: the second computation failed: %s\n", why);
+		fprintf(stderr, "lcattn gen: the second computation or a probe failed: %s\n", why);
 		return 2;
 	}
 	c->command = command_line(argc, argv);

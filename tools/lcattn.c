@@ -17,6 +17,7 @@ static const struct {
 	{ "run", tool_run, "run a backend on a golden file's inputs, write its outputs" },
 	{ "check", tool_check, "compare a candidate's outputs with a golden file's" },
 	{ "bench", tool_bench, "time the cpu backend against this machine's ceilings" },
+	{ "probe", tool_probe, "measure what each mechanism gives up (lcattn-probes(7))" },
 };
 
 static int usage(FILE *f)

@@ -16,6 +16,7 @@ int tool_gen(int argc, char **argv);
 int tool_run(int argc, char **argv);
 int tool_check(int argc, char **argv);
 int tool_bench(int argc, char **argv);
+int tool_probe(int argc, char **argv);
 
 /* ---- run.c: names and one forward pass over a golden case ---- */
 
@@ -47,5 +48,16 @@ lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
  * Any NaN makes both results NaN, which never passes a bound. */
 double tool_normwise(const double *x, const double *ref, int64_t n,
 	double *maxabs, int64_t *mismatch);
+
+/* ---- probe_metrics.c: the probes' numbers for golden files ---- */
+
+struct lcio_metric;
+
+/* Probe metrics of case c computed from its own inputs (lcattn-probes(7),
+ * GOLDEN METRICS) into m[0 .. max); the count, or -1 with a message in why. */
+int tool_probe_metrics(const struct lcio_case *c, struct lcio_metric *m, int max,
+	char *why, size_t whylen);
+/* `lcattn probe golden FILE...`: recompute and compare to 1e-12. */
+int tool_probe_golden(int argc, char **argv);
 
 #endif

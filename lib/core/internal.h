@@ -5,7 +5,9 @@
  * into the plan and then hand already-checked, double-precision tensors to
  * a backend kernel declared here. Kernels therefore never re-validate; they
  * may only fail with LCA_ERR_NOMEM (or LCA_ERR_INTERNAL for a broken
- * invariant).
+ * invariant), and a recurrent kernel that fails has written no state (it
+ * allocates before it computes): the decode caches (lib/core/cache.c) rely
+ * on this to update their states in place, state0 == state.
  */
 #ifndef LCATTN_INTERNAL_H
 #define LCATTN_INTERNAL_H
@@ -36,6 +38,46 @@ void lcai_clear_error(void);
 int lcai_mul(int64_t a, int64_t b, int64_t *out);
 /* Product of n non-negative factors; returns 0 on overflow. */
 int lcai_mul_n(int64_t *out, int n, ...);
+
+/* ---- argument checks (lib/core/check.c) ----
+ * Shared by the forward calls and the cache step calls. fn names the public
+ * call in messages. Every check returns LCA_OK or records a message that
+ * names the argument and returns the error status.
+ */
+
+/* One tensor argument: its name for messages, pointer and element count. */
+struct lcai_targ {
+	const char *name;
+	const void *ptr;
+	int64_t n;
+	int optional;
+	int is_state;   /* recurrent state: f32 on the cuda backend */
+};
+
+/* Bytes of one element: 8 (f64), 4 (f32), 2 (bf16). */
+size_t lcai_dtype_size(lca_dtype t);
+/* NULL pointers (unless optional) and byte sizes that overflow size_t. */
+lca_status lcai_check_targs(const char *fn, const lca_params *p,
+	const struct lcai_targ *a, int na);
+/* With p->check_finite, the first NaN/Inf of a[0 .. na) (NULLs skipped). */
+lca_status lcai_check_finite(const char *fn, const lca_params *p,
+	const struct lcai_targ *a, int na);
+/* *out = a b c d, LCA_ERR_OVERFLOW naming the tensor on wrap. */
+lca_status lcai_count(const char *fn, const char *name, int64_t *out,
+	int64_t a, int64_t b, int64_t c, int64_t d);
+/* plan != NULL and made for variant v. */
+lca_status lcai_check_plan(const char *fn, const lca_plan *plan, lca_variant v);
+/* A token count T >= 1. */
+lca_status lcai_check_len(const char *fn, const char *name, int64_t T);
+/* Validate cu_seqlens[nseq + 1] over T tokens, or make the single sequence
+ * {0, T} in one[] when cu_seqlens is NULL; *cu and *n receive what the
+ * kernels should use. */
+lca_status lcai_resolve_cu(const char *fn, const int64_t *cu_seqlens,
+	int64_t nseq, int64_t T, int64_t one[2], const int64_t **cu, int64_t *n);
+/* Every one of the n elements of x (plan dtype) satisfies sign * x >= 0;
+ * rule says so in the message ("g <= 0"). */
+lca_status lcai_check_sign(const char *fn, const char *name, const void *x,
+	int64_t n, const lca_params *p, int sign, const char *rule);
 
 /* ---- RoPE (lib/core/rope.c) ---- */
 
@@ -140,6 +182,20 @@ lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
 lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const void *q, const void *k, const void *v,
 	const void *slope, const void *state0, void *o, void *state);
+
+/* ---- CPU decode kernels (lib/cpu/decode.c) ----
+ * One sequence: tq new queries are the last tq positions of tk cached keys
+ * (bottom-right alignment, tq <= tk); the cache tensors are contiguous
+ * [tk][Hkv][dk] / [tk][Hkv][dv] (softmax) or [tk][dc] / [tk][dr] (mla,
+ * k_rope not yet rotated). Tuned for small tq over long caches: the work is
+ * split over keys, not only over heads.
+ */
+lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
+	const void *q, const void *kc, const void *vc, void *o, void *lse);
+lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
+	const void *q_nope, const void *q_rope, const void *ckv,
+	const void *k_rope, const void *w_uk, const void *w_uv, void *o,
+	void *lse);
 
 /* ---- CUDA (lib/cuda/; lib/core/cuda_stub.c without --enable-cuda) ----
  *

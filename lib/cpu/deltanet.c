@@ -31,8 +31,8 @@
  * region and spreads each call over its own thread pool, which on the 2-core
  * development machine made lightning 5x slower. It does, however, run a
  * GEMM single-threaded when m n k <= 65536 * GEMM_MULTITHREAD_THRESHOLD
- * (= 64^3 by default; interface/gemm.c of 0.3.21), so dn_gemm() cuts
- * every product into calls of at most 64^3, which costs a nesting-aware
+ * (= 64^3 by default; interface/gemm.c of 0.3.21), so the GEMMs of
+ * lib/cpu/gemm.c cut every product into calls of at most 64^3, which costs a nesting-aware
  * BLAS only the extra calls (64^3 calls run at full single-core speed;
  * measured: 5x faster than whole calls there). syrk and trsm
  * have no such size rule, so the chunk uses GEMMs only: the Gram matrix in
@@ -47,6 +47,7 @@
 #ifndef DN_TEMPLATE
 
 #include "internal.h"
+#include "gemm.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -66,8 +67,6 @@
 
 /* Largest m n k of one BLAS call made inside the parallel region: the
  * pthreads OpenBLAS runs GEMMs up to this size on the calling thread. */
-#define DN_GEMM_SERIAL_MNK (64 * 64 * 64)
-#define DN_GEMM_TILE 64
 
 /* Threads for `items` independent work items: p->nthreads caps, 0 means
  * the OpenMP default; never more threads than items. */
@@ -188,19 +187,19 @@ static void dn_decays(const double *e, int64_t C, double *gam, double *dec)
 #define DN_TEMPLATE
 #define real float
 #define FN(name) name##_f32
-#define GEMM cblas_sgemm
+#define GEMM_TILED lcai_cpu_gemm_f32
 #include "deltanet.c"
 #undef real
 #undef FN
-#undef GEMM
+#undef GEMM_TILED
 
 #define real double
 #define FN(name) name##_f64
-#define GEMM cblas_dgemm
+#define GEMM_TILED lcai_cpu_gemm_f64
 #include "deltanet.c"
 #undef real
 #undef FN
-#undef GEMM
+#undef GEMM_TILED
 #undef DN_TEMPLATE
 
 lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
@@ -244,42 +243,6 @@ struct FN(dn_ws) {
 	real *Tm;       /* [cap][cap] (I + A)^{-1} */
 	real *P;        /* [cap][cap] Q K^T (.) M */
 };
-
-/*
- * C = alpha op(A) op(B) + beta C (row-major, k >= 1). With serial_blas
- * the product is cut into calls of at most DN_GEMM_SERIAL_MNK so that
- * BLAS runs each on the calling thread (see the top of the file); the
- * first call along k applies beta, the rest accumulate.
- */
-static void FN(dn_gemm)(int serial_blas, CBLAS_TRANSPOSE ta,
-	CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, double alpha,
-	const real *A, int64_t lda, const real *B, int64_t ldb, double beta,
-	real *C, int64_t ldc)
-{
-	int64_t mb = m, nb = n, kb = k, i, j, l;
-
-	if (serial_blas) {
-		mb = dn_min(m, DN_GEMM_TILE);
-		nb = dn_min(n, DN_GEMM_TILE);
-		kb = dn_min(k, DN_GEMM_SERIAL_MNK / (mb * nb));
-	}
-	for (i = 0; i < m; i += mb)
-		for (j = 0; j < n; j += nb)
-			for (l = 0; l < k; l += kb) {
-				const real *a = ta == CblasNoTrans ?
-					A + i * lda + l : A + l * lda + i;
-				const real *b = tb == CblasNoTrans ?
-					B + l * ldb + j : B + j * ldb + l;
-
-				GEMM(CblasRowMajor, ta, tb,
-					(int)dn_min(mb, m - i),
-					(int)dn_min(nb, n - j),
-					(int)dn_min(kb, k - l), alpha, a,
-					(int)lda, b, (int)ldb,
-					l == 0 ? beta : 1.0, C + i * ldc + j,
-					(int)ldc);
-			}
-}
 
 /* Bytes of one workspace; 0 on overflow. The recurrent form uses S (when
  * state is NULL) and the first row of Q, K and X (cap >= 1). */
@@ -493,7 +456,7 @@ static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, w = dk + dv;
 	int64_t r, i, j;
 
-	FN(dn_gemm)(a->serial_blas, CblasNoTrans, CblasTrans, C, C, dk, 1.0,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasTrans, C, C, dk, 1.0,
 		ws->K, dk, ws->K, dk, 0.0, ws->A, C);
 	for (r = 0; r < C; r++) {
 		const real *vr = a->v + ((t0 + r) * H + h) * dv;
@@ -513,7 +476,7 @@ static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 			xr[dk + j] = b * vr[j];
 	}
 	FN(dn_unit_lower_inverse)(ws->A, C, ws->Tm);
-	FN(dn_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, C, w, C, 1.0,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, w, C, 1.0,
 		ws->Tm, C, ws->R, w, 0.0, ws->X, w);
 }
 
@@ -529,7 +492,7 @@ static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
 	real *o = a->o + (t0 * H + h) * dv;
 	int64_t r, i;
 
-	FN(dn_gemm)(a->serial_blas, CblasNoTrans, CblasTrans, C, C, dk, 1.0,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasTrans, C, C, dk, 1.0,
 		ws->Q, dk, ws->K, dk, 0.0, ws->P, C);
 	for (r = 0; r < C; r++) {
 		real *Pr = ws->P + r * C, *Qr = ws->Q + r * dk;
@@ -544,9 +507,9 @@ static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
 		for (i = 0; i < dk; i++)
 			Qr[i] *= gr;
 	}
-	FN(dn_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk, 1.0,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk, 1.0,
 		ws->Q, dk, ws->S, dv, 0.0, o, H * dv);
-	FN(dn_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, C, 1.0,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, C, 1.0,
 		ws->P, C, ws->X + dk, w, 1.0, o, H * dv);
 }
 
@@ -560,7 +523,7 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	FN(dn_gather)(a, t0, C, h, ws);
 	FN(dn_wy)(a, t0, C, h, ws);
 	/* U = U~ - W S0, in place over U~. */
-	FN(dn_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk,
 		-1.0, ws->X, w, ws->S, dv, 1.0, ws->X + dk, w);
 	FN(dn_output)(a, t0, C, h, ws);
 	/* S_C = gamma_C S0 + (diag(gamma_C/gamma) K)^T U. */
@@ -571,7 +534,7 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 		for (i = 0; i < dk; i++)
 			ws->K[r * dk + i] *= d;
 	}
-	FN(dn_gemm)(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, C, 1.0,
+	GEMM_TILED(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, C, 1.0,
 		ws->K, dk, ws->X + dk, w, ws->gam[C - 1], ws->S, dv);
 }
 

@@ -30,9 +30,9 @@
  * blocks of one pair are sequential through S. Each item runs its state in
  * place in its own slot of state (scratch when state is NULL), after
  * reading its slot of state0 whole, so state0 may alias state. With items
- * in parallel, BLAS must run on the calling thread: lt_gemm() cuts
+ * in parallel, BLAS must run on the calling thread: lib/cpu/gemm.c cuts
  * products into calls of at most 64^3, the size up to which the pthreads
- * OpenBLAS stays single-threaded (lib/cpu/deltanet.c explains the rule and
+ * OpenBLAS stays single-threaded (lib/cpu/gemm.h explains the rule and
  * the measurement behind it). With a single work item and no thread cap the
  * calls are left whole for a threaded BLAS to spread.
  *
@@ -43,6 +43,7 @@
 #ifndef LT_TEMPLATE
 
 #include "internal.h"
+#include "gemm.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -59,8 +60,6 @@
 
 /* Largest m n k of one BLAS call made inside the parallel region: the
  * pthreads OpenBLAS runs GEMMs up to this size on the calling thread. */
-#define LT_GEMM_SERIAL_MNK (64 * 64 * 64)
-#define LT_GEMM_TILE 64
 
 /* Rows per tile of the intra-block product: tiles wholly above the
  * diagonal of Q K^T are never formed. */
@@ -138,19 +137,19 @@ static void lt_powers(double *pw, int64_t bmax, double slope)
 #define LT_TEMPLATE
 #define real float
 #define FN(name) name##_f32
-#define GEMM cblas_sgemm
+#define GEMM_TILED lcai_cpu_gemm_f32
 #include "lightning.c"
 #undef real
 #undef FN
-#undef GEMM
+#undef GEMM_TILED
 
 #define real double
 #define FN(name) name##_f64
-#define GEMM cblas_dgemm
+#define GEMM_TILED lcai_cpu_gemm_f64
 #include "lightning.c"
 #undef real
 #undef FN
-#undef GEMM
+#undef GEMM_TILED
 #undef LT_TEMPLATE
 
 lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
@@ -186,42 +185,6 @@ struct FN(lt_ws) {
 	real *P;        /* [LT_ROW_TILE][bmax] row tile of scale Q K^T (.) D */
 	real *Kd;       /* [bmax][dk] diag(lambda^(b-i)) K */
 };
-
-/*
- * C = alpha op(A) op(B) + beta C (row-major, k >= 1). With serial_blas
- * the product is cut into calls of at most LT_GEMM_SERIAL_MNK so that
- * BLAS runs each on the calling thread; the first call along k applies
- * beta, the rest accumulate.
- */
-static void FN(lt_gemm)(int serial_blas, CBLAS_TRANSPOSE ta,
-	CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, double alpha,
-	const real *A, int64_t lda, const real *B, int64_t ldb, double beta,
-	real *C, int64_t ldc)
-{
-	int64_t mb = m, nb = n, kb = k, i, j, l;
-
-	if (serial_blas) {
-		mb = lt_min(m, LT_GEMM_TILE);
-		nb = lt_min(n, LT_GEMM_TILE);
-		kb = lt_min(k, LT_GEMM_SERIAL_MNK / (mb * nb));
-	}
-	for (i = 0; i < m; i += mb)
-		for (j = 0; j < n; j += nb)
-			for (l = 0; l < k; l += kb) {
-				const real *a = ta == CblasNoTrans ?
-					A + i * lda + l : A + l * lda + i;
-				const real *b = tb == CblasNoTrans ?
-					B + l * ldb + j : B + j * ldb + l;
-
-				GEMM(CblasRowMajor, ta, tb,
-					(int)lt_min(mb, m - i),
-					(int)lt_min(nb, n - j),
-					(int)lt_min(kb, k - l), alpha, a,
-					(int)lda, b, (int)ldb,
-					l == 0 ? beta : 1.0, C + i * ldc + j,
-					(int)ldc);
-			}
-}
 
 static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax)
 {
@@ -335,7 +298,7 @@ static void FN(lt_intra_tile)(const struct FN(lt_args) *a, const real *Q,
 	int64_t ncol = r0 + rt, r, i;
 	const real *pw = ws->pwr;
 
-	FN(lt_gemm)(a->serial_blas, CblasNoTrans, CblasTrans, rt, ncol,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasTrans, rt, ncol,
 		a->p->dk, a->p->scale, Q + r0 * ldq, ldq, K, ldq, 0.0, ws->P,
 		ncol);
 	for (r = 0; r < rt; r++) {
@@ -347,7 +310,7 @@ static void FN(lt_intra_tile)(const struct FN(lt_args) *a, const real *Q,
 		for (i = r0 + r + 1; i < ncol; i++)
 			Pr[i] = 0;
 	}
-	FN(lt_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, a->p->dv,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, a->p->dv,
 		ncol, 1.0, ws->P, ncol, V, ldv, 1.0, O + r0 * ldv, ldv);
 }
 
@@ -366,7 +329,7 @@ static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 	const real *pw = ws->pwr;
 
 	/* Inter-block: O = scale diag(lambda^r) Q S0, then the intra term. */
-	FN(lt_gemm)(a->serial_blas, CblasNoTrans, CblasNoTrans, b, dv, dk,
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, b, dv, dk,
 		a->p->scale, Q, ldq, ws->S, dv, 0.0, O, ldv);
 	for (r = 0; r < b; r++) {
 		#pragma omp simd
@@ -382,7 +345,7 @@ static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 		for (i = 0; i < dk; i++)
 			ws->Kd[r * dk + i] = pw[b - 1 - r] * K[r * ldq + i];
 	}
-	FN(lt_gemm)(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, b, 1.0,
+	GEMM_TILED(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, b, 1.0,
 		ws->Kd, dk, V, ldv, ws->pw[b], ws->S, dv);
 }
 

@@ -935,6 +935,35 @@ int lcio_read_candidate(const char *path, const struct lcio_case *golden,
 	return guarded(&io, &j) || run_job(&io, &j) ? -1 : 0;
 }
 
+/* Not guarded by a child process: callers read the case itself first
+ * (lcio_read), which is, so a file that gets here opened cleanly once. */
+int lcio_read_metric(const char *path, const char *name, double *value, char *err, size_t errlen)
+{
+	struct io io = { path, err, errlen, 0, "the schema (a scalar)" };
+	char why[160];
+	hid_t f, g = -1, d;
+	htri_t e;
+	int r;
+
+	if ((f = open_file(&io)) < 0)
+		return -1;
+	if ((e = H5Lexists(f, "metrics", H5P_DEFAULT)) < 0)
+		r = fail(&io, "cannot look up /metrics (%s)", h5why(why));
+	else if (!e)
+		r = 1;
+	else if ((g = H5Gopen2(f, "metrics", H5P_DEFAULT)) < 0)
+		r = fail(&io, "/metrics is not a group (%s)", h5why(why));
+	else if ((r = dset_open(&io, g, "metrics", name, H5T_FLOAT, 0, NULL, &d, NULL)) == 0) {
+		if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, value) < 0)
+			r = fail(&io, "cannot read /metrics/%s (%s)", name, h5why(why));
+		H5Dclose(d);
+	}
+	if (g >= 0)
+		H5Gclose(g);
+	H5Fclose(f);
+	return r;
+}
+
 /* ---- writing ---- */
 
 static int put_attr(struct io *io, hid_t obj, const char *name, hid_t ftype, hid_t mtype,

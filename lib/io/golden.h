@@ -27,7 +27,7 @@
 
 #define LCIO_MAX_IN     8
 #define LCIO_MAX_OUT    2
-#define LCIO_MAX_METRIC 8
+#define LCIO_MAX_METRIC 16
 
 /* One float64 tensor of the case; data == NULL while absent or unread. */
 struct lcio_tensor {
@@ -112,6 +112,11 @@ int lcio_read_candidate(const char *path, const struct lcio_case *golden,
  * /metrics by the what flags. Byte-reproducible: no timestamps. On failure
  * the partial file is removed. */
 int lcio_write(const char *path, const struct lcio_case *c, unsigned what,
+	char *err, size_t errlen);
+
+/* Read the scalar float64 /metrics/name of the file at path into *value:
+ * 0 when read, 1 when the file has no such metric, -1 with a message. */
+int lcio_read_metric(const char *path, const char *name, double *value,
 	char *err, size_t errlen);
 
 /* "softmax", "mla", "deltanet", "lightning"; NULL for others. */

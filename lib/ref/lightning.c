@@ -120,7 +120,7 @@ lca_status REF(lightning_recurrent)(const lca_params *p, const int64_t *cu,
 	real *S = malloc((size_t)d.dk * (size_t)d.dv * sizeof *S);
 
 	if (S == NULL)
-		return LCA_ERR_NOMEM;
+		return lcai_fail(LCA_ERR_NOMEM, "lightning reference: out of memory for the state");
 	for (int64_t n = 0; n < nseq; n++) {
 		for (int64_t h = 0; h < d.H; h++) {
 			/* slope >= 0 keeps lambda <= 1: S never grows by decay. */
@@ -250,7 +250,7 @@ lca_status REF(lightning_blockwise)(const lca_params *p, const int64_t *cu,
 	if (S == NULL || pw == NULL) {
 		free(S);
 		free(pw);
-		return LCA_ERR_NOMEM;
+		return lcai_fail(LCA_ERR_NOMEM, "lightning reference: out of memory for the workspace");
 	}
 	for (int64_t h = 0; h < d.H; h++) {
 		decay_powers(pw, bmax, slope[h]);

@@ -1,0 +1,614 @@
+/*
+ * cache.c - decode caches: what each mechanism keeps between tokens, the
+ * step calls that extend it and exact memory accounting (the storage is
+ * described in cache.h; checkpoints are in cache_save.c).
+ *
+ * A failed call leaves the cache as it was:
+ *   - A step validates every argument, checks capacity and grows buffers
+ *     before it computes anything. New keys are written past len, where
+ *     nothing reads them until len advances, and len advances only after
+ *     every kernel succeeded; states are updated in place by kernels that
+ *     allocate before they write (internal.h). A NOMEM may leave some
+ *     buffers grown, never changed.
+ *   - Growth is geometric, so n single-token steps copy O(n) in all.
+ */
+#include "cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A buffer that must grow takes at least GROWTH times its allocation. */
+#define GROWTH 2
+
+/* ---- shapes --------------------------------------------------------------- */
+
+enum { D_H, D_HKV, D_HK, D_DK, D_DV, D_DN, D_DR, D_DC };
+const char *const lcai_cache_dim_names[LCAI_NDIM] = {
+	"H", "Hkv", "Hk", "dk", "dv", "dn", "dr", "dc"
+};
+
+void lcai_cache_dims(const lca_params *p, int64_t d[LCAI_NDIM])
+{
+	memset(d, 0, LCAI_NDIM * sizeof d[0]);
+	d[D_H] = p->H;
+	d[D_DV] = p->dv;
+	switch (p->variant) {
+	case LCA_SOFTMAX:
+		d[D_HKV] = p->Hkv;
+		d[D_DK] = p->dk;
+		break;
+	case LCA_MLA:
+		d[D_DN] = p->dn;
+		d[D_DR] = p->dr;
+		d[D_DC] = p->dc;
+		break;
+	case LCA_DELTANET:
+		d[D_HK] = p->Hk;
+		d[D_DK] = p->dk;
+		break;
+	case LCA_LIGHTNING:
+		d[D_DK] = p->dk;
+		break;
+	}
+}
+
+/* Element size of cache storage: the plan's dtype, but f32 for the cuda
+ * backend's recurrent states (as lca_deltanet_forward() keeps them). */
+static size_t cache_elt(const lca_params *p)
+{
+	if (p->backend == LCA_BACKEND_CUDA && !lcai_cache_has_kv(p->variant))
+		return 4;
+	return lcai_dtype_size(p->dtype);
+}
+
+/* Elements per token of the two buffers (softmax, mla) and of one state
+ * (deltanet, lightning); 0 on int64_t overflow. */
+static int layout(const lca_params *p, int64_t row[2], int64_t *nstate)
+{
+	row[0] = row[1] = *nstate = 0;
+	switch (p->variant) {
+	case LCA_SOFTMAX:
+		return lcai_mul(p->Hkv, p->dk, &row[0]) && lcai_mul(p->Hkv, p->dv, &row[1]);
+	case LCA_MLA:
+		row[0] = p->dc;
+		row[1] = p->dr;
+		return 1;
+	case LCA_DELTANET:
+	case LCA_LIGHTNING:
+		return lcai_mul_n(nstate, 3, p->H, p->dk, p->dv);
+	}
+	return 0;
+}
+
+int lcai_cache_bytes_of(int64_t n, size_t elt, int64_t *out)
+{
+	return lcai_mul(n, (int64_t)elt, out) && (uint64_t)*out <= SIZE_MAX;
+}
+
+lca_status lca_plan_cache_cost(const lca_plan *plan, int64_t *per_token,
+	int64_t *per_seq)
+{
+	static const char fn[] = "lca_plan_cache_cost";
+	int64_t row[2], nstate;
+	size_t elt;
+
+	lcai_clear_error();
+	if (!plan || !per_token || !per_seq)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn,
+			!plan ? "plan" : !per_token ? "per_token" : "per_seq");
+	elt = cache_elt(&plan->p);
+	if (!layout(&plan->p, row, &nstate) || row[0] > INT64_MAX - row[1] ||
+	    !lcai_cache_bytes_of(row[0] + row[1], elt, per_token) ||
+	    !lcai_cache_bytes_of(nstate, elt, per_seq))
+		return lcai_fail(LCA_ERR_OVERFLOW,
+			"%s: cache size per token or sequence overflows", fn);
+	return LCA_OK;
+}
+
+/* ---- create, destroy, reset, queries -------------------------------------- */
+
+void lca_cache_destroy(lca_cache *cache)
+{
+	if (!cache)
+		return;
+	if (cache->seq)
+		for (int64_t n = 0; n < cache->nseq; n++) {
+			free(cache->seq[n].buf[0]);
+			free(cache->seq[n].buf[1]);
+		}
+	free(cache->seq);
+	free(cache->state);
+	free(cache);
+}
+
+/* Sizes of a new cache; every later size follows from these checks. */
+static lca_status create_sizes(const char *fn, lca_cache *c)
+{
+	int64_t b;
+
+	if (!layout(&c->p, c->row, &c->nstate))
+		return lcai_fail(LCA_ERR_OVERFLOW, "%s: cache row size overflows", fn);
+	for (int j = 0; j < 2; j++)
+		if (!lcai_mul(c->capacity, c->row[j], &b) || !lcai_cache_bytes_of(b, c->elt, &b))
+			return lcai_fail(LCA_ERR_OVERFLOW,
+				"%s: capacity %lld tokens of %lld elements overflows", fn,
+				(long long)c->capacity, (long long)c->row[j]);
+	if (!lcai_mul(c->nseq, c->nstate, &b) || !lcai_cache_bytes_of(b, c->elt, &b) ||
+	    (uint64_t)c->nseq > SIZE_MAX / sizeof(struct lcai_cache_seq))
+		return lcai_fail(LCA_ERR_OVERFLOW, "%s: nseq = %lld sequences overflow", fn,
+			(long long)c->nseq);
+	return LCA_OK;
+}
+
+lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
+	int64_t capacity, lca_cache **cache)
+{
+	static const char fn[] = "lca_cache_create";
+	lca_cache *c;
+	lca_status s;
+
+	lcai_clear_error();
+	if (!cache)
+		return lcai_fail(LCA_ERR_NULL, "%s: cache is NULL", fn);
+	*cache = NULL;
+	if (!plan)
+		return lcai_fail(LCA_ERR_NULL, "%s: plan is NULL", fn);
+	if (plan->p.backend == LCA_BACKEND_CUDA)
+		return lcai_fail(LCA_ERR_UNSUPPORTED,
+			"%s: caches are not offered on the cuda backend yet (use ref or cpu)", fn);
+	if (nseq < 1 || capacity < 1)
+		return lcai_fail(LCA_ERR_SIZE, "%s: %s = %lld must be >= 1", fn,
+			nseq < 1 ? "nseq" : "capacity", (long long)(nseq < 1 ? nseq : capacity));
+	if (!(c = calloc(1, sizeof *c)))
+		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
+	c->p = plan->p;
+	c->nseq = nseq;
+	c->capacity = capacity;
+	c->elt = cache_elt(&c->p);
+	if ((s = create_sizes(fn, c))) {
+		free(c);
+		return s;
+	}
+	c->seq = calloc((size_t)nseq, sizeof *c->seq);
+	if (c->seq && c->nstate > 0)
+		c->state = calloc((size_t)(nseq * c->nstate), c->elt);
+	if (!c->seq || (c->nstate > 0 && !c->state)) {
+		lca_cache_destroy(c);
+		return lcai_fail(LCA_ERR_NOMEM, "%s: no memory for %lld sequences", fn,
+			(long long)nseq);
+	}
+	*cache = c;
+	return LCA_OK;
+}
+
+lca_status lca_cache_reset(lca_cache *cache)
+{
+	lcai_clear_error();
+	if (!cache)
+		return lcai_fail(LCA_ERR_NULL, "lca_cache_reset: cache is NULL");
+	for (int64_t n = 0; n < cache->nseq; n++)
+		cache->seq[n].len = 0;
+	if (cache->state)
+		memset(cache->state, 0, (size_t)(cache->nseq * cache->nstate) * cache->elt);
+	return LCA_OK;
+}
+
+lca_status lca_cache_len(const lca_cache *cache, int64_t seq, int64_t *len)
+{
+	static const char fn[] = "lca_cache_len";
+
+	lcai_clear_error();
+	if (!cache || !len)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, cache ? "len" : "cache");
+	if (seq < 0 || seq >= cache->nseq)
+		return lcai_fail(LCA_ERR_ARG, "%s: seq = %lld is outside [0, %lld)", fn,
+			(long long)seq, (long long)cache->nseq);
+	*len = cache->seq[seq].len;
+	return LCA_OK;
+}
+
+lca_status lca_cache_bytes(const lca_cache *cache, size_t *bytes)
+{
+	static const char fn[] = "lca_cache_bytes";
+	size_t total;
+
+	lcai_clear_error();
+	if (!cache || !bytes)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, cache ? "bytes" : "cache");
+	/* Every term was allocated, so fits size_t; the sum is checked. */
+	total = (size_t)(cache->nseq * cache->nstate) * cache->elt;
+	for (int64_t n = 0; n < cache->nseq; n++)
+		for (int j = 0; j < 2; j++) {
+			size_t b = (size_t)(cache->seq[n].cap[j] * cache->row[j]) * cache->elt;
+
+			if (b > SIZE_MAX - total)
+				return lcai_fail(LCA_ERR_OVERFLOW, "%s: total exceeds SIZE_MAX", fn);
+			total += b;
+		}
+	*bytes = total;
+	return LCA_OK;
+}
+
+/* ---- step machinery ------------------------------------------------------- */
+
+/* Can plan drive cache? Same variant (checked by the caller), backend,
+ * dtype and shapes. */
+static lca_status check_match(const char *fn, const lca_plan *plan,
+	const lca_cache *cache)
+{
+	int64_t a[LCAI_NDIM], b[LCAI_NDIM];
+
+	if (!cache)
+		return lcai_fail(LCA_ERR_NULL, "%s: cache is NULL", fn);
+	if (plan->p.variant != cache->p.variant)
+		return lcai_fail(LCA_ERR_ARG, "%s: the cache was made for another variant", fn);
+	if (plan->p.backend != cache->p.backend || plan->p.dtype != cache->p.dtype)
+		return lcai_fail(LCA_ERR_ARG,
+			"%s: the cache was made for another backend or dtype", fn);
+	lcai_cache_dims(&plan->p, a);
+	lcai_cache_dims(&cache->p, b);
+	for (int i = 0; i < LCAI_NDIM; i++)
+		if (a[i] != b[i])
+			return lcai_fail(LCA_ERR_ARG, "%s: plan %s = %lld, the cache's is %lld",
+				fn, lcai_cache_dim_names[i], (long long)a[i], (long long)b[i]);
+	return LCA_OK;
+}
+
+/* Checks shared by the four step calls, up to the tensor arguments:
+ * plan, cache, T and cu_seqlens over the cache's sequences. */
+static lca_status step_begin(const char *fn, const lca_plan *plan,
+	const lca_cache *cache, lca_variant v, int64_t T,
+	const int64_t *cu_seqlens, int64_t one[2], const int64_t **cu)
+{
+	int64_t n;
+	lca_status s;
+
+	if ((s = lcai_check_plan(fn, plan, v)) || (s = check_match(fn, plan, cache)) ||
+	    (s = lcai_check_len(fn, "T", T)))
+		return s;
+	if (!cu_seqlens && cache->nseq != 1)
+		return lcai_fail(LCA_ERR_SIZE,
+			"%s: cu_seqlens is NULL but the cache holds %lld sequences", fn,
+			(long long)cache->nseq);
+	return lcai_resolve_cu(fn, cu_seqlens, cache->nseq, T, one, cu, &n);
+}
+
+/* Would any sequence pass the capacity? Checked before anything changes. */
+static lca_status check_room(const char *fn, const lca_cache *c, const int64_t *cu)
+{
+	for (int64_t n = 0; n < c->nseq; n++) {
+		int64_t t = cu[n + 1] - cu[n];
+
+		if (t > c->capacity - c->seq[n].len)
+			return lcai_fail(LCA_ERR_CAPACITY,
+				"%s: sequence %lld holds %lld tokens; %lld more exceed "
+				"the capacity %lld", fn, (long long)n, (long long)c->seq[n].len,
+				(long long)t, (long long)c->capacity);
+	}
+	return LCA_OK;
+}
+
+/* Make room for need tokens in buffer j of s: at least GROWTH times the
+ * current allocation, at most the capacity (all sizes fit: create_sizes). */
+static lca_status grow_buf(const char *fn, const lca_cache *c, struct lcai_cache_seq *s,
+	int j, int64_t need)
+{
+	int64_t cap = s->cap[j];
+	void *nb;
+
+	if (need <= cap)
+		return LCA_OK;
+	cap = cap > c->capacity / GROWTH ? c->capacity : GROWTH * cap;
+	if (cap > c->capacity)
+		cap = c->capacity;
+	if (cap < need)
+		cap = need;
+	nb = realloc(s->buf[j], (size_t)(cap * c->row[j]) * c->elt);
+	if (!nb)
+		return lcai_fail(LCA_ERR_NOMEM, "%s: no memory to grow a cache to %lld tokens",
+			fn, (long long)cap);
+	s->buf[j] = nb;
+	s->cap[j] = cap;
+	return LCA_OK;
+}
+
+/* Grow every sequence that needs it. A failure leaves lengths and contents
+ * as they were; only allocations may have grown. */
+static lca_status grow(const char *fn, lca_cache *c, const int64_t *cu)
+{
+	lca_status s;
+
+	for (int64_t n = 0; n < c->nseq; n++) {
+		struct lcai_cache_seq *q = &c->seq[n];
+		int64_t need = q->len + (cu[n + 1] - cu[n]);
+
+		if ((s = grow_buf(fn, c, q, 0, need)) || (s = grow_buf(fn, c, q, 1, need)))
+			return s;
+	}
+	return LCA_OK;
+}
+
+/* Copy the new tokens of every sequence past its valid part: a packed
+ * [T][row] tensor per buffer. Nothing reads them until len advances. */
+static void append(lca_cache *c, const int64_t *cu, const void *x0, const void *x1)
+{
+	const char *x[2] = { x0, x1 };
+
+	for (int64_t n = 0; n < c->nseq; n++) {
+		struct lcai_cache_seq *s = &c->seq[n];
+		int64_t t = cu[n + 1] - cu[n];
+
+		for (int j = 0; j < 2 && t > 0; j++) {
+			size_t rb = (size_t)c->row[j] * c->elt;
+
+			memcpy((char *)s->buf[j] + (size_t)s->len * rb, x[j] + (size_t)cu[n] * rb,
+				(size_t)t * rb);
+		}
+	}
+}
+
+static void advance(lca_cache *c, const int64_t *cu)
+{
+	for (int64_t n = 0; n < c->nseq; n++)
+		c->seq[n].len += cu[n + 1] - cu[n];
+}
+
+/* Capacity, growth and the append of a softmax or mla step, after the
+ * arguments were checked. */
+static lca_status kv_prepare(const char *fn, lca_cache *c, const int64_t *cu,
+	const void *x0, const void *x1)
+{
+	lca_status s;
+
+	if ((s = check_room(fn, c, cu)) || (s = grow(fn, c, cu)))
+		return s;
+	append(c, cu, x0, x1);
+	return LCA_OK;
+}
+
+/* ---- softmax -------------------------------------------------------------- */
+
+/* The t new queries of sequence s over its len + t keys (the new keys
+ * already appended): bottom-right alignment puts them at positions len ..
+ * len + t - 1, which is where they sit in the whole sequence. */
+static lca_status softmax_seq(const lca_params *p, const struct lcai_cache_seq *s,
+	int64_t t, const void *q, void *o, void *lse)
+{
+	int64_t tk = s->len + t;
+	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
+
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_softmax_decode(p, t, tk, q, s->buf[0], s->buf[1], o, lse);
+	if (p->dtype == LCA_F32)
+		return lcai_ref32_softmax(p, cq, ck, 1, q, s->buf[0], s->buf[1], o, lse);
+	return lcai_ref_softmax(p, cq, ck, 1, q, s->buf[0], s->buf[1], o, lse);
+}
+
+lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q, const void *k, const void *v,
+	const int64_t *cu_seqlens, void *o, void *lse)
+{
+	static const char fn[] = "lca_softmax_step";
+	int64_t one[2];
+	const int64_t *cu;
+	const lca_params *p;
+	lca_status s;
+
+	lcai_clear_error();
+	if ((s = step_begin(fn, plan, cache, LCA_SOFTMAX, T, cu_seqlens, one, &cu)))
+		return s;
+	p = &plan->p;
+	struct lcai_targ a[] = {
+		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 },
+		{ "o", o, 0, 0, 0 }, { "lse", lse, 0, 1, 0 },
+	};
+	if ((s = lcai_count(fn, "q", &a[0].n, T, p->H, p->dk, 1)) ||
+	    (s = lcai_count(fn, "k", &a[1].n, T, p->Hkv, p->dk, 1)) ||
+	    (s = lcai_count(fn, "v", &a[2].n, T, p->Hkv, p->dv, 1)) ||
+	    (s = lcai_count(fn, "o", &a[3].n, T, p->H, p->dv, 1)) ||
+	    (s = lcai_count(fn, "lse", &a[4].n, T, p->H, 1, 1)) ||
+	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 3)) ||
+	    (s = kv_prepare(fn, cache, cu, k, v)))
+		return s;
+	for (int64_t n = 0; n < cache->nseq; n++) {
+		int64_t t = cu[n + 1] - cu[n], i0 = cu[n];
+
+		if (t == 0)
+			continue;
+		s = softmax_seq(p, &cache->seq[n], t,
+			(const char *)q + (size_t)(i0 * p->H * p->dk) * cache->elt,
+			(char *)o + (size_t)(i0 * p->H * p->dv) * cache->elt,
+			lse ? (char *)lse + (size_t)(i0 * p->H) * cache->elt : NULL);
+		if (s)
+			return s;
+	}
+	advance(cache, cu);
+	return LCA_OK;
+}
+
+/* ---- mla ------------------------------------------------------------------ */
+
+/* Tensor arguments of one sequence's mla step. */
+struct mla_args {
+	const void *q_nope, *q_rope, *w_uk, *w_uv;
+	void *o, *lse;
+};
+
+static lca_status mla_seq(const lca_params *p, const struct lcai_cache_seq *s,
+	int64_t t, const struct mla_args *m)
+{
+	int64_t tk = s->len + t;
+	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
+
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, s->buf[0],
+			s->buf[1], m->w_uk, m->w_uv, m->o, m->lse);
+	if (p->dtype == LCA_F32)
+		return (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
+			lcai_ref32_mla_absorbed)(p, cq, ck, 1, m->q_nope, m->q_rope,
+			s->buf[0], s->buf[1], m->w_uk, m->w_uv, m->o, m->lse);
+	return (p->algo == LCA_ALGO_NAIVE ? lcai_ref_mla_naive : lcai_ref_mla_absorbed)(
+		p, cq, ck, 1, m->q_nope, m->q_rope, s->buf[0], s->buf[1], m->w_uk, m->w_uv,
+		m->o, m->lse);
+}
+
+/* Every sequence with new tokens, then the lengths. */
+static lca_status mla_run(const lca_params *p, lca_cache *c, const int64_t *cu,
+	const struct mla_args *all)
+{
+	for (int64_t n = 0; n < c->nseq; n++) {
+		int64_t t = cu[n + 1] - cu[n], i0 = cu[n];
+		struct mla_args m = *all;
+		lca_status s;
+
+		if (t == 0)
+			continue;
+		m.q_nope = (const char *)all->q_nope + (size_t)(i0 * p->H * p->dn) * c->elt;
+		m.q_rope = (const char *)all->q_rope + (size_t)(i0 * p->H * p->dr) * c->elt;
+		m.o = (char *)all->o + (size_t)(i0 * p->H * p->dv) * c->elt;
+		m.lse = all->lse ? (char *)all->lse + (size_t)(i0 * p->H) * c->elt : NULL;
+		if ((s = mla_seq(p, &c->seq[n], t, &m)))
+			return s;
+	}
+	advance(c, cu);
+	return LCA_OK;
+}
+
+lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q_nope, const void *q_rope, const void *ckv,
+	const void *k_rope, const void *w_uk, const void *w_uv,
+	const int64_t *cu_seqlens, void *o, void *lse)
+{
+	static const char fn[] = "lca_mla_step";
+	int64_t one[2];
+	const int64_t *cu;
+	const lca_params *p;
+	lca_status s;
+
+	lcai_clear_error();
+	if ((s = step_begin(fn, plan, cache, LCA_MLA, T, cu_seqlens, one, &cu)))
+		return s;
+	p = &plan->p;
+	struct lcai_targ a[] = {
+		{ "q_nope", q_nope, 0, 0, 0 }, { "q_rope", q_rope, 0, 0, 0 }, { "ckv", ckv, 0, 0, 0 },
+		{ "k_rope", k_rope, 0, 0, 0 }, { "w_uk", w_uk, 0, 0, 0 }, { "w_uv", w_uv, 0, 0, 0 },
+		{ "o", o, 0, 0, 0 }, { "lse", lse, 0, 1, 0 },
+	};
+	if ((s = lcai_count(fn, "q_nope", &a[0].n, T, p->H, p->dn, 1)) ||
+	    (s = lcai_count(fn, "q_rope", &a[1].n, T, p->H, p->dr, 1)) ||
+	    (s = lcai_count(fn, "ckv", &a[2].n, T, p->dc, 1, 1)) ||
+	    (s = lcai_count(fn, "k_rope", &a[3].n, T, p->dr, 1, 1)) ||
+	    (s = lcai_count(fn, "w_uk", &a[4].n, p->H, p->dn, p->dc, 1)) ||
+	    (s = lcai_count(fn, "w_uv", &a[5].n, p->H, p->dv, p->dc, 1)) ||
+	    (s = lcai_count(fn, "o", &a[6].n, T, p->H, p->dv, 1)) ||
+	    (s = lcai_count(fn, "lse", &a[7].n, T, p->H, 1, 1)) ||
+	    (s = lcai_check_targs(fn, p, a, 8)) || (s = lcai_check_finite(fn, p, a, 6)) ||
+	    (s = kv_prepare(fn, cache, cu, ckv, k_rope)))
+		return s;
+	const struct mla_args m = { q_nope, q_rope, w_uk, w_uv, o, lse };
+
+	return mla_run(p, cache, cu, &m);
+}
+
+/* ---- deltanet and lightning ----------------------------------------------- */
+
+/*
+ * The states of all sequences are one [nseq][H][dk][dv] block, so the step
+ * is one packed forward call with state0 = state = that block: a sequence
+ * with no new tokens passes its state through unchanged, and kernels read
+ * a state slot whole before they write it, so the aliasing is safe.
+ */
+static lca_status deltanet_run(const lca_params *p, lca_cache *c, const int64_t *cu,
+	const void *q, const void *k, const void *v, const void *g, const void *beta,
+	void *o)
+{
+	int64_t n = c->nseq;
+	void *S = c->state;
+
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_deltanet(p, cu, n, q, k, v, g, beta, S, o, S);
+	if (p->dtype == LCA_F32)
+		return (p->algo == LCA_ALGO_CHUNKED ? lcai_ref32_deltanet_chunked :
+			lcai_ref32_deltanet_recurrent)(p, cu, n, q, k, v, g, beta, S, o, S);
+	return (p->algo == LCA_ALGO_CHUNKED ? lcai_ref_deltanet_chunked :
+		lcai_ref_deltanet_recurrent)(p, cu, n, q, k, v, g, beta, S, o, S);
+}
+
+lca_status lca_deltanet_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q, const void *k, const void *v, const void *g,
+	const void *beta, const int64_t *cu_seqlens, void *o)
+{
+	static const char fn[] = "lca_deltanet_step";
+	int64_t one[2];
+	const int64_t *cu;
+	const lca_params *p;
+	lca_status s;
+
+	lcai_clear_error();
+	if ((s = step_begin(fn, plan, cache, LCA_DELTANET, T, cu_seqlens, one, &cu)))
+		return s;
+	p = &plan->p;
+	struct lcai_targ a[] = {
+		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 }, { "g", g, 0, 0, 0 },
+		{ "beta", beta, 0, 0, 0 }, { "o", o, 0, 0, 0 },
+	};
+	if ((s = lcai_count(fn, "q", &a[0].n, T, p->Hk, p->dk, 1)) ||
+	    (s = lcai_count(fn, "k", &a[1].n, T, p->Hk, p->dk, 1)) ||
+	    (s = lcai_count(fn, "v", &a[2].n, T, p->H, p->dv, 1)) ||
+	    (s = lcai_count(fn, "g", &a[3].n, T, p->H, 1, 1)) ||
+	    (s = lcai_count(fn, "beta", &a[4].n, T, p->H, 1, 1)) ||
+	    (s = lcai_count(fn, "o", &a[5].n, T, p->H, p->dv, 1)) ||
+	    (s = lcai_check_targs(fn, p, a, 6)) || (s = lcai_check_finite(fn, p, a, 5)) ||
+	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")) ||
+	    (s = check_room(fn, cache, cu)) ||
+	    (s = deltanet_run(p, cache, cu, q, k, v, g, beta, o)))
+		return s;
+	advance(cache, cu);
+	return LCA_OK;
+}
+
+static lca_status lightning_run(const lca_params *p, lca_cache *c, const int64_t *cu,
+	const void *q, const void *k, const void *v, const void *slope, void *o)
+{
+	int64_t n = c->nseq;
+	void *S = c->state;
+
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_lightning(p, cu, n, q, k, v, slope, S, o, S);
+	if (p->dtype == LCA_F32)
+		return (p->algo == LCA_ALGO_CHUNKED ? lcai_ref32_lightning_blockwise :
+			lcai_ref32_lightning_recurrent)(p, cu, n, q, k, v, slope, S, o, S);
+	return (p->algo == LCA_ALGO_CHUNKED ? lcai_ref_lightning_blockwise :
+		lcai_ref_lightning_recurrent)(p, cu, n, q, k, v, slope, S, o, S);
+}
+
+lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
+	int64_t T, const void *q, const void *k, const void *v,
+	const void *slope, const int64_t *cu_seqlens, void *o)
+{
+	static const char fn[] = "lca_lightning_step";
+	int64_t one[2];
+	const int64_t *cu;
+	const lca_params *p;
+	lca_status s;
+
+	lcai_clear_error();
+	if ((s = step_begin(fn, plan, cache, LCA_LIGHTNING, T, cu_seqlens, one, &cu)))
+		return s;
+	p = &plan->p;
+	struct lcai_targ a[] = {
+		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 },
+		{ "slope", slope, p->H, 0, 0 }, { "o", o, 0, 0, 0 },
+	};
+	if ((s = lcai_count(fn, "q", &a[0].n, T, p->H, p->dk, 1)) ||
+	    (s = lcai_count(fn, "k", &a[1].n, T, p->H, p->dk, 1)) ||
+	    (s = lcai_count(fn, "v", &a[2].n, T, p->H, p->dv, 1)) ||
+	    (s = lcai_count(fn, "o", &a[4].n, T, p->H, p->dv, 1)) ||
+	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 4)) ||
+	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")) ||
+	    (s = check_room(fn, cache, cu)) ||
+	    (s = lightning_run(p, cache, cu, q, k, v, slope, o)))
+		return s;
+	advance(cache, cu);
+	return LCA_OK;
+}

@@ -1,0 +1,58 @@
+/*
+ * cache.h - the decode cache object, shared by cache.c (create, steps,
+ * accounting) and cache_save.c (checkpoints); never installed.
+ *
+ * Storage per sequence, in the plan's dtype:
+ *   softmax    buf[0] = K [cap][Hkv][dk], buf[1] = V [cap][Hkv][dv]
+ *   mla        buf[0] = ckv [cap][dc],    buf[1] = k_rope [cap][dr] (raw:
+ *              RoPE is applied by the kernel at each key's position)
+ *   deltanet,  one state [H][dk][dv]; the states of all sequences form one
+ *   lightning  [nseq][H][dk][dv] block, so a step is one packed kernel call
+ * The first len tokens of a buffer are valid, the rest is spare room.
+ * len <= cap[j] <= capacity, and capacity * row[j] * elt fits int64_t and
+ * size_t (checked at create), so no size derived from these overflows.
+ */
+#ifndef LCATTN_CACHE_H
+#define LCATTN_CACHE_H
+
+#include "internal.h"
+
+/* A sequence of a softmax or mla cache: buf[j] holds cap[j] tokens of
+ * row[j] elements each (allocated), of which the first len are valid.
+ * deltanet and lightning use len only. */
+struct lcai_cache_seq {
+	int64_t len;
+	int64_t cap[2];
+	void *buf[2];
+};
+
+struct lca_cache {
+	lca_params p;         /* the creating plan's resolved parameters */
+	int64_t nseq;
+	int64_t capacity;     /* tokens per sequence, at most */
+	size_t elt;           /* bytes per element */
+	int64_t row[2];       /* softmax, mla: elements per token of buf[0], buf[1] */
+	int64_t nstate;       /* deltanet, lightning: elements of one state */
+	struct lcai_cache_seq *seq; /* [nseq] */
+	void *state;          /* deltanet, lightning: [nseq][nstate] */
+};
+
+/* Does the variant keep per-token buffers (softmax, mla) or states? */
+static inline int lcai_cache_has_kv(lca_variant v)
+{
+	return v == LCA_SOFTMAX || v == LCA_MLA;
+}
+
+/* The sizes that shape a variant's cache and step arguments, in this
+ * order, the others 0: H Hkv Hk dk dv dn dr dc. Two plans with equal dims,
+ * variant, backend and dtype can share a cache (masks, RoPE, scale and
+ * algo may differ). */
+enum { LCAI_NDIM = 8 };
+void lcai_cache_dims(const lca_params *p, int64_t d[LCAI_NDIM]);
+extern const char *const lcai_cache_dim_names[LCAI_NDIM];
+
+/* Bytes of n elements of size elt as int64_t; 0 on overflow of int64_t or
+ * size_t. */
+int lcai_cache_bytes_of(int64_t n, size_t elt, int64_t *out);
+
+#endif /* LCATTN_CACHE_H */

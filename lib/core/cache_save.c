@@ -1,0 +1,398 @@
+/*
+ * cache_save.c - checkpoints of a decode cache: lca_cache_save() and
+ * lca_cache_load().
+ *
+ * Format 1, every integer little-endian, tensors as little-endian IEEE 754
+ * elements of the cache's dtype (lca_cache_save(3) documents it):
+ *
+ *   off  size
+ *     0     8  magic "LCACACHE"
+ *     8     4  u32 format version (1)
+ *    12     4  u32 variant (lca_variant)
+ *    16     4  u32 dtype (lca_dtype)
+ *    20     4  u32 flags, 0
+ *    24     8  u64 total bytes, checksum included
+ *    32     8  i64 nseq
+ *    40     8  i64 capacity
+ *    48    64  i64 H Hkv Hk dk dv dn dr dc (0 where the variant has no such size)
+ *   112  8 nseq  i64 length of each sequence
+ *     .     .  payload: softmax, mla: per sequence buf[0] [len][row0] then
+ *              buf[1] [len][row1]; deltanet, lightning: states [nseq][H][dk][dv]
+ *   end-8   8  u64 FNV-1a 64 of every byte before it
+ *
+ * The total size sits in the header so that truncation is named as such
+ * before the checksum is computed; the checksum then vouches for the rest,
+ * and the layout is still re-derived from the cache's own shapes, so that
+ * a forged but well-summed buffer cannot make us read out of bounds.
+ * A load validates everything and allocates everything it needs before it
+ * writes a byte of the cache.
+ */
+#include "cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CK_MAGIC "LCACACHE"
+#define CK_VERSION 1u
+#define CK_HEADER 112
+#define CK_SUM 8
+
+/* ---- bytes ---------------------------------------------------------------- */
+
+static int host_le(void)
+{
+	const uint16_t one = 1;
+
+	return *(const unsigned char *)&one == 1;
+}
+
+static void put_u64(unsigned char *b, uint64_t x)
+{
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(x >> (8 * i));
+}
+
+static void put_u32(unsigned char *b, uint32_t x)
+{
+	for (int i = 0; i < 4; i++)
+		b[i] = (unsigned char)(x >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *b)
+{
+	uint64_t x = 0;
+
+	for (int i = 7; i >= 0; i--)
+		x = (x << 8) | b[i];
+	return x;
+}
+
+static uint32_t get_u32(const unsigned char *b)
+{
+	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+		(uint32_t)b[3] << 24;
+}
+
+/* Length of sequence n as saved in checkpoint b. */
+static int64_t saved_len(const unsigned char *b, int64_t n)
+{
+	return (int64_t)get_u64(b + CK_HEADER + 8 * n);
+}
+
+/* n elements of size elt between host order and little-endian (the same
+ * bytes on little-endian hosts, each element reversed on big-endian ones). */
+static void copy_le(void *dst, const void *src, size_t n, size_t elt)
+{
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+
+	if (host_le()) {
+		memcpy(d, s, n * elt);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < elt; j++)
+			d[i * elt + j] = s[i * elt + elt - 1 - j];
+}
+
+static uint64_t fnv1a64(const unsigned char *b, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* ---- sizes ---------------------------------------------------------------- */
+
+/* Payload bytes of cache c with the lengths saved in checkpoint b, or with
+ * its own lengths when b is NULL; 0 on overflow or a negative length. */
+static int payload_bytes(const lca_cache *c, const unsigned char *b, int64_t *out)
+{
+	int64_t total = 0, row = c->row[0] + c->row[1], x;
+
+	if (!lcai_cache_has_kv(c->p.variant))
+		return lcai_mul(c->nseq, c->nstate, &x) && lcai_cache_bytes_of(x, c->elt, out);
+	for (int64_t n = 0; n < c->nseq; n++) {
+		int64_t len = b ? saved_len(b, n) : c->seq[n].len;
+
+		if (len < 0 || !lcai_mul(len, row, &x) || !lcai_cache_bytes_of(x, c->elt, &x) ||
+		    x > INT64_MAX - total)
+			return 0;
+		total += x;
+	}
+	*out = total;
+	return 1;
+}
+
+/* Header plus lengths plus payload plus checksum; 0 on overflow. */
+static int frame_bytes(int64_t nseq, int64_t payload, int64_t *out)
+{
+	int64_t lens;
+
+	if (!lcai_mul(nseq, 8, &lens) || lens > INT64_MAX - CK_HEADER - CK_SUM ||
+	    payload > INT64_MAX - CK_HEADER - CK_SUM - lens)
+		return 0;
+	*out = CK_HEADER + lens + payload + CK_SUM;
+	return (uint64_t)*out <= SIZE_MAX;
+}
+
+/* ---- save ----------------------------------------------------------------- */
+
+static void write_header(const lca_cache *c, unsigned char *b, int64_t total)
+{
+	int64_t d[LCAI_NDIM];
+
+	memcpy(b, CK_MAGIC, 8);
+	put_u32(b + 8, CK_VERSION);
+	put_u32(b + 12, (uint32_t)c->p.variant);
+	put_u32(b + 16, (uint32_t)c->p.dtype);
+	put_u32(b + 20, 0);
+	put_u64(b + 24, (uint64_t)total);
+	put_u64(b + 32, (uint64_t)c->nseq);
+	put_u64(b + 40, (uint64_t)c->capacity);
+	lcai_cache_dims(&c->p, d);
+	for (int i = 0; i < LCAI_NDIM; i++)
+		put_u64(b + 48 + 8 * i, (uint64_t)d[i]);
+	for (int64_t n = 0; n < c->nseq; n++)
+		put_u64(b + CK_HEADER + 8 * n, (uint64_t)c->seq[n].len);
+}
+
+/* The payload in the documented order; returns the byte after it. */
+static unsigned char *write_payload(const lca_cache *c, unsigned char *b)
+{
+	if (!lcai_cache_has_kv(c->p.variant)) {
+		size_t n = (size_t)(c->nseq * c->nstate);
+
+		copy_le(b, c->state, n, c->elt);
+		return b + n * c->elt;
+	}
+	for (int64_t n = 0; n < c->nseq; n++)
+		for (int j = 0; j < 2; j++) {
+			size_t m = (size_t)(c->seq[n].len * c->row[j]);
+
+			if (m)
+				copy_le(b, c->seq[n].buf[j], m, c->elt);
+			b += m * c->elt;
+		}
+	return b;
+}
+
+lca_status lca_cache_save(const lca_cache *cache, void *buf, size_t size,
+	size_t *needed)
+{
+	static const char fn[] = "lca_cache_save";
+	int64_t payload, total;
+	unsigned char *b = buf, *end;
+
+	lcai_clear_error();
+	if (!cache || !needed)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, cache ? "needed" : "cache");
+	if (!payload_bytes(cache, NULL, &payload) || !frame_bytes(cache->nseq, payload, &total))
+		return lcai_fail(LCA_ERR_OVERFLOW, "%s: checkpoint size overflows", fn);
+	*needed = (size_t)total;
+	if (!buf)
+		return LCA_OK;
+	if (size < (size_t)total)
+		return lcai_fail(LCA_ERR_SIZE, "%s: size = %zu, the checkpoint needs %zu bytes",
+			fn, size, (size_t)total);
+	write_header(cache, b, total);
+	end = write_payload(cache, b + CK_HEADER + 8 * (size_t)cache->nseq);
+	put_u64(end, fnv1a64(b, (size_t)(end - b)));
+	return LCA_OK;
+}
+
+/* ---- load: validate everything, then stage, then commit ------------------- */
+
+static const char *variant_name(uint32_t v)
+{
+	static const char *const names[] = { "softmax", "mla", "deltanet", "lightning" };
+
+	return v <= LCA_LIGHTNING ? names[v] : "unknown";
+}
+
+/* Is the buffer an intact checkpoint of format 1? */
+static lca_status check_frame(const char *fn, const unsigned char *b, size_t size)
+{
+	uint64_t total;
+
+	if (size < CK_HEADER + CK_SUM)
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: %zu bytes are too few for a checkpoint (truncated?)", fn, size);
+	if (memcmp(b, CK_MAGIC, 8) != 0)
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: not an lcattn cache checkpoint (bad magic)", fn);
+	if (get_u32(b + 8) != CK_VERSION)
+		return lcai_fail(LCA_ERR_CORRUPT, "%s: checkpoint format %u, this library reads %u",
+			fn, (unsigned)get_u32(b + 8), CK_VERSION);
+	total = get_u64(b + 24);
+	if (total != (uint64_t)size)
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: size = %zu but the checkpoint says %llu bytes (truncated or extended)",
+			fn, size, (unsigned long long)total);
+	if (fnv1a64(b, size - CK_SUM) != get_u64(b + size - CK_SUM))
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: checksum mismatch: the checkpoint is damaged", fn);
+	if (get_u32(b + 20) != 0)
+		return lcai_fail(LCA_ERR_CORRUPT, "%s: unknown checkpoint flags %#x", fn,
+			(unsigned)get_u32(b + 20));
+	return LCA_OK;
+}
+
+/* Was the (intact) checkpoint made from a cache like this one? */
+static lca_status check_match(const char *fn, const lca_cache *c, const unsigned char *b)
+{
+	uint32_t var = get_u32(b + 12), dt = get_u32(b + 16);
+	int64_t nseq = (int64_t)get_u64(b + 32), d[LCAI_NDIM];
+
+	if (var != (uint32_t)c->p.variant)
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: the checkpoint holds a %s cache, this is a %s cache", fn,
+			variant_name(var), variant_name((uint32_t)c->p.variant));
+	if (dt != (uint32_t)c->p.dtype)
+		return lcai_fail(LCA_ERR_CORRUPT, "%s: checkpoint dtype %u, the cache's is %u", fn,
+			(unsigned)dt, (unsigned)c->p.dtype);
+	lcai_cache_dims(&c->p, d);
+	for (int i = 0; i < LCAI_NDIM; i++)
+		if ((int64_t)get_u64(b + 48 + 8 * i) != d[i])
+			return lcai_fail(LCA_ERR_CORRUPT,
+				"%s: checkpoint %s = %lld, the cache's is %lld", fn,
+				lcai_cache_dim_names[i], (long long)get_u64(b + 48 + 8 * i),
+				(long long)d[i]);
+	if (nseq != c->nseq)
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: checkpoint of %lld sequences, the cache holds %lld", fn,
+			(long long)nseq, (long long)c->nseq);
+	return LCA_OK;
+}
+
+/* Do the saved lengths lie within the saved capacity (else the checkpoint
+ * is inconsistent) and within this cache's (else it does not fit)? */
+static lca_status check_lengths(const char *fn, const lca_cache *c, const unsigned char *b,
+	size_t size)
+{
+	int64_t cap = (int64_t)get_u64(b + 40);
+
+	if ((size - CK_HEADER - CK_SUM) / 8 < (uint64_t)c->nseq)
+		return lcai_fail(LCA_ERR_CORRUPT, "%s: checkpoint too short for %lld lengths", fn,
+			(long long)c->nseq);
+	for (int64_t n = 0; n < c->nseq; n++) {
+		int64_t len = saved_len(b, n);
+
+		if (len < 0 || len > cap)
+			return lcai_fail(LCA_ERR_CORRUPT,
+				"%s: sequence %lld has length %lld outside [0, capacity %lld]", fn,
+				(long long)n, (long long)len, (long long)cap);
+		if (len > c->capacity)
+			return lcai_fail(LCA_ERR_CAPACITY,
+				"%s: sequence %lld holds %lld tokens, more than the capacity %lld", fn,
+				(long long)n, (long long)len, (long long)c->capacity);
+	}
+	return LCA_OK;
+}
+
+/* Every check of a load, in order: an intact frame, a matching cache,
+ * lengths that fit, then the size re-derived from the cache's shapes. */
+static lca_status check_load(const char *fn, const lca_cache *c, const unsigned char *b,
+	size_t size)
+{
+	int64_t payload, total;
+	lca_status s;
+
+	if ((s = check_frame(fn, b, size)) || (s = check_match(fn, c, b)) ||
+	    (s = check_lengths(fn, c, b, size)))
+		return s;
+	if (!payload_bytes(c, b, &payload) || !frame_bytes(c->nseq, payload, &total) ||
+	    (uint64_t)total != size)
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: the checkpoint's size does not match its lengths and shapes", fn);
+	return LCA_OK;
+}
+
+static void free_staged(void **f, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		free(f[i]);
+	free(f);
+}
+
+/* New buffers for the sequences whose allocation is too small for their
+ * saved length: fresh[2 n + j] (NULL where the present one is reused). All
+ * or nothing: on failure everything staged is freed. */
+static lca_status stage(const char *fn, const lca_cache *c, const unsigned char *b,
+	void ***fresh)
+{
+	void **f = calloc((size_t)c->nseq * 2, sizeof *f);
+
+	*fresh = NULL;
+	if (!f)
+		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
+	for (int64_t n = 0; n < c->nseq; n++) {
+		int64_t len = saved_len(b, n);
+
+		for (int j = 0; j < 2; j++) {
+			if (len <= c->seq[n].cap[j])
+				continue;
+			f[2 * n + j] = malloc((size_t)(len * c->row[j]) * c->elt);
+			if (!f[2 * n + j]) {
+				free_staged(f, 2 * c->nseq);
+				return lcai_fail(LCA_ERR_NOMEM,
+					"%s: no memory for %lld tokens of sequence %lld", fn,
+					(long long)len, (long long)n);
+			}
+		}
+	}
+	*fresh = f;
+	return LCA_OK;
+}
+
+/* Nothing can fail from here on: set the lengths, swap in the staged
+ * buffers (freeing the ones they replace) and copy the payload. */
+static void commit(lca_cache *c, const unsigned char *b, void **fresh)
+{
+	const unsigned char *x = b + CK_HEADER + 8 * (size_t)c->nseq;
+
+	for (int64_t n = 0; n < c->nseq; n++)
+		c->seq[n].len = saved_len(b, n);
+	if (!lcai_cache_has_kv(c->p.variant)) {
+		copy_le(c->state, x, (size_t)(c->nseq * c->nstate), c->elt);
+		return;
+	}
+	for (int64_t n = 0; n < c->nseq; n++) {
+		struct lcai_cache_seq *s = &c->seq[n];
+
+		for (int j = 0; j < 2; j++) {
+			size_t m = (size_t)(s->len * c->row[j]);
+
+			if (fresh[2 * n + j]) {
+				free(s->buf[j]);
+				s->buf[j] = fresh[2 * n + j];
+				s->cap[j] = s->len;
+			}
+			if (m)
+				copy_le(s->buf[j], x, m, c->elt);
+			x += m * c->elt;
+		}
+	}
+}
+
+lca_status lca_cache_load(lca_cache *cache, const void *buf, size_t size)
+{
+	static const char fn[] = "lca_cache_load";
+	void **fresh = NULL;
+	lca_status s;
+
+	lcai_clear_error();
+	if (!cache || !buf)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, cache ? "buf" : "cache");
+	if ((s = check_load(fn, cache, buf, size)))
+		return s;
+	if (lcai_cache_has_kv(cache->p.variant) && (s = stage(fn, cache, buf, &fresh)))
+		return s;
+	commit(cache, buf, fresh);
+	free(fresh);
+	return LCA_OK;
+}

@@ -1,0 +1,164 @@
+/*
+ * check.c - argument checks shared by the forward calls (forward.c) and
+ * the cache step calls (cache.c), so that both refuse the same things with
+ * the same messages.
+ */
+#include "internal.h"
+
+#include <math.h>
+
+/* Element type of a tensor argument: the plan's dtype, except that the
+ * cuda backend keeps recurrent state in f32 whatever the input dtype. */
+static lca_dtype targ_dtype(const lca_params *p, const struct lcai_targ *a)
+{
+	return a->is_state && p->backend == LCA_BACKEND_CUDA ? LCA_F32 : p->dtype;
+}
+
+size_t lcai_dtype_size(lca_dtype t)
+{
+	return t == LCA_F64 ? 8 : t == LCA_F32 ? 4 : 2;
+}
+
+/* Index of the first non-finite element, or -1. */
+static int64_t first_nonfinite(const void *x, int64_t n, lca_dtype t)
+{
+	for (int64_t i = 0; i < n; i++) {
+		int ok;
+
+		if (t == LCA_F64)
+			ok = isfinite(((const double *)x)[i]);
+		else if (t == LCA_F32)
+			ok = isfinite(((const float *)x)[i]);
+		else /* bfloat16: exponent all ones is Inf or NaN */
+			ok = (((const uint16_t *)x)[i] & 0x7f80u) != 0x7f80u;
+		if (!ok)
+			return i;
+	}
+	return -1;
+}
+
+lca_status lcai_check_targs(const char *fn, const lca_params *p,
+	const struct lcai_targ *a, int na)
+{
+	for (int i = 0; i < na; i++) {
+		if (!a[i].ptr && !a[i].optional)
+			return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, a[i].name);
+		if (a[i].n > INT64_MAX / 8 ||
+		    (uint64_t)a[i].n > SIZE_MAX / lcai_dtype_size(targ_dtype(p, &a[i])))
+			return lcai_fail(LCA_ERR_OVERFLOW, "%s: %s has too many elements",
+				fn, a[i].name);
+	}
+	return LCA_OK;
+}
+
+lca_status lcai_check_finite(const char *fn, const lca_params *p,
+	const struct lcai_targ *a, int na)
+{
+	if (!p->check_finite)
+		return LCA_OK;
+	for (int i = 0; i < na; i++) {
+		int64_t at;
+
+		if (!a[i].ptr)
+			continue;
+		at = p->backend == LCA_BACKEND_CUDA ?
+			lcai_cuda_find(a[i].ptr, a[i].n, targ_dtype(p, &a[i]), 0) :
+			first_nonfinite(a[i].ptr, a[i].n, targ_dtype(p, &a[i]));
+		if (at == -2)
+			return lcai_fail(LCA_ERR_INTERNAL, "%s: CUDA error while scanning %s",
+				fn, a[i].name);
+		if (at >= 0)
+			return lcai_fail(LCA_ERR_NONFINITE, "%s: %s[%lld] is not finite",
+				fn, a[i].name, (long long)at);
+	}
+	return LCA_OK;
+}
+
+lca_status lcai_count(const char *fn, const char *name, int64_t *out,
+	int64_t a, int64_t b, int64_t c, int64_t d)
+{
+	if (!lcai_mul_n(out, 4, a, b, c, d))
+		return lcai_fail(LCA_ERR_OVERFLOW, "%s: size of %s overflows", fn, name);
+	return LCA_OK;
+}
+
+lca_status lcai_check_plan(const char *fn, const lca_plan *plan, lca_variant v)
+{
+	if (!plan)
+		return lcai_fail(LCA_ERR_NULL, "%s: plan is NULL", fn);
+	if (plan->p.variant != v)
+		return lcai_fail(LCA_ERR_ARG, "%s: the plan is for another variant", fn);
+	return LCA_OK;
+}
+
+lca_status lcai_check_len(const char *fn, const char *name, int64_t T)
+{
+	if (T < 1)
+		return lcai_fail(LCA_ERR_SIZE, "%s: %s = %lld must be >= 1", fn, name,
+			(long long)T);
+	return LCA_OK;
+}
+
+lca_status lcai_resolve_cu(const char *fn, const int64_t *cu_seqlens,
+	int64_t nseq, int64_t T, int64_t one[2], const int64_t **cu, int64_t *n)
+{
+	if (!cu_seqlens) {
+		one[0] = 0;
+		one[1] = T;
+		*cu = one;
+		*n = 1;
+		return LCA_OK;
+	}
+	if (nseq < 1)
+		return lcai_fail(LCA_ERR_SIZE, "%s: nseq = %lld must be >= 1", fn,
+			(long long)nseq);
+	if (cu_seqlens[0] != 0)
+		return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens[0] = %lld must be 0", fn,
+			(long long)cu_seqlens[0]);
+	for (int64_t i = 0; i < nseq; i++)
+		if (cu_seqlens[i + 1] < cu_seqlens[i])
+			return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens decreases at index %lld",
+				fn, (long long)(i + 1));
+	if (cu_seqlens[nseq] != T)
+		return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens[nseq] = %lld must equal T = %lld",
+			fn, (long long)cu_seqlens[nseq], (long long)T);
+	*cu = cu_seqlens;
+	*n = nseq;
+	return LCA_OK;
+}
+
+lca_status lcai_check_sign(const char *fn, const char *name, const void *x,
+	int64_t n, const lca_params *p, int sign, const char *rule)
+{
+	lca_dtype t = p->dtype;
+
+	if (p->backend == LCA_BACKEND_CUDA) {
+		/* sign -1 (x <= 0) fails on x > 0: mode 1; sign 1 fails on x < 0. */
+		int64_t at = lcai_cuda_find(x, n, t, sign < 0 ? 1 : -1);
+
+		if (at == -2)
+			return lcai_fail(LCA_ERR_INTERNAL, "%s: CUDA error while scanning %s",
+				fn, name);
+		if (at >= 0)
+			return lcai_fail(LCA_ERR_ARG, "%s: %s[%lld] breaks %s", fn, name,
+				(long long)at, rule);
+		return LCA_OK;
+	}
+	for (int64_t i = 0; i < n; i++) {
+		double v;
+
+		if (t == LCA_F64)
+			v = ((const double *)x)[i];
+		else if (t == LCA_F32)
+			v = ((const float *)x)[i];
+		else { /* bfloat16: the sign bit decides, except for zeros */
+			uint16_t b = ((const uint16_t *)x)[i];
+
+			v = (b & 0x7fffu) == 0 ? 0.0 : (b & 0x8000u) ? -1.0 : 1.0;
+		}
+		if (sign * v < 0)
+			return lcai_fail(LCA_ERR_ARG, "%s: %s[%lld] = %g breaks %s", fn, name,
+				(long long)i, v, rule);
+	}
+	return LCA_OK;
+}

@@ -1,0 +1,46 @@
+/*
+ * gemm.c - GEMM cut into calling-thread-sized pieces (see gemm.h). The
+ * first piece along k applies beta, the rest accumulate.
+ */
+#include "gemm.h"
+
+#define SERIAL_MNK (64 * 64 * 64)
+#define TILE 64
+
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+#define DEFINE_GEMM(name, real, gemm)                                          \
+void name(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,             \
+	int64_t m, int64_t n, int64_t k, double alpha, const real *A,          \
+	int64_t lda, const real *B, int64_t ldb, double beta, real *C,         \
+	int64_t ldc)                                                           \
+{                                                                              \
+	int64_t mb = m, nb = n, kb = k;                                        \
+                                                                               \
+	if (serial_blas) {                                                     \
+		mb = min64(m, TILE);                                           \
+		nb = min64(n, TILE);                                           \
+		kb = min64(k, SERIAL_MNK / (mb * nb));                         \
+	}                                                                      \
+	for (int64_t i = 0; i < m; i += mb)                                    \
+		for (int64_t j = 0; j < n; j += nb)                            \
+			for (int64_t l = 0; l < k; l += kb) {                  \
+				const real *a = ta == CblasNoTrans ?           \
+					A + i * lda + l : A + l * lda + i;     \
+				const real *b = tb == CblasNoTrans ?           \
+					B + l * ldb + j : B + j * ldb + l;     \
+				gemm(CblasRowMajor, ta, tb,                    \
+					(int)min64(mb, m - i),                 \
+					(int)min64(nb, n - j),                 \
+					(int)min64(kb, k - l), alpha, a,       \
+					(int)lda, b, (int)ldb,                 \
+					l == 0 ? beta : 1.0, C + i * ldc + j,  \
+					(int)ldc);                             \
+			}                                                      \
+}
+
+DEFINE_GEMM(lcai_cpu_gemm_f32, float, cblas_sgemm)
+DEFINE_GEMM(lcai_cpu_gemm_f64, double, cblas_dgemm)

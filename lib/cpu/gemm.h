@@ -1,0 +1,27 @@
+/*
+ * gemm.h - BLAS GEMM for use inside our OpenMP regions.
+ *
+ * Debian's OpenBLAS is the pthreads build: inside an OpenMP parallel region
+ * a large GEMM starts its own threads on top of ours and oversubscribes the
+ * cores (measured: lightning 5x slower). OpenBLAS 0.3.21 runs a GEMM on the
+ * calling thread when m*n*k <= 64^3, so with serial_blas set the product is
+ * cut into calls of at most that size; otherwise it is one call and BLAS may
+ * use every core.
+ */
+#ifndef LCATTN_CPU_GEMM_H
+#define LCATTN_CPU_GEMM_H
+
+#include <cblas.h>
+#include <stdint.h>
+
+/* C = alpha op(A) op(B) + beta C, row-major, k >= 1; sizes must fit int. */
+void lcai_cpu_gemm_f32(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
+	int64_t m, int64_t n, int64_t k, double alpha, const float *A,
+	int64_t lda, const float *B, int64_t ldb, double beta, float *C,
+	int64_t ldc);
+void lcai_cpu_gemm_f64(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
+	int64_t m, int64_t n, int64_t k, double alpha, const double *A,
+	int64_t lda, const double *B, int64_t ldb, double beta, double *C,
+	int64_t ldc);
+
+#endif /* LCATTN_CPU_GEMM_H */
