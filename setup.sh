@@ -1,7 +1,7 @@
 #!/bin/sh
 # setup.sh [demo|test] - set up a fresh Debian machine (run as root), build
-# lcattn from scratch, then either run the demo or run every test.
-#   demo  (default) the main job: lcattn demo
+# lcattn from scratch, then either write the report or run every test.
+#   demo  (default) the main job: lcattn report, into report/ (a few minutes)
 #   test  make check, make distcheck, the README example through pkg-config,
 #         and a CUDA build with its tests (they skip without a GPU) when nvcc
 #         is installed
@@ -38,7 +38,8 @@ if [ "$mode" = test ]; then ../configure --quiet --prefix="$top/_inst"; else ../
 make -j"$jobs" >/dev/null
 
 if [ "$mode" = demo ]; then
-	./tools/lcattn demo
+	./tools/lcattn report --out "$top/report"
+	echo "== the report is in $top/report/report.md (CSV and plots beside it)"
 	exit 0
 fi
 

@@ -479,6 +479,32 @@ LCA_API lca_status lca_probe_dilution(const lca_probe_params *pp,
 LCA_API lca_status lca_probe_position(const lca_probe_params *pp,
 	const lca_probe_seq *s, int64_t nd, const int64_t *dist, double *sens);
 
+/* ---- cost model ------------------------------------------------------- */
+
+/* What lca_plan_cost() counts: a prefill of n tokens (Tq = Tk = n, one
+ * sequence, the plan's causal and window), one decode step whose query sees
+ * a context of n tokens (itself included), or a whole generation: the sum
+ * of the decode steps at contexts 1 .. n. */
+typedef enum lca_phase {
+	LCA_PHASE_PREFILL = 0,
+	LCA_PHASE_DECODE,
+	LCA_PHASE_GENERATE
+} lca_phase;
+
+/* Modelled cost of one layer (all heads, one sequence); formulas in
+ * lca_plan_cost(3). */
+typedef struct lca_cost {
+	double flops;        /* 2 per multiply-add of the matrix products, 1 per
+	                        multiplication of a state by its decay */
+	double bytes;        /* lower bound on memory traffic, plan's element size */
+	double state_bytes;  /* cache or state held after the phase */
+} lca_cost;
+
+/* *out receives the modelled FLOPs and bytes of one layer of plan for phase
+ * at n tokens (n >= 1). */
+LCA_API lca_status lca_plan_cost(const lca_plan *plan, lca_phase phase,
+	int64_t n, lca_cost *out);
+
 /* ---- helpers ----------------------------------------------------------- */
 
 /*

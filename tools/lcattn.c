@@ -18,6 +18,8 @@ static const struct {
 	{ "check", tool_check, "compare a candidate's outputs with a golden file's" },
 	{ "bench", tool_bench, "time the cpu backend against this machine's ceilings" },
 	{ "probe", tool_probe, "measure what each mechanism gives up (lcattn-probes(7))" },
+	{ "cost", tool_cost, "modelled FLOPs and state bytes of the production presets" },
+	{ "report", tool_report, "the architecture comparison: report.md, measured and modelled" },
 };
 
 static int usage(FILE *f)

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct lcio_case;
 
@@ -17,6 +18,8 @@ int tool_run(int argc, char **argv);
 int tool_check(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 int tool_probe(int argc, char **argv);
+int tool_cost(int argc, char **argv);
+int tool_report(int argc, char **argv);
 
 /* ---- run.c: names and one forward pass over a golden case ---- */
 
@@ -59,5 +62,39 @@ int tool_probe_metrics(const struct lcio_case *c, struct lcio_metric *m, int max
 	char *why, size_t whylen);
 /* `lcattn probe golden FILE...`: recompute and compare to 1e-12. */
 int tool_probe_golden(int argc, char **argv);
+
+/* ---- cost.c: presets of the cost model (lcattn cost, lcattn report) ---- */
+
+/* A hybrid stack: layer l runs pattern[l % strlen(pattern)] (S softmax,
+ * M mla, D deltanet, L lightning) with that mechanism's shape (H, Hkv, Hk,
+ * dk, dv, dn, dr, dc of the matching member). */
+struct tool_preset {
+	const char *name, *pattern;
+	int64_t layers;
+	double active;        /* active parameters per token */
+	const char *what;
+	lca_params softmax, mla, deltanet, lightning;
+};
+
+/* Modelled answers of a preset at context / generation length n. */
+struct tool_answers {
+	double attn_token, model_token;  /* FLOPs per generated token at context n */
+	double attn_gen, model_gen;      /* summed over a generation of n tokens */
+	double share;                    /* attention share of model_token */
+	double state_bytes;              /* cache/state per sequence, bf16 */
+};
+
+extern const struct tool_preset tool_presets[];
+extern const int tool_npresets;
+int tool_layer_variant(char c, lca_variant *v);
+lca_status tool_shape_plan(lca_variant v, const lca_params *shape, lca_backend be,
+	lca_dtype dt, lca_plan **plan);
+int tool_preset_cost(const struct tool_preset *pr, lca_phase ph, int64_t n,
+	lca_cost *sum);
+int tool_preset_answers(const struct tool_preset *pr, int64_t n,
+	struct tool_answers *a);
+int tool_cost_tables(FILE *f, FILE *csv, const int64_t *ns, int nn);
+int tool_cost_ratios(FILE *f, const int64_t *ns, int nn);
+int tool_cost_claim(FILE *f);
 
 #endif

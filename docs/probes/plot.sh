@@ -39,6 +39,8 @@ plot for [m in mech] "retrieval-age.csv" using 7:(strcol(1) eq m && $5 == 4 ? $8
 unset multiplot
 unset title
 set autoscale x
+# "set key at ..." above sticks until the key is reset.
+set key default
 set key top left
 
 # ---- mean retrieval error against load ----

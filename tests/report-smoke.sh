@@ -1,0 +1,42 @@
+#!/bin/sh
+# report-smoke.sh - `lcattn report --quick` finishes within 60 seconds and
+# writes report.md with its tables and the CSV files. Timings are not
+# judged here; the cost formulas are checked by check_cost.
+# Environment: top_builddir (the tool is $top_builddir/tools/lcattn).
+
+tool="${top_builddir:-.}/tools/lcattn"
+tmp=$(mktemp -d 2>/dev/null) || { tmp=${TMPDIR:-/tmp}/lcattn-report.$$; mkdir "$tmp" || exit 99; }
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+	echo "report-smoke: $*" >&2
+	[ -f "$tmp/out/report.md" ] && cat "$tmp/out/report.md" >&2
+	exit 1
+}
+
+start=$(date +%s)
+"$tool" report --quick --out "$tmp/out" 2>"$tmp/stderr" || { cat "$tmp/stderr" >&2; fail "lcattn report exited with status $?"; }
+took=$(($(date +%s) - start))
+[ "$took" -lt 60 ] || fail "took $took s (limit 60 s)"
+md="$tmp/out/report.md"
+[ -f "$md" ] || fail "no report.md"
+for h in '## Per mechanism' '## Per preset' '### MiniMax' '## Hybrid stacks' '## Agreement' \
+	'| mechanism | stored between tokens | bytes at 1M (modelled) |' \
+	'| preset (modelled) | n | attention FLOPs/token |' \
+	'| schedule | phase | T | measured s |' \
+	'| mechanism | backend | dtype | normwise error |'; do
+	grep -qF -- "$h" "$md" || fail "missing '$h'"
+done
+for m in softmax mla deltanet lightning; do
+	grep -q "^| $m | " "$md" || fail "no row for $m"
+done
+for p in deepseek-v3 qwen3-next minimax-m1; do
+	grep -q "^| $p | 100000 | " "$md" || fail "no row for preset $p"
+done
+grep -q '\*\*no\*\*' "$md" && fail "a backend is outside the tolerance bound"
+grep -q "progress\|lcattn report: " "$tmp/stderr" || fail "no progress on stderr"
+for c in mechanisms presets stacks agreement; do
+	[ -s "$tmp/out/$c.csv" ] || fail "no $c.csv"
+done
+echo "report-smoke: ok in $took s"
