@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 top=$(pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc"
+deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc gnuplot-nox"
 # python3-h5py: the test that a file written by another program (h5py) is accepted.
 [ "$mode" = test ] && deps="$deps python3-h5py"
 missing=""

@@ -1,16 +1,598 @@
 /*
- * decode.c - attention of a few new queries over a long cache (one
- * sequence). For now this forwards to the prefill kernels; a key-split
- * kernel replaces it when it lands.
+ * decode.c - attention of a few new queries over a long cache, one
+ * sequence at a time: split-K ("flash-decoding") on the CPU, float32 and
+ * float64.
+ *
+ * Decode reads the whole cache to produce a handful of output rows: it is
+ * bound by memory bandwidth, not arithmetic, and the prefill engine (one
+ * work item per query head and query tile) would leave most cores idle and
+ * read every kv head once per query head. Here every cached key and value
+ * is read once, by one thread, for all the rows that need it:
+ *
+ *   - The visible keys [klo, khi) (the union of the queries' causal and
+ *     window ranges; ranges only move right with the position) are cut
+ *     into chunks of whole key blocks. The chunk size depends only on the
+ *     shapes, never on the thread count, and the chunks are merged in a
+ *     fixed order, so results are bitwise the same for any thread count.
+ *   - A chunk is one work item. It walks its key blocks; for each block
+ *     and kv head it scores the block against all rows that read that kv
+ *     head (the tq queries of each query head of the GQA group; for
+ *     absorbed MLA all tq x H rows share the latent cache) and keeps per
+ *     row the online-softmax triple of FlashAttention (Dao et al. 2022,
+ *     alg. 1): running max m, sum l of exp(logit - m) and the unnormalised
+ *     output, rescaled by exp(m_old - m_new) <= 1 when m grows.
+ *   - The chunks' triples are merged with the log-sum-exp rule, in double:
+ *       M = max_c m_c,  L = sum_c l_c e^(m_c - M),
+ *       o = sum_c O_c e^(m_c - M) / L,  lse = M + log L.
+ *
+ * RoPE: a cache stores keys unrotated (plans sharing a cache may differ in
+ * RoPE), so each key block is rotated on the fly, once for all the rows
+ * of its kv head, with cos/sin computed once per block for all kv heads
+ * at the reference's angle fl(s theta^(-2i/rd)): a vectorised sincos at
+ * the block's first key, then a rotation per key, corrected to the
+ * reference's rounding of the angle (see trig in decode.h: at s = 2^18
+ * one ulp of the angle is 6e-11, far above the 1e-12 allowed a float64
+ * path). Queries are rotated once, with libm, as lib/core/rope.c does.
+ *
+ * MLA (absorbed only; naive decompresses every key anyway and stays on
+ * the prefill path): q_lat = w_uk[h]^T q_nope by BLAS, rows
+ * [rope(q_rope) ; q_lat] against keys [rope(k_rope) ; ckv] streamed from
+ * the cache, the latent sum over ckv itself, then o = w_uv[h] lat by BLAS.
+ *
+ * Memory: within a block, a kv head's rows are strided (Hkv (dk + dv)
+ * values apart) and the demand stream alone reached half the bandwidth,
+ * so each pass (one kv head of one block) requests the rows of the next
+ * pass into L2 while it computes. Measured (f32, H = 8, d = 128, one
+ * token against 64K keys, 16-core Xeon): 104-127 GB/s read against a
+ * 87 GB/s (2 x bytes) copy, 30x the prefill path.
+ *
+ * The typed kernels (decode.h) are built per element type for AVX-512,
+ * AVX2+FMA and SSE2 and chosen at run time. More than DEC_MAX_TQ queries,
+ * or the naive MLA, go to the prefill kernels.
  */
-#include "internal.h"
+#include "flash.h"
+#include "gemm.h"
+#include "../ref/rowsoftmax.h" /* lcai_ref_key_range: masks defined once */
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DEC_X86 1
+#include <immintrin.h>
+#endif
+
+/* Most queries per call handled here; more go to the prefill engine. */
+#define DEC_MAX_TQ 16
+/* Keys per block: the logits of a block stay in L1 next to its keys. */
+#define DEC_BK 64
+/* Chunk bounds: at least DEC_CHUNK_MIN keys (amortise the partial's
+ * write and merge), at most DEC_MAX_CHUNKS chunks (bound the merge). */
+#define DEC_CHUNK_MIN 256
+#define DEC_MAX_CHUNKS 256
+/* Rows of angles are padded to a multiple of the widest double vector. */
+#define DEC_PAD 8
+/* Largest angle the vector sincos reduces exactly (k pi/2 with k < 2^20
+ * against a 33-bit first part of pi/2); larger ones go to libm. */
+#define DEC_ANGLE_MAX 1.0e6
+#define DEC_ALIGN 64
+
+/* Part of a key or value row: element s of kv head g starts at
+ * base + s * ld + g * hs and has n elements (of the plan's dtype). */
+struct dec_seg {
+	const void *base;
+	int64_t ld, hs, n;
+};
+
+struct dec_ops;
+
+/* Everything fixed for one call; read-only while chunks run. Rows: kv
+ * head g is read by R = tq * G rows, row r being query r / G of query
+ * head g * G + r % G. A query row is [rot ; a ; b] of dq = rd + a.n + b.n
+ * values, matching the key parts. */
+struct dec_job {
+	const lca_params *p;
+	const struct dec_ops *ops;
+	int64_t tq, tk, nkv, G, R;
+	int64_t rd, hp;         /* rotated coordinates; rd / 2 padded to DEC_PAD */
+	int interleaved;
+	struct dec_seg rot, a, b, v;
+	int64_t dq, dvv;        /* query row, value row */
+	void *q;                /* [nkv][R][dq] rotated, scaled queries */
+	double *freq;           /* [5][hp] per pair: theta^(-2i/rd) (0 past
+	                         * rd / 2), its two halves, cos and sin */
+	double fmax;            /* largest frequency */
+	int64_t lo[DEC_MAX_TQ], hi[DEC_MAX_TQ]; /* visible keys per query */
+	int64_t klo, khi;       /* union of the ranges */
+	int64_t inner_lo, inner_hi; /* keys every query sees */
+	int64_t chunk, nch;
+	void *po;               /* [nch][nkv * R][dvv] partial outputs */
+	void *pml;              /* [nch][nkv * R][2] partial m, l */
+};
+
+/* Per-thread scratch of a chunk. */
+struct dec_ws {
+	void *kr;       /* [BK][rd] rotated keys of one kv head */
+	void *tab;      /* [BK][4 hp] cos, sin of the block */
+	void *s;        /* [R][BK] logits, then weights */
+	double *st;     /* [3][hp] trig: rotation state and anchor error */
+};
+
+/* The typed kernels of one instance. */
+struct dec_ops {
+	size_t esize;
+	void (*chunk)(const struct dec_job *J, int64_t c, struct dec_ws *ws);
+	double (*merge_row)(const struct dec_job *J, int64_t row, double *w,
+		double *acc);
+};
+
+/* Taylor coefficients of sin r / r and cos r in z = r^2 on |r| <= pi/4:
+ * the first omitted terms, (pi/4)^18/19! and (pi/4)^20/20!, are below
+ * 1e-19, far under half an ulp. */
+static const double dec_sin_c[9] = {
+	1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880,
+	-1.0 / 39916800, 1.0 / 6227020800.0, -1.0 / 1307674368000.0,
+	1.0 / 355687428096000.0,
+};
+static const double dec_cos_c[10] = {
+	1.0, -1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320, -1.0 / 3628800,
+	1.0 / 479001600, -1.0 / 87178291200.0, 1.0 / 20922789888000.0,
+	-1.0 / 6402373705728000.0,
+};
+
+/* 1/k! for exp on |r| <= ln2/2: degree 7 is below float's half ulp,
+ * degree 13 below double's. */
+static const double dec_inv_fact[14] = {
+	1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720,
+	1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800,
+	1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
+};
+
+/* ---- the typed kernels (decode.h), one instance per element type and
+ * vector width; FT, FI, FN and VFMA are consumed by each inclusion. */
+
+#define DEC_VB 16
+#define DEC_NB 2
+#define DEC_TARGET
+#define FT float
+#define FI int32_t
+#define FN(name) name##_f32_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#include "decode.h"
+#define FT double
+#define FI int64_t
+#define FN(name) name##_f64_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#include "decode.h"
+#undef DEC_VB
+#undef DEC_NB
+#undef DEC_TARGET
+
+#ifdef DEC_X86
+#define DEC_VB 32
+#define DEC_NB 2
+#define DEC_TARGET __attribute__((target("avx2,fma")))
+#define FT float
+#define FI int32_t
+#define FN(name) name##_f32_avx2
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#include "decode.h"
+#define FT double
+#define FI int64_t
+#define FN(name) name##_f64_avx2
+#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#include "decode.h"
+#undef DEC_VB
+#undef DEC_NB
+#undef DEC_TARGET
+
+#define DEC_VB 64
+#define DEC_NB 4
+#define DEC_TARGET __attribute__((target("avx512f")))
+#define FT float
+#define FI int32_t
+#define FN(name) name##_f32_avx512
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#include "decode.h"
+#define FT double
+#define FI int64_t
+#define FN(name) name##_f64_avx512
+#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#include "decode.h"
+#undef DEC_VB
+#undef DEC_NB
+#undef DEC_TARGET
+#endif /* DEC_X86 */
+
+/* The widest build this CPU runs. */
+static const struct dec_ops *dec_pick(lca_dtype dtype)
+{
+	const int f32 = dtype == LCA_F32;
+
+#ifdef DEC_X86
+	if (__builtin_cpu_supports("avx512f"))
+		return f32 ? &dec_ops_f32_avx512 : &dec_ops_f64_avx512;
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return f32 ? &dec_ops_f32_avx2 : &dec_ops_f64_avx2;
+#endif
+	return f32 ? &dec_ops_f32_sse : &dec_ops_f64_sse;
+}
+
+/* ---- set-up ------------------------------------------------------------- */
+
+/* 64-byte aligned, at least one line, n >= 0 bytes. */
+static void *dec_alloc(int64_t n)
+{
+	if (n < 0 || (uint64_t)n > SIZE_MAX - DEC_ALIGN)
+		return NULL;
+	n = (n + DEC_ALIGN - 1) / DEC_ALIGN * DEC_ALIGN;
+	return aligned_alloc(DEC_ALIGN, n ? (size_t)n : DEC_ALIGN);
+}
+
+static void dec_free(struct dec_job *J)
+{
+	free(J->q);
+	free(J->freq);
+	free(J->po);
+	free(J->pml);
+	J->q = J->freq = J->po = J->pml = NULL;
+}
+
+/* Visible ranges per query, their union and intersection. */
+static void dec_ranges(struct dec_job *J)
+{
+	for (int64_t i = 0; i < J->tq; i++)
+		lcai_ref_key_range(J->p, J->tk - J->tq + i, J->tk, &J->lo[i],
+			&J->hi[i]);
+	J->klo = J->lo[0];
+	J->khi = J->hi[J->tq - 1];
+	J->inner_lo = J->lo[J->tq - 1];
+	J->inner_hi = J->hi[0];
+	if (J->khi < J->klo)
+		J->khi = J->klo;
+}
+
+/* Chunks of whole blocks: at least DEC_CHUNK_MIN keys, at most
+ * DEC_MAX_CHUNKS of them, and long enough that a chunk reads at least 4x
+ * the bytes of the partial it writes (per_key: elements read per key). */
+static void dec_chunks(struct dec_job *J, int64_t per_key)
+{
+	const int64_t n = J->khi - J->klo;
+	const int64_t part = J->nkv * J->R * (J->dvv + 2);
+	int64_t ch = DEC_CHUNK_MIN, want;
+
+	want = (n + DEC_MAX_CHUNKS - 1) / DEC_MAX_CHUNKS;
+	if (want > ch)
+		ch = want;
+	want = per_key > 0 ? (4 * part + per_key - 1) / per_key : 0;
+	if (want > ch)
+		ch = want;
+	J->chunk = (ch + DEC_BK - 1) / DEC_BK * DEC_BK;
+	J->nch = n > 0 ? (n + J->chunk - 1) / J->chunk : 0;
+}
+
+/* Per pair (padded with zeros to hp): the frequency exactly as
+ * lib/core/rope.c forms it (same expression, so the same bits), its
+ * Veltkamp split into two 26-bit halves (for the exact product error in
+ * trig) and the cos and sin of one step. */
+static int dec_freq(struct dec_job *J)
+{
+	const lca_params *p = J->p;
+	const int64_t hp = (J->rd / 2 + DEC_PAD - 1) / DEC_PAD * DEC_PAD;
+	double *f;
+
+	J->hp = hp;
+	if (!(J->freq = dec_alloc((hp ? 5 * hp : 1) * (int64_t)sizeof(double))))
+		return 0;
+	f = J->freq;
+	J->fmax = 0;
+	for (int64_t i = 0; i < hp; i++) {
+		double big;
+
+		f[i] = i < J->rd / 2 ? pow(p->rope_theta,
+			-2.0 * (double)i / (double)J->rd) : 0.0;
+		big = f[i] * 134217729.0; /* 2^27 + 1 */
+		f[hp + i] = big - (big - f[i]);
+		f[2 * hp + i] = f[i] - f[hp + i];
+		f[3 * hp + i] = cos(f[i]);
+		f[4 * hp + i] = sin(f[i]);
+		if (f[i] > J->fmax)
+			J->fmax = f[i];
+	}
+	return 1;
+}
+
+/* Fill the sizes-dependent parts of J (segments, rows, dq, dvv set by
+ * the caller) and allocate its buffers. */
+static lca_status dec_setup(struct dec_job *J, const char *who, int64_t per_key)
+{
+	const int64_t es = (int64_t)J->ops->esize;
+	int64_t nq, npo, npml, nrow;
+
+	J->interleaved = J->p->rope_style == LCA_ROPE_INTERLEAVED;
+	dec_ranges(J);
+	dec_chunks(J, per_key);
+	nrow = J->nkv * J->R;
+	if (!dec_freq(J) || !lcai_mul_n(&nq, 3, nrow, J->dq, es) ||
+	    !lcai_mul_n(&npo, 4, J->nch, nrow, J->dvv, es) ||
+	    !lcai_mul_n(&npml, 4, J->nch, nrow, 2, es) ||
+	    !(J->q = dec_alloc(nq)) || !(J->po = dec_alloc(npo)) ||
+	    !(J->pml = dec_alloc(npml))) {
+		dec_free(J);
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory for %lld keys",
+			who, (long long)J->tk);
+	}
+	return LCA_OK;
+}
+
+static void dec_to_double(const void *src, int64_t n, int f32, double *dst)
+{
+	if (f32)
+		for (int64_t i = 0; i < n; i++)
+			dst[i] = ((const float *)src)[i];
+	else
+		memcpy(dst, src, (size_t)n * sizeof(double));
+}
+
+static void dec_from_double(const double *src, int64_t n, int f32, void *dst)
+{
+	if (f32)
+		for (int64_t i = 0; i < n; i++)
+			((float *)dst)[i] = (float)src[i];
+	else
+		memcpy(dst, src, (size_t)n * sizeof(double));
+}
+
+/*
+ * qd holds the nkv * R query rows in double, unrotated. Rotate the first
+ * rd values of each as at its query's position (the cos/sin of rope.c,
+ * computed once per query), scale, and store in the plan's dtype in J->q.
+ * cs: scratch of rd doubles.
+ */
+static void dec_queries(struct dec_job *J, double *qd, double *cs)
+{
+	const int64_t rd = J->rd, h = rd / 2, dq = J->dq;
+	const int f32 = J->p->dtype == LCA_F32;
+
+	for (int64_t i = 0; i < J->tq; i++) {
+		const double pq = (double)(J->tk - J->tq + i);
+
+		for (int64_t j = 0; j < h; j++) {
+			cs[2 * j] = cos(pq * J->freq[j]);
+			cs[2 * j + 1] = sin(pq * J->freq[j]);
+		}
+		for (int64_t g = 0; g < J->nkv; g++)
+			for (int64_t r = i * J->G; r < (i + 1) * J->G; r++) {
+				double *x = qd + (g * J->R + r) * dq;
+
+				for (int64_t j = 0; j < h; j++) {
+					int64_t ia = J->interleaved ? 2 * j : j;
+					int64_t ib = J->interleaved ? 2 * j + 1 : j + h;
+					double a = x[ia], b = x[ib];
+
+					x[ia] = a * cs[2 * j] - b * cs[2 * j + 1];
+					x[ib] = a * cs[2 * j + 1] + b * cs[2 * j];
+				}
+			}
+	}
+	for (int64_t n = 0; n < J->nkv * J->R * dq; n++)
+		qd[n] *= J->p->scale;
+	dec_from_double(qd, J->nkv * J->R * dq, f32, J->q);
+}
+
+/* Every chunk, in parallel; LCA_ERR_NOMEM if a thread had no scratch. */
+static lca_status dec_run(const struct dec_job *J, const char *who)
+{
+	const int64_t es = (int64_t)J->ops->esize;
+	const int64_t nkr = DEC_BK * (J->rd ? J->rd : 1) * es;
+	const int64_t ntab = DEC_BK * 4 * (J->hp ? J->hp : 1) * es;
+	int64_t ns;
+	int nomem = 0;
+
+	if (!lcai_mul_n(&ns, 3, J->R, (int64_t)DEC_BK, es))
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: logit tile size overflows", who);
+	#pragma omp parallel num_threads(lcai_flash_team(J->p, J->nch))
+	{
+		struct dec_ws ws = { dec_alloc(nkr), dec_alloc(ntab), dec_alloc(ns),
+			dec_alloc(3 * (J->hp ? J->hp : 1) * (int64_t)sizeof(double)) };
+		int ok = ws.kr && ws.tab && ws.s && ws.st;
+
+		if (!ok) {
+			#pragma omp atomic write
+			nomem = 1;
+		}
+		/* A thread without scratch still reaches the loop (every
+		 * thread must) but skips its chunks. */
+		#pragma omp for schedule(dynamic, 1)
+		for (int64_t c = 0; c < J->nch; c++)
+			if (ok)
+				J->ops->chunk(J, c, &ws);
+		free(ws.kr);
+		free(ws.tab);
+		free(ws.s);
+		free(ws.st);
+	}
+	if (nomem)
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory for a thread's blocks", who);
+	return LCA_OK;
+}
+
+/*
+ * Merge the chunks of every row. Row (g, r) goes to out + dst * dvv
+ * elements with dst = (i H + h) (softmax: o itself) or (h tq + i) (mla:
+ * the latent buffer, head-major for the projection GEMMs); its lse to
+ * lse[i H + h] when lse is not NULL.
+ */
+static lca_status dec_merge(const struct dec_job *J, const char *who,
+	int head_major, void *out, void *lse)
+{
+	const int64_t nrow = J->nkv * J->R, per = J->nch + J->dvv;
+	/* A thread per 2^15 elements merged, at most one per row: a short
+	 * decode is not worth waking the team. */
+	const int64_t work = nrow * J->nch * J->dvv / 32768 + 1;
+	const int nt = lcai_flash_team(J->p, work < nrow ? work : nrow);
+	const int f32 = J->p->dtype == LCA_F32;
+	const size_t es = J->ops->esize;
+	int64_t n;
+	double *scr;
+
+	if (!lcai_mul_n(&n, 3, (int64_t)nt, per, (int64_t)sizeof(double)) ||
+	    !(scr = dec_alloc(n)))
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory to merge %lld chunks",
+			who, (long long)J->nch);
+	#pragma omp parallel for num_threads(nt)
+	for (int64_t row = 0; row < nrow; row++) {
+#ifdef _OPENMP
+		double *w = scr + (int64_t)omp_get_thread_num() * per;
+#else
+		double *w = scr;
+#endif
+		const int64_t g = row / J->R, r = row % J->R;
+		const int64_t i = r / J->G, h = g * J->G + r % J->G;
+		const int64_t dst = head_major ? h * J->tq + i : i * J->p->H + h;
+		double l = J->ops->merge_row(J, row, w, w + J->nch);
+
+		dec_from_double(w + J->nch, J->dvv, f32,
+			lcai_flash_at_w(out, es, dst * J->dvv));
+		if (lse)
+			dec_from_double(&l, 1, f32,
+				lcai_flash_at_w(lse, es, i * J->p->H + h));
+	}
+	free(scr);
+	return LCA_OK;
+}
+
+/* ---- softmax ------------------------------------------------------------ */
+
+/* Query rows of a softmax call into qd: row (g, r) is query r / G of head
+ * g G + r % G, in order, so rotated coordinates come first. */
+static void softmax_rows(const struct dec_job *J, const void *q, double *qd)
+{
+	const lca_params *p = J->p;
+	const size_t es = J->ops->esize;
+
+	for (int64_t g = 0; g < J->nkv; g++)
+		for (int64_t r = 0; r < J->R; r++) {
+			int64_t i = r / J->G, h = g * J->G + r % J->G;
+
+			dec_to_double(lcai_flash_at(q, es, (i * p->H + h) * p->dk), p->dk,
+				p->dtype == LCA_F32, qd + (g * J->R + r) * J->dq);
+		}
+}
 
 lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
 	const void *q, const void *kc, const void *vc, void *o, void *lse)
 {
 	const int64_t cq[2] = { 0, tq }, ck[2] = { 0, tk };
+	const int64_t Hkv = p->Hkv, dk = p->dk, dv = p->dv, rd = p->rope_dim;
+	struct dec_job J;
+	double *qd = NULL;
+	int64_t nqd;
+	lca_status st;
 
-	return lcai_cpu_softmax(p, cq, ck, 1, q, kc, vc, o, lse);
+	if (tq > DEC_MAX_TQ || tq > tk)
+		return lcai_cpu_softmax(p, cq, ck, 1, q, kc, vc, o, lse);
+	memset(&J, 0, sizeof J);
+	J.p = p;
+	J.ops = dec_pick(p->dtype);
+	J.tq = tq;
+	J.tk = tk;
+	J.nkv = Hkv;
+	J.G = p->H / Hkv;
+	J.R = tq * J.G;
+	J.rd = rd;
+	/* Rotated coordinates from the rotated copy, the rest in place. */
+	J.rot = (struct dec_seg){ kc, Hkv * dk, dk, rd };
+	J.a = (struct dec_seg){ lcai_flash_at(kc, J.ops->esize, rd), Hkv * dk, dk, dk - rd };
+	J.b = (struct dec_seg){ kc, 0, 0, 0 };
+	J.v = (struct dec_seg){ vc, Hkv * dv, dv, dv };
+	J.dq = dk;
+	J.dvv = dv;
+	if ((st = dec_setup(&J, "softmax", Hkv * (dk + dv))) != LCA_OK)
+		return st;
+	if (!lcai_mul_n(&nqd, 3, p->H * tq + 1, dk + rd, (int64_t)sizeof(double)) ||
+	    !(qd = dec_alloc(nqd))) {
+		st = lcai_fail(LCA_ERR_NOMEM, "cpu softmax decode: no memory for %lld queries",
+			(long long)tq);
+		goto out;
+	}
+	softmax_rows(&J, q, qd);
+	dec_queries(&J, qd, qd + p->H * tq * dk);
+	if ((st = dec_run(&J, "softmax")) == LCA_OK)
+		st = dec_merge(&J, "softmax", 0, o, lse);
+out:
+	free(qd);
+	dec_free(&J);
+	return st;
+}
+
+/* ---- mla (absorbed) ----------------------------------------------------- */
+
+/* lat[h][i][dc] = q_nope[i][h] w_uk[h] (dn x dc), one GEMM per head; BLAS
+ * may use its own threads here (outside any OpenMP region). */
+static void mla_absorb(const lca_params *p, int64_t tq, const void *q_nope,
+	const void *w_uk, void *lat)
+{
+	const int64_t H = p->H, dn = p->dn, dc = p->dc;
+
+	for (int64_t h = 0; h < H; h++) {
+		if (p->dtype == LCA_F32)
+			lcai_cpu_gemm_f32(0, CblasNoTrans, CblasNoTrans, tq, dc, dn, 1.0,
+				(const float *)q_nope + h * dn, H * dn,
+				(const float *)w_uk + h * dn * dc, dc, 0.0,
+				(float *)lat + h * tq * dc, dc);
+		else
+			lcai_cpu_gemm_f64(0, CblasNoTrans, CblasNoTrans, tq, dc, dn, 1.0,
+				(const double *)q_nope + h * dn, H * dn,
+				(const double *)w_uk + h * dn * dc, dc, 0.0,
+				(double *)lat + h * tq * dc, dc);
+	}
+}
+
+/* o[i][h] = w_uv[h] (dv x dc) lat[h][i], one GEMM per head. */
+static void mla_expand(const lca_params *p, int64_t tq, const void *lat,
+	const void *w_uv, void *o)
+{
+	const int64_t H = p->H, dv = p->dv, dc = p->dc;
+
+	for (int64_t h = 0; h < H; h++) {
+		if (p->dtype == LCA_F32)
+			lcai_cpu_gemm_f32(0, CblasNoTrans, CblasTrans, tq, dv, dc, 1.0,
+				(const float *)lat + h * tq * dc, dc,
+				(const float *)w_uv + h * dv * dc, dc, 0.0,
+				(float *)o + h * dv, H * dv);
+		else
+			lcai_cpu_gemm_f64(0, CblasNoTrans, CblasTrans, tq, dv, dc, 1.0,
+				(const double *)lat + h * tq * dc, dc,
+				(const double *)w_uv + h * dv * dc, dc, 0.0,
+				(double *)o + h * dv, H * dv);
+	}
+}
+
+/* Query rows [q_rope[:rd] ; q_lat ; q_rope[rd:]] into qd, row r = i H + h. */
+static void mla_rows(const struct dec_job *J, const void *q_rope,
+	const void *lat, double *qd)
+{
+	const lca_params *p = J->p;
+	const size_t es = J->ops->esize;
+	const int64_t dr = p->dr, dc = p->dc, rd = J->rd;
+	const int f32 = p->dtype == LCA_F32;
+
+	for (int64_t r = 0; r < J->R; r++) {
+		int64_t i = r / p->H, h = r % p->H;
+		const void *qr = lcai_flash_at(q_rope, es, (i * p->H + h) * dr);
+		double *x = qd + r * J->dq;
+
+		dec_to_double(qr, rd, f32, x);
+		dec_to_double(lcai_flash_at(lat, es, (h * J->tq + i) * dc), dc, f32,
+			x + rd);
+		dec_to_double(lcai_flash_at(qr, es, rd), dr - rd, f32, x + rd + dc);
+	}
 }
 
 lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
@@ -19,6 +601,52 @@ lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
 	void *lse)
 {
 	const int64_t cq[2] = { 0, tq }, ck[2] = { 0, tk };
+	const int64_t H = p->H, dc = p->dc, dr = p->dr, rd = p->rope_dim;
+	struct dec_job J;
+	double *qd = NULL;
+	void *lat = NULL;
+	int64_t nqd, nlat;
+	lca_status st;
 
-	return lcai_cpu_mla(p, cq, ck, 1, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse);
+	if (p->algo == LCA_ALGO_NAIVE || tq > DEC_MAX_TQ || tq > tk ||
+	    H * tq > INT_MAX || dc > INT_MAX || H * p->dn > INT_MAX ||
+	    H * p->dv > INT_MAX)
+		return lcai_cpu_mla(p, cq, ck, 1, q_nope, q_rope, ckv, k_rope, w_uk,
+			w_uv, o, lse);
+	memset(&J, 0, sizeof J);
+	J.p = p;
+	J.ops = dec_pick(p->dtype);
+	J.tq = tq;
+	J.tk = tk;
+	J.nkv = 1;
+	J.G = H;
+	J.R = tq * H;
+	J.rd = rd;
+	J.rot = (struct dec_seg){ k_rope, dr, 0, rd };
+	J.a = (struct dec_seg){ ckv, dc, 0, dc };
+	J.b = (struct dec_seg){ lcai_flash_at(k_rope, J.ops->esize, rd), dr, 0, dr - rd };
+	J.v = (struct dec_seg){ ckv, dc, 0, dc };
+	J.dq = rd + dc + (dr - rd);
+	J.dvv = dc;
+	if ((st = dec_setup(&J, "mla", dc + dr)) != LCA_OK)
+		return st;
+	if (!lcai_mul_n(&nqd, 3, J.R + 1, J.dq + rd, (int64_t)sizeof(double)) ||
+	    !lcai_mul_n(&nlat, 3, J.R, dc, (int64_t)J.ops->esize) ||
+	    !(qd = dec_alloc(nqd)) || !(lat = dec_alloc(nlat))) {
+		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla decode: no memory for %lld queries",
+			(long long)tq);
+		goto out;
+	}
+	mla_absorb(p, tq, q_nope, w_uk, lat);
+	mla_rows(&J, q_rope, lat, qd);
+	dec_queries(&J, qd, qd + J.R * J.dq);
+	if ((st = dec_run(&J, "mla")) != LCA_OK ||
+	    (st = dec_merge(&J, "mla", 1, lat, lse)) != LCA_OK)
+		goto out;
+	mla_expand(p, tq, lat, w_uv, o);
+out:
+	free(lat);
+	free(qd);
+	dec_free(&J);
+	return st;
 }

@@ -1,0 +1,802 @@
+/*
+ * decode.h - the typed kernels of decode.c, written once and included by
+ * it per (element type, vector width), as softmax.c does with itself.
+ * Not a standalone header: it uses decode.c's struct dec_job, dec_ws and
+ * dec_ops and its constants, and each inclusion consumes these macros:
+ *
+ *   FT, FI      element type and the integer of its size
+ *   FN(name)    names the instance's functions
+ *   VFMA(a,b,c) a b + c: an FMA intrinsic where the ISA has one (lib/cpu
+ *               is not the oracle; one rounding is only more accurate)
+ *
+ * and reads DEC_VB (vector bytes), DEC_NB (vectors per column block of
+ * the value product) and DEC_TARGET (the ISA attribute of every function).
+ */
+
+#define VW (DEC_VB / (int)sizeof(FT))   /* elements per vector */
+#define DW (DEC_VB / 8)                 /* doubles per vector */
+#define NB DEC_NB
+#define BK DEC_BK
+#define VEC FN(vec)
+#define IVEC FN(ivec)
+#define DVEC FN(dvec)
+#define DIVEC FN(divec)
+#define KSEG FN(kseg)
+#define HVEC FN(hvec)
+#define INLINE DEC_TARGET static inline __attribute__((always_inline))
+
+typedef FT VEC __attribute__((vector_size(DEC_VB)));
+typedef FI IVEC __attribute__((vector_size(DEC_VB)));
+typedef double DVEC __attribute__((vector_size(DEC_VB)));
+typedef int64_t DIVEC __attribute__((vector_size(DEC_VB)));
+/* DW elements of FT: a double vector converted to FT. */
+typedef FT HVEC __attribute__((vector_size(DW * sizeof(FT))));
+
+/* One part of the key rows of a block: row j at p + j * ld, n values. */
+struct KSEG {
+	const FT *p;
+	int64_t ld, n;
+};
+
+#define VLOAD(x, p) memcpy(&(x), (p), sizeof(x))
+#define VSTORE(p, x) memcpy((p), &(x), sizeof(x))
+/* Lanes of a where mask is set, else lanes of b (C has no vector ?:). */
+#define VSEL(mask, a, b) \
+	((VEC)(((IVEC)(a) & (mask)) | ((IVEC)(b) & ~(mask))))
+
+/* Lanes m[l] of a (SHUF1) or of a ++ b (SHUF2). GCC's __builtin_shuffle
+ * takes the mask as a vector; clang has no such builtin, but its lane
+ * loops over constant masks fold to the same shuffles. */
+#ifdef __clang__
+INLINE VEC FN(shuf2)(VEC a, VEC b, IVEC m)
+{
+	VEC r;
+
+#pragma GCC unroll 16
+	for (int l = 0; l < VW; l++)
+		r[l] = m[l] < VW ? a[m[l]] : b[m[l] - VW];
+	return r;
+}
+
+INLINE DVEC FN(dshuf2)(DVEC a, DVEC b, DIVEC m)
+{
+	DVEC r;
+
+#pragma GCC unroll 16
+	for (int l = 0; l < DW; l++)
+		r[l] = m[l] < DW ? a[m[l]] : b[m[l] - DW];
+	return r;
+}
+#define SHUF1(a, m) FN(shuf2)(a, a, m)
+#define SHUF2(a, b, m) FN(shuf2)(a, b, m)
+#define DSHUF1(a, m) FN(dshuf2)(a, a, m)
+#define DSHUF2(a, b, m) FN(dshuf2)(a, b, m)
+#else
+#define SHUF1(a, m) __builtin_shuffle(a, m)
+#define SHUF2(a, b, m) __builtin_shuffle(a, b, m)
+#define DSHUF1(a, m) __builtin_shuffle(a, m)
+#define DSHUF2(a, b, m) __builtin_shuffle(a, b, m)
+#endif
+
+/* ---- RoPE --------------------------------------------------------------- */
+
+/* sin and cos of 0 <= a < DEC_ANGLE_MAX. a = k pi/2 + r exactly enough:
+ * k rounds a 2/pi to an integer (< 2^20), k P1 and k P2 are exact (33-bit
+ * parts of pi/2) and P3 carries the rest, so |r| <= pi/4 + tiny with an
+ * absolute error near 1e-17; then the quadrant k mod 4 swaps and signs the
+ * Taylor sin r and cos r. */
+INLINE void FN(sincos)(DVEC a, DVEC *sn, DVEC *cs)
+{
+	const double magic = 6755399441055744.0; /* 1.5 2^52 */
+	const DVEC P1 = (DVEC){ 0 } + 1.5707963267341256e+00;
+	const DVEC P2 = (DVEC){ 0 } + 6.077100506303966e-11;
+	const DVEC P3 = (DVEC){ 0 } + 2.0222662487959506e-21;
+	DVEC t = a * 0.6366197723675814 + magic; /* k in the low bits */
+	DVEC k = t - magic, r, z, ps, pc;
+	const DIVEC sign = (DIVEC){ 0 } + INT64_MIN;
+	DIVEC q = (DIVEC)t & 3, odd = -(q & 1), s, c;
+
+	r = a - k * P1;
+	r = r - k * P2;
+	r = r - k * P3;
+	z = r * r;
+	ps = (DVEC){ 0 } + dec_sin_c[8];
+#pragma GCC unroll 16
+	for (int i = 7; i >= 0; i--)
+		ps = ps * z + dec_sin_c[i];
+	ps = ps * r;
+	pc = (DVEC){ 0 } + dec_cos_c[9];
+#pragma GCC unroll 16
+	for (int i = 8; i >= 0; i--)
+		pc = pc * z + dec_cos_c[i];
+	/* sin(a): s, c, -s, -c and cos(a): c, -s, -c, s for q = 0..3. */
+	s = ((DIVEC)ps & ~odd) | ((DIVEC)pc & odd);
+	c = ((DIVEC)pc & ~odd) | ((DIVEC)ps & odd);
+	s ^= -((q >> 1) & 1) & sign;
+	c ^= -(((q + 1) >> 1) & 1) & sign;
+	*sn = (DVEC)s;
+	*cs = (DVEC)c;
+}
+
+/* Store row j of tab from the double cos and sin of pairs i .. i + DW - 1
+ * (layout in trig). */
+INLINE void FN(trig_store)(const struct dec_job *J, FT *c, FT *s, int64_t i,
+	DVEC cv, DVEC sv)
+{
+	if (J->interleaved) {
+		DIVEC lo = { 0 }, hi = { 0 }, slo = { 0 }, shi = { 0 };
+		HVEC x;
+
+#pragma GCC unroll 16
+		for (int l = 0; l < DW; l++) {
+			lo[l] = l / 2;
+			hi[l] = DW / 2 + l / 2;
+			slo[l] = l / 2 + (l % 2 ? DW : 0);
+			shi[l] = DW / 2 + l / 2 + (l % 2 ? DW : 0);
+		}
+		x = __builtin_convertvector(DSHUF1(cv, lo), HVEC);
+		VSTORE(c + 2 * i, x);
+		x = __builtin_convertvector(DSHUF1(cv, hi), HVEC);
+		VSTORE(c + 2 * i + DW, x);
+		x = __builtin_convertvector(DSHUF2(-sv, sv, slo), HVEC);
+		VSTORE(s + 2 * i, x);
+		x = __builtin_convertvector(DSHUF2(-sv, sv, shi), HVEC);
+		VSTORE(s + 2 * i + DW, x);
+	} else {
+		HVEC x = __builtin_convertvector(cv, HVEC);
+
+		VSTORE(c + i, x);
+		x = __builtin_convertvector(sv, HVEC);
+		VSTORE(s + i, x);
+	}
+}
+
+/*
+ * cos and sin of every (key, pair) of the block at s0, of the angle
+ * A = fl(s freq) the reference rotates by, rounded once to FT. Row j of
+ * tab (4 hp values) holds, for the half style, hp cosines then, from 2 hp,
+ * hp sines; for the interleaved style each cosine twice (lanes 2i and
+ * 2i + 1), then from 2 hp each sine as -s, s (see rotate).
+ *
+ * The block's first key gets sincos(A0); the next keys are reached by
+ * rotating by (cos f, sin f), i.e. the angle X_j = A0 + j f, 4 mul and 2
+ * add instead of a sincos, with errors of j ulps (j < 64). X_j is not
+ * the reference's fl((s0 + j) f): they differ by d = e_0 - e_j, e the
+ * exact error of the product fl(s f) (Dekker: f in 26-bit halves, s below
+ * 2^26, so every partial product is exact), up to an ulp of the angle
+ * (6e-11 at s = 2^18, too much for float64), so cos X - d sin X and
+ * sin X + d cos X are stored (d^2 ~ 1e-21 is dropped). float32 needs no
+ * correction. Positions or angles past DEC_ANGLE_MAX go to libm.
+ */
+DEC_TARGET static void FN(trig)(const struct dec_job *J, int64_t s0,
+	int64_t nb, FT *tab, double *st)
+{
+	const int64_t hp = J->hp;
+	const double *f = J->freq, *fh = f + hp, *fl = f + 2 * hp;
+	const double *c1 = f + 3 * hp, *s1 = f + 4 * hp;
+	const int exact = sizeof(FT) == 8;
+	double *sc = st, *ss = st + hp, *e0 = st + 2 * hp;
+
+	if ((double)(s0 + nb) * J->fmax >= DEC_ANGLE_MAX || s0 + nb > (1 << 26)) {
+		for (int64_t j = 0; j < nb; j++)
+			for (int64_t i = 0; i < hp; i += DW) {
+				DVEC a, cv, sv;
+
+				VLOAD(a, f + i);
+				a = (double)(s0 + j) * a;
+#pragma GCC unroll 16
+				for (int l = 0; l < DW; l++) {
+					cv[l] = cos(a[l]);
+					sv[l] = sin(a[l]);
+				}
+				FN(trig_store)(J, tab + j * 4 * hp, tab + j * 4 * hp + 2 * hp,
+					i, cv, sv);
+			}
+		return;
+	}
+	for (int64_t i = 0; i < hp; i += DW) {
+		DVEC fv, hv, lv, a, cv, sv, e;
+		const double p0 = (double)s0;
+
+		VLOAD(fv, f + i);
+		VLOAD(hv, fh + i);
+		VLOAD(lv, fl + i);
+		a = p0 * fv;
+		FN(sincos)(a, &sv, &cv);
+		e = (p0 * hv - a) + p0 * lv;
+		VSTORE(sc + i, cv);
+		VSTORE(ss + i, sv);
+		VSTORE(e0 + i, e);
+	}
+	for (int64_t j = 0; j < nb; j++) {
+		const double pos = (double)(s0 + j);
+		FT *c = tab + j * 4 * hp, *s = c + 2 * hp;
+
+		for (int64_t i = 0; i < hp; i += DW) {
+			DVEC cv, sv, cs1, sn1, x, y;
+
+			VLOAD(cv, sc + i);
+			VLOAD(sv, ss + i);
+			VLOAD(cs1, c1 + i);
+			VLOAD(sn1, s1 + i);
+			if (exact && j > 0) {
+				DVEC fv, hv, lv, a, e, d;
+
+				VLOAD(fv, f + i);
+				VLOAD(hv, fh + i);
+				VLOAD(lv, fl + i);
+				VLOAD(e, e0 + i);
+				a = pos * fv;
+				d = e - ((pos * hv - a) + pos * lv);
+				x = cv - d * sv;
+				y = sv + d * cv;
+				FN(trig_store)(J, c, s, i, x, y);
+			} else {
+				FN(trig_store)(J, c, s, i, cv, sv);
+			}
+			x = cv * cs1 - sv * sn1;
+			y = sv * cs1 + cv * sn1;
+			VSTORE(sc + i, x);
+			VSTORE(ss + i, y);
+		}
+	}
+}
+
+/* Rotate the first rd values of nb key rows (src + j * ld) into kr, as
+ * lcai_rope_apply(_f) does: a c - b s and a s + b c in FT. Half style:
+ * a = x[i], b = x[i + h] with tab's c, s; interleaved: pairs of adjacent
+ * lanes, y = x cc + swap(x) ss with tab's duplicated cc and signed ss
+ * (ss[2i] = -s_i, exact), so both run on whole vectors. */
+DEC_TARGET static void FN(rotate)(const struct dec_job *J, const FT *src,
+	int64_t ld, int64_t nb, const FT *tab, FT *kr)
+{
+	const int64_t rd = J->rd, h = rd / 2, w = 4 * J->hp;
+
+	for (int64_t j = 0; j < nb; j++) {
+		const FT *x = src + j * ld, *c = tab + j * w, *s = c + w / 2;
+		FT *y = kr + j * rd;
+		int64_t i = 0;
+
+		if (J->interleaved) {
+			IVEC swap = { 0 };
+
+#pragma GCC unroll 16
+			for (int l = 0; l < VW; l++)
+				swap[l] = l ^ 1;
+			for (; i + VW <= rd; i += VW) {
+				VEC a, cc, ss;
+
+				VLOAD(a, x + i);
+				VLOAD(cc, c + i);
+				VLOAD(ss, s + i);
+				a = a * cc + SHUF1(a, swap) * ss;
+				VSTORE(y + i, a);
+			}
+			for (; i < rd; i++)
+				y[i] = x[i] * c[i] + x[i ^ 1] * s[i];
+		} else {
+			for (; i + VW <= h; i += VW) {
+				VEC a, b, cv, sv, ya, yb;
+
+				VLOAD(a, x + i);
+				VLOAD(b, x + i + h);
+				VLOAD(cv, c + i);
+				VLOAD(sv, s + i);
+				ya = a * cv - b * sv;
+				yb = a * sv + b * cv;
+				VSTORE(y + i, ya);
+				VSTORE(y + i + h, yb);
+			}
+			for (; i < h; i++) {
+				FT a = x[i], b = x[i + h];
+
+				y[i] = a * c[i] - b * s[i];
+				y[i + h] = a * s[i] + b * c[i];
+			}
+		}
+	}
+}
+
+/* ---- logits ------------------------------------------------------------- */
+
+/* Sum of the lanes of v, as a tree of shuffles. */
+INLINE FT FN(hsum)(VEC v)
+{
+#pragma GCC unroll 16
+	for (int h = VW / 2; h >= 1; h /= 2) {
+		IVEC idx = { 0 };
+
+#pragma GCC unroll 16
+		for (int i = 0; i < VW; i++)
+			idx[i] = i ^ h;
+		v += SHUF1(v, idx);
+	}
+	return v[0];
+}
+
+/* a and b reduced pairwise within blocks of 2h lanes: in each block, the
+ * first h lanes get a's two halves summed, the last h lanes b's. */
+INLINE VEC FN(comb)(VEC a, VEC b, const int h)
+{
+	IVEC lo = { 0 }, hi = { 0 };
+
+#pragma GCC unroll 16
+	for (int l = 0; l < VW; l++) {
+		const int blk = l / (2 * h) * (2 * h), off = l % (2 * h);
+
+		lo[l] = off < h ? blk + off : VW + blk + off - h;
+		hi[l] = off < h ? blk + off + h : VW + blk + off;
+	}
+	return SHUF2(a, b, lo) + SHUF2(a, b, hi);
+}
+
+/* Index t with its log2(VW) bits reversed. */
+INLINE int FN(bitrev)(int t)
+{
+	int r = 0;
+
+#pragma GCC unroll 16
+	for (int b = 1; b < VW; b *= 2)
+		r = r * 2 + (t & b ? 1 : 0);
+	return r;
+}
+
+/* The VW lane sums of v[0..VW), as one vector in that order: a tree of
+ * VW - 1 combs (3 ops each, against 2 log2(VW) per separate sum). Fed in
+ * bit-reversed order, the tree leaves sum t in lane t. v is clobbered. */
+INLINE VEC FN(reduce)(VEC *v)
+{
+	VEC w[VW];
+	int n = VW;
+
+#pragma GCC unroll 16
+	for (int t = 0; t < VW; t++)
+		w[FN(bitrev)(t)] = v[t];
+#pragma GCC unroll 16
+	for (int h = VW / 2; h >= 1; h /= 2, n /= 2)
+#pragma GCC unroll 16
+		for (int m = 0; m < n / 2; m++)
+			w[m] = FN(comb)(w[2 * m], w[2 * m + 1], h);
+	return w[0];
+}
+
+/* s[r * BK + kk] = <q_r, key j + kk> for NR <= 2 rows and NK keys, NR NK
+ * <= VW: key rows are the concatenation of the ns parts, query rows
+ * (stride dq) the same concatenation. A tile of at least VW / 2 sums
+ * reduces its accumulators with one tree (zero-padded to VW). */
+INLINE void FN(qk_tile)(const FT *q, int64_t dq, const struct KSEG *sg,
+	int ns, int64_t j, FT *s, const int NR, const int NK)
+{
+	VEC acc[2 * VW];
+	FT tail[2 * VW];
+	int64_t off = 0;
+
+#pragma GCC unroll 16
+	for (int t = 0; t < NR * NK; t++) {
+		acc[t] = (VEC){ 0 };
+		tail[t] = 0;
+	}
+	for (int g = 0; g < ns; g++) {
+		const FT *kp[VW], *qp = q + off;
+		const int64_t n = sg[g].n;
+		int64_t c = 0;
+
+#pragma GCC unroll 16
+		for (int kk = 0; kk < NK; kk++)
+			kp[kk] = sg[g].p + (j + kk) * sg[g].ld;
+		for (; c + VW <= n; c += VW) {
+			VEC qv[2], kv;
+
+#pragma GCC unroll 16
+			for (int r = 0; r < NR; r++)
+				VLOAD(qv[r], qp + r * dq + c);
+#pragma GCC unroll 16
+			for (int kk = 0; kk < NK; kk++) {
+				VLOAD(kv, kp[kk] + c);
+#pragma GCC unroll 16
+				for (int r = 0; r < NR; r++)
+					acc[r * NK + kk] = VFMA(qv[r], kv, acc[r * NK + kk]);
+			}
+		}
+		for (; c < n; c++)
+#pragma GCC unroll 16
+			for (int t = 0; t < NR * NK; t++)
+				tail[t] += qp[(t / NK) * dq + c] * kp[t % NK][c];
+		off += n;
+	}
+	if (NR * NK >= VW / 2 && NR * NK > 1) {
+		VEC sum, tv;
+
+#pragma GCC unroll 16
+		for (int t = NR * NK; t < VW; t++) {
+			acc[t] = (VEC){ 0 };
+			tail[t] = 0;
+		}
+		sum = FN(reduce)(acc);
+		VLOAD(tv, tail);
+		sum += tv;
+#pragma GCC unroll 2
+		for (int r = 0; r < NR; r++)
+			memcpy(s + r * BK, (FT *)&sum + r * NK, NK * sizeof(FT));
+	} else {
+#pragma GCC unroll 16
+		for (int t = 0; t < NR * NK; t++)
+			s[(t / NK) * BK + t % NK] = FN(hsum)(acc[t]) + tail[t];
+	}
+}
+
+/* Ask for rows j .. j + nk - 1 of each of the npf parts in pf, into L2
+ * (into L1 was slower on Zen 4: it fights the current pass for the
+ * miss buffers; no prefetch at all streamed at half the bandwidth). */
+INLINE void FN(prefetch)(const struct KSEG *pf, int npf, int64_t j,
+	int64_t nk)
+{
+	for (int t = 0; t < npf; t++)
+		for (int64_t kk = j; kk < j + nk; kk++) {
+			const char *row = (const char *)(pf[t].p + kk * pf[t].ld);
+
+			for (int64_t b = 0; b < pf[t].n * (int64_t)sizeof(FT); b += 64)
+				__builtin_prefetch(row + b, 0, 2);
+		}
+}
+
+/* Logits S[nr][BK] of nb keys against nr query rows. Key tiles are the
+ * outer loop, so a tile stays in L1 while every row pair meets it (MLA:
+ * 8 or more rows over 576-value keys). On the way, the rows of the next
+ * pass (pf: npf parts, pnb rows, see block) are requested, a few per
+ * tile, so that memory stays busy. */
+DEC_TARGET static void FN(qk)(const FT *q, int64_t dq, int64_t nr,
+	const struct KSEG *sg, int ns, int64_t nb, FT *S,
+	const struct KSEG *pf, int npf, int64_t pnb)
+{
+	const int NK = nr == 1 ? VW : VW / 2;
+	const int64_t tiles = nb / NK > 0 ? nb / NK : 1;
+	const int64_t step = (pnb + tiles - 1) / tiles;
+	int64_t j = 0, pj = 0;
+
+	for (; j + NK <= nb; j += NK) {
+		int64_t r = 0;
+
+		if (pj < pnb) {
+			FN(prefetch)(pf, npf, pj, pnb - pj < step ? pnb - pj : step);
+			pj += step;
+		}
+		if (nr == 1) {
+			FN(qk_tile)(q, dq, sg, ns, j, S + j, 1, VW);
+			continue;
+		}
+		for (; r + 2 <= nr; r += 2)
+			FN(qk_tile)(q + r * dq, dq, sg, ns, j, S + r * BK + j, 2, VW / 2);
+		if (r < nr)
+			FN(qk_tile)(q + r * dq, dq, sg, ns, j, S + r * BK + j, 1, VW / 2);
+	}
+	for (; j < nb; j++) {
+		int64_t r = 0;
+
+		for (; r + 2 <= nr; r += 2)
+			FN(qk_tile)(q + r * dq, dq, sg, ns, j, S + r * BK + j, 2, 1);
+		if (r < nr)
+			FN(qk_tile)(q + r * dq, dq, sg, ns, j, S + r * BK + j, 1, 1);
+	}
+	if (pj < pnb)
+		FN(prefetch)(pf, npf, pj, pnb - pj);
+}
+
+/* ---- masks and the online softmax --------------------------------------- */
+
+/* Logits past the block's nb keys, and of keys a row's query may not see,
+ * become -inf (so they never enter a max or a sum). */
+DEC_TARGET static void FN(mask)(const struct dec_job *J, int64_t s0,
+	int64_t nb, FT *S)
+{
+	const int need = s0 < J->inner_lo || s0 + nb > J->inner_hi;
+
+	for (int64_t r = 0; r < J->R; r++) {
+		FT *row = S + r * BK;
+		const int64_t i = r / J->G;
+
+		if (need)
+			for (int64_t j = 0; j < nb; j++)
+				if (s0 + j < J->lo[i] || s0 + j >= J->hi[i])
+					row[j] = -INFINITY;
+		for (int64_t j = nb; j < BK; j++)
+			row[j] = -INFINITY;
+	}
+}
+
+INLINE FT FN(row_max)(const FT *x)
+{
+	VEC mx = (VEC){ 0 } - (FT)INFINITY, v;
+	FT best = -INFINITY;
+
+	for (int j = 0; j < BK; j += VW) {
+		VLOAD(v, x + j);
+		mx = VSEL(v > mx, v, mx);
+	}
+#pragma GCC unroll 16
+	for (int i = 0; i < VW; i++)
+		best = mx[i] > best ? mx[i] : best;
+	return best;
+}
+
+/* x[0..BK) = exp(x - m) for x <= m, returning their sum. x - m = k ln2 + r
+ * with |r| <= ln2/2 (k ln2_hi exact), Taylor polynomial in r, 2^k in the
+ * exponent bits; below emin and for -inf the result is exactly 0. */
+INLINE FT FN(exp_row)(FT *x, FT m)
+{
+	const int f32 = sizeof(FT) == 4;
+	const int deg = f32 ? 7 : 13, mant = f32 ? 23 : 52;
+	const FI bias = f32 ? 127 : 1023;
+	const FT emin = f32 ? -87.0 : -708.0;
+	const FT magic = f32 ? 12582912.0 : 6755399441055744.0; /* 1.5 2^mant */
+	const FT ln2_hi = f32 ? 0.693359375 : 6.93147180369123816490e-01;
+	const FT ln2_lo = f32 ? -2.12194440e-4 : 1.90821492927058770002e-10;
+	const FT log2e = 1.44269504088896340736;
+	const VEC vmin = (VEC){ 0 } + emin, vmag = (VEC){ 0 } + magic;
+	VEC sum = { 0 };
+	FT total = 0;
+
+	for (int j = 0; j < BK; j += VW) {
+		VEC v, t, k, r, pol;
+		IVEC keep, e;
+
+		VLOAD(v, x + j);
+		v = v - m;
+		keep = v >= vmin;
+		v = VSEL(keep, v, vmin);
+		t = v * log2e + vmag;
+		k = t - vmag;
+		r = v - k * ln2_hi - k * ln2_lo;
+		pol = (VEC){ 0 } + (FT)dec_inv_fact[deg];
+#pragma GCC unroll 16
+		for (int i = deg - 1; i >= 0; i--)
+			pol = pol * r + (FT)dec_inv_fact[i];
+		e = ((IVEC)t - (IVEC)vmag + bias) << mant;
+		pol = pol * (VEC)e;
+		pol = (VEC)((IVEC)pol & keep);
+		VSTORE(x + j, pol);
+		sum += pol;
+	}
+#pragma GCC unroll 16
+	for (int i = 0; i < VW; i++)
+		total += sum[i];
+	return total;
+}
+
+/* The online-softmax step of one block for nr rows: logits become
+ * exp(logit - m_new); a row whose max grew shrinks its sum and output by
+ * exp(m_old - m_new) <= 1. A row with no visible key keeps its state. */
+DEC_TARGET static void FN(online)(int64_t nr, FT *S, FT *ml, FT *o,
+	int64_t dvv)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		FT *row = S + r * BK, *m = ml + 2 * r, *l = m + 1;
+		FT mx = FN(row_max)(row);
+
+		if (mx == -INFINITY) {
+			memset(row, 0, BK * sizeof(FT));
+			continue;
+		}
+		if (mx > *m) {
+			if (*m > -INFINITY) {
+				FT alpha = (FT)exp((double)*m - (double)mx);
+				FT *orow = o + r * dvv;
+
+				for (int64_t c = 0; c < dvv; c++)
+					orow[c] *= alpha;
+				*l *= alpha;
+			}
+			*m = mx;
+		}
+		*l += FN(exp_row)(row, *m);
+	}
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+/* o[NR][NV vectors] += P[NR][nb] v[nb][.], P rows of stride BK. */
+INLINE void FN(pv_tile)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
+	FT *o, int64_t ldo, const int NR, const int NV)
+{
+	VEC acc[4][NB], b[NB];
+
+#pragma GCC unroll 16
+	for (int r = 0; r < NR; r++)
+#pragma GCC unroll 16
+		for (int u = 0; u < NV; u++)
+			VLOAD(acc[r][u], o + r * ldo + u * VW);
+	for (int64_t j = 0; j < nb; j++) {
+#pragma GCC unroll 16
+		for (int u = 0; u < NV; u++)
+			VLOAD(b[u], v + j * ldv + u * VW);
+#pragma GCC unroll 16
+		for (int r = 0; r < NR; r++) {
+			FT w = P[r * BK + j];
+
+#pragma GCC unroll 16
+			for (int u = 0; u < NV; u++)
+				acc[r][u] = VFMA((VEC){ 0 } + w, b[u], acc[r][u]);
+		}
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < NR; r++)
+#pragma GCC unroll 16
+		for (int u = 0; u < NV; u++)
+			VSTORE(o + r * ldo + u * VW, acc[r][u]);
+}
+
+/* All dvv columns of NR <= 4 rows. */
+INLINE void FN(pv_rows)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
+	FT *o, int64_t dvv, const int NR)
+{
+	int64_t c = 0;
+
+	for (; c + NB * VW <= dvv; c += NB * VW)
+		FN(pv_tile)(P, v + c, ldv, nb, o + c, dvv, NR, NB);
+	for (; c + VW <= dvv; c += VW)
+		FN(pv_tile)(P, v + c, ldv, nb, o + c, dvv, NR, 1);
+	for (; c < dvv; c++)
+#pragma GCC unroll 16
+		for (int r = 0; r < NR; r++) {
+			FT acc = o[r * dvv + c];
+
+			for (int64_t j = 0; j < nb; j++)
+				acc += P[r * BK + j] * v[j * ldv + c];
+			o[r * dvv + c] = acc;
+		}
+}
+
+DEC_TARGET static void FN(pv)(const FT *P, int64_t nr, const FT *v,
+	int64_t ldv, int64_t nb, FT *o, int64_t dvv)
+{
+	int64_t r = 0;
+
+	for (; r + 4 <= nr; r += 4)
+		FN(pv_rows)(P + r * BK, v, ldv, nb, o + r * dvv, dvv, 4);
+	for (; r < nr; r++)
+		FN(pv_rows)(P + r * BK, v, ldv, nb, o + r * dvv, dvv, 1);
+}
+
+/* ---- blocks, chunks, merge ---------------------------------------------- */
+
+/* The first np parts (rot, a, b, v) of block s0 of kv head g as rows, the
+ * empty ones left out: the rotated part from kr if given, else in place.
+ * Returns their count. */
+INLINE int FN(parts)(const struct dec_job *J, int64_t g, int64_t s0,
+	const FT *kr, int np, struct KSEG *sg)
+{
+	const struct dec_seg *part[4] = { &J->rot, &J->a, &J->b, &J->v };
+	int ns = 0;
+
+	for (int t = 0; t < np; t++) {
+		if (part[t]->n == 0)
+			continue;
+		if (t == 0 && kr)
+			sg[ns++] = (struct KSEG){ kr, J->rd, J->rd };
+		else
+			sg[ns++] = (struct KSEG){ (const FT *)part[t]->base +
+				s0 * part[t]->ld + g * part[t]->hs, part[t]->ld,
+				part[t]->n };
+	}
+	return ns;
+}
+
+/* Key block [s0, s0 + nb) of kv head g against its R rows, whose state is
+ * ml (m, l pairs) and o (R x dvv). tab holds the block's cos/sin. The
+ * next pass (kv head g + 1, or the next block) is (g1, s1, nb1); nb1 = 0
+ * if none. */
+DEC_TARGET static void FN(block)(const struct dec_job *J, int64_t g,
+	int64_t s0, int64_t nb, struct dec_ws *ws, FT *o, FT *ml, int64_t g1,
+	int64_t s1, int64_t nb1)
+{
+	struct KSEG sg[4], pf[4];
+	FT *S = ws->s;
+	int ns, npf;
+
+	if (J->rd > 0)
+		FN(rotate)(J, (const FT *)J->rot.base + s0 * J->rot.ld + g * J->rot.hs,
+			J->rot.ld, nb, ws->tab, ws->kr);
+	ns = FN(parts)(J, g, s0, J->rd > 0 ? ws->kr : NULL, 3, sg);
+	npf = nb1 > 0 ? FN(parts)(J, g1, s1, NULL, 4, pf) : 0;
+	FN(qk)((const FT *)J->q + g * J->R * J->dq, J->dq, J->R, sg, ns, nb, S,
+		pf, npf, nb1);
+	FN(mask)(J, s0, nb, S);
+	FN(online)(J->R, S, ml, o, J->dvv);
+	FN(pv)(S, J->R, (const FT *)J->v.base + s0 * J->v.ld + g * J->v.hs,
+		J->v.ld, nb, o, J->dvv);
+}
+
+/* Chunk c: its keys in blocks, every kv head per block (so the block's
+ * cos/sin serve all of them), into the chunk's partial state. */
+DEC_TARGET static void FN(chunk)(const struct dec_job *J, int64_t c,
+	struct dec_ws *ws)
+{
+	const int64_t nrow = J->nkv * J->R, dvv = J->dvv;
+	const int64_t s_lo = J->klo + c * J->chunk;
+	const int64_t s_hi = J->khi - s_lo < J->chunk ? J->khi : s_lo + J->chunk;
+	FT *o = (FT *)J->po + c * nrow * dvv, *ml = (FT *)J->pml + c * nrow * 2;
+
+	memset(o, 0, (size_t)(nrow * dvv) * sizeof(FT));
+	for (int64_t r = 0; r < nrow; r++) {
+		ml[2 * r] = -INFINITY;
+		ml[2 * r + 1] = 0;
+	}
+	for (int64_t s0 = s_lo; s0 < s_hi; s0 += BK) {
+		const int64_t nb = s_hi - s0 < BK ? s_hi - s0 : BK;
+
+		if (J->rd > 0)
+			FN(trig)(J, s0, nb, ws->tab, ws->st);
+		for (int64_t g = 0; g < J->nkv; g++) {
+			const int last = g + 1 == J->nkv;
+			const int64_t s1 = last ? s0 + BK : s0;
+			int64_t nb1 = s_hi - s1 < BK ? s_hi - s1 : BK;
+
+			FN(block)(J, g, s0, nb, ws, o + g * J->R * dvv,
+				ml + g * J->R * 2, last ? 0 : g + 1, s1,
+				nb1 > 0 ? nb1 : 0);
+		}
+	}
+}
+
+/* Merge the chunks of one row (log-sum-exp rule, fixed chunk order, in
+ * double): acc[dvv] receives the normalised output, w[nch] is scratch;
+ * returns the lse (-inf, acc = 0 when no chunk saw a key). */
+DEC_TARGET static double FN(merge_row)(const struct dec_job *J, int64_t row,
+	double *w, double *acc)
+{
+	const int64_t nrow = J->nkv * J->R, dvv = J->dvv;
+	const FT *ml = J->pml, *po = J->po;
+	double M = -INFINITY, L = 0;
+
+	for (int64_t d = 0; d < dvv; d++)
+		acc[d] = 0;
+	for (int64_t c = 0; c < J->nch; c++)
+		if (ml[(c * nrow + row) * 2] > M)
+			M = ml[(c * nrow + row) * 2];
+	if (M == -INFINITY)
+		return -INFINITY;
+	for (int64_t c = 0; c < J->nch; c++) {
+		const FT m = ml[(c * nrow + row) * 2], l = ml[(c * nrow + row) * 2 + 1];
+
+		w[c] = m == -INFINITY ? 0.0 : exp((double)m - M);
+		L += w[c] * (double)l;
+	}
+	for (int64_t c = 0; c < J->nch; c++) {
+		const FT *oc = po + (c * nrow + row) * dvv;
+
+		if (w[c] != 0)
+			for (int64_t d = 0; d < dvv; d++)
+				acc[d] += w[c] * (double)oc[d];
+	}
+	for (int64_t d = 0; d < dvv; d++)
+		acc[d] /= L;
+	return M + log(L);
+}
+
+static const struct dec_ops FN(dec_ops) = {
+	sizeof(FT), FN(chunk), FN(merge_row),
+};
+
+#undef VW
+#undef DW
+#undef NB
+#undef BK
+#undef VEC
+#undef IVEC
+#undef DVEC
+#undef DIVEC
+#undef KSEG
+#undef HVEC
+#undef INLINE
+#undef VLOAD
+#undef VSTORE
+#undef VSEL
+#undef SHUF1
+#undef SHUF2
+#undef DSHUF1
+#undef DSHUF2
+#undef FT
+#undef FI
+#undef FN
+#undef VFMA
+
