@@ -35,6 +35,8 @@ struct options {
 	double ref_limit_s; /* run the reference when predicted under this */
 	const char *csv;
 	const char *peer_script;
+	int decode;         /* --phase decode: bench/decode.c */
+	int T_given;        /* --T was given */
 };
 
 struct row {
@@ -61,7 +63,7 @@ struct bench {
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn bench [--phase prefill] [--T 1024,4096,16384,65536]\n"
+		"usage: lcattn bench [--phase prefill|decode] [--T 1024,4096,16384,65536]\n"
 		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64] [--reps 3]\n"
 		"         [--csv FILE] [--no-torch] [--torch-script FILE] [--ref-limit SECONDS]\n"
 		"         [--no-finite-check] [--quick]\n"
@@ -70,7 +72,9 @@ static int usage(FILE *f)
 		"and copy bandwidth measured in the same run, the f64 reference where it\n"
 		"is predicted to finish within --ref-limit (30 s) and a PyTorch peer where\n"
 		"python3 can import torch. --quick: T=1024,4096, one call each, no\n"
-		"reference over 2 s.\n");
+		"reference over 2 s.\n"
+		"--phase decode: seconds per generated token through the cache API at\n"
+		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -143,8 +147,10 @@ static int option_value(const char *a, const char *val, struct options *o,
 		o->ref_limit_s = strtod(val, &end);
 		return *end || !(o->ref_limit_s >= 0 && o->ref_limit_s <= 3600) ? -1 : 0;
 	}
-	if (!strcmp(a, "--phase"))
-		return strcmp(val, "prefill") ? -1 : 0;  /* the only phase so far */
+	if (!strcmp(a, "--phase")) {
+		o->decode = !strcmp(val, "decode");
+		return o->decode || !strcmp(val, "prefill") ? 0 : -1;
+	}
 	if (!strcmp(a, "--csv"))
 		return o->csv = val, 0;
 	if (!strcmp(a, "--torch-script"))
@@ -178,6 +184,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 			i++;
 		}
 	}
+	o->T_given = T_given;
 	if (o->quick) {
 		if (!T_given)
 			memcpy(o->T, quick_T, sizeof quick_T), o->nT = 2;
@@ -302,9 +309,9 @@ static double roofline(const struct bench *b, const struct row *r)
 
 static void print_title(const struct bench *b)
 {
-	printf("lcattn %s bench: prefill, causal, cpu backend, %s; H=%lld dk=dv=%lld; "
+	printf("lcattn %s bench: %s, causal, cpu backend, %s; H=%lld dk=dv=%lld; "
 	       "mla dn=%lld dr=%lld dc=%lld dv=%lld; deltanet chunk %lld, lightning block %lld\n",
-		lca_version(), b->o.dtype == LCA_F32 ? "f32" : "f64",
+		lca_version(), b->o.decode ? "decode" : "prefill", b->o.dtype == LCA_F32 ? "f32" : "f64",
 		(long long)b->s.H, (long long)b->s.dk, (long long)b->s.dn,
 		(long long)b->s.dr, (long long)b->s.dc, (long long)b->s.dv,
 		(long long)b->s.chunk, (long long)b->s.block);
@@ -579,6 +586,7 @@ static void run_peer(struct bench *b)
 	char buf[PATH_MAX], cmd[2 * PATH_MAX + 256];
 	const char *path, *py;
 	FILE *p;
+	int got;
 
 	printf("\npeer: ");
 	if (!b->o.torch) {
@@ -588,6 +596,10 @@ static void run_peer(struct bench *b)
 	fflush(stdout);
 	if (!(py = find_python())) {
 		printf("skipped: no python3 can import torch (Debian package python3-torch)\n");
+		return;
+	}
+	if (b->o.T[b->o.nT - 1] < peer_T[0]) {
+		printf("skipped: it runs at T = 1024, 4096, 8192, up to the largest T listed\n");
 		return;
 	}
 	if (!(path = peer_path(&b->o, buf, sizeof buf)) ||
@@ -601,11 +613,13 @@ static void run_peer(struct bench *b)
 		printf("skipped: cannot run %s\n", py);
 		return;
 	}
-	if (read_peer(b, p) == 0)
-		printf("peer gave no timings\n");
+	got = read_peer(b, p);
 	if (pclose(p) != 0)
 		printf("peer: exited with an error (its messages are on stderr)\n");
-	print_peer(b);
+	if (got)
+		print_peer(b);
+	else
+		printf("peer: no timings\n");
 }
 
 /* ---- the command ------------------------------------------------------- */
@@ -647,6 +661,37 @@ static int measure_all(struct bench *b)
 	return failed;
 }
 
+/* --phase decode: the context lengths given (default 1K to 256K), every
+ * selected mechanism, CSV in the prefill bench's columns. */
+static int run_decode(struct bench *b)
+{
+	static const int64_t decode_T[] = { 1024, 4096, 16384, 65536, 262144 };
+	const int64_t *T = b->o.T;
+	int nT = b->o.nT, nv = 0, rc;
+	lca_variant vs[4];
+	FILE *csv = NULL;
+
+	if (!b->o.T_given) {  /* --quick left its prefill list in o.T */
+		T = decode_T;
+		nT = b->o.quick ? 2 : 5;
+	}
+	for (int m = 0; m < 4; m++)
+		if (b->o.mech[m])
+			vs[nv++] = (lca_variant)m;
+	if (b->o.csv) {
+		if (!(csv = fopen(b->o.csv, "w"))) {
+			fprintf(stderr, "lcattn bench: cannot write %s\n", b->o.csv);
+			return 1;
+		}
+		fprintf(csv, "mechanism,phase,backend,dtype,T,H,dk,dv,seconds,flops,bytes,gflops,"
+			"roofline_frac,speedup_vs_ref,peak_rss_mb\n");
+	}
+	rc = bench_decode(&b->s, T, nT, vs, nv, b->o.dtype, b->o.quick ? 5 : 21, &b->c, csv);
+	if (csv && fclose(csv))
+		rc = 1;
+	return rc;
+}
+
 int tool_bench(int argc, char **argv)
 {
 	struct bench *b = calloc(1, sizeof *b);
@@ -669,6 +714,11 @@ int tool_bench(int argc, char **argv)
 		return 1;
 	}
 	print_ceiling("at start:", &b->c);
+	if (b->o.decode) {
+		rc = run_decode(b);
+		free(b);
+		return rc;
+	}
 	rc = measure_all(b) ? 1 : 0;
 	if (bench_ceilings(&end) == 0) {
 		print_ceiling("at end:", &end);

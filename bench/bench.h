@@ -9,6 +9,7 @@
 #include "lcattn.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* Head shape of every benchmarked mechanism (one set for all T). */
@@ -84,5 +85,14 @@ double bench_now(void);
 /* Measure sgemm/dgemm rates and the copy bandwidth in a forked child.
  * Returns 0 on success. */
 int bench_ceilings(struct bench_ceiling *c);
+
+/* ---- decode.c ---- */
+
+/* --phase decode: time per generated token at each context length in Ts
+ * for the variants vs (cpu backend, dtype), median of reps steps; prints a
+ * table and, with csv, rows in the prefill bench's columns. */
+int bench_decode(const struct bench_shape *s, const int64_t *Ts, int nT,
+	const lca_variant *vs, int nv, lca_dtype dtype, int reps,
+	const struct bench_ceiling *c, FILE *csv);
 
 #endif
