@@ -13,6 +13,7 @@
  * allocation. Writing is byte-reproducible (no modification times).
  */
 #include "checkpoint.h"
+#include "h5why.h"
 
 #include <hdf5.h>
 
@@ -57,23 +58,6 @@ static int fail(struct io *io, lca_status s, const char *fmt, ...)
 	if (io->errlen)
 		snprintf(io->err, io->errlen, "%s: %s", io->path, msg);
 	return -1;
-}
-
-static herr_t first_error(unsigned n, const H5E_error2_t *e, void *data)
-{
-	char *why = data;
-
-	if (n == 0 && e->desc)
-		snprintf(why, 160, "%s", e->desc);
-	return 0;
-}
-
-/* The innermost message on HDF5's error stack, or a placeholder. */
-static const char *h5why(char why[160])
-{
-	why[0] = 0;
-	H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_error, why);
-	return why[0] ? why : "no detail from HDF5";
 }
 
 /* ---- what the saved bytes say about themselves ---- */
@@ -139,7 +123,7 @@ static int put_attr(struct io *io, hid_t obj, const char *name, hid_t ftype, hid
 
 	if (sp < 0 || (a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
 	    H5Awrite(a, mtype, val) < 0)
-		r = fail(io, LCA_ERR_ARG, "cannot write attribute %s (%s)", name, h5why(why));
+		r = fail(io, LCA_ERR_ARG, "cannot write attribute %s (%s)", name, lcio_h5why(why));
 	if (a >= 0)
 		H5Aclose(a);
 	if (sp >= 0)
@@ -179,7 +163,7 @@ static int put_dset(struct io *io, hid_t f, const char *name, hsize_t n, hid_t f
 	if (pl < 0 || sp < 0 || H5Pset_obj_track_times(pl, 0) < 0 ||
 	    (d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, pl, H5P_DEFAULT)) < 0 ||
 	    H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-		r = fail(io, LCA_ERR_ARG, "cannot write dataset /%s (%s)", name, h5why(why));
+		r = fail(io, LCA_ERR_ARG, "cannot write dataset /%s (%s)", name, lcio_h5why(why));
 	if (d >= 0)
 		H5Dclose(d);
 	if (sp >= 0)
@@ -238,7 +222,7 @@ int lcio_checkpoint_write(const char *path, const lca_cache *cache, char *err, s
 		return fail(&io, LCA_ERR_NULL, "%s is NULL", path ? "cache" : "path");
 	if ((r = save(&io, cache, &b, &n, &info)) == 0) {
 		if ((f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)) < 0)
-			r = fail(&io, LCA_ERR_ARG, "cannot create the file (%s)", h5why(why));
+			r = fail(&io, LCA_ERR_ARG, "cannot create the file (%s)", lcio_h5why(why));
 		else if (write_attrs(&io, f, &info) ||
 			 put_dset(&io, f, "lengths", (hsize_t)info.nseq, H5T_STD_I64LE,
 				H5T_NATIVE_INT64, info.lengths) ||
@@ -246,7 +230,7 @@ int lcio_checkpoint_write(const char *path, const lca_cache *cache, char *err, s
 			r = -1;
 	}
 	if (f >= 0 && H5Fclose(f) < 0 && r == 0)
-		r = fail(&io, LCA_ERR_ARG, "cannot close the file (%s)", h5why(why));
+		r = fail(&io, LCA_ERR_ARG, "cannot close the file (%s)", lcio_h5why(why));
 	if (r && f >= 0)
 		unlink(path);
 	lcio_ckpt_info_free(&info);
@@ -268,10 +252,10 @@ static int get_str(struct io *io, hid_t obj, const char *name, char *buf, size_t
 	 * between none of them. */
 	if (mt < 0 || (a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (ft = H5Aget_type(a)) < 0 ||
 	    H5Tget_class(ft) != H5T_STRING || H5Tset_cset(mt, H5Tget_cset(ft)) < 0) {
-		fail(io, LCA_ERR_CORRUPT, "no string attribute %s (%s)", name, h5why(why));
+		fail(io, LCA_ERR_CORRUPT, "no string attribute %s (%s)", name, lcio_h5why(why));
 	} else if (H5Tis_variable_str(ft) > 0) {
 		if (H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &v) < 0)
-			fail(io, LCA_ERR_CORRUPT, "cannot read attribute %s (%s)", name, h5why(why));
+			fail(io, LCA_ERR_CORRUPT, "cannot read attribute %s (%s)", name, lcio_h5why(why));
 		else
 			r = snprintf(buf, len, "%s", v ? v : "") >= (int)len ?
 				fail(io, LCA_ERR_CORRUPT, "attribute %s is too long", name) : 0;
@@ -280,7 +264,7 @@ static int get_str(struct io *io, hid_t obj, const char *name, char *buf, size_t
 		fail(io, LCA_ERR_CORRUPT, "attribute %s is too long", name);
 	} else if (H5Tset_size(mt, len) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 ||
 		   H5Aread(a, mt, buf) < 0) {
-		fail(io, LCA_ERR_CORRUPT, "cannot read attribute %s (%s)", name, h5why(why));
+		fail(io, LCA_ERR_CORRUPT, "cannot read attribute %s (%s)", name, lcio_h5why(why));
 	} else {
 		r = 0;
 	}
@@ -304,9 +288,9 @@ static int get_i64(struct io *io, hid_t obj, const char *name, int64_t *x, int r
 	if (e == 0 && !required)
 		return 0;
 	if (e <= 0 || (a = H5Aopen(obj, name, H5P_DEFAULT)) < 0)
-		return fail(io, LCA_ERR_CORRUPT, "no attribute %s (%s)", name, h5why(why));
+		return fail(io, LCA_ERR_CORRUPT, "no attribute %s (%s)", name, lcio_h5why(why));
 	if (H5Aread(a, H5T_NATIVE_INT64, x) < 0)
-		r = fail(io, LCA_ERR_CORRUPT, "attribute %s is not an integer (%s)", name, h5why(why));
+		r = fail(io, LCA_ERR_CORRUPT, "attribute %s is not an integer (%s)", name, lcio_h5why(why));
 	H5Aclose(a);
 	return r;
 }
@@ -334,7 +318,7 @@ static hid_t open_checkpoint(struct io *io)
 		return -1;
 	}
 	if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0) {
-		fail(io, LCA_ERR_ARG, "HDF5 does not start (%s)", h5why(why));
+		fail(io, LCA_ERR_ARG, "HDF5 does not start (%s)", lcio_h5why(why));
 		return -1;
 	}
 #if H5_VERSION_GE(1, 10, 7)
@@ -343,7 +327,7 @@ static hid_t open_checkpoint(struct io *io)
 	if ((is = H5Fis_hdf5(io->path)) <= 0)
 		fail(io, LCA_ERR_CORRUPT, "not an HDF5 file");
 	else if ((f = H5Fopen(io->path, H5F_ACC_RDONLY, fapl)) < 0)
-		fail(io, LCA_ERR_CORRUPT, "damaged or truncated HDF5 file (%s)", h5why(why));
+		fail(io, LCA_ERR_CORRUPT, "damaged or truncated HDF5 file (%s)", lcio_h5why(why));
 	H5Pclose(fapl);
 	if (f < 0)
 		return -1;
@@ -365,7 +349,7 @@ static hid_t open_vector(struct io *io, hid_t f, const char *name, size_t esize,
 	int ok = 0;
 
 	if (d < 0 || (t = H5Dget_type(d)) < 0 || (sp = H5Dget_space(d)) < 0)
-		fail(io, LCA_ERR_CORRUPT, "no dataset /%s (%s)", name, h5why(why));
+		fail(io, LCA_ERR_CORRUPT, "no dataset /%s (%s)", name, lcio_h5why(why));
 	else if (H5Tget_class(t) != H5T_INTEGER || H5Tget_size(t) != esize ||
 		 H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, n, NULL) != 1)
 		fail(io, LCA_ERR_CORRUPT, "/%s is not a 1-D dataset of %zu-byte integers", name, esize);
@@ -411,7 +395,7 @@ static int read_info(struct io *io, hid_t f, struct lcio_ckpt_info *info)
 	else if (!(info->lengths = malloc((size_t)n * sizeof *info->lengths)))
 		fail(io, LCA_ERR_NOMEM, "out of memory");
 	else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, info->lengths) < 0)
-		fail(io, LCA_ERR_CORRUPT, "cannot read /lengths (%s)", h5why(why));
+		fail(io, LCA_ERR_CORRUPT, "cannot read /lengths (%s)", lcio_h5why(why));
 	H5Dclose(d);
 	return io->failed ? -1 : 0;
 }
@@ -448,7 +432,7 @@ static int read_bytes(struct io *io, hid_t f, unsigned char **b, size_t *n)
 	else if (!(*b = malloc((size_t)len)))
 		fail(io, LCA_ERR_NOMEM, "out of memory for %llu bytes", (unsigned long long)len);
 	else if (H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, *b) < 0)
-		fail(io, LCA_ERR_CORRUPT, "cannot read /cache (%s)", h5why(why));
+		fail(io, LCA_ERR_CORRUPT, "cannot read /cache (%s)", lcio_h5why(why));
 	H5Dclose(d);
 	*n = (size_t)len;
 	if (io->failed) {

@@ -14,6 +14,7 @@
  * is stored.
  */
 #include "golden.h"
+#include "h5why.h"
 
 #include <hdf5.h>
 
@@ -61,23 +62,6 @@ static int fail(struct io *io, const char *fmt, ...)
 	else if (io->errlen)
 		snprintf(io->err, io->errlen, "%s", msg);
 	return -1;
-}
-
-static herr_t first_error(unsigned n, const H5E_error2_t *e, void *data)
-{
-	char *why = data;
-
-	if (n == 0 && e->desc)
-		snprintf(why, 160, "%s", e->desc);
-	return 0;
-}
-
-/* The innermost message on HDF5's error stack (where it went wrong), or "". */
-static const char *h5why(char why[160])
-{
-	why[0] = 0;
-	H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_error, why);
-	return why[0] ? why : "no detail from HDF5";
 }
 
 /* HDF5 must never print: we report errors ourselves, one line each. */
@@ -340,7 +324,7 @@ static int read_string(struct io *io, hid_t a, hid_t ft, const char *what, struc
 	} else if (vlen) {
 		if (mt < 0 || cset < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 ||
 		    H5Tset_cset(mt, cset) < 0 || H5Aread(a, mt, &tmp) < 0)
-			r = fail(io, "cannot read string %s (%s)", what, h5why(why));
+			r = fail(io, "cannot read string %s (%s)", what, lcio_h5why(why));
 		else if (!(v->s = strdup(tmp ? tmp : "")))
 			r = fail(io, "out of memory reading %s", what);
 		else
@@ -353,7 +337,7 @@ static int read_string(struct io *io, hid_t a, hid_t ft, const char *what, struc
 		   H5Aread(a, mt, v->s) < 0) {
 		/* One byte more than stored, NUL-terminated: HDF5 converts the
 		 * file's padding (null or space) for us. */
-		r = fail(io, "cannot read string %s (%s)", what, h5why(why));
+		r = fail(io, "cannot read string %s (%s)", what, lcio_h5why(why));
 	} else {
 		r = 0;
 	}
@@ -386,7 +370,7 @@ static int read_number(struct io *io, hid_t a, hid_t ft, H5T_class_t cls, const 
 
 	if (cls == H5T_FLOAT) {
 		if (H5Aread(a, H5T_NATIVE_DOUBLE, &v->d) < 0)
-			return fail(io, "cannot read %s (%s)", what, h5why(why));
+			return fail(io, "cannot read %s (%s)", what, lcio_h5why(why));
 		return 0;
 	}
 	if (cls == H5T_ENUM) {
@@ -399,7 +383,7 @@ static int read_number(struct io *io, hid_t a, hid_t ft, H5T_class_t cls, const 
 		if ((n != 1 && n != 2 && n != 4 && n != 8) || sg == H5T_SGN_ERROR)
 			r = fail(io, "%s is an enum of an unusual integer type", what);
 		else if (H5Aread(a, mt, buf) < 0)
-			r = fail(io, "cannot read enum %s (%s)", what, h5why(why));
+			r = fail(io, "cannot read enum %s (%s)", what, lcio_h5why(why));
 		else
 			v->i = host_int(buf, n, sg == H5T_SGN_2);
 		if (base >= 0)
@@ -418,7 +402,7 @@ static int read_number(struct io *io, hid_t a, hid_t ft, H5T_class_t cls, const 
 		v->u = (uint64_t)v->i;
 	}
 	if (e < 0)
-		return fail(io, "cannot read %s (%s)", what, h5why(why));
+		return fail(io, "cannot read %s (%s)", what, lcio_h5why(why));
 	v->d = (double)v->i;
 	return 0;
 }
@@ -437,12 +421,12 @@ static int attr_get(struct io *io, hid_t obj, const char *where, const char *nam
 	memset(v, 0, sizeof *v);
 	snprintf(what, sizeof what, "attribute %s of %s", name, where);
 	if ((e = H5Aexists(obj, name)) < 0)
-		return fail(io, "cannot look up %s (%s)", what, h5why(why));
+		return fail(io, "cannot look up %s (%s)", what, lcio_h5why(why));
 	if (!e)
 		return 0;
 	if ((a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (ft = H5Aget_type(a)) < 0 ||
 	    (sp = H5Aget_space(a)) < 0) {
-		fail(io, "cannot open %s (%s)", what, h5why(why));
+		fail(io, "cannot open %s (%s)", what, lcio_h5why(why));
 		goto out;
 	}
 	if (H5Sget_simple_extent_npoints(sp) != 1) {
@@ -541,7 +525,7 @@ static int read_config(struct io *io, hid_t f, struct lcio_case *c)
 	int r = 0;
 
 	if ((g = H5Gopen2(f, "config", H5P_DEFAULT)) < 0)
-		return fail(io, "no group /config (%s)", h5why(why));
+		return fail(io, "no group /config (%s)", lcio_h5why(why));
 	c->nseq = 0;
 	for (size_t i = 0; !r && i < sizeof config / sizeof config[0]; i++)
 		if (config[i].variants & vb)
@@ -599,15 +583,15 @@ static int dset_open(struct io *io, hid_t grp, const char *gname, const char *na
 	int nd, r = -1;
 
 	if ((e = H5Lexists(grp, name, H5P_DEFAULT)) < 0)
-		return fail(io, "cannot look up /%s/%s (%s)", gname, name, h5why(why));
+		return fail(io, "cannot look up /%s/%s (%s)", gname, name, lcio_h5why(why));
 	if (!e)
 		return 1;
 	if ((*d = H5Dopen2(grp, name, H5P_DEFAULT)) < 0)
-		return fail(io, "/%s/%s is not a readable dataset (%s)", gname, name, h5why(why));
+		return fail(io, "/%s/%s is not a readable dataset (%s)", gname, name, lcio_h5why(why));
 	if ((t = H5Dget_type(*d)) < 0 || (sp = H5Dget_space(*d)) < 0 ||
 	    (nd = H5Sget_simple_extent_ndims(sp)) < 0 || nd > H5S_MAX_RANK ||
 	    H5Sget_simple_extent_dims(sp, hd, NULL) < 0) {
-		fail(io, "cannot inspect /%s/%s (%s)", gname, name, h5why(why));
+		fail(io, "cannot inspect /%s/%s (%s)", gname, name, lcio_h5why(why));
 		goto out;
 	}
 	if (H5Tget_class(t) != want || (want == H5T_FLOAT && H5Tget_size(t) != 8)) {
@@ -659,7 +643,7 @@ static int read_tensor(struct io *io, hid_t grp, const char *gname, struct lcio_
 	if (!(t->data = malloc((size_t)t->n * sizeof(double))))
 		r = fail(io, "out of memory for /%s/%s", gname, t->name);
 	else if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->data) < 0)
-		r = fail(io, "cannot read /%s/%s (%s)", gname, t->name, h5why(why));
+		r = fail(io, "cannot read /%s/%s (%s)", gname, t->name, lcio_h5why(why));
 	H5Dclose(d);
 	return r;
 }
@@ -690,7 +674,7 @@ static int read_cu(struct io *io, hid_t in, struct lcio_case *c)
 	if (!(cu = malloc((size_t)len * sizeof *cu)))
 		r = fail(io, "out of memory for /inputs/cu_seqlens");
 	else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu) < 0)
-		r = fail(io, "cannot read /inputs/cu_seqlens (%s)", h5why(why));
+		r = fail(io, "cannot read /inputs/cu_seqlens (%s)", lcio_h5why(why));
 	if (!r && c->Tq != c->Tk)
 		r = fail(io, "/inputs/cu_seqlens needs Tq = Tk in /config");
 	for (int64_t i = 0; !r && i < len; i++)
@@ -714,7 +698,7 @@ static int read_group(struct io *io, hid_t f, int output, struct lcio_case *c)
 	int r = 0;
 
 	if (g < 0)
-		return fail(io, "no group /%s (%s)", gname, h5why(why));
+		return fail(io, "no group /%s (%s)", gname, lcio_h5why(why));
 	if (!output)
 		r = read_cu(io, g, c) || layout_io(io, c) ? -1 : 0;
 	for (int i = 0; !r && i < (output ? c->nout : c->nin); i++)
@@ -738,7 +722,7 @@ static hid_t open_file(struct io *io)
 	if (!S_ISREG(st.st_mode))
 		return fail(io, "not a regular file");
 	if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0)
-		return fail(io, "HDF5 does not start (%s)", h5why(why));
+		return fail(io, "HDF5 does not start (%s)", lcio_h5why(why));
 #if H5_VERSION_GE(1, 10, 7)
 	/* Reading takes no lock: network file systems often refuse them. */
 	H5Pset_file_locking(fapl, 0, 1);
@@ -746,11 +730,11 @@ static hid_t open_file(struct io *io)
 	is = H5Fis_hdf5(io->path);
 	f = is > 0 ? H5Fopen(io->path, H5F_ACC_RDONLY, fapl) : -1;
 	if (is < 0)
-		fail(io, "cannot read (%s)", h5why(why));
+		fail(io, "cannot read (%s)", lcio_h5why(why));
 	else if (is == 0)
 		fail(io, "not an HDF5 file");
 	else if (f < 0)
-		fail(io, "damaged or truncated HDF5 file (%s)", h5why(why));
+		fail(io, "damaged or truncated HDF5 file (%s)", lcio_h5why(why));
 	H5Pclose(fapl);
 	return f < 0 ? -1 : f;
 }
@@ -948,14 +932,14 @@ int lcio_read_metric(const char *path, const char *name, double *value, char *er
 	if ((f = open_file(&io)) < 0)
 		return -1;
 	if ((e = H5Lexists(f, "metrics", H5P_DEFAULT)) < 0)
-		r = fail(&io, "cannot look up /metrics (%s)", h5why(why));
+		r = fail(&io, "cannot look up /metrics (%s)", lcio_h5why(why));
 	else if (!e)
 		r = 1;
 	else if ((g = H5Gopen2(f, "metrics", H5P_DEFAULT)) < 0)
-		r = fail(&io, "/metrics is not a group (%s)", h5why(why));
+		r = fail(&io, "/metrics is not a group (%s)", lcio_h5why(why));
 	else if ((r = dset_open(&io, g, "metrics", name, H5T_FLOAT, 0, NULL, &d, NULL)) == 0) {
 		if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, value) < 0)
-			r = fail(&io, "cannot read /metrics/%s (%s)", name, h5why(why));
+			r = fail(&io, "cannot read /metrics/%s (%s)", name, lcio_h5why(why));
 		H5Dclose(d);
 	}
 	if (g >= 0)
@@ -975,7 +959,7 @@ static int put_attr(struct io *io, hid_t obj, const char *name, hid_t ftype, hid
 
 	if (sp < 0 || (a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
 	    H5Awrite(a, mtype, val) < 0)
-		r = fail(io, "cannot write attribute %s (%s)", name, h5why(why));
+		r = fail(io, "cannot write attribute %s (%s)", name, lcio_h5why(why));
 	if (a >= 0)
 		H5Aclose(a);
 	if (sp >= 0)
@@ -1027,7 +1011,7 @@ static hid_t make_group(struct io *io, hid_t f, const char *name)
 	hid_t pl = untimed(H5P_GROUP_CREATE), g = -1;
 
 	if (pl < 0 || (g = H5Gcreate2(f, name, H5P_DEFAULT, pl, H5P_DEFAULT)) < 0)
-		fail(io, "cannot create group /%s (%s)", name, h5why(why));
+		fail(io, "cannot create group /%s (%s)", name, lcio_h5why(why));
 	if (pl >= 0)
 		H5Pclose(pl);
 	return g;
@@ -1046,7 +1030,7 @@ static int put_dset(struct io *io, hid_t g, const char *name, int rank, const in
 	sp = rank ? H5Screate_simple(rank, hd, NULL) : H5Screate(H5S_SCALAR);
 	if (pl < 0 || sp < 0 || (d = H5Dcreate2(g, name, ftype, sp, H5P_DEFAULT, pl, H5P_DEFAULT)) < 0 ||
 	    H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-		r = fail(io, "cannot write dataset %s (%s)", name, h5why(why));
+		r = fail(io, "cannot write dataset %s (%s)", name, lcio_h5why(why));
 	if (!r && out)
 		*out = d;
 	else if (d >= 0)
@@ -1157,10 +1141,10 @@ int lcio_write(const char *path, const struct lcio_case *c, unsigned what, char 
 	quiet();
 	/* The file creation list also governs the root group's times. */
 	if ((fcpl = untimed(H5P_FILE_CREATE)) < 0)
-		return fail(&io, "HDF5 does not start (%s)", h5why(why));
+		return fail(&io, "HDF5 does not start (%s)", lcio_h5why(why));
 	f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
 	if (f < 0)
-		fail(&io, "cannot create (%s)", h5why(why));
+		fail(&io, "cannot create (%s)", lcio_h5why(why));
 	H5Pclose(fcpl);
 	if (f < 0)
 		return -1;
@@ -1169,7 +1153,7 @@ int lcio_write(const char *path, const struct lcio_case *c, unsigned what, char 
 	    ((what & LCIO_OUTPUTS) && write_tensors(&io, f, "outputs", c->out, c->nout, NULL)) ||
 	    ((what & LCIO_METRICS) && c->nmetric && write_metrics(&io, f, c));
 	if (H5Fclose(f) < 0 && !r)
-		r = fail(&io, "cannot finish writing (%s)", h5why(why));
+		r = fail(&io, "cannot finish writing (%s)", lcio_h5why(why));
 	if (r)
 		remove(path);
 	return r ? -1 : 0;
