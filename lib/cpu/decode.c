@@ -145,14 +145,6 @@ static const double dec_cos_c[10] = {
 	-1.0 / 6402373705728000.0,
 };
 
-/* 1/k! for exp on |r| <= ln2/2: degree 7 is below float's half ulp,
- * degree 13 below double's. */
-static const double dec_inv_fact[14] = {
-	1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720,
-	1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800,
-	1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
-};
-
 /* ---- the typed kernels (decode.h), one instance per element type and
  * vector width; FT, FI, FN and VFMA are consumed by each inclusion. */
 

@@ -504,64 +504,7 @@ DEC_TARGET static void FN(mask)(const struct dec_job *J, int64_t s0,
 	}
 }
 
-INLINE FT FN(row_max)(const FT *x)
-{
-	VEC mx = (VEC){ 0 } - (FT)INFINITY, v;
-	FT best = -INFINITY;
-
-	for (int j = 0; j < BK; j += VW) {
-		VLOAD(v, x + j);
-		mx = VSEL(v > mx, v, mx);
-	}
-#pragma GCC unroll 16
-	for (int i = 0; i < VW; i++)
-		best = mx[i] > best ? mx[i] : best;
-	return best;
-}
-
-/* x[0..BK) = exp(x - m) for x <= m, returning their sum. x - m = k ln2 + r
- * with |r| <= ln2/2 (k ln2_hi exact), Taylor polynomial in r, 2^k in the
- * exponent bits; below emin and for -inf the result is exactly 0. */
-INLINE FT FN(exp_row)(FT *x, FT m)
-{
-	const int f32 = sizeof(FT) == 4;
-	const int deg = f32 ? 7 : 13, mant = f32 ? 23 : 52;
-	const FI bias = f32 ? 127 : 1023;
-	const FT emin = f32 ? -87.0 : -708.0;
-	const FT magic = f32 ? 12582912.0 : 6755399441055744.0; /* 1.5 2^mant */
-	const FT ln2_hi = f32 ? 0.693359375 : 6.93147180369123816490e-01;
-	const FT ln2_lo = f32 ? -2.12194440e-4 : 1.90821492927058770002e-10;
-	const FT log2e = 1.44269504088896340736;
-	const VEC vmin = (VEC){ 0 } + emin, vmag = (VEC){ 0 } + magic;
-	VEC sum = { 0 };
-	FT total = 0;
-
-	for (int j = 0; j < BK; j += VW) {
-		VEC v, t, k, r, pol;
-		IVEC keep, e;
-
-		VLOAD(v, x + j);
-		v = v - m;
-		keep = v >= vmin;
-		v = VSEL(keep, v, vmin);
-		t = v * log2e + vmag;
-		k = t - vmag;
-		r = v - k * ln2_hi - k * ln2_lo;
-		pol = (VEC){ 0 } + (FT)dec_inv_fact[deg];
-#pragma GCC unroll 16
-		for (int i = deg - 1; i >= 0; i--)
-			pol = pol * r + (FT)dec_inv_fact[i];
-		e = ((IVEC)t - (IVEC)vmag + bias) << mant;
-		pol = pol * (VEC)e;
-		pol = (VEC)((IVEC)pol & keep);
-		VSTORE(x + j, pol);
-		sum += pol;
-	}
-#pragma GCC unroll 16
-	for (int i = 0; i < VW; i++)
-		total += sum[i];
-	return total;
-}
+#include "vexp.h"
 
 /* The online-softmax step of one block for nr rows: logits become
  * exp(logit - m_new); a row whose max grew shrinks its sum and output by
