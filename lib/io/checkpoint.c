@@ -13,7 +13,7 @@
  * allocation. Writing is byte-reproducible (no modification times).
  */
 #include "checkpoint.h"
-#include "h5why.h"
+#include "h5util.h"
 
 #include <hdf5.h>
 
@@ -118,33 +118,19 @@ static int put_attr(struct io *io, hid_t obj, const char *name, hid_t ftype, hid
 	const void *val)
 {
 	char why[160];
-	hid_t sp = H5Screate(H5S_SCALAR), a = -1;
-	int r = 0;
 
-	if (sp < 0 || (a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
-	    H5Awrite(a, mtype, val) < 0)
-		r = fail(io, LCA_ERR_ARG, "cannot write attribute %s (%s)", name, lcio_h5why(why));
-	if (a >= 0)
-		H5Aclose(a);
-	if (sp >= 0)
-		H5Sclose(sp);
-	return r;
+	if (lcio_put_attr(obj, name, ftype, mtype, val, why))
+		return fail(io, LCA_ERR_ARG, "cannot write attribute %s (%s)", name, why);
+	return 0;
 }
 
-/* Fixed-length, NUL-terminated UTF-8: h5py and h5dump read it as text. */
 static int put_str(struct io *io, hid_t obj, const char *name, const char *s)
 {
-	hid_t t = H5Tcopy(H5T_C_S1);
-	int r;
+	char why[160];
 
-	if (t < 0 || H5Tset_size(t, strlen(s) + 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLTERM) < 0 ||
-	    H5Tset_cset(t, H5T_CSET_UTF8) < 0)
-		r = fail(io, LCA_ERR_ARG, "cannot make a string type for %s", name);
-	else
-		r = put_attr(io, obj, name, t, t, s);
-	if (t >= 0)
-		H5Tclose(t);
-	return r;
+	if (lcio_put_str(obj, name, s, why))
+		return fail(io, LCA_ERR_ARG, "cannot write attribute %s (%s)", name, why);
+	return 0;
 }
 
 static int put_i64(struct io *io, hid_t obj, const char *name, int64_t x)
