@@ -84,7 +84,7 @@ if [ -z "$goldens" ]; then
 elif [ ! -x "$tool" ] || ! "$tool" run --help >/dev/null 2>&1 || ! "$tool" check --help >/dev/null 2>&1; then
 	note "golden          SKIP  lcattn run/check not available in this build"
 else
-	gp=0; gf=0; gs=0
+	gp=0; gf=0
 	for g in $goldens; do
 		for dt in f32 bf16; do
 			out="$work/$(basename "$g" .h5).$dt.h5"
@@ -93,21 +93,17 @@ else
 				echo "FAIL run $(basename "$g") $dt:"; tail -n 5 "$work/run.log"
 				continue
 			fi
-			timeout 60 "$tool" check "$g" "$out" >"$work/chk.log" 2>&1
-			st=$?
-			if [ $st -eq 0 ]; then
+			if timeout 60 "$tool" check --dtype $dt "$g" "$out" >"$work/chk.log" 2>&1; then
 				gp=$((gp + 1))
-			elif [ $dt = bf16 ] && [ $st -eq 2 ] && grep -q "no bf16 reference" "$work/chk.log"; then
-				gs=$((gs + 1))	# lcattn check has no bf16 bound (yet)
 			else
 				gf=$((gf + 1))
 				echo "FAIL check $(basename "$g") $dt:"; tail -n 5 "$work/chk.log"
 			fi
 		done
 	done
-	echo "golden: $gp passed, $gf failed, $gs bf16 runs not checkable by lcattn check"
-	if [ $gf -eq 0 ]; then note "golden          PASS  $gp runs${gs:+ ($gs bf16 runs ran but lcattn check has no bf16 bound)}"
-	else note "golden          FAIL  $gf of $((gp + gf + gs)) runs"; fail=1; fi
+	echo "golden: $gp passed, $gf failed (f32 and bf16 runs)"
+	if [ $gf -eq 0 ]; then note "golden          PASS  $gp runs (f32 and bf16)"
+	else note "golden          FAIL  $gf of $((gp + gf)) runs"; fail=1; fi
 fi
 
 # ---- 4. timings ----

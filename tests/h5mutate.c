@@ -11,10 +11,13 @@
  *   h5mutate FILE type PATH int32|float32   same shape, another type
  *   h5mutate FILE i64 PATH a,b,c        replace a dataset by a 1-D int64 array
  *   h5mutate FILE nan PATH              set the first element of a float64 dataset to NaN
+ *   h5mutate FILE scale PATH FACTOR     multiply a float64 dataset by FACTOR
+ *   h5mutate FILE bf16 PATH             round a float64 dataset to bfloat16
  */
 #include <hdf5.h>
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +105,40 @@ static void first_nan(hid_t f, const char *path)
 	H5Dclose(d);
 }
 
+/* x rounded to the nearest bfloat16 (ties to even), for finite x. */
+static double bf16(double x)
+{
+	float f = (float)x;
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof u);
+	u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+/* Every element of the float64 dataset PATH through scale (factor) or,
+ * with factor 0, through bf16 rounding. */
+static void rewrite(hid_t f, const char *path, double factor)
+{
+	hid_t d = H5Dopen2(f, path, H5P_DEFAULT), sp;
+	hssize_t n;
+	double *x;
+
+	if (d < 0)
+		die("H5Dopen2");
+	sp = H5Dget_space(d);
+	if ((n = H5Sget_simple_extent_npoints(sp)) < 0 || !(x = malloc((size_t)n * sizeof *x + 1)))
+		die("H5Sget_simple_extent_npoints");
+	ok(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x), "H5Dread");
+	for (hssize_t i = 0; i < n; i++)
+		x[i] = factor != 0 ? x[i] * factor : bf16(x[i]);
+	ok(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x), "H5Dwrite");
+	free(x);
+	H5Sclose(sp);
+	H5Dclose(d);
+}
+
 static void int_list(hid_t f, const char *path, const char *list)
 {
 	long long v[64];
@@ -156,6 +193,10 @@ int main(int argc, char **argv)
 		int_list(f, a, b);
 	} else if (!strcmp(op, "nan")) {
 		first_nan(f, a);
+	} else if (!strcmp(op, "scale")) {
+		rewrite(f, a, strtod(b, NULL));
+	} else if (!strcmp(op, "bf16")) {
+		rewrite(f, a, 0);
 	} else {
 		fprintf(stderr, "h5mutate: unknown operation %s\n", op);
 		return 99;

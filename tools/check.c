@@ -5,8 +5,10 @@
  *   f64:  1e-12
  *   f32:  2x the error of the reference algorithm itself run in float32 on
  *         the same inputs (the FlashAttention rule), floored at 1e-6
- *   bf16: 2x a bf16-input, float32-accumulate naive run (a CUDA reference;
- *         none on a CPU-only machine).
+ *   bf16: 2x the error of a bf16-input, float32-accumulate naive run: the
+ *         reference in float32 on the inputs rounded to bfloat16 as the
+ *         cuda backend receives them, its outputs rounded to bfloat16 as
+ *         that backend returns them (recurrent state stays float32 there).
  * NaN never passes; -inf entries of lse (fully masked rows) must match
  * exactly and the finite entries are compared.
  */
@@ -65,22 +67,60 @@ double tool_normwise(const double *x, const double *ref, int64_t n,
 	return den > 0 ? sqrt(num / den) : sqrt(num) * s;
 }
 
-/* The float32 bound: run the reference in float32 on the golden inputs and
- * measure its own error against the golden outputs. */
-static int f32_bounds(const char *path, const struct lcio_case *g, double bound[])
+/* The bf16 copy of a case: the inputs rounded to bfloat16 wherever the
+ * cuda backend takes them in bf16 (everything but state0). Shares all
+ * else with g; free with bf16_case_free. */
+static int bf16_case(const struct lcio_case *g, struct lcio_case *r)
+{
+	*r = *g;
+	for (int i = 0; i < g->nin; i++)
+		r->in[i].data = NULL;
+	for (int i = 0; i < g->nin; i++) {
+		const struct lcio_tensor *t = &g->in[i];
+
+		if (!t->data || !tool_bf16_stored(t->name))
+			continue;
+		if (!(r->in[i].data = malloc((size_t)t->n * sizeof(double))))
+			return -1;
+		for (int64_t j = 0; j < t->n; j++)
+			r->in[i].data[j] = tool_bf16_round(t->data[j]);
+	}
+	for (int i = 0; i < g->nin; i++)
+		if (!r->in[i].data)
+			r->in[i].data = g->in[i].data;
+	return 0;
+}
+
+static void bf16_case_free(const struct lcio_case *g, struct lcio_case *r)
+{
+	for (int i = 0; i < g->nin; i++)
+		if (r->in[i].data != g->in[i].data)
+			free(r->in[i].data);
+}
+
+/* The float32 bound (bf16 = 0): run the reference in float32 on the golden
+ * inputs and measure its own error against the golden outputs. The bf16
+ * bound (bf16 = 1): the same on the bf16 copy of the case, the outputs
+ * rounded to bfloat16 where the cuda backend returns bf16. */
+static int ref_bounds(const char *path, const struct lcio_case *g, int bf16, double bound[])
 {
 	double *buf[LCIO_MAX_OUT] = { 0 };
+	struct lcio_case r = *g;
 	lca_status s = LCA_OK;
 	char why[400] = "out of memory";
 	int rc = 0;
 
 	for (int i = 0; !s && i < g->nout; i++)
 		s = (buf[i] = malloc((size_t)g->out[i].n * sizeof(double))) ? LCA_OK : LCA_ERR_NOMEM;
+	if (!s && bf16 && bf16_case(g, &r))
+		s = LCA_ERR_NOMEM;
 	if (!s)
-		s = tool_compute(g, LCA_BACKEND_REF, LCA_F32, LCA_ALGO_AUTO, buf, NULL, why, sizeof why);
+		s = tool_compute(&r, LCA_BACKEND_REF, LCA_F32, LCA_ALGO_AUTO, buf, NULL, why, sizeof why);
+	if (bf16)
+		bf16_case_free(g, &r);
 	if (s == LCA_ERR_UNSUPPORTED) {
 		fprintf(stderr, "lcattn check: no float32 reference in this build, "
-			"so no f32 bound (ref backend, dtype f32: %s)\n", why);
+			"so no %s bound (ref backend, dtype f32: %s)\n", bf16 ? "bf16" : "f32", why);
 		rc = 2;
 	} else if (s) {
 		fprintf(stderr, "lcattn check: %s: the float32 reference failed: %s: %s\n",
@@ -91,11 +131,13 @@ static int f32_bounds(const char *path, const struct lcio_case *g, double bound[
 		double mx, e;
 		int64_t mm;
 
+		for (int64_t j = 0; bf16 && tool_bf16_stored(g->out[i].name) && j < g->out[i].n; j++)
+			buf[i][j] = tool_bf16_round(buf[i][j]);
 		e = tool_normwise(buf[i], g->out[i].data, g->out[i].n, &mx, &mm);
 		if (!isfinite(e)) {
-			fprintf(stderr, "lcattn check: %s: the float32 reference gives a "
-				"non-finite error on %s: no f32 bound for this case\n",
-				path, g->out[i].name);
+			fprintf(stderr, "lcattn check: %s: the %s reference run gives a "
+				"non-finite error on %s: no bound for this case\n",
+				path, bf16 ? "bf16-input" : "float32", g->out[i].name);
 			rc = 2;
 		}
 		bound[i] = fmax(2 * e, F32_FLOOR);
@@ -143,7 +185,8 @@ static int usage(FILE *f)
 		"usage: lcattn check GOLDEN.h5 CANDIDATE.h5 [--dtype f64|f32|bf16]\n"
 		"Compares every output tensor of CANDIDATE.h5 with GOLDEN.h5 and prints\n"
 		"name, normwise error, max-abs error, bound and PASS/FAIL per tensor.\n"
-		"Bounds: f64 1e-12; f32 2x the float32 reference's own error (>= 1e-6).\n"
+		"Bounds: f64 1e-12; f32 2x the float32 reference's own error (>= 1e-6);\n"
+		"bf16 2x the error of the float32 reference on bf16-rounded inputs.\n"
 		"The dtype defaults to the candidate's generator attribute, else f64.\n"
 		"Exit status: 0 all pass, 1 a numerical failure, 2 unusable input.\n");
 	return f == stdout ? 0 : 2;
@@ -200,12 +243,8 @@ int tool_check(int argc, char **argv)
 	}
 	dt = have_dt ? dt : candidate_dtype(&cand);
 	rc = 0;
-	if (dt == LCA_BF16) {
-		fprintf(stderr, "lcattn check: no bf16 reference on this machine "
-			"(it is a CUDA float32-accumulate run)\n");
-		rc = 2;
-	} else if (dt == LCA_F32) {
-		rc = f32_bounds(path[0], &g, bound);
+	if (dt == LCA_BF16 || dt == LCA_F32) {
+		rc = ref_bounds(path[0], &g, dt == LCA_BF16, bound);
 	} else {
 		for (int i = 0; i < g.nout; i++)
 			bound[i] = F64_BOUND;

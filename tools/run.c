@@ -72,6 +72,20 @@ static uint16_t bf16_from_float(float f)
 	return (uint16_t)(u >> 16);
 }
 
+double tool_bf16_round(double x)
+{
+	uint32_t u = (uint32_t)bf16_from_float((float)x) << 16;
+	float f;
+
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+int tool_bf16_stored(const char *name)
+{
+	return strcmp(name, "state0") && strcmp(name, "state");
+}
+
 static size_t dtype_size(lca_dtype t)
 {
 	return t == LCA_F64 ? 8 : t == LCA_F32 ? 4 : 2;
@@ -110,9 +124,7 @@ static void from_dtype(const void *y, int64_t n, lca_dtype t, double *x)
  * cuda backend keeps recurrent state (state0, state) in float32. */
 static lca_dtype elem_type(const struct lcio_tensor *t, lca_backend b, lca_dtype d)
 {
-	int state = !strcmp(t->name, "state0") || !strcmp(t->name, "state");
-
-	return b == LCA_BACKEND_CUDA && state ? LCA_F32 : d;
+	return b == LCA_BACKEND_CUDA && !tool_bf16_stored(t->name) ? LCA_F32 : d;
 }
 
 /* A backend buffer holding the n doubles of x converted to dtype t. */

@@ -32,6 +32,12 @@ int tool_parse_algo(const char *s, lca_algo *out);
 const char *tool_backend_name(lca_backend b);
 const char *tool_dtype_name(lca_dtype d);
 
+/* x rounded to bfloat16 (nearest even; x finite), as a double. */
+double tool_bf16_round(double x);
+/* 1 if the cuda backend keeps tensor name in the plan's dtype when that is
+ * bf16; 0 for the recurrent state (state0, state), kept in float32. */
+int tool_bf16_stored(const char *name);
+
 /* Run the inputs of c (float64, converted to dtype on the way in) through
  * backend/dtype/algo and store the outputs, converted back to float64, in
  * out[i] (c->out[i].n doubles each). Tensors travel through
