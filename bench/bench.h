@@ -95,4 +95,25 @@ int bench_decode(const struct bench_shape *s, const int64_t *Ts, int nT,
 	const lca_variant *vs, int nv, lca_dtype dtype, int reps,
 	const struct bench_ceiling *c, FILE *csv);
 
+/* ---- stack.c ---- */
+
+/* A hybrid stack timed end to end (what it includes: stack.c). */
+struct bench_stack {
+	double prefill_s;     /* measured: the prefill of T tokens, all layers */
+	double decode_s;      /* measured: median single-token step, all layers */
+	double prefill_glue_s, decode_glue_s; /* of which outside the layers'
+	                         calls (norms, residual adds, slices; decode: mean) */
+	double prefill_flops, prefill_bytes;  /* modelled: lca_plan_cost(3) */
+	double decode_flops, decode_bytes;    /* summed over the layers */
+	char msg[200];        /* why the run failed */
+};
+
+/* Run the layers of sched (one letter a layer: S softmax, M mla, D
+ * deltanet, L lightning) at shape s (dk = dn = dv) on the cpu backend in
+ * f32: a prefill of T tokens, two untimed decode steps, then `steps`
+ * (<= 64) timed ones. The decode model is taken at the context of the
+ * median step. Returns 0, or -1 with r->msg set and the times NaN. */
+int bench_stack_run(const char *sched, const struct bench_shape *s, int64_t T,
+	int steps, struct bench_stack *r);
+
 #endif

@@ -494,8 +494,8 @@ typedef enum lca_phase {
 /* Modelled cost of one layer (all heads, one sequence); formulas in
  * lca_plan_cost(3). */
 typedef struct lca_cost {
-	double flops;        /* 2 per multiply-add of the matrix products, 1 per
-	                        multiplication of a state by its decay */
+	double flops;        /* floating-point operations the double reference
+	                        executes, exactly (exp, divide... count 1) */
 	double bytes;        /* lower bound on memory traffic, plan's element size */
 	double state_bytes;  /* cache or state held after the phase */
 } lca_cost;

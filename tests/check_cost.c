@@ -1,210 +1,216 @@
 /*
- * check_cost.c - lca_plan_cost() against an independent count.
+ * check_cost.c - lca_plan_cost() against the operations the reference
+ * actually executes.
  *
- * The counter below walks the loops of each mechanism's textbook definition
- * (lcattn(7), DESIGN.md "The mechanisms"; the chunked and blockwise forms as
- * lca_plan_cost(3) writes them) one operation at a time: every multiply-add
- * of a product adds 2, every multiplication of a state entry by its decay
- * adds 1, and O(head size) work (exp, normalisation, RoPE, norms, scales,
- * beta) adds nothing, the counting rule of lca_plan_cost(3). It shares no
- * code with lib/core/cost.c: the closed forms there must equal these loops
- * exactly on every small shape, masks and short last chunks included.
+ * libref_count.la is lib/ref compiled once more with LCA_REF_COUNT: each
+ * floating-point operation of the double reference adds to this thread's
+ * lcai_refc_flops (FLOPS in lib/ref/real.h; what counts is the rule of
+ * lca_plan_cost(3)). The tests run that build on small, odd shapes (T = 1,
+ * T not a multiple of the chunk or block, dk != dv, GQA, causal and not,
+ * windows, partial RoPE) for each phase, and the model's flops must equal
+ * the count exactly:
+ *   prefill   one call over n tokens, as lca_*_forward makes it;
+ *   decode    the call lca_*_step makes for one token at context n
+ *             (lib/core/cache.c: cu_q {0, 1} over the n cached keys; the
+ *             linear variants run the plan's algo on one token and the
+ *             carried state);
+ *   generate  the decode steps at contexts 1 .. n, summed.
+ * Bytes are a lower bound, not a count, and are not compared here.
  */
-#include "lcattn.h"
+#include "internal.h"
 
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
-struct shape {
-	int64_t H, Hkv, Hk, dk, dv, dn, dr, dc, window, chunk;
-	int causal;
-	lca_algo algo;
-};
+static uint64_t rng = 12345;
 
-/* Does a query at position i see key j? (bottom-right, causal, window) */
-static int sees(const struct shape *s, int64_t i, int64_t j)
+static double uniform(double lo, double hi)
 {
-	if (!s->causal)
-		return 1;
-	return j <= i && (s->window == 0 || i - j < s->window);
+	rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+	return lo + (hi - lo) * (double)(rng >> 11) * 0x1p-53;
 }
 
-/* Softmax and mla: Tq queries at positions Tk - Tq .. Tk - 1. */
-static double count_quadratic(lca_variant v, const struct shape *s, int64_t Tq,
-	int64_t Tk, int prefill)
+/* n doubles drawn from [lo, hi); counts do not depend on the values, but
+ * the reference should see inputs like real ones. */
+static double *draw(int64_t n, double lo, double hi)
 {
-	double f = 0;
+	double *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
 
-	if (v == LCA_MLA && s->algo == LCA_ALGO_NAIVE && prefill)
-		for (int64_t j = 0; j < Tk; j++)  /* decompress every key once */
-			for (int64_t h = 0; h < s->H; h++)
-				f += 2.0 * s->dc * (s->dn + s->dv);
-	for (int64_t i = Tk - Tq; i < Tk; i++)
-		for (int64_t h = 0; h < s->H; h++) {
-			if (v == LCA_MLA && s->algo != LCA_ALGO_NAIVE)
-				f += 2.0 * s->dn * s->dc + 2.0 * s->dc * s->dv;  /* q w_uk, w_uv */
-			for (int64_t j = 0; j < Tk; j++) {
-				if (!sees(s, i, j))
-					continue;
-				if (v == LCA_SOFTMAX) {
-					for (int64_t d = 0; d < s->dk; d++)
-						f += 2;  /* q . k */
-					for (int64_t d = 0; d < s->dv; d++)
-						f += 2;  /* p v */
-				} else if (s->algo == LCA_ALGO_NAIVE) {
-					if (!prefill)  /* decode decompresses what it reads */
-						f += 2.0 * s->dc * (s->dn + s->dv);
-					f += 2.0 * (s->dn + s->dr + s->dv);
-				} else {
-					f += 2.0 * (s->dc + s->dr) + 2.0 * s->dc;
-				}
-			}
-		}
-	return f;
+	ck_assert_ptr_nonnull(x);
+	for (int64_t i = 0; i < n; i++)
+		x[i] = uniform(lo, hi);
+	return x;
 }
 
-/* One token of the recurrence, one value head: the decay, S^T k and the
- * rank-one write (deltanet) or k v^T (lightning), and the read S^T q. */
-static double count_token(lca_variant v, const struct shape *s)
+/* Operations of one call of the counting reference for plan parameters p:
+ * tq queries over tk keys (softmax, mla) or t = tq tokens (deltanet,
+ * lightning, tk unused) of one sequence. */
+static int64_t count_call(const lca_params *p, int64_t tq, int64_t tk)
 {
-	double f = 0;
+	const int64_t H = p->H, cq[2] = { 0, tq }, ck[2] = { 0, tk };
+	double *b[10] = { 0 };
+	lca_status s = LCA_OK;
 
-	for (int64_t a = 0; a < s->dk; a++)
-		for (int64_t b = 0; b < s->dv; b++) {
-			f += 1;          /* S *= decay */
-			if (v == LCA_DELTANET)
-				f += 2;  /* (S^T k)_b */
-			f += 2;          /* S += k (u or v)^T */
-			f += 2;          /* o = S^T q */
-		}
-	return f;
-}
-
-/* One chunk of c tokens, one value head, chunked forms. */
-static double count_chunk(lca_variant v, const struct shape *s, int64_t c)
-{
-	double f = 0;
-
-	for (int64_t i = 0; i < c; i++)
-		for (int64_t j = 0; j <= i; j++) {
-			f += 2.0 * s->dk;          /* tril(Q K^T) */
-			f += 2.0 * s->dv;          /* (Q K^T) U or (Q K^T . D) V */
-			if (v == LCA_DELTANET)     /* tril(K K^T), T K, T V */
-				f += 2.0 * s->dk + 2.0 * (s->dk + s->dv);
-		}
-	if (v == LCA_DELTANET)  /* forward substitution for (I + A)^-1 */
-		for (int64_t i = 0; i < c; i++)
-			for (int64_t j = 0; j < i; j++)
-				for (int64_t k = j + 1; k < i; k++)
-					f += 2;
-	for (int64_t i = 0; i < c; i++)
-		f += 2.0 * s->dk * s->dv * (v == LCA_DELTANET ? 3 : 2);  /* W S, Q S, K^T U */
-	return f + (double)s->dk * s->dv;  /* the state's decay over the chunk */
-}
-
-static double count_linear(lca_variant v, const struct shape *s, int64_t T, int chunked)
-{
-	double f = 0;
-
-	for (int64_t h = 0; h < s->H; h++)
-		if (chunked)
-			for (int64_t t0 = 0; t0 < T; t0 += s->chunk)
-				f += count_chunk(v, s, T - t0 < s->chunk ? T - t0 : s->chunk);
-		else
-			for (int64_t t = 0; t < T; t++)
-				f += count_token(v, s);
-	return f;
-}
-
-static double count(lca_variant v, const struct shape *s, lca_phase ph, int64_t n)
-{
-	double f = 0;
-
-	if (v >= LCA_DELTANET) {
-		if (ph == LCA_PHASE_PREFILL)
-			return count_linear(v, s, n, s->algo == LCA_ALGO_CHUNKED);
-		return count_linear(v, s, ph == LCA_PHASE_DECODE ? 1 : n, 0);
+	lcai_refc_flops = 0;
+	switch (p->variant) {
+	case LCA_SOFTMAX:
+		b[0] = draw(tq * H * p->dk, -1, 1), b[1] = draw(tk * p->Hkv * p->dk, -1, 1);
+		b[2] = draw(tk * p->Hkv * p->dv, -1, 1);
+		b[3] = draw(tq * H * p->dv, 0, 0), b[4] = draw(tq * H, 0, 0);
+		s = lcai_refc_softmax(p, cq, ck, 1, b[0], b[1], b[2], b[3], b[4]);
+		break;
+	case LCA_MLA:
+		b[0] = draw(tq * H * p->dn, -1, 1), b[1] = draw(tq * H * p->dr, -1, 1);
+		b[2] = draw(tk * p->dc, -1, 1), b[3] = draw(tk * p->dr, -1, 1);
+		b[4] = draw(H * p->dn * p->dc, -0.5, 0.5), b[5] = draw(H * p->dv * p->dc, -0.5, 0.5);
+		b[6] = draw(tq * H * p->dv, 0, 0), b[7] = draw(tq * H, 0, 0);
+		s = (p->algo == LCA_ALGO_NAIVE ? lcai_refc_mla_naive : lcai_refc_mla_absorbed)(
+			p, cq, ck, 1, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+		break;
+	case LCA_DELTANET:
+		b[0] = draw(tq * p->Hk * p->dk, -1, 1), b[1] = draw(tq * p->Hk * p->dk, -1, 1);
+		b[2] = draw(tq * H * p->dv, -1, 1), b[3] = draw(tq * H, -0.2, 0);
+		b[4] = draw(tq * H, 0, 1), b[5] = draw(H * p->dk * p->dv, -1, 1);
+		b[6] = draw(tq * H * p->dv, 0, 0);
+		s = (p->algo == LCA_ALGO_CHUNKED ? lcai_refc_deltanet_chunked :
+			lcai_refc_deltanet_recurrent)(p, cq, 1, b[0], b[1], b[2], b[3], b[4],
+			b[5], b[6], b[5]);
+		break;
+	case LCA_LIGHTNING:
+		b[0] = draw(tq * H * p->dk, -1, 1), b[1] = draw(tq * H * p->dk, -1, 1);
+		b[2] = draw(tq * H * p->dv, -1, 1), b[3] = draw(H, 0.01, 1);
+		b[4] = draw(H * p->dk * p->dv, -1, 1), b[5] = draw(tq * H * p->dv, 0, 0);
+		s = (p->algo == LCA_ALGO_CHUNKED ? lcai_refc_lightning_blockwise :
+			lcai_refc_lightning_recurrent)(p, cq, 1, b[0], b[1], b[2], b[3], b[4],
+			b[5], b[4]);
+		break;
 	}
+	ck_assert_int_eq(s, LCA_OK);
+	for (int i = 0; i < 10; i++)
+		free(b[i]);
+	return lcai_refc_flops;
+}
+
+/* The reference's count for phase at n, as the header comment defines it. */
+static double count(const lca_params *p, lca_phase ph, int64_t n)
+{
+	double f = 0;
+
 	if (ph == LCA_PHASE_PREFILL)
-		return count_quadratic(v, s, n, n, 1);
+		return (double)count_call(p, n, n);
 	if (ph == LCA_PHASE_DECODE)
-		return count_quadratic(v, s, 1, n, 0);
+		return (double)count_call(p, 1, n);
 	for (int64_t c = 1; c <= n; c++)
-		f += count_quadratic(v, s, 1, c, 0);
+		f += (double)count_call(p, 1, c);
 	return f;
 }
 
-static lca_plan *make(lca_variant v, const struct shape *s)
+static int compared;  /* (shape, phase, n) triples held equal */
+
+/* Every phase at several n: model == count, exactly. */
+static void compare(const lca_params *want)
 {
-	lca_params p;
+	static const int64_t ns[] = { 1, 2, 4, 5, 7, 12 };
 	lca_plan *pl = NULL;
+	lca_params p;
 
-	ck_assert_int_eq(lca_params_init(&p, v), LCA_OK);
-	p.H = s->H, p.Hkv = s->Hkv, p.Hk = s->Hk, p.dv = s->dv;
-	p.dk = v == LCA_MLA ? 0 : s->dk;
-	if (v == LCA_MLA)
-		p.dn = s->dn, p.dr = s->dr, p.dc = s->dc, p.scale = 0.5;
-	if (v <= LCA_MLA)
-		p.causal = s->causal, p.window = s->window;
-	p.chunk = p.block = s->chunk;
-	p.algo = s->algo;
-	ck_assert_msg(lca_plan_create(&p, &pl) == LCA_OK, "%s", lca_last_error());
-	return pl;
-}
-
-static void compare(lca_variant v, const struct shape *s)
-{
-	static const int64_t ns[] = { 1, 2, 3, 5, 8, 17, 33 };
-	lca_plan *pl = make(v, s);
-
+	ck_assert_msg(lca_plan_create(want, &pl) == LCA_OK, "%s", lca_last_error());
+	ck_assert_int_eq(lca_plan_params(pl, &p), LCA_OK);
 	for (int ph = LCA_PHASE_PREFILL; ph <= LCA_PHASE_GENERATE; ph++)
 		for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
 			lca_cost c;
-			double want = count(v, s, (lca_phase)ph, ns[i]);
+			double got = count(&p, (lca_phase)ph, ns[i]);
 
 			ck_assert_int_eq(lca_plan_cost(pl, (lca_phase)ph, ns[i], &c), LCA_OK);
-			ck_assert_msg(c.flops == want, "variant %d phase %d n %lld: model %.17g, count %.17g",
-				(int)v, ph, (long long)ns[i], c.flops, want);
+			ck_assert_msg(c.flops == got,
+				"variant %d algo %d H %lld causal %d window %lld rope %lld phase %d "
+				"n %lld: model %.17g, reference executed %.17g", (int)p.variant,
+				(int)p.algo, (long long)p.H, p.causal, (long long)p.window,
+				(long long)p.rope_dim, ph, (long long)ns[i], c.flops, got);
+			compared++;
 		}
 	lca_plan_destroy(pl);
 }
 
+static void report(const char *what)
+{
+	fprintf(stderr, "check_cost: %s: %d (shape, phase, n) counts equal the model\n", what,
+		compared);
+}
+
 START_TEST(softmax_counts)
 {
-	for (int causal = 0; causal <= 1; causal++)
-		for (int64_t w = 0; w <= (causal ? 4 : 0); w += 4) {
-			struct shape s = { .H = 4, .Hkv = 2, .dk = 5, .dv = 3, .causal = causal,
-				.window = w, .algo = LCA_ALGO_AUTO };
+	/* GQA with dk != dv, and MQA; partial RoPE; causal, windowed, neither */
+	static const int64_t shapes[][5] = { { 4, 2, 6, 3, 4 }, { 3, 1, 5, 7, 0 } };
 
-			compare(LCA_SOFTMAX, &s);
-		}
+	for (size_t i = 0; i < 2; i++)
+		for (int causal = 0; causal <= 1; causal++)
+			for (int64_t w = 0; w <= (causal ? 3 : 0); w += 3) {
+				lca_params p;
+
+				ck_assert_int_eq(lca_params_init(&p, LCA_SOFTMAX), LCA_OK);
+				p.H = shapes[i][0], p.Hkv = shapes[i][1], p.dk = shapes[i][2];
+				p.dv = shapes[i][3], p.rope_dim = shapes[i][4];
+				p.causal = causal, p.window = w;
+				compare(&p);
+			}
+	report("softmax");
 }
 END_TEST
 
 START_TEST(mla_counts)
 {
 	for (int a = 0; a < 2; a++)
-		for (int64_t w = 0; w <= 3; w += 3) {
-			struct shape s = { .H = 3, .dn = 4, .dr = 2, .dc = 6, .dv = 5, .causal = 1,
-				.window = w, .algo = a ? LCA_ALGO_NAIVE : LCA_ALGO_ABSORBED };
+		for (int causal = 0; causal <= 1; causal++)
+			for (int64_t w = 0; w <= (causal ? 3 : 0); w += 3) {
+				lca_params p;
 
-			compare(LCA_MLA, &s);
-		}
+				ck_assert_int_eq(lca_params_init(&p, LCA_MLA), LCA_OK);
+				p.H = 3, p.dn = 4, p.dr = 4, p.dc = 6, p.dv = 5, p.scale = 0.5;
+				p.rope_dim = causal ? 2 : LCA_ROPE_FULL;  /* partial and full */
+				p.causal = causal, p.window = w;
+				p.algo = a ? LCA_ALGO_NAIVE : LCA_ALGO_ABSORBED;
+				compare(&p);
+			}
+	report("mla");
 }
 END_TEST
 
-START_TEST(linear_counts)
+START_TEST(deltanet_counts)
 {
-	for (int v = LCA_DELTANET; v <= LCA_LIGHTNING; v++)
-		for (int a = 0; a < 2; a++)
-			for (int64_t c = 1; c <= 16; c *= 4) {
-				struct shape s = { .H = 4, .Hk = v == LCA_DELTANET ? 2 : 0, .dk = 3,
-					.dv = 5, .chunk = c,
-					.algo = a ? LCA_ALGO_CHUNKED : LCA_ALGO_RECURRENT };
+	static const int64_t chunks[] = { 1, 4, 5 };
 
-				compare((lca_variant)v, &s);
+	for (int a = 0; a < 2; a++)
+		for (size_t c = 0; c < (a ? 3u : 1u); c++)
+			for (int l2 = 0; l2 <= 1; l2++) {
+				lca_params p;
+
+				ck_assert_int_eq(lca_params_init(&p, LCA_DELTANET), LCA_OK);
+				p.H = 4, p.Hk = l2 ? 2 : 4, p.dk = 3, p.dv = 5, p.qk_l2norm = l2;
+				p.chunk = chunks[c];
+				p.algo = a ? LCA_ALGO_CHUNKED : LCA_ALGO_RECURRENT;
+				compare(&p);
 			}
+	report("deltanet");
+}
+END_TEST
+
+START_TEST(lightning_counts)
+{
+	static const int64_t blocks[] = { 1, 4, 5 };
+
+	for (int a = 0; a < 2; a++)
+		for (size_t c = 0; c < (a ? 3u : 1u); c++) {
+			lca_params p;
+
+			ck_assert_int_eq(lca_params_init(&p, LCA_LIGHTNING), LCA_OK);
+			p.H = 4, p.dk = 3, p.dv = 5, p.block = blocks[c];
+			p.algo = a ? LCA_ALGO_CHUNKED : LCA_ALGO_RECURRENT;
+			compare(&p);
+		}
+	report("lightning");
 }
 END_TEST
 
@@ -212,15 +218,20 @@ END_TEST
  * are lca_plan_cache_cost()'s. */
 START_TEST(generate_sums_decode)
 {
-	struct shape s = { .H = 2, .Hkv = 1, .Hk = 1, .dk = 4, .dv = 4, .dn = 4, .dr = 2,
-		.dc = 8, .causal = 1, .window = 5, .chunk = 4, .algo = LCA_ALGO_AUTO };
-
 	for (int v = 0; v < 4; v++) {
-		lca_plan *pl = make((lca_variant)v, &s);
+		lca_params p;
+		lca_plan *pl = NULL;
 		lca_cost g, d;
 		double fl = 0, by = 0;
 		int64_t tok, seq;
 
+		ck_assert_int_eq(lca_params_init(&p, (lca_variant)v), LCA_OK);
+		p.H = 2, p.Hkv = 1, p.Hk = 1, p.dk = 4, p.dv = 4, p.chunk = p.block = 4;
+		if (v == LCA_MLA)
+			p.dk = 0, p.dn = 4, p.dr = 2, p.dc = 8, p.scale = 0.5;
+		if (v <= LCA_MLA)
+			p.window = 5;
+		ck_assert_msg(lca_plan_create(&p, &pl) == LCA_OK, "%s", lca_last_error());
 		for (int64_t c = 1; c <= 20; c++) {
 			ck_assert_int_eq(lca_plan_cost(pl, LCA_PHASE_DECODE, c, &d), LCA_OK);
 			fl += d.flops, by += d.bytes;
@@ -236,10 +247,13 @@ END_TEST
 
 START_TEST(errors)
 {
-	struct shape s = { .H = 2, .Hkv = 2, .dk = 4, .dv = 4, .causal = 1 };
-	lca_plan *pl = make(LCA_SOFTMAX, &s);
+	lca_params p;
+	lca_plan *pl = NULL;
 	lca_cost c = { 1, 2, 3 };
 
+	ck_assert_int_eq(lca_params_init(&p, LCA_SOFTMAX), LCA_OK);
+	p.H = 2, p.dk = 4, p.dv = 4;
+	ck_assert_int_eq(lca_plan_create(&p, &pl), LCA_OK);
 	ck_assert_int_eq(lca_plan_cost(NULL, LCA_PHASE_DECODE, 4, &c), LCA_ERR_NULL);
 	ck_assert_int_eq(lca_plan_cost(pl, LCA_PHASE_DECODE, 4, NULL), LCA_ERR_NULL);
 	ck_assert_int_eq(lca_plan_cost(pl, (lca_phase)7, 4, &c), LCA_ERR_ARG);
@@ -258,7 +272,8 @@ int main(void)
 
 	tcase_add_test(tc, softmax_counts);
 	tcase_add_test(tc, mla_counts);
-	tcase_add_test(tc, linear_counts);
+	tcase_add_test(tc, deltanet_counts);
+	tcase_add_test(tc, lightning_counts);
 	tcase_add_test(tc, generate_sums_decode);
 	tcase_add_test(tc, errors);
 	suite_add_tcase(s, tc);

@@ -34,6 +34,10 @@ done
 for p in deepseek-v3 qwen3-next minimax-m1; do
 	grep -q "^| $p | 100000 | " "$md" || fail "no row for preset $p"
 done
+for s in DDDSDDDS LLLLLLLS MMMMMMMM SSSSSSSS; do
+	grep -q "^| $s .* | decode | 1024 | [0-9]" "$md" || fail "no measured decode row for stack $s"
+done
+grep -E '^\| [SMDL]{8} .*nan' "$md" && fail "a stack run failed (nan in its row)"
 grep -q '\*\*no\*\*' "$md" && fail "a backend is outside the tolerance bound"
 grep -q "progress\|lcattn report: " "$tmp/stderr" || fail "no progress on stderr"
 for c in mechanisms presets stacks agreement; do

@@ -220,11 +220,12 @@ int tool_cost_claim(FILE *f)
 		"Only the second counting resembles the claim (under 50%% at 64K holds; at 100K the\n"
 		"model gives about a third rather than a quarter). The first is far below it, because the\n"
 		"absorbed form scores every cached token against a 512 + 64 latent and sums a\n"
-		"512-wide latent (2 x 1088 flops per key and head, against 2 x 320 for\n"
-		"decompressed K and V): cheaper in memory, dearer in FLOPs. The model also leaves out\n"
-		"what MiniMax's count may include: prefill of a prompt, the O(d) work per token\n"
-		"(softmax exp, norms, gates), the short convolutions, and any difference between the\n"
-		"published active-parameter counts and the matrices actually multiplied per token.\n",
+		"512-wide latent (about 2 x 1088 flops per key and head, against 2 x 320 for\n"
+		"decompressed K and V): cheaper in memory, dearer in FLOPs. The model counts the work\n"
+		"around the products (softmax exp, norms, scales) as the reference does it, but leaves\n"
+		"out what MiniMax's count may include: prefill of a prompt, the short convolutions and\n"
+		"output gates, and any difference between the published active-parameter counts and\n"
+		"the matrices actually multiplied per token.\n",
 		100 * m[0].model_gen / r[0].model_gen, 100 * m[1].model_gen / r[1].model_gen,
 		100 * m[0].model_gen / h[0].model_gen, 100 * m[1].model_gen / h[1].model_gen);
 	return 0;

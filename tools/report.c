@@ -2,8 +2,9 @@
  * report.c - `lcattn report`: the architecture comparison in one file.
  *
  * Measured here: the machine's ceilings (bench/ceiling.c), prefill and
- * decode of one layer of each mechanism at a reduced width on the cpu
- * backend (stacks are sums of their layers), the probes of
+ * decode of one layer of each mechanism and of 8-layer hybrid stacks run
+ * end to end (bench/stack.c) at a reduced width on the cpu backend, the
+ * probes of
  * lcattn-probes(7) on small shapes, and the agreement of every available
  * backend with the double reference on a small random case. Modelled: the
  * FLOPs and bytes of lca_plan_cost(3) and the presets of `lcattn cost`.
@@ -24,7 +25,6 @@
 enum { MAXT = 8, NMECH = 4, NSCHED = 4, WARM = 2, MAXSTEPS = 64 };
 
 static const char *const mech[NMECH] = { "softmax", "mla", "deltanet", "lightning" };
-static const char mech_letter[] = "SMDL";
 
 struct opts {
 	const char *out;
@@ -148,7 +148,6 @@ static void free_all(void **b, int n)
 
 struct timing {
 	double prefill_s, decode_s;      /* measured */
-	double prefill_flops, decode_flops, prefill_bytes, decode_bytes; /* modelled */
 	int ok;
 };
 
@@ -171,7 +170,6 @@ static void time_layer(lca_variant v, const lca_params *s, int64_t T, int steps,
 	int nt = make_inputs(v, s, T + steps + WARM, 7 + (uint64_t)T, d, n);
 	lca_plan *pl = NULL;
 	lca_cache *c = NULL;
-	lca_cost pc, dc;
 
 	memset(r, 0, sizeof *r);
 	tspecs(v, s, ts);
@@ -182,12 +180,8 @@ static void time_layer(lca_variant v, const lca_params *s, int64_t T, int steps,
 			((float *)f[i])[j] = (float)d[i][j];
 	}
 	if (nt < 1 || tool_shape_plan(v, s, LCA_BACKEND_CPU, LCA_F32, &pl) ||
-	    lca_cache_create(pl, 1, T + steps + WARM, &c) ||
-	    lca_plan_cost(pl, LCA_PHASE_PREFILL, T, &pc) ||
-	    lca_plan_cost(pl, LCA_PHASE_DECODE, T + WARM + steps / 2 + 1, &dc))
+	    lca_cache_create(pl, 1, T + steps + WARM, &c))
 		goto out;
-	r->prefill_flops = pc.flops, r->prefill_bytes = pc.bytes;
-	r->decode_flops = dc.flops, r->decode_bytes = dc.bytes;
 	t0 = bench_now();
 	if (call(pl, v, c, T, f))
 		goto out;
@@ -213,7 +207,7 @@ out:
 	free_all(f, nt);
 }
 
-/* The reduced width of the measured stacks: 8 layers, H = 8, d = 128. */
+/* The reduced width of the measured layers and stacks: H = 8, d = 128. */
 static lca_params reduced(lca_variant v)
 {
 	lca_params s = { .H = 8, .Hkv = 8, .Hk = 8, .dk = 128, .dv = 128 };
@@ -222,6 +216,11 @@ static lca_params reduced(lca_variant v)
 		s.dn = 128, s.dr = 64, s.dc = 512;
 	return s;
 }
+
+/* The same for bench_stack_run(), chunk and block the plans' defaults. */
+static const struct bench_shape stack_shape = {
+	.H = 8, .dk = 128, .dv = 128, .dn = 128, .dr = 64, .dc = 512, .chunk = 64, .block = 256
+};
 
 /* ---- measured: agreement with the double reference ------------------------ */
 
@@ -436,7 +435,8 @@ static void fmt_err(char *b, size_t n, double x)
 }
 
 struct results {
-	struct timing t[NMECH][MAXT];
+	struct timing t[NMECH];          /* one layer at the last T */
+	struct bench_stack st[NSCHED][MAXT];
 	struct probes pr[NMECH];
 	struct agree ag[NMECH][4];
 	int nag[NMECH];
@@ -475,7 +475,7 @@ static void mech_table(FILE *f, FILE *csv, const struct opts *o, const struct re
 			layer_cost(LCA_SOFTMAX, &mha, LCA_PHASE_DECODE, 100000, 0);
 		double r1m = layer_cost((lca_variant)v, &s, LCA_PHASE_DECODE, 1048576, 0) /
 			layer_cost(LCA_SOFTMAX, &mha, LCA_PHASE_DECODE, 1048576, 0);
-		const struct timing *t = &r->t[v][last];
+		const struct timing *t = &r->t[v];
 		double pf = t->ok ? Tl / t->prefill_s : NAN, dc = t->ok ? 1 / t->decode_s : NAN;
 		double worst = NAN;
 		char e[4][32];
@@ -511,43 +511,42 @@ static double predict(const struct results *r, double flops, double bytes, int r
 static void stack_table(FILE *f, FILE *csv, const struct opts *o, const struct results *r)
 {
 	fprintf(f, "## Hybrid stacks at reduced width (measured against modelled)\n\n"
-		"8 layers, H 8, d 128 (mla dn 128, dr 64, dc 512), cpu backend, f32, one sequence. "
-		"**Measured**: one layer of each mechanism timed (prefill: one step of T tokens into "
-		"an empty cache; decode: median of %d single-token steps after it); a stack's time is "
-		"the sum of its layers' times. **Modelled**: lca_plan_cost(3) FLOPs divided by the "
-		"sgemm rate measured in this run (`flops/sgemm`), and the roofline "
-		"max(flops/sgemm, bytes/bandwidth). A decode step lasts micro- to milliseconds: its "
-		"time is dominated by waking the OpenMP and BLAS thread pools and by other load on the "
-		"machine, so decode ratios far from 1 say more about the overhead of a single-token "
-		"call here than about the mechanism; the roofline's bandwidth is that of a large copy, "
-		"so a cache that fits in the CPU caches can beat it (ratio < 1).\n\n", o->decode_steps);
-	fprintf(f, "| schedule | phase | T | measured s | modelled s (flops/sgemm) | modelled s "
-		"(roofline) | measured / roofline |\n|---|---|---|---|---|---|---|\n");
-	fprintf(csv, "schedule,phase,T,measured_s,modelled_flops_s,modelled_roofline_s\n");
+		"8 layers, H 8, d 128 (mla dn 128, dr 64, dc 512), cpu backend, f32, one sequence, "
+		"each stack **measured** end to end: a prefill of T tokens through all 8 layers (each "
+		"into its own cache), then %d single-token decode steps through all 8 caches after 2 "
+		"untimed ones (median step). Layers are joined by a pre-norm residual stream of width "
+		"H d: h = x / rms(x), o = layer(h), x += o; a layer's q, k and v heads are the head "
+		"slices of h (mla's rotary and latent inputs are slices too, deltanet's g and beta "
+		"fixed random, lightning's slopes MiniMax's for its layer). Included: the attention "
+		"layers, their caches and that glue. Excluded: the q/k/v/output projections, MLP or "
+		"MoE, gates, short convolutions, embeddings and the LM head. **Modelled**: "
+		"lca_plan_cost(3) summed over the 8 layers (decode at the median step's context), "
+		"divided by the sgemm rate measured in this run (`flops/sgemm`), and the roofline "
+		"max(flops/sgemm, bytes/bandwidth); the glue's O(T H d) per layer is not in the "
+		"model, and its measured share is shown. A decode step lasts micro- to milliseconds: waking the OpenMP and BLAS thread "
+		"pools 8 times and other load on the machine dominate it, so decode ratios far from "
+		"1 say more about the overhead of single-token calls here than about the mechanism; "
+		"the roofline's bandwidth is that of a large copy, so a cache that fits in the CPU "
+		"caches can beat it (ratio < 1).\n\n", o->decode_steps);
+	fprintf(f, "| schedule | phase | T | measured s | of which glue s | modelled s "
+		"(flops/sgemm) | modelled s (roofline) | measured / roofline |\n"
+		"|---|---|---|---|---|---|---|---|\n");
+	fprintf(csv, "schedule,phase,T,measured_s,modelled_flops_s,modelled_roofline_s,glue_s\n");
 	for (int s = 0; s < NSCHED; s++)
 		for (int ph = 0; ph < 2; ph++)
 			for (int i = 0; i < o->nT; i++) {
-				double m = 0, fl = 0, by = 0;
-				int ok = 1;
-
-				for (const char *c = sched[s]; *c; c++) {
-					int v = (int)(strchr(mech_letter, *c) - mech_letter);
-					const struct timing *t = &r->t[v][i];
-
-					ok &= t->ok;
-					m += ph ? t->decode_s : t->prefill_s;
-					fl += ph ? t->decode_flops : t->prefill_flops;
-					by += ph ? t->decode_bytes : t->prefill_bytes;
-				}
-				if (!ok)
-					m = NAN;
+				const struct bench_stack *b = &r->st[s][i];
+				double m = ph ? b->decode_s : b->prefill_s;
+				double fl = ph ? b->decode_flops : b->prefill_flops;
+				double by = ph ? b->decode_bytes : b->prefill_bytes;
+				double gl = ph ? b->decode_glue_s : b->prefill_glue_s;
 				double p1 = predict(r, fl, by, 0), p2 = predict(r, fl, by, 1);
 
-				fprintf(f, "| %s %s | %s | %lld | %.3g | %.3g | %.3g | %.2f |\n", sched[s],
-					sched_name[s], ph ? "decode" : "prefill", (long long)o->T[i], m,
-					p1, p2, m / p2);
-				fprintf(csv, "%s,%s,%lld,%.6g,%.6g,%.6g\n", sched[s], ph ? "decode" : "prefill",
-					(long long)o->T[i], m, p1, p2);
+				fprintf(f, "| %s %s | %s | %lld | %.3g | %.2g | %.3g | %.3g | %.2f |\n",
+					sched[s], sched_name[s], ph ? "decode" : "prefill",
+					(long long)o->T[i], m, gl, p1, p2, m / p2);
+				fprintf(csv, "%s,%s,%lld,%.6g,%.6g,%.6g,%.6g\n", sched[s],
+					ph ? "decode" : "prefill", (long long)o->T[i], m, p1, p2, gl);
 			}
 	fprintf(f, "\n");
 }
@@ -638,7 +637,7 @@ static int usage(FILE *f)
 		"  gnuplot is installed): the mechanisms and presets side by side, every number\n"
 		"  measured here or modelled by lca_plan_cost(3). Progress goes to stderr.\n"
 		"  --quick  small shapes only (T 256 and 1024), well under a minute\n"
-		"  --long   also time T = 65536 (minutes to hours on a small machine)\n");
+		"  --long   also time T = 16384 and 65536 (hours on a small machine)\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -660,9 +659,9 @@ static int parse(int argc, char **argv, struct opts *o)
 	if (o->quick) {
 		o->T[0] = 256, o->T[1] = 1024, o->nT = 2, o->decode_steps = 9;
 	} else {
-		o->T[0] = 1024, o->T[1] = 4096, o->T[2] = 16384, o->nT = 3, o->decode_steps = 21;
+		o->T[0] = 1024, o->T[1] = 2048, o->T[2] = 4096, o->nT = 3, o->decode_steps = 21;
 		if (o->longer)
-			o->T[o->nT++] = 65536;
+			o->T[o->nT++] = 16384, o->T[o->nT++] = 65536;
 	}
 	return 0;
 }
@@ -672,15 +671,26 @@ static void measure(const struct opts *o, struct results *r)
 	progress("measuring this machine's sgemm, dgemm and copy bandwidth");
 	r->have_ceil = bench_ceilings(&r->ceil) == 0;
 	for (int i = 0; i < o->nT; i++)
-		for (int v = 0; v < NMECH; v++) {
-			lca_params s = reduced((lca_variant)v);
+		for (int s = 0; s < NSCHED; s++) {
+			double t0 = bench_now();
+			struct bench_stack *b = &r->st[s][i];
 
-			progress("timing %s, T = %lld (cpu, f32)", mech[v], (long long)o->T[i]);
-			time_layer((lca_variant)v, &s, o->T[i], o->decode_steps, &r->t[v][i]);
-			if (!r->t[v][i].ok)
-				progress("  %s T = %lld failed: %s", mech[v], (long long)o->T[i],
-					lca_last_error());
+			progress("stack %s (%s), T = %lld: prefill and %d decode steps (cpu, f32)",
+				sched[s], sched_name[s], (long long)o->T[i], o->decode_steps);
+			if (bench_stack_run(sched[s], &stack_shape, o->T[i], o->decode_steps, b))
+				progress("  failed: %s", b->msg);
+			else
+				progress("  %.1f s", bench_now() - t0);
 		}
+	for (int v = 0; v < NMECH; v++) {
+		lca_params s = reduced((lca_variant)v);
+		int64_t T = o->T[o->nT - 1];
+
+		progress("timing one %s layer, T = %lld (cpu, f32)", mech[v], (long long)T);
+		time_layer((lca_variant)v, &s, T, o->decode_steps, &r->t[v]);
+		if (!r->t[v].ok)
+			progress("  %s T = %lld failed: %s", mech[v], (long long)T, lca_last_error());
+	}
 	for (int v = 0; v < NMECH; v++) {
 		progress("probes and backend agreement: %s", mech[v]);
 		run_probes((lca_variant)v, o->quick ? 32 : 64, &r->pr[v]);

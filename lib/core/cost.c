@@ -2,12 +2,15 @@
  * cost.c - the cost model: FLOPs and bytes of one layer per phase
  * (lca_plan_cost(3) states every formula; keep the two in step).
  *
- * Counting rule: every multiply-add of a matrix or vector product whose
- * count is a product of two head sizes, or of a head size and a token
- * count, is 2 flops; every multiplication of a whole dk x dv state by its
- * decay is 1 flop. Work that is O(head size) per token and head (exp and
- * the softmax normalisation, RoPE, L2 norms, scale, beta, gates) is not
- * counted: it is below the counted work by a factor of the other head size.
+ * FLOPs are exact: every floating-point add, subtract, multiply, divide,
+ * sqrt, exp and log the double reference (lib/ref) executes for the call,
+ * 1 each, RoPE as its rotation (6 per pair of coordinates); comparisons,
+ * negations and the RoPE angles are not counted. tests/check_cost runs a
+ * counting build of the reference (FLOPS in lib/ref/real.h) and holds
+ * these formulas to its counts. The leading terms are those of the usual
+ * model (2 per multiply-add of the products, 1 per decay of a state entry);
+ * the rest (exp and normalisation of softmax rows, RoPE, L2 norms, scales,
+ * gates) is what the reference does around them.
  * Everything is computed in double: the counts pass 2^53 only far beyond
  * any context this library can hold, and a ratio is what callers want.
  */
@@ -30,102 +33,154 @@ static double vis_sum(double n, double W)
 	return W * (W + 1) / 2 + (n - W) * W;
 }
 
-/* Lower-triangular (diagonal included) entries of a c x c block. */
+/* Lower-triangular entries of a c x c block, diagonal included. */
 static double tri(double c)
 {
 	return c * (c + 1) / 2;
 }
 
-/* Gated DeltaNet, chunked (WY/UT) form, one chunk of c tokens and one value
- * head, in multiply-adds: A = tril(K K^T) c(c+1)/2 dk; (I + A)^-1 by forward
- * substitution c(c-1)(c-2)/6; W = T K and U = T V c(c+1)/2 (dk + dv);
- * U -= W S c dk dv; tril(Q K^T) c(c+1)/2 dk; (Q K^T) U c(c+1)/2 dv;
- * Q S c dk dv; S += K^T U c dk dv. Plus one decay of S (dk dv flops). */
-static double deltanet_chunk(double c, double dk, double dv)
+/*
+ * Softmax and mla: flops = H (a P + b Q) + c K over P (query, key) pairs
+ * kept by the mask, Q queries and K keys handed to the call(s), with
+ *   a  per pair and head: the logit, its scale, exp(x - max) and the row
+ *      sum (4, mla absorbed 5 for the rope logit's add), the weighted sum;
+ *   b  per query and head: RoPE of the query, log and add of the lse, the
+ *      division of the output row (mla absorbed: of the latent row, plus
+ *      q w_uk and w_uv);
+ *   c  per key: RoPE of every key of the cache in every call (the cache
+ *      keeps keys unrotated; softmax per kv head, mla once), and mla naive
+ *      decompresses every key for every head.
+ */
+static double quadratic_flops(const lca_params *p, double P, double Q, double K)
 {
-	double mac = tri(c) * (3 * dk + 2 * dv) + c * (c - 1) * (c - 2) / 6 +
-		3 * c * dk * dv;
+	double H = (double)p->H, rd = (double)p->rope_dim, a, b, c;
+	double dc = (double)p->dc, dn = (double)p->dn, dr = (double)p->dr, dv = (double)p->dv;
 
-	return 2 * mac + dk * dv;
+	if (p->variant == LCA_SOFTMAX) {
+		a = 2 * (double)(p->dk + p->dv) + 4;
+		b = dv + 2 + 3 * rd;
+		c = 3 * rd * (double)p->Hkv;
+	} else if (p->algo == LCA_ALGO_NAIVE) {
+		a = 2 * (dn + dr + dv) + 4;
+		b = dv + 2 + 3 * rd;
+		c = H * (2 * dc * (dn + dv) + 3 * rd);
+	} else {
+		a = 2 * (2 * dc + dr) + 5;
+		b = 2 * dc * (dn + dv) + dc + 2 + 3 * rd;
+		c = 3 * rd;
+	}
+	return H * (a * P + b * Q) + c * K;
 }
 
-/* Lightning, blockwise form, one block of b tokens and one head:
- * tril(Q K^T) b(b+1)/2 dk; (Q K^T . D) V b(b+1)/2 dv; Q S b dk dv;
- * S += (decayed K)^T V b dk dv; plus lambda^b S (dk dv flops). */
-static double lightning_block(double b, double dk, double dv)
-{
-	return 2 * (tri(b) * (dk + dv) + 2 * b * dk * dv) + dk * dv;
-}
-
-/* Sum of f over T tokens cut into pieces of n (the last may be short). */
-static double pieces(double T, double n, double dk, double dv,
-	double (*f)(double, double, double))
-{
-	double full = floor(T / n), rest = T - full * n;
-
-	return full * f(n, dk, dv) + (rest > 0 ? f(rest, dk, dv) : 0);
-}
-
-/* flops = fixed per token x tokens + per key x keys read (softmax, mla). */
 static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 {
 	double H = (double)p->H, W = (double)p->window, e = (double)c->bytes;
-	double pairs, tok, fix, per_key, in, out, key, wts = 0;
+	double pairs, tok, keys, in, out, key, wts = 0;
 
 	if (ph == LCA_PHASE_PREFILL)
-		pairs = p->causal ? vis_sum(n, W) : n * n, tok = n;
+		pairs = p->causal ? vis_sum(n, W) : n * n, tok = n, keys = n;
 	else if (ph == LCA_PHASE_DECODE)
-		pairs = visible(n - 1, W), tok = 1;
-	else
-		pairs = vis_sum(n, W), tok = n;
+		pairs = visible(n - 1, W), tok = 1, keys = n;
+	else  /* the decode steps at contexts 1 .. n */
+		pairs = vis_sum(n, W), tok = n, keys = tri(n);
 	if (p->variant == LCA_SOFTMAX) {
-		fix = 0;
-		per_key = H * (p->dk + p->dv);
 		in = H * p->dk, out = H * p->dv;
 		key = (double)p->Hkv * (p->dk + p->dv);
-	} else if (p->algo == LCA_ALGO_NAIVE) {
-		/* decompress every key read (decode) or every key once (prefill) */
-		double dec = H * p->dc * (double)(p->dn + p->dv);
-
-		fix = 0;
-		per_key = H * (double)(p->dn + p->dr + p->dv) +
-			(ph == LCA_PHASE_PREFILL ? 0 : dec);
-		if (ph == LCA_PHASE_PREFILL)
-			fix = dec;
-		in = H * (p->dn + p->dr), out = H * p->dv;
-		key = (double)(p->dc + p->dr);
-		wts = H * p->dc * (double)(p->dn + p->dv);
 	} else {
-		/* absorbed: q w_uk, latent logits, latent sum, w_uv per query */
-		fix = H * p->dc * (double)(p->dn + p->dv);
-		per_key = H * (double)(2 * p->dc + p->dr);
 		in = H * (p->dn + p->dr), out = H * p->dv;
 		key = (double)(p->dc + p->dr);
 		wts = H * p->dc * (double)(p->dn + p->dv);
 	}
-	c->flops = 2 * (fix * tok + per_key * pairs);
+	c->flops = quadratic_flops(p, pairs, tok, keys);
 	if (ph == LCA_PHASE_PREFILL)  /* inputs and outputs once, weights once */
 		c->bytes = e * (tok * (in + key + out) + wts);
 	else  /* per step: new token in, its key written, visible keys read */
 		c->bytes = e * (tok * (in + key + out + wts) + pairs * key);
 }
 
+/* Preparing one token's q and k for one value head (deltanet): the
+ * optional L2 norms (squares, sums, eps, sqrt, divisions), then q *= scale. */
+static double dn_prepare(const lca_params *p)
+{
+	double dk = (double)p->dk;
+
+	return dk + (p->qk_l2norm ? 6 * dk + 4 : 0);
+}
+
+/* Gated DeltaNet, one token of the recurrence and one value head: exp(g),
+ * the decay, S^T k, u = beta (v - S^T k), the rank-one write, the read. */
+static double dn_token(const lca_params *p)
+{
+	double dk = (double)p->dk, dv = (double)p->dv;
+
+	return 7 * dk * dv + 2 * dv + 1 + dn_prepare(p);
+}
+
+/* Gated DeltaNet, chunked (WY/UT) form, one chunk of c tokens and one
+ * value head, as lib/ref/deltanet.c computes it: for each of the
+ * c (c - 1) / 2 pairs i < r, A[r][i] (dot and two scalings), its
+ * exp-of-sum decay, and the forward-substitution row update over dk + dv;
+ * for each of the c (c + 1) / 2 pairs i <= r, the intra-chunk output term;
+ * per token the prepared q and k, gamma, the scaled right-hand side, the
+ * pseudo-value U~ - W S, the read Q S and the write K^T U (6 dk dv in
+ * all); per chunk the decay of S. (I + A)^-1 is never formed. */
+static double dn_chunk(const lca_params *p, double c)
+{
+	double dk = (double)p->dk, dv = (double)p->dv;
+
+	return (c * (c - 1) / 2) * (4 * dk + 2 * dv + 4) + tri(c) * (2 * (dk + dv) + 1) +
+		c * (dn_prepare(p) + 3 + 2 * dk + 3 * dv + 6 * dk * dv) + dk * dv;
+}
+
+/* Lightning, blockwise form, one block of b tokens and one head: for each
+ * of the b (b + 1) / 2 pairs i <= r, (q_r . k_i) lambda^(r-i) v_i; per
+ * token the read lambda^r S0^T q_r and its scale, and the write
+ * lambda^(b-i) k_i v_i^T (4 dk dv in all); per block lambda^b S. */
+static double lt_block(const lca_params *p, double b)
+{
+	double dk = (double)p->dk, dv = (double)p->dv;
+
+	return tri(b) * (2 * (dk + dv) + 1) + b * (4 * dk * dv + 2 * dv + dk) + dk * dv;
+}
+
+/* Sum of f over T tokens cut into pieces of n (the last may be short). */
+static double pieces(const lca_params *p, double T, double n,
+	double (*f)(const lca_params *, double))
+{
+	double full = floor(T / n), rest = T - full * n;
+
+	return full * f(p, n) + (rest > 0 ? f(p, rest) : 0);
+}
+
+/* One call over T tokens of one sequence (all heads), with the plan's algo:
+ * a prefill, or (T = 1) a decode step, which runs the same code. */
+static double linear_flops(const lca_params *p, double T)
+{
+	double H = (double)p->H, dk = (double)p->dk, dv = (double)p->dv, B;
+
+	if (p->variant == LCA_DELTANET)
+		return H * (p->algo == LCA_ALGO_CHUNKED ? pieces(p, T, (double)p->chunk, dn_chunk) :
+			T * dn_token(p));
+	/* lightning: lambda = exp(-slope) once per head, or its powers
+	 * lambda^0 .. lambda^min(B, T) (a multiply and an exp each) */
+	B = (double)p->block;
+	if (p->algo == LCA_ALGO_CHUNKED)
+		return H * (pieces(p, T, B, lt_block) + 2 * (fmin(B, T) + 1));
+	return H * (T * (5 * dk * dv + dv) + 1);
+}
+
 static void linear(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 {
 	double H = (double)p->H, dk = (double)p->dk, dv = (double)p->dv;
-	double e = c->bytes, st = H * dk * dv, per_tok, io;
+	double e = c->bytes, st = H * dk * dv, io;
 	int dn = p->variant == LCA_DELTANET;
 
 	/* q, k (Hk heads for deltanet), v, g and beta in; o out */
 	io = dn ? 2 * (double)p->Hk * dk + 2 * H * dv + 2 * H : 2 * H * dk + 2 * H * dv;
-	per_tok = H * (dn ? 7 : 5) * dk * dv;  /* the recurrence, per token */
-	if (ph == LCA_PHASE_PREFILL && p->algo == LCA_ALGO_CHUNKED)
-		c->flops = H * (dn ? pieces(n, (double)p->chunk, dk, dv, deltanet_chunk) :
-			pieces(n, (double)p->block, dk, dv, lightning_block));
-	else if (ph == LCA_PHASE_DECODE)
-		c->flops = per_tok;
-	else
-		c->flops = per_tok * n;
+	if (ph == LCA_PHASE_PREFILL)
+		c->flops = linear_flops(p, n);
+	else  /* every step is the layer run on one token */
+		c->flops = (ph == LCA_PHASE_DECODE ? 1 : n) * linear_flops(p, 1);
 	if (ph == LCA_PHASE_PREFILL)  /* tokens once, final state written once */
 		c->bytes = e * (n * io + st + (dn ? 0 : H));
 	else if (ph == LCA_PHASE_DECODE)  /* the state is read and written */

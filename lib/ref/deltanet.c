@@ -48,16 +48,21 @@ static void dn_prepare_qk(const lca_params *p, const real *qs,
 		for (i = 0; i < dk; i++) {
 			sq += qd[i] * qd[i];
 			sk += kd[i] * kd[i];
+			FLOPS(4);
 		}
 		sq = sqrt(sq + DN_L2_EPS);
 		sk = sqrt(sk + DN_L2_EPS);
+		FLOPS(4);
 		for (i = 0; i < dk; i++) {
 			qd[i] /= sq;
 			kd[i] /= sk;
+			FLOPS(2);
 		}
 	}
-	for (i = 0; i < dk; i++)
+	for (i = 0; i < dk; i++) {
 		qd[i] *= (real)p->scale;
+		FLOPS(1);
+	}
 }
 
 /*
@@ -129,23 +134,33 @@ static void dn_token(real *S, const real *q, const real *k,
 	real decay = exp(g);
 	int64_t i, j;
 
-	for (i = 0; i < dk * dv; i++)
+	FLOPS(1);
+	for (i = 0; i < dk * dv; i++) {
 		S[i] *= decay;
+		FLOPS(1);
+	}
 	for (j = 0; j < dv; j++) {
 		real sk = 0.0;
 
-		for (i = 0; i < dk; i++)
+		for (i = 0; i < dk; i++) {
 			sk += S[i * dv + j] * k[i];
+			FLOPS(2);
+		}
 		u[j] = beta * (v[j] - sk);
+		FLOPS(2);
 	}
 	for (i = 0; i < dk; i++)
-		for (j = 0; j < dv; j++)
+		for (j = 0; j < dv; j++) {
 			S[i * dv + j] += k[i] * u[j];
+			FLOPS(2);
+		}
 	for (j = 0; j < dv; j++) {
 		real acc = 0.0;
 
-		for (i = 0; i < dk; i++)
+		for (i = 0; i < dk; i++) {
 			acc += S[i * dv + j] * q[i];
+			FLOPS(2);
+		}
 		o[j] = acc;
 	}
 }
@@ -320,6 +335,7 @@ static void dn_chunk_decay(const real *g, int64_t C, real *gamma,
 	for (r = 0; r < C; r++) {
 		s += g[r];
 		gamma[r] = exp(s);
+		FLOPS(2);
 	}
 	for (i = 0; i < C; i++) {
 		s = 0.0;
@@ -327,6 +343,7 @@ static void dn_chunk_decay(const real *g, int64_t C, real *gamma,
 		for (r = i + 1; r < C; r++) {
 			s += g[r];
 			dec[r * C + i] = exp(s);
+			FLOPS(2);
 		}
 	}
 }
@@ -336,8 +353,10 @@ static real dn_dot(const real *a, const real *b, int64_t n)
 	real s = 0.0;
 	int64_t i;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		s += a[i] * b[i];
+		FLOPS(2);
+	}
 	return s;
 }
 
@@ -357,17 +376,25 @@ static void dn_chunk_solve(const struct dn_chunk_ws *ws, int64_t C,
 		real *xr = ws->x + r * w;
 		real bg = ws->beta[r] * ws->gamma[r];
 
-		for (j = 0; j < dk; j++)
+		FLOPS(1);
+		for (j = 0; j < dk; j++) {
 			xr[j] = bg * ws->k[r * dk + j];
-		for (j = 0; j < dv; j++)
+			FLOPS(1);
+		}
+		for (j = 0; j < dv; j++) {
 			xr[dk + j] = ws->beta[r] * ws->v[r * dv + j];
+			FLOPS(1);
+		}
 		for (i = 0; i < r; i++) {
 			const real *xi = ws->x + i * w;
 			real a = ws->beta[r] * ws->dec[r * C + i] *
 				dn_dot(ws->k + r * dk, ws->k + i * dk, dk);
 
-			for (j = 0; j < w; j++)
+			FLOPS(2);
+			for (j = 0; j < w; j++) {
 				xr[j] -= a * xi[j];
+				FLOPS(2);
+			}
 		}
 	}
 }
@@ -385,9 +412,12 @@ static void dn_chunk_pseudo_values(const struct dn_chunk_ws *ws, int64_t C,
 		for (j = 0; j < dv; j++) {
 			real ws0 = 0.0;
 
-			for (i = 0; i < dk; i++)
+			for (i = 0; i < dk; i++) {
 				ws0 += xr[i] * ws->S[i * dv + j];
+				FLOPS(2);
+			}
 			xr[dk + j] -= ws0;
+			FLOPS(1);
 		}
 	}
 }
@@ -407,17 +437,23 @@ static void dn_chunk_output(const lca_params *p, const struct dn_chunk_ws *ws,
 		for (j = 0; j < dv; j++) {
 			real acc = 0.0;
 
-			for (i = 0; i < dk; i++)
+			for (i = 0; i < dk; i++) {
 				acc += ws->S[i * dv + j] * qr[i];
+				FLOPS(2);
+			}
 			orow[j] = ws->gamma[r] * acc;
+			FLOPS(1);
 		}
 		for (i = 0; i <= r; i++) {
 			const real *ui = ws->x + i * w + dk;
 			real c = ws->dec[r * C + i] *
 				dn_dot(qr, ws->k + i * dk, dk);
 
-			for (j = 0; j < dv; j++)
+			FLOPS(1);
+			for (j = 0; j < dv; j++) {
 				orow[j] += c * ui[j];
+				FLOPS(2);
+			}
 		}
 	}
 }
@@ -430,8 +466,10 @@ static void dn_chunk_advance(const struct dn_chunk_ws *ws, int64_t C,
 	const real *last = ws->dec + (C - 1) * C;
 	int64_t r, i, j;
 
-	for (i = 0; i < dk * dv; i++)
+	for (i = 0; i < dk * dv; i++) {
 		ws->S[i] *= ws->gamma[C - 1];
+		FLOPS(1);
+	}
 	for (r = 0; r < C; r++) {
 		const real *kr = ws->k + r * dk;
 		const real *ur = ws->x + r * w + dk;
@@ -439,8 +477,11 @@ static void dn_chunk_advance(const struct dn_chunk_ws *ws, int64_t C,
 		for (i = 0; i < dk; i++) {
 			real c = last[r] * kr[i];
 
-			for (j = 0; j < dv; j++)
+			FLOPS(1);
+			for (j = 0; j < dv; j++) {
 				ws->S[i * dv + j] += c * ur[j];
+				FLOPS(2);
+			}
 		}
 	}
 }

@@ -45,8 +45,10 @@ static real dot(const real *a, const real *b, int64_t n)
 {
 	real s = 0.0;
 
-	for (int64_t i = 0; i < n; i++)
+	for (int64_t i = 0; i < n; i++) {
 		s += a[i] * b[i];
+		FLOPS(2);
+	}
 	return s;
 }
 
@@ -78,21 +80,39 @@ static void state_readout(real *out, const real *S, const real *q,
 	for (int64_t j = 0; j < d->dv; j++) {
 		real s = 0.0;
 
-		for (int64_t i = 0; i < d->dk; i++)
+		for (int64_t i = 0; i < d->dk; i++) {
 			s += S[i * d->dv + j] * q[i];
+			FLOPS(2);
+		}
 		out[j] = a * s;
+		FLOPS(1);
 	}
 }
 
-/* S = decay S + w k v^T. */
-static void state_update(real *S, real decay, real w, const real *k,
+/* S = decay S + k v^T: one token of the recurrence. */
+static void state_update(real *S, real decay, const real *k,
 	const real *v, const struct lt_dims *d)
+{
+	for (int64_t i = 0; i < d->dk; i++)
+		for (int64_t j = 0; j < d->dv; j++) {
+			S[i * d->dv + j] = decay * S[i * d->dv + j] + k[i] * v[j];
+			FLOPS(3);
+		}
+}
+
+/* S += w k v^T: one token's write into a state whose decay over the whole
+ * block was applied at once. */
+static void state_add(real *S, real w, const real *k, const real *v,
+	const struct lt_dims *d)
 {
 	for (int64_t i = 0; i < d->dk; i++) {
 		real wk = w * k[i];
 
-		for (int64_t j = 0; j < d->dv; j++)
-			S[i * d->dv + j] = decay * S[i * d->dv + j] + wk * v[j];
+		FLOPS(1);
+		for (int64_t j = 0; j < d->dv; j++) {
+			S[i * d->dv + j] += wk * v[j];
+			FLOPS(2);
+		}
 	}
 }
 
@@ -107,7 +127,7 @@ static void recurrent_head(const struct lt_dims *d, int64_t h, int64_t t0,
 		size_t qk = ((size_t)t * d->H + h) * d->dk;
 		size_t vo = ((size_t)t * d->H + h) * d->dv;
 
-		state_update(S, lambda, 1.0, k + qk, v + vo, d);
+		state_update(S, lambda, k + qk, v + vo, d);
 		state_readout(o + vo, S, q + qk, d->scale, d);
 	}
 }
@@ -125,6 +145,8 @@ lca_status REF(lightning_recurrent)(const lca_params *p, const int64_t *cu,
 		for (int64_t h = 0; h < d.H; h++) {
 			/* slope >= 0 keeps lambda <= 1: S never grows by decay. */
 			real lambda = exp(-slope[h]);
+
+			FLOPS(1);
 
 			state_load(S, state0, n, h, &d);
 			recurrent_head(&d, h, cu[n], cu[n + 1], lambda, q, k, v,
@@ -146,8 +168,10 @@ lca_status REF(lightning_recurrent)(const lca_params *p, const int64_t *cu,
  */
 static void decay_powers(real *pw, int64_t mmax, real slope)
 {
-	for (int64_t m = 0; m <= mmax; m++)
+	for (int64_t m = 0; m <= mmax; m++) {
 		pw[m] = exp(-slope * (real)m);
+		FLOPS(2);
+	}
 }
 
 /*
@@ -181,11 +205,16 @@ static void block_outputs(const struct lt_dims *d, int64_t h, int64_t t0,
 			const real *vi = v + ((size_t)ti * d->H + h) * d->dv;
 			real w = pw[r - i] * dot(qr, ki, d->dk);
 
-			for (int64_t j = 0; j < d->dv; j++)
+			FLOPS(1);
+			for (int64_t j = 0; j < d->dv; j++) {
 				orow[j] += w * vi[j];
+				FLOPS(2);
+			}
 		}
-		for (int64_t j = 0; j < d->dv; j++)
+		for (int64_t j = 0; j < d->dv; j++) {
 			orow[j] *= d->scale;
+			FLOPS(1);
+		}
 	}
 }
 
@@ -202,12 +231,14 @@ static void block_state(const struct lt_dims *d, int64_t h, int64_t t0,
 {
 	size_t len = (size_t)d->dk * (size_t)d->dv;
 
-	for (size_t e = 0; e < len; e++)
+	for (size_t e = 0; e < len; e++) {
 		S[e] *= pw[b];
+		FLOPS(1);
+	}
 	for (int64_t i = 1; i <= b; i++) {
 		int64_t ti = t0 + i - 1;
 
-		state_update(S, 1.0, pw[b - i],
+		state_add(S, pw[b - i],
 			k + ((size_t)ti * d->H + h) * d->dk,
 			v + ((size_t)ti * d->H + h) * d->dv, d);
 	}

@@ -98,8 +98,10 @@ static real dot(const real *a, const real *b, int64_t n)
 {
 	real acc = 0.0;
 
-	for (int64_t j = 0; j < n; j++)
+	for (int64_t j = 0; j < n; j++) {
 		acc += a[j] * b[j];
+		FLOPS(2);
+	}
 	return acc;
 }
 
@@ -143,8 +145,10 @@ static real naive_row(const lca_params *p, const real *qn,
 	ref_rope(sc->q + dn, p->rope_dim, p->rope_style, p->rope_theta, pq);
 
 	REF(key_range)(p, pq, tk, &lo, &hi);
-	for (int64_t s = lo; s < hi; s++)
+	for (int64_t s = lo; s < hi; s++) {
 		sc->logit[s - lo] = (real)p->scale * dot(sc->q, sc->kh + s * dqk, dqk);
+		FLOPS(1);
+	}
 	l = REF(row_exp)(sc->logit, hi - lo, &sum);
 	REF(row_mix)(sc->logit, hi - lo, sum, sc->vh + lo * p->dv, p->dv,
 		p->dv, orow);
@@ -205,15 +209,19 @@ static real absorbed_row(const lca_params *p, int64_t h, const real *qn,
 	for (int64_t c = 0; c < dc; c++)
 		sc->q[c] = 0.0;
 	for (int64_t j = 0; j < dn; j++)
-		for (int64_t c = 0; c < dc; c++)
+		for (int64_t c = 0; c < dc; c++) {
 			sc->q[c] += wk[j * dc + c] * qn[j];
+			FLOPS(2);
+		}
 	memcpy(sc->qr, qrope, (size_t)dr * sizeof(real));
 	ref_rope(sc->qr, p->rope_dim, p->rope_style, p->rope_theta, pq);
 
 	REF(key_range)(p, pq, tk, &lo, &hi);
-	for (int64_t s = lo; s < hi; s++)
+	for (int64_t s = lo; s < hi; s++) {
 		sc->logit[s - lo] = (real)p->scale * (dot(sc->q, ckv + s * dc, dc) +
 			dot(sc->qr, sc->kr + s * dr, dr));
+		FLOPS(2);
+	}
 	l = REF(row_exp)(sc->logit, hi - lo, &sum);
 	/* A fully masked row leaves lat = 0, hence o = 0. */
 	REF(row_mix)(sc->logit, hi - lo, sum, ckv + lo * dc, dc, dc, sc->lat);

@@ -40,8 +40,10 @@ real REF(row_exp)(real *x, int64_t n, real *sum)
 	for (int64_t s = 0; s < n; s++) {
 		x[s] = exp(x[s] - m);
 		acc += x[s];
+		FLOPS(3);
 	}
 	*sum = acc;
+	FLOPS(2);
 	return m + log(acc);
 }
 
@@ -51,11 +53,15 @@ void REF(row_mix)(const real *w, int64_t n, real sum,
 	for (int64_t j = 0; j < d; j++)
 		out[j] = 0.0;
 	for (int64_t s = 0; s < n; s++)
-		for (int64_t j = 0; j < d; j++)
+		for (int64_t j = 0; j < d; j++) {
 			out[j] += w[s] * x[s * stride + j];
+			FLOPS(2);
+		}
 	/* Normalise once at the end (sum >= 1, no division by zero); an
 	 * empty row keeps out = 0, the fully masked convention. */
 	if (n > 0)
-		for (int64_t j = 0; j < d; j++)
+		for (int64_t j = 0; j < d; j++) {
 			out[j] /= sum;
+			FLOPS(1);
+		}
 }

@@ -34,8 +34,10 @@ static real dot(const real *a, const real *b, int64_t n)
 {
 	real acc = 0.0;
 
-	for (int64_t j = 0; j < n; j++)
+	for (int64_t j = 0; j < n; j++) {
 		acc += a[j] * b[j];
+		FLOPS(2);
+	}
 	return acc;
 }
 
@@ -70,8 +72,10 @@ static real attend_row(const lca_params *p, const real *qrow, int64_t pq,
 
 	/* Masked keys are never scored: they cannot leak into max or sum. */
 	REF(key_range)(p, pq, tk, &lo, &hi);
-	for (int64_t s = lo; s < hi; s++)
+	for (int64_t s = lo; s < hi; s++) {
 		sc->logit[s - lo] = (real)p->scale * dot(sc->qr, sc->kr + s * dk, dk);
+		FLOPS(1);
+	}
 	l = REF(row_exp)(sc->logit, hi - lo, &sum);
 	REF(row_mix)(sc->logit, hi - lo, sum, v + lo * vstride, vstride,
 		p->dv, orow);
