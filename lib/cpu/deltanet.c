@@ -191,7 +191,7 @@ static int dn_blas_fits(const lca_params *p, int64_t cap)
 {
 	int64_t lim = INT_MAX;
 
-	return p->dk + p->dv <= lim && cap <= lim &&
+	return p->dk + p->dv <= lim && p->dk <= lim - cap &&
 		p->H <= lim / p->dv && p->Hk <= lim / p->dk;
 }
 

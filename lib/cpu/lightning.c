@@ -147,7 +147,7 @@ static size_t lt_bytes(int64_t n, size_t esize)
 /* BLAS takes int sizes and strides: every one we pass must fit. */
 static int lt_blas_fits(const lca_params *p, int64_t bmax)
 {
-	return bmax <= INT_MAX && p->H <= INT_MAX / p->dk &&
+	return p->dk <= INT_MAX - bmax && p->H <= INT_MAX / p->dk &&
 		p->H <= INT_MAX / p->dv;
 }
 
