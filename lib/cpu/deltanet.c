@@ -35,13 +35,14 @@
  * development machine made lightning 5x slower. It does, however, run a
  * GEMM single-threaded when m n k <= 65536 * GEMM_MULTITHREAD_THRESHOLD
  * (= 64^3 by default; interface/gemm.c of 0.3.21), so the GEMMs of
- * lib/cpu/gemm.c cut every product into calls of at most 64^3, which costs a nesting-aware
- * BLAS only the extra calls (64^3 calls run at full single-core speed;
- * measured: 5x faster than whole calls there). syrk and trsm
- * have no such size rule, so the chunk uses GEMMs only: the Gram matrix in
- * full and the triangular solve as an explicit (I + A)^{-1} times the
- * right-hand side. With a single work item and no thread cap the calls are
- * left whole, so a threaded BLAS can use the cores the items cannot.
+ * lib/cpu/gemm.c cut every product into calls of at most 64^3, which costs
+ * a nesting-aware BLAS only the extra calls (64^3 calls run at full
+ * single-core speed; measured: 5x faster than whole calls there). syrk
+ * and trsm have no such size rule, so the chunk uses GEMMs only: the Gram
+ * matrix by row tiles up to the diagonal and the triangular solve as an
+ * explicit (I + A)^{-1} times the right-hand side. With a single work item
+ * and no thread cap the calls are left whole, so a threaded BLAS can use
+ * the cores the items cannot.
  *
  * Float32 and float64 share one body: the second half of this file is a
  * template that includes itself twice, once per element type (real), with
@@ -307,7 +308,8 @@ static size_t FN(dn_ws_bytes)(const lca_params *p, int64_t cap, int64_t G)
 	int64_t dk = p->dk, dv = p->dv, sq, sqp, qp, rows, rhs, su;
 	size_t b = 0;
 
-	if (!lcai_mul(cap, cap, &sq) || !lcai_mul(cap, dn_pad(cap), &sqp) || !lcai_mul(cap, dk + cap, &qp) ||
+	if (!lcai_mul(cap, cap, &sq) || !lcai_mul(cap, dn_pad(cap), &sqp) ||
+	    !lcai_mul(cap, dk + cap, &qp) ||
 	    !lcai_mul(cap, dk, &rows) || !lcai_mul(cap, dk + dv, &rhs) ||
 	    !lcai_mul(dk + cap, dv, &su) || !lcai_mul(su, G, &su))
 		return 0;

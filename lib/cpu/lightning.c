@@ -234,8 +234,8 @@ static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax, int64_t G)
 	int i;
 
 	if (!lcai_mul(lt_min(bmax, LT_ROW_TILE), p->dk + bmax, &tile) ||
-	    !lcai_mul(p->dk, bmax, &kt) || !lcai_mul(p->dk + bmax, p->dv, &sv) ||
-	    !lcai_mul(sv, G, &sv))
+	    !lcai_mul(p->dk, bmax, &kt) ||
+	    !lcai_mul(p->dk + bmax, p->dv, &sv) || !lcai_mul(sv, G, &sv))
 		return 0;
 	part[0] = lt_bytes(bmax + 1, sizeof(double));
 	part[1] = lt_bytes(bmax + 1, sizeof(real));
