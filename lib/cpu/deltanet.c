@@ -52,7 +52,6 @@
 
 #include "internal.h"
 #include "gemm.h"
-#include "prefetch.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -474,43 +473,13 @@ static void FN(dn_recurrent_head)(const struct FN(dn_args) *a, int64_t n,
 
 /* ---- chunked form ----------------------------------------------------- */
 
-/* Token t of value head h on its way to the cache: q, k, v to read, o to
- * write (lib/cpu/prefetch.h says why). */
-static void FN(dn_prefetch_token)(const struct FN(dn_args) *a, int64_t t,
-	int64_t h)
-{
-	int64_t H = a->p->H, Hk = a->p->Hk, dk = a->p->dk, dv = a->p->dv;
-	int64_t hk = h / (H / Hk);
-
-	lcai_prefetch_row(a->q + (t * Hk + hk) * dk, dk * sizeof(real), 0);
-	lcai_prefetch_row(a->k + (t * Hk + hk) * dk, dk * sizeof(real), 0);
-	lcai_prefetch_row(a->v + (t * H + h) * dv, dv * sizeof(real), 0);
-	lcai_prefetch_row(a->o + (t * H + h) * dv, dv * sizeof(real), 1);
-}
-
-/* The next (chunk, head) an item runs after (t0, h): the next head of the
- * group on the same tokens, else the group's first head on the next
- * chunk. Returns its length, 0 when there is none. */
-static int64_t FN(dn_next)(const struct FN(dn_args) *a, int64_t end,
-	int64_t t0, int64_t C, int64_t h0, int64_t h, int64_t *tn,
-	int64_t *hn)
-{
-	if (h + 1 < h0 + a->G) {
-		*tn = t0, *hn = h + 1;
-		return C;
-	}
-	*tn = t0 + C, *hn = h0;
-	return dn_min(end - *tn, a->p->chunk);
-}
-
 /*
  * Everything the chunk t0 .. t0+C-1 of value head h reads from the
  * tensors, packed: gates and decay ratios, prepared q (QP) and k (K and
- * KT), and the right-hand side R of the solve. The nn tokens from tn of
- * head hn, the work that follows, are prefetched meanwhile.
+ * KT), and the right-hand side R of the solve.
  */
 static void FN(dn_gather)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
-	int64_t h, int64_t tn, int64_t nn, int64_t hn, struct FN(dn_ws) *ws)
+	int64_t h, struct FN(dn_ws) *ws)
 {
 	const lca_params *p = a->p;
 	int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv, w = dk + dv;
@@ -528,8 +497,6 @@ static void FN(dn_gather)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 		real b = (real)ws->beta[r];
 
 		t = t0 + r;
-		if (r < nn)
-			FN(dn_prefetch_token)(a, tn + r, hn);
 		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
 			a->k + (t * Hk + hk) * dk, ws->QP + r * (dk + C), kr);
 		#pragma omp simd
@@ -664,14 +631,14 @@ static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
 /* One chunk t0 .. t0+C-1 of value head h: S (atop SU) goes from S0 to
  * S_C. The rest as for dn_gather. */
 static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
-	int64_t h, int64_t tn, int64_t nn, int64_t hn, real *SU,
+	int64_t h, real *SU,
 	struct FN(dn_ws) *ws)
 {
 	int64_t dk = a->p->dk, dv = a->p->dv;
 	real *U = SU + dk * dv;
 	int64_t r, i;
 
-	FN(dn_gather)(a, t0, C, h, tn, nn, hn, ws);
+	FN(dn_gather)(a, t0, C, h, ws);
 	FN(dn_wy)(a, C, U, ws);
 	/* U = U~ - W S0, in place over U~. */
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk,
@@ -699,13 +666,12 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 static void FN(dn_chunked_item)(const struct FN(dn_args) *a, int64_t n,
 	int64_t h0, int64_t cap, struct FN(dn_ws) *ws)
 {
-	int64_t t0, C, j, tn, hn, nn, end = a->cu[n + 1];
+	int64_t t0, C, j, end = a->cu[n + 1];
 
 	for (t0 = a->cu[n]; t0 < end; t0 += C) {
 		C = dn_min(end - t0, a->p->chunk);
 		for (j = 0; j < a->G; j++) {
-			nn = FN(dn_next)(a, end, t0, C, h0, h0 + j, &tn, &hn);
-			FN(dn_chunk)(a, t0, C, h0 + j, tn, nn, hn,
+			FN(dn_chunk)(a, t0, C, h0 + j,
 				FN(dn_su)(a, cap, j, ws), ws);
 		}
 	}

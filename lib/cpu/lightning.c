@@ -48,7 +48,6 @@
 
 #include "internal.h"
 #include "gemm.h"
-#include "prefetch.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -340,19 +339,6 @@ static void FN(lt_recurrent_head)(const struct FN(lt_args) *a, int64_t n,
 
 /* ---- blockwise form --------------------------------------------------- */
 
-/* Token t of head h, on its way to the cache: q, k, v to read, o to
- * write (lib/cpu/prefetch.h says why). */
-static void FN(lt_prefetch_token)(const struct FN(lt_args) *a, int64_t t,
-	int64_t h)
-{
-	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv;
-
-	lcai_prefetch_row(a->q + (t * H + h) * dk, dk * sizeof(real), 0);
-	lcai_prefetch_row(a->k + (t * H + h) * dk, dk * sizeof(real), 0);
-	lcai_prefetch_row(a->v + (t * H + h) * dv, dv * sizeof(real), 0);
-	lcai_prefetch_row(a->o + (t * H + h) * dv, dv * sizeof(real), 1);
-}
-
 /* lambda^m = exp(-slope m), m = 0 .. bmax, of head h into ws. */
 static void FN(lt_head_powers)(const struct FN(lt_args) *a, int64_t h,
 	struct FN(lt_ws) *ws)
@@ -366,22 +352,17 @@ static void FN(lt_head_powers)(const struct FN(lt_args) *a, int64_t h,
 
 /*
  * The block's K and V packed: K^T into KT (leading dimension b) and V
- * below S in SV. The nn tokens from tn of head hn, the work that follows,
- * are prefetched meanwhile.
+ * below S in SV.
  */
 static void FN(lt_pack)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
-	int64_t h, int64_t tn, int64_t nn, int64_t hn, real *SV,
-	struct FN(lt_ws) *ws)
+	int64_t h, real *SV, struct FN(lt_ws) *ws)
 {
 	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, r;
 	real *V = SV + dk * dv;
 
-	for (r = 0; r < b; r++) {
-		if (r < nn)
-			FN(lt_prefetch_token)(a, tn + r, hn);
+	for (r = 0; r < b; r++)
 		memcpy(V + r * dv, a->v + ((t0 + r) * H + h) * dv,
 			(size_t)dv * sizeof(real));
-	}
 	TRANSPOSE(b, dk, a->k + (t0 * H + h) * dk, H * dk, ws->KT);
 }
 
@@ -428,13 +409,12 @@ static void FN(lt_row_tile)(const struct FN(lt_args) *a, int64_t t0,
  * from S0 to S_b = lambda^b S0 + (K^T diag(lambda^(b-1-i))) V.
  */
 static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
-	int64_t h, int64_t tn, int64_t nn, int64_t hn, real *SV,
-	struct FN(lt_ws) *ws)
+	int64_t h, real *SV, struct FN(lt_ws) *ws)
 {
 	int64_t dk = a->p->dk, dv = a->p->dv, r0, r, i;
 	const real *pw = ws->pwr;
 
-	FN(lt_pack)(a, t0, b, h, tn, nn, hn, SV, ws);
+	FN(lt_pack)(a, t0, b, h, SV, ws);
 	for (r0 = 0; r0 < b; r0 += LT_ROW_TILE)
 		FN(lt_row_tile)(a, t0, b, h, r0, lt_min(LT_ROW_TILE, b - r0),
 			SV, ws);
@@ -449,21 +429,6 @@ static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 		ws->KT, b, SV + dk * dv, dv, ws->pw[b], SV, dv);
 }
 
-/* The next (block, head) an item runs after (t0, h): the next head of the
- * group on the same tokens, else the group's first head on the next
- * block. Returns its length, 0 when there is none. */
-static int64_t FN(lt_next)(const struct FN(lt_args) *a, int64_t end,
-	int64_t t0, int64_t b, int64_t h0, int64_t h, int64_t *tn,
-	int64_t *hn)
-{
-	if (h + 1 < h0 + a->G) {
-		*tn = t0, *hn = h + 1;
-		return b;
-	}
-	*tn = t0 + b, *hn = h0;
-	return lt_min(end - *tn, a->p->block);
-}
-
 /*
  * Heads h0 .. h0+G-1 of sequence n, block by block, every head of the
  * group on one block before the next block: the group's rows of a token
@@ -473,15 +438,14 @@ static int64_t FN(lt_next)(const struct FN(lt_args) *a, int64_t end,
 static void FN(lt_blockwise_item)(const struct FN(lt_args) *a, int64_t n,
 	int64_t h0, struct FN(lt_ws) *ws)
 {
-	int64_t t0, b, j, tn, hn, nn, end = a->cu[n + 1];
+	int64_t t0, b, j, end = a->cu[n + 1];
 
 	for (t0 = a->cu[n]; t0 < end; t0 += b) {
 		b = lt_min(end - t0, a->p->block);
 		for (j = 0; j < a->G; j++) {
-			nn = FN(lt_next)(a, end, t0, b, h0, h0 + j, &tn, &hn);
 			FN(lt_head_powers)(a, h0 + j, ws);
-			FN(lt_block)(a, t0, b, h0 + j, tn, nn, hn,
-				FN(lt_sv)(a, j, ws), ws);
+			FN(lt_block)(a, t0, b, h0 + j, FN(lt_sv)(a, j, ws),
+				ws);
 		}
 	}
 }
