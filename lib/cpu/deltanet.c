@@ -14,15 +14,18 @@
  *                  S_C = gamma_C S0 + K^T diag(gamma_C / gamma) U
  *              with A[r][i] = beta_r (gamma_r/gamma_i) (k_r . k_i), i < r,
  *              M[r][i] = gamma_r/gamma_i for i <= r. Every product is a
- *              GEMM; O is written straight into o.
+ *              plain NN GEMM (K^T is formed once per chunk), and the two
+ *              terms of O are one product [diag(gamma) Q | Q K^T (.) M]
+ *              [S0 ; U] written straight into o.
  *   RECURRENT  the token loop S = e^g S; u = beta (v - S^T k); S += k u^T;
  *              o = S^T q, for decode-sized inputs.
  *
- * Both run one (sequence, value head) pair per OpenMP work item: the
- * chunks of one pair depend on each other through S, different pairs never
- * do. Each item runs its state in place in its own slot of state (scratch
- * when state is NULL), after reading its slot of state0 whole, so state0
- * may alias state.
+ * An OpenMP work item is a sequence and a group of its value heads (see
+ * dn_group): the chunks of one head depend on each other through S,
+ * different heads never do. The heads of a group advance chunk by chunk
+ * together, because their rows of a token share pages. Each item reads its
+ * slots of state0 whole into scratch before it starts and writes its slots
+ * of state when it ends, so state0 may alias state.
  *
  * BLAS and threads: the BLAS calls run inside the OpenMP region, one item
  * per thread, so BLAS must stay on the calling thread. Nesting-aware BLAS
@@ -32,13 +35,14 @@
  * development machine made lightning 5x slower. It does, however, run a
  * GEMM single-threaded when m n k <= 65536 * GEMM_MULTITHREAD_THRESHOLD
  * (= 64^3 by default; interface/gemm.c of 0.3.21), so the GEMMs of
- * lib/cpu/gemm.c cut every product into calls of at most 64^3, which costs a nesting-aware
- * BLAS only the extra calls (64^3 calls run at full single-core speed;
- * measured: 5x faster than whole calls there). syrk and trsm
- * have no such size rule, so the chunk uses GEMMs only: the Gram matrix in
- * full and the triangular solve as an explicit (I + A)^{-1} times the
- * right-hand side. With a single work item and no thread cap the calls are
- * left whole, so a threaded BLAS can use the cores the items cannot.
+ * lib/cpu/gemm.c cut every product into calls of at most 64^3, which costs
+ * a nesting-aware BLAS only the extra calls (64^3 calls run at full
+ * single-core speed; measured: 5x faster than whole calls there). syrk
+ * and trsm have no such size rule, so the chunk uses GEMMs only: the Gram
+ * matrix by row tiles up to the diagonal and the triangular solve as an
+ * explicit (I + A)^{-1} times the right-hand side. With a single work item
+ * and no thread cap the calls are left whole, so a threaded BLAS can use
+ * the cores the items cannot.
  *
  * Float32 and float64 share one body: the second half of this file is a
  * template that includes itself twice, once per element type (real), with
@@ -65,23 +69,68 @@
 /* Workspace sub-arrays start on 64-byte boundaries (BLAS packs faster). */
 #define DN_ALIGN 64
 
-/* Largest m n k of one BLAS call made inside the parallel region: the
- * pthreads OpenBLAS runs GEMMs up to this size on the calling thread. */
+/* Rows of the UT inverse are padded to a multiple of this many elements,
+ * a vector width or more for both element types; dn_unit_lower_inverse
+ * is written for exactly 8. */
+#define DN_PAD 8
 
-/* Threads for `items` independent work items: p->nthreads caps, 0 means
- * the OpenMP default; never more threads than items. */
-static int dn_team(const lca_params *p, int64_t items)
+/* Rows per tile of the chunk's triangular products (K K^T, Tm R, Q K^T
+ * and its product with U): the work right of the diagonal tile is
+ * skipped, 3/8 of those C x C products at C = 64. Measured: 16 is 6-8%
+ * faster than whole products, 3-4% faster than 32, and 8 gains nothing. */
+#define DN_ROW_TILE 16
+
+/* Most value heads one work item runs in step. Measured (f32, H = 8,
+ * T = 8192, one thread): G = 1, 2, 4, 8 ran in 1.12, 1.04, 1.00, 1.00 of
+ * the G = 4 time: sharing a token's pages pays up to 4 heads, beyond which
+ * the heads' states no longer stay in the L2 cache. */
+#define DN_GROUP_MAX 4
+
+static int64_t dn_min(int64_t a, int64_t b)
 {
-	int64_t nt = 1;
+	return a < b ? a : b;
+}
 
+/* Threads asked for: p->nthreads, 0 meaning the OpenMP default. */
+static int64_t dn_threads(const lca_params *p)
+{
 #ifdef _OPENMP
-	nt = p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
+	return p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
 #else
 	(void)p;
+	return 1;
 #endif
+}
+
+/* Threads for `items` independent work items: never more than items. */
+static int dn_team(const lca_params *p, int64_t items)
+{
+	int64_t nt = dn_threads(p);
+
 	if (nt > items)
 		nt = items;
 	return nt < 1 ? 1 : (int)nt;
+}
+
+/*
+ * Value heads per work item: the largest divisor G of H up to
+ * DN_GROUP_MAX that still gives every thread an item. Heads of one item
+ * run in step (see dn_chunked_item).
+ */
+static int64_t dn_group(const lca_params *p, int64_t nseq)
+{
+	int64_t nt = dn_threads(p), G;
+
+	for (G = dn_min(p->H, DN_GROUP_MAX); G > 1; G--)
+		if (p->H % G == 0 && nseq * (p->H / G) >= nt)
+			return G;
+	return 1;
+}
+
+/* n rounded up to a multiple of DN_PAD (n <= chunk, far from overflow). */
+static int64_t dn_pad(int64_t n)
+{
+	return (n + DN_PAD - 1) / DN_PAD * DN_PAD;
 }
 
 static int dn_tid(void)
@@ -91,11 +140,6 @@ static int dn_tid(void)
 #else
 	return 0;
 #endif
-}
-
-static int64_t dn_min(int64_t a, int64_t b)
-{
-	return a < b ? a : b;
 }
 
 /* Longest sequence in cu: bounds the chunk workspace for huge p->chunk. */
@@ -147,7 +191,7 @@ static int dn_blas_fits(const lca_params *p, int64_t cap)
 {
 	int64_t lim = INT_MAX;
 
-	return p->dk + p->dv <= lim && cap <= lim &&
+	return p->dk + p->dv <= lim && p->dk <= lim - cap &&
 		p->H <= lim / p->dv && p->Hk <= lim / p->dk;
 }
 
@@ -188,18 +232,22 @@ static void dn_decays(const double *e, int64_t C, double *gam, double *dec)
 #define real float
 #define FN(name) name##_f32
 #define GEMM_TILED lcai_cpu_gemm_f32
+#define TRANSPOSE lcai_cpu_transpose_f32
 #include "deltanet.c"
 #undef real
 #undef FN
 #undef GEMM_TILED
+#undef TRANSPOSE
 
 #define real double
 #define FN(name) name##_f64
 #define GEMM_TILED lcai_cpu_gemm_f64
+#define TRANSPOSE lcai_cpu_transpose_f64
 #include "deltanet.c"
 #undef real
 #undef FN
 #undef GEMM_TILED
+#undef TRANSPOSE
 #undef DN_TEMPLATE
 
 lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
@@ -219,58 +267,68 @@ lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
 
 #else /* DN_TEMPLATE: the body, once per element type `real` */
 
+
 /* The call's tensors, typed, and how to call BLAS. */
 struct FN(dn_args) {
 	const lca_params *p;
 	const int64_t *cu;
 	const real *q, *k, *v, *g, *beta, *state0;
 	real *o, *state;
+	int64_t G;              /* value heads per work item */
 	int serial_blas;        /* keep every BLAS call on its thread */
 };
 
-/* One thread's scratch (pointers into one block); cap = longest chunk. */
+/*
+ * One thread's scratch (pointers into one block); cap = longest chunk, C
+ * the chunk at hand (leading dimensions follow C, so a short last chunk
+ * packs tighter). SU holds, per head of the item, the state S [dk][dv]
+ * with the chunk's U [C][dv] right below it: [diag(gamma) Q | P] times
+ * [S ; U] is then the chunk's whole output in one product.
+ */
 struct FN(dn_ws) {
 	double *e;      /* [cap] exp(g) of the chunk's tokens */
 	double *beta;   /* [cap] */
 	double *gam;    /* [cap] gamma_r */
 	double *dec;    /* [cap][cap] gamma_r/gamma_i, i <= r */
-	real *S;        /* [dk][dv] carried state (or the output slot) */
-	real *Q;        /* [cap][dk] prepared queries, then diag(gamma) Q */
-	real *K;        /* [cap][dk] prepared keys, then diag(gamma_C/gamma)K */
-	real *R;        /* [cap][dk+dv] right-hand side of the solve */
-	real *X;        /* [cap][dk+dv] [W | U~], then [W | U] */
-	real *A;        /* [cap][cap] K K^T, then A (strict lower part) */
-	real *Tm;       /* [cap][cap] (I + A)^{-1} */
-	real *P;        /* [cap][cap] Q K^T (.) M */
+	real *QP;       /* [C][dk+C] prepared Q, then diag(gamma) Q | P */
+	real *K;        /* [C][dk] prepared keys, then diag(gamma_C/gamma) K */
+	real *KT;       /* [dk][C] the prepared keys transposed */
+	real *R;        /* [C][dk+dv] [diag(beta gamma) K | diag(beta) V] */
+	real *W;        /* [C][dk] */
+	real *A;        /* [C][C] K K^T, then A (strict lower part) */
+	real *Tm;       /* [C][dn_pad(C)] (I + A)^{-1} */
+	real *SU;       /* [G][dk+cap][dv] state and U of each head */
 };
 
-/* Bytes of one workspace; 0 on overflow. The recurrent form uses S (when
- * state is NULL) and the first row of Q, K and X (cap >= 1). */
-static size_t FN(dn_ws_bytes)(const lca_params *p, int64_t cap)
+/* Bytes of one workspace; 0 on overflow. The recurrent form uses SU and
+ * the first row of QP, K and R (cap >= 1). */
+static size_t FN(dn_ws_bytes)(const lca_params *p, int64_t cap, int64_t G)
 {
-	int64_t dk = p->dk, dv = p->dv, sq, state, rows, rhs;
+	int64_t dk = p->dk, dv = p->dv, sq, sqp, qp, rows, rhs, su;
 	size_t b = 0;
 
-	if (!lcai_mul(cap, cap, &sq) || !lcai_mul(dk, dv, &state) ||
-	    !lcai_mul(cap, dk, &rows) || !lcai_mul(cap, dk + dv, &rhs))
+	if (!lcai_mul(cap, cap, &sq) || !lcai_mul(cap, dn_pad(cap), &sqp) ||
+	    !lcai_mul(cap, dk + cap, &qp) ||
+	    !lcai_mul(cap, dk, &rows) || !lcai_mul(cap, dk + dv, &rhs) ||
+	    !lcai_mul(dk + cap, dv, &su) || !lcai_mul(su, G, &su))
 		return 0;
 	if (!dn_add(&b, cap, sizeof(double)) ||
 	    !dn_add(&b, cap, sizeof(double)) ||
 	    !dn_add(&b, cap, sizeof(double)) ||
 	    !dn_add(&b, sq, sizeof(double)) ||
-	    !dn_add(&b, state, sizeof(real)) ||
+	    !dn_add(&b, qp, sizeof(real)) ||
 	    !dn_add(&b, rows, sizeof(real)) ||
 	    !dn_add(&b, rows, sizeof(real)) ||
 	    !dn_add(&b, rhs, sizeof(real)) ||
-	    !dn_add(&b, rhs, sizeof(real)) ||
-	    !dn_add(&b, sq, sizeof(real)) || !dn_add(&b, sq, sizeof(real)) ||
-	    !dn_add(&b, sq, sizeof(real)))
+	    !dn_add(&b, rows, sizeof(real)) ||
+	    !dn_add(&b, sq, sizeof(real)) || !dn_add(&b, sqp, sizeof(real)) ||
+	    !dn_add(&b, su, sizeof(real)))
 		return 0;
 	return b;
 }
 
 static void FN(dn_ws_carve)(struct FN(dn_ws) *ws, const lca_params *p,
-	int64_t cap, char *base)
+	int64_t cap, int64_t G, char *base)
 {
 	int64_t dk = p->dk, dv = p->dv;
 
@@ -278,64 +336,80 @@ static void FN(dn_ws_carve)(struct FN(dn_ws) *ws, const lca_params *p,
 	ws->beta = dn_take(&base, cap, sizeof(double));
 	ws->gam = dn_take(&base, cap, sizeof(double));
 	ws->dec = dn_take(&base, cap * cap, sizeof(double));
-	ws->S = dn_take(&base, dk * dv, sizeof(real));
-	ws->Q = dn_take(&base, cap * dk, sizeof(real));
+	ws->QP = dn_take(&base, cap * (dk + cap), sizeof(real));
 	ws->K = dn_take(&base, cap * dk, sizeof(real));
+	ws->KT = dn_take(&base, cap * dk, sizeof(real));
 	ws->R = dn_take(&base, cap * (dk + dv), sizeof(real));
-	ws->X = dn_take(&base, cap * (dk + dv), sizeof(real));
+	ws->W = dn_take(&base, cap * dk, sizeof(real));
 	ws->A = dn_take(&base, cap * cap, sizeof(real));
-	ws->Tm = dn_take(&base, cap * cap, sizeof(real));
-	ws->P = dn_take(&base, cap * cap, sizeof(real));
+	ws->Tm = dn_take(&base, cap * dn_pad(cap), sizeof(real));
+	ws->SU = dn_take(&base, G * (dk + cap) * dv, sizeof(real));
 }
 
 /*
  * Token t's qk-head vectors as the recurrence sees them: optional
  * x / sqrt(sum x^2 + eps) for q and k, then q *= scale. The sums run in
- * double (as lib/ref does) whatever real is: dk extra flops per token.
+ * real, as the reference of the same precision does (lib/ref's float
+ * build is the yardstick of the float32 tolerance rule); summed in double
+ * they cost the float path 10% of its time in conversions.
  */
 static void FN(dn_prepare)(const lca_params *p, const real *qs,
 	const real *ks, real *qd, real *kd)
 {
 	int64_t i, dk = p->dk;
-	double fq = p->scale, fk = 1.0;
+	real fq = (real)p->scale, fk = 1;
 
 	if (p->qk_l2norm) {
-		double sq = 0.0, sk = 0.0;
+		real sq = 0, sk = 0;
 
 		#pragma omp simd reduction(+:sq, sk)
 		for (i = 0; i < dk; i++) {
-			sq += (double)qs[i] * qs[i];
-			sk += (double)ks[i] * ks[i];
+			sq += qs[i] * qs[i];
+			sk += ks[i] * ks[i];
 		}
-		fq /= sqrt(sq + DN_L2_EPS);
-		fk /= sqrt(sk + DN_L2_EPS);
+		fq = (real)(p->scale / sqrt((double)sq + DN_L2_EPS));
+		fk = (real)(1.0 / sqrt((double)sk + DN_L2_EPS));
 	}
 	#pragma omp simd
 	for (i = 0; i < dk; i++) {
-		qd[i] = (real)(qs[i] * fq);
-		kd[i] = (real)(ks[i] * fk);
+		qd[i] = qs[i] * fq;
+		kd[i] = ks[i] * fk;
 	}
 }
 
 /*
- * Where item (n, h) keeps its state while it runs: in the output slot
- * state[n][h] itself when there is one (nothing to copy back), else in
- * scratch; filled first from state0[n][h], or zeros. The slot is read whole
- * before any update and no other item touches it, which is what makes
- * state0 == state safe.
+ * The state of (sequence n, value head h) runs in scratch S: read whole
+ * from state0[n][h] (or zeros) when the item starts and written to
+ * state[n][h] when it ends. No other item touches that slot, which is
+ * what makes state0 == state safe.
  */
-static real *FN(dn_open_state)(const struct FN(dn_args) *a, int64_t n,
-	int64_t h, real *scratch)
+static void FN(dn_open_state)(const struct FN(dn_args) *a, int64_t n,
+	int64_t h, real *S)
 {
 	size_t len = (size_t)(a->p->dk * a->p->dv);
-	size_t off = (size_t)(n * a->p->H + h) * len;
-	real *S = a->state ? a->state + off : scratch;
 
-	if (!a->state0)
+	if (a->state0)
+		memcpy(S, a->state0 + (size_t)(n * a->p->H + h) * len,
+			len * sizeof(*S));
+	else
 		memset(S, 0, len * sizeof(*S));
-	else if (a->state0 + off != S)
-		memmove(S, a->state0 + off, len * sizeof(*S));
-	return S;
+}
+
+static void FN(dn_close_state)(const struct FN(dn_args) *a, int64_t n,
+	int64_t h, const real *S)
+{
+	size_t len = (size_t)(a->p->dk * a->p->dv);
+
+	if (a->state)
+		memcpy(a->state + (size_t)(n * a->p->H + h) * len, S,
+			len * sizeof(*S));
+}
+
+/* Head j of the item: its S, with room for a chunk's U below. */
+static real *FN(dn_su)(const struct FN(dn_args) *a, int64_t cap, int64_t j,
+	struct FN(dn_ws) *ws)
+{
+	return ws->SU + j * (a->p->dk + cap) * a->p->dv;
 }
 
 /* ---- recurrent form --------------------------------------------------- */
@@ -380,14 +454,13 @@ static void FN(dn_token)(real *S, const real *q, const real *k,
 	}
 }
 
-static void FN(dn_recurrent_item)(const struct FN(dn_args) *a, int64_t n,
-	int64_t h, struct FN(dn_ws) *ws)
+static void FN(dn_recurrent_head)(const struct FN(dn_args) *a, int64_t n,
+	int64_t h, real *S, struct FN(dn_ws) *ws)
 {
 	const lca_params *p = a->p;
 	int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv;
 	int64_t hk = h / (H / Hk), t;
-	real *qt = ws->Q, *kt = ws->K, *u = ws->X;
-	real *S = FN(dn_open_state)(a, n, h, ws->S);
+	real *qt = ws->QP, *kt = ws->K, *u = ws->R;
 
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++) {
 		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
@@ -400,132 +473,177 @@ static void FN(dn_recurrent_item)(const struct FN(dn_args) *a, int64_t n,
 
 /* ---- chunked form ----------------------------------------------------- */
 
-/* Prepared q, k and the gates of tokens t0 .. t0+C-1 of value head h. */
+/*
+ * Everything the chunk t0 .. t0+C-1 of value head h reads from the
+ * tensors, packed: gates and decay ratios, prepared q (QP) and k (K and
+ * KT), and the right-hand side R of the solve.
+ */
 static void FN(dn_gather)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	int64_t h, struct FN(dn_ws) *ws)
 {
 	const lca_params *p = a->p;
-	int64_t H = p->H, Hk = p->Hk, dk = p->dk;
-	int64_t hk = h / (H / Hk), r, t;
+	int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv, w = dk + dv;
+	int64_t hk = h / (H / Hk), r, i, t;
 
 	for (r = 0; r < C; r++) {
-		t = t0 + r;
-		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
-			a->k + (t * Hk + hk) * dk, ws->Q + r * dk,
-			ws->K + r * dk);
-		ws->e[r] = exp((double)a->g[t * H + h]);
-		ws->beta[r] = a->beta[t * H + h];
+		ws->e[r] = exp((double)a->g[(t0 + r) * H + h]);
+		ws->beta[r] = a->beta[(t0 + r) * H + h];
 	}
 	dn_decays(ws->e, C, ws->gam, ws->dec);
+	for (r = 0; r < C; r++) {
+		const real *vr = a->v + ((t0 + r) * H + h) * dv;
+		real *kr = ws->K + r * dk, *xr = ws->R + r * w;
+		real bg = (real)(ws->beta[r] * ws->gam[r]);
+		real b = (real)ws->beta[r];
+
+		t = t0 + r;
+		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
+			a->k + (t * Hk + hk) * dk, ws->QP + r * (dk + C), kr);
+		#pragma omp simd
+		for (i = 0; i < dk; i++)
+			xr[i] = bg * kr[i];
+		#pragma omp simd
+		for (i = 0; i < dv; i++)
+			xr[dk + i] = b * vr[i];
+	}
+	TRANSPOSE(C, dk, ws->K, dk, ws->KT);
 }
 
 /*
  * Tm = (I + A)^{-1} for A strictly lower triangular (the UT transform of
  * the DeltaNet paper, sec. 3.3) by forward substitution on the identity:
  * row r is e_r - sum_{i<r} A[r][i] Tm[i], and Tm[i] is zero past column
- * i. C^3/6 multiply-adds: under 1% of the chunk's flops, ~5% of its time.
+ * i. C^3/6 multiply-adds: under 1% of the chunk's flops. Each row goes
+ * DN_PAD = 8 columns at a time from cb (rows i >= cb only: the others are
+ * zero there), summing over i in eight scalars that the compiler keeps in
+ * registers; updating the row in memory once per i instead waits on each
+ * store before the next load (measured: deltanet 4-7% slower in float32,
+ * 2-4% in float64).
+ * Rows of Tm are ld = C rounded up to DN_PAD apart.
  */
-static void FN(dn_unit_lower_inverse)(const real *A, int64_t C, real *Tm)
+static void FN(dn_unit_lower_inverse)(const real *A, int64_t C, int64_t ld,
+	real *Tm)
 {
-	int64_t r, i, c;
+	int64_t r, i, cb;
 
 	for (r = 0; r < C; r++) {
-		real *tr = Tm + r * C;
+		real *tr = Tm + r * ld;
 
-		for (c = 0; c < C; c++)
-			tr[c] = 0;
-		tr[r] = 1;
-		for (i = 0; i < r; i++) {
-			const real *ti = Tm + i * C;
-			real air = A[r * C + i];
+		for (cb = 0; cb < ld; cb += DN_PAD) {
+			real s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0,
+				s6 = 0, s7 = 0;
 
-			#pragma omp simd
-			for (c = 0; c <= i; c++)
-				tr[c] -= air * ti[c];
+			for (i = cb; i < r; i++) {
+				const real *ti = Tm + i * ld + cb;
+				real air = A[r * C + i];
+
+				s0 += air * ti[0], s1 += air * ti[1];
+				s2 += air * ti[2], s3 += air * ti[3];
+				s4 += air * ti[4], s5 += air * ti[5];
+				s6 += air * ti[6], s7 += air * ti[7];
+			}
+			tr[cb] = 0 - s0, tr[cb + 1] = 0 - s1;
+			tr[cb + 2] = 0 - s2, tr[cb + 3] = 0 - s3;
+			tr[cb + 4] = 0 - s4, tr[cb + 5] = 0 - s5;
+			tr[cb + 6] = 0 - s6, tr[cb + 7] = 0 - s7;
 		}
+		tr[r] = 1;
 	}
 }
 
 /*
- * [W | U~] of the chunk, state-free: A from the Gram matrix K K^T,
- * Tm = (I + A)^{-1}, and [W | U~] = Tm [diag(beta gamma) K | diag(beta) V].
+ * W and U~ of the chunk, state-free: A from the Gram matrix K K^T,
+ * Tm = (I + A)^{-1}, W = Tm diag(beta gamma) K and U~ = Tm diag(beta) V,
+ * the latter into U's place below S.
  */
-static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
-	int64_t h, struct FN(dn_ws) *ws)
+static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t C, real *U,
+	struct FN(dn_ws) *ws)
 {
-	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, w = dk + dv;
-	int64_t r, i, j;
+	int64_t dk = a->p->dk, dv = a->p->dv, w = dk + dv, r, i, r0, rt;
+	int64_t ld = dn_pad(C);
 
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasTrans, C, C, dk, 1.0,
-		ws->K, dk, ws->K, dk, 0.0, ws->A, C);
+	/* Only the strict lower triangle of A is read. */
+	for (r0 = 0; r0 < C; r0 += DN_ROW_TILE) {
+		rt = dn_min(DN_ROW_TILE, C - r0);
+		GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt,
+			r0 + rt, dk, 1.0, ws->K + r0 * dk, dk, ws->KT, C, 0.0,
+			ws->A + r0 * C, C);
+	}
 	for (r = 0; r < C; r++) {
-		const real *vr = a->v + ((t0 + r) * H + h) * dv;
-		const real *kr = ws->K + r * dk;
-		real *Ar = ws->A + r * C, *xr = ws->R + r * w;
-		real bg = (real)(ws->beta[r] * ws->gam[r]);
-		real b = (real)ws->beta[r];
+		real *Ar = ws->A + r * C;
 
 		#pragma omp simd
 		for (i = 0; i < r; i++)
 			Ar[i] *= (real)(ws->beta[r] * ws->dec[r * C + i]);
-		#pragma omp simd
-		for (j = 0; j < dk; j++)
-			xr[j] = bg * kr[j];
-		#pragma omp simd
-		for (j = 0; j < dv; j++)
-			xr[dk + j] = b * vr[j];
 	}
-	FN(dn_unit_lower_inverse)(ws->A, C, ws->Tm);
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, w, C, 1.0,
-		ws->Tm, C, ws->R, w, 0.0, ws->X, w);
+	FN(dn_unit_lower_inverse)(ws->A, C, ld, ws->Tm);
+	/* Tm is lower triangular: row tile r0 needs rows < r0 + rt of R. */
+	for (r0 = 0; r0 < C; r0 += DN_ROW_TILE) {
+		rt = dn_min(DN_ROW_TILE, C - r0);
+		GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dk,
+			r0 + rt, 1.0, ws->Tm + r0 * ld, ld, ws->R, w, 0.0,
+			ws->W + r0 * dk, dk);
+		GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dv,
+			r0 + rt, 1.0, ws->Tm + r0 * ld, ld, ws->R + dk, w, 0.0,
+			U + r0 * dv, dv);
+	}
 }
 
 /*
- * O = diag(gamma) Q S0 + (Q K^T (.) M) U into o (rows H dv apart), given
- * U in X. Q K^T is formed in full and its upper triangle zeroed: a C x C
- * product is cheap next to the C x dk x dv ones.
+ * O = [diag(gamma) Q | Q K^T (.) M] [S ; U] into o (rows H dv apart): the
+ * inter- and intra-chunk terms as one product, so o is written once. It
+ * goes by row tiles that stop at the diagonal of M, so Q K^T is formed
+ * only up to there (the rest of the tile zeroed) and the product reads
+ * only the rows of U it needs.
  */
 static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
-	int64_t C, int64_t h, struct FN(dn_ws) *ws)
+	int64_t C, int64_t h, const real *SU, struct FN(dn_ws) *ws)
 {
-	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, w = dk + dv;
-	real *o = a->o + (t0 * H + h) * dv;
-	int64_t r, i;
+	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, ld = dk + C;
+	int64_t r, i, r0, rt, ncol;
+	real *O = a->o + (t0 * H + h) * dv;
 
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasTrans, C, C, dk, 1.0,
-		ws->Q, dk, ws->K, dk, 0.0, ws->P, C);
-	for (r = 0; r < C; r++) {
-		real *Pr = ws->P + r * C, *Qr = ws->Q + r * dk;
-		real gr = (real)ws->gam[r];
+	for (r0 = 0; r0 < C; r0 += DN_ROW_TILE) {
+		rt = dn_min(DN_ROW_TILE, C - r0);
+		ncol = r0 + rt;
+		GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt,
+			ncol, dk, 1.0, ws->QP + r0 * ld, ld, ws->KT, C, 0.0,
+			ws->QP + r0 * ld + dk, ld);
+		for (r = r0; r < r0 + rt; r++) {
+			real *Qr = ws->QP + r * ld, *Pr = Qr + dk;
+			real gr = (real)ws->gam[r];
 
-		#pragma omp simd
-		for (i = 0; i <= r; i++)
-			Pr[i] *= (real)ws->dec[r * C + i];
-		for (i = r + 1; i < C; i++)
-			Pr[i] = 0;
-		#pragma omp simd
-		for (i = 0; i < dk; i++)
-			Qr[i] *= gr;
+			#pragma omp simd
+			for (i = 0; i <= r; i++)
+				Pr[i] *= (real)ws->dec[r * C + i];
+			for (i = r + 1; i < ncol; i++)
+				Pr[i] = 0;
+			#pragma omp simd
+			for (i = 0; i < dk; i++)
+				Qr[i] *= gr;
+		}
+		GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dv,
+			dk + ncol, 1.0, ws->QP + r0 * ld, ld, SU, dv, 0.0,
+			O + r0 * H * dv, H * dv);
 	}
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk, 1.0,
-		ws->Q, dk, ws->S, dv, 0.0, o, H * dv);
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, C, 1.0,
-		ws->P, C, ws->X + dk, w, 1.0, o, H * dv);
 }
 
-/* One chunk t0 .. t0+C-1 of value head h: ws->S goes from S0 to S_C. */
+/* One chunk t0 .. t0+C-1 of value head h: S (atop SU) goes from S0 to
+ * S_C. The rest as for dn_gather. */
 static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
-	int64_t h, struct FN(dn_ws) *ws)
+	int64_t h, real *SU,
+	struct FN(dn_ws) *ws)
 {
-	int64_t dk = a->p->dk, dv = a->p->dv, w = dk + dv;
+	int64_t dk = a->p->dk, dv = a->p->dv;
+	real *U = SU + dk * dv;
 	int64_t r, i;
 
 	FN(dn_gather)(a, t0, C, h, ws);
-	FN(dn_wy)(a, t0, C, h, ws);
+	FN(dn_wy)(a, C, U, ws);
 	/* U = U~ - W S0, in place over U~. */
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk,
-		-1.0, ws->X, w, ws->S, dv, 1.0, ws->X + dk, w);
-	FN(dn_output)(a, t0, C, h, ws);
+		-1.0, ws->W, dk, SU, dv, 1.0, U, dv);
+	FN(dn_output)(a, t0, C, h, SU, ws);
 	/* S_C = gamma_C S0 + (diag(gamma_C/gamma) K)^T U. */
 	for (r = 0; r < C; r++) {
 		real d = (real)ws->dec[(C - 1) * C + r];
@@ -535,34 +653,66 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 			ws->K[r * dk + i] *= d;
 	}
 	GEMM_TILED(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, C, 1.0,
-		ws->K, dk, ws->X + dk, w, ws->gam[C - 1], ws->S, dv);
+		ws->K, dk, U, dv, ws->gam[C - 1], SU, dv);
 }
 
+/*
+ * Value heads h0 .. h0+G-1 of sequence n, chunk by chunk, every head of
+ * the group on one chunk before the next chunk: the group's rows of a
+ * token share its pages, so each page is walked into the TLB once per
+ * group rather than once per head (measured: 10% of the time at G = 4 on
+ * the development machine, where rows of one head are 4 KiB apart).
+ */
 static void FN(dn_chunked_item)(const struct FN(dn_args) *a, int64_t n,
-	int64_t h, struct FN(dn_ws) *ws)
+	int64_t h0, int64_t cap, struct FN(dn_ws) *ws)
 {
-	int64_t t0, C, end = a->cu[n + 1];
+	int64_t t0, C, j, end = a->cu[n + 1];
 
-	ws->S = FN(dn_open_state)(a, n, h, ws->S);
 	for (t0 = a->cu[n]; t0 < end; t0 += C) {
 		C = dn_min(end - t0, a->p->chunk);
-		FN(dn_chunk)(a, t0, C, h, ws);
+		for (j = 0; j < a->G; j++) {
+			FN(dn_chunk)(a, t0, C, h0 + j,
+				FN(dn_su)(a, cap, j, ws), ws);
+		}
 	}
 }
 
 /* ---- driver ----------------------------------------------------------- */
+
+/* Work item it: sequence it / groups, heads from (it % groups) G. */
+static void FN(dn_item)(const struct FN(dn_args) *a, int64_t it,
+	int64_t cap, struct FN(dn_ws) *ws)
+{
+	int64_t groups = a->p->H / a->G, n = it / groups;
+	int64_t h0 = it % groups * a->G, j;
+
+	for (j = 0; j < a->G; j++)
+		FN(dn_open_state)(a, n, h0 + j, FN(dn_su)(a, cap, j, ws));
+	if (a->p->algo == LCA_ALGO_RECURRENT)
+		for (j = 0; j < a->G; j++)
+			FN(dn_recurrent_head)(a, n, h0 + j,
+				FN(dn_su)(a, cap, j, ws), ws);
+	else
+		FN(dn_chunked_item)(a, n, h0, cap, ws);
+	for (j = 0; j < a->G; j++)
+		FN(dn_close_state)(a, n, h0 + j, FN(dn_su)(a, cap, j, ws));
+}
 
 static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const void *q, const void *k, const void *v,
 	const void *g, const void *beta, const void *state0, void *o,
 	void *state)
 {
-	struct FN(dn_args) a = { p, cu, q, k, v, g, beta, state0, o, state, 1 };
-	int64_t items = nseq * p->H, cap = dn_max_len(cu, nseq), it;
-	int nt = dn_team(p, items);
+	struct FN(dn_args) a = { p, cu, q, k, v, g, beta, state0, o, state,
+		1, 1 };
+	int64_t cap = dn_max_len(cu, nseq), items, it;
+	int nt;
 	size_t wsb;
 	char *block;
 
+	a.G = dn_group(p, nseq);
+	items = nseq * (p->H / a.G);
+	nt = dn_team(p, items);
 	/* BLAS may spread a call over the cores only when nothing else runs
 	 * beside it and the caller set no thread cap. */
 	a.serial_blas = nt > 1 || p->nthreads > 0;
@@ -574,7 +724,7 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	if (!dn_blas_fits(p, cap))
 		return lcai_fail(LCA_ERR_UNSUPPORTED, "cpu deltanet: a size "
 			"passed to BLAS exceeds INT_MAX");
-	wsb = FN(dn_ws_bytes)(p, cap);
+	wsb = FN(dn_ws_bytes)(p, cap, a.G);
 	if (wsb == 0 || wsb > SIZE_MAX / (size_t)nt)
 		return lcai_fail(LCA_ERR_NOMEM, "cpu deltanet: workspace "
 			"size overflows");
@@ -587,11 +737,9 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	for (it = 0; it < items; it++) {
 		struct FN(dn_ws) ws;
 
-		FN(dn_ws_carve)(&ws, p, cap, block + (size_t)dn_tid() * wsb);
-		if (p->algo == LCA_ALGO_RECURRENT)
-			FN(dn_recurrent_item)(&a, it / p->H, it % p->H, &ws);
-		else
-			FN(dn_chunked_item)(&a, it / p->H, it % p->H, &ws);
+		FN(dn_ws_carve)(&ws, p, cap, a.G,
+			block + (size_t)dn_tid() * wsb);
+		FN(dn_item)(&a, it, cap, &ws);
 	}
 	free(block);
 	return LCA_OK;

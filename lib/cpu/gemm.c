@@ -1,6 +1,7 @@
 /*
  * gemm.c - GEMM cut into calling-thread-sized pieces (see gemm.h). The
- * first piece along k applies beta, the rest accumulate.
+ * first piece along k applies beta, the rest accumulate. Also the
+ * transpose that turns A B^T products into NN ones.
  */
 #include "gemm.h"
 
@@ -44,3 +45,24 @@ void name(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,             \
 
 DEFINE_GEMM(lcai_cpu_gemm_f32, float, cblas_sgemm)
 DEFINE_GEMM(lcai_cpu_gemm_f64, double, cblas_dgemm)
+
+/* Rows of src taken together by the transpose: 8 floats or doubles of a
+ * dst row are stored at once. */
+#define STRIP 8
+
+#define DEFINE_TRANSPOSE(name, real)                                           \
+void name(int64_t n, int64_t m, const real *src, int64_t ld, real *dst)        \
+{                                                                              \
+	int64_t i = 0;                                                         \
+                                                                               \
+	for (; i + STRIP <= n; i += STRIP)                                     \
+		for (int64_t j = 0; j < m; j++)                                \
+			for (int64_t s = 0; s < STRIP; s++)                    \
+				dst[j * n + i + s] = src[(i + s) * ld + j];    \
+	for (; i < n; i++)                                                     \
+		for (int64_t j = 0; j < m; j++)                                \
+			dst[j * n + i] = src[i * ld + j];                      \
+}
+
+DEFINE_TRANSPOSE(lcai_cpu_transpose_f32, float)
+DEFINE_TRANSPOSE(lcai_cpu_transpose_f64, double)

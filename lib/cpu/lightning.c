@@ -13,11 +13,13 @@
  *                  O = scale [ diag(lambda^r) Q S0 + (Q K^T (.) D) V ]
  *                  S = lambda^b S0 + K^T diag(lambda^(b-i)) V
  *              D[r][i] = lambda^(r-i) for i <= r, else 0. The products
- *              are GEMMs reading q, k, v and writing o in place (rows H d
- *              apart); Q K^T and its product with V go by row tiles of 64
- *              that stop at the diagonal, so the masked upper tiles (3/8
- *              of that work at b = 256) are never formed and the scores
- *              take one 64 x b tile of memory, not b x b.
+ *              are NN GEMMs on the block's K^T and V packed once, and the
+ *              two terms of O are one product [scale diag(lambda^r) Q |
+ *              scale Q K^T (.) D] [S0 ; V] written straight into o (rows
+ *              H d apart). It goes by row tiles of 32 that stop at the
+ *              diagonal, so the masked upper tiles (7/16 of a full b x b
+ *              Q K^T and (.) V at b = 256) are never formed and the scores
+ *              take one 32 x b tile of memory, not b x b.
  *   RECURRENT  the token loop, for decode-sized inputs.
  *
  * Numerical trap avoided: every power of lambda used is lambda^m with
@@ -26,15 +28,17 @@
  * overflow however long the sequence or large the slope; large slopes just
  * underflow to 0, which is the right limit.
  *
- * Work items are (sequence, head) pairs, one per OpenMP thread at a time;
- * blocks of one pair are sequential through S. Each item runs its state in
- * place in its own slot of state (scratch when state is NULL), after
- * reading its slot of state0 whole, so state0 may alias state. With items
- * in parallel, BLAS must run on the calling thread: lib/cpu/gemm.c cuts
- * products into calls of at most 64^3, the size up to which the pthreads
- * OpenBLAS stays single-threaded (lib/cpu/gemm.h explains the rule and
- * the measurement behind it). With a single work item and no thread cap the
- * calls are left whole for a threaded BLAS to spread.
+ * A work item is a sequence and a group of its heads (see lt_group);
+ * blocks of one head are sequential through S, and the heads of a group
+ * advance block by block together, because their rows of a token share
+ * pages. Each item reads its slots of state0 whole into scratch before it
+ * starts and writes its slots of state when it ends, so state0 may alias
+ * state. With items in parallel, BLAS must run on the calling thread:
+ * lib/cpu/gemm.c cuts products into calls of at most 64^3, the size up to
+ * which the pthreads OpenBLAS stays single-threaded (lib/cpu/gemm.h
+ * explains the rule and the measurement behind it). With a single work
+ * item and no thread cap the calls are left whole for a threaded BLAS to
+ * spread.
  *
  * Float32 and float64 share one body: the second half of this file is a
  * template that includes itself once per element type (real), with FN()
@@ -58,32 +62,57 @@
 /* Workspace sub-arrays start on 64-byte boundaries (BLAS packs faster). */
 #define LT_ALIGN 64
 
-/* Largest m n k of one BLAS call made inside the parallel region: the
- * pthreads OpenBLAS runs GEMMs up to this size on the calling thread. */
-
 /* Rows per tile of the intra-block product: tiles wholly above the
- * diagonal of Q K^T are never formed. */
-#define LT_ROW_TILE 64
+ * diagonal of Q K^T are never formed. Measured against 64 (3/8 of the
+ * b x b work skipped instead of 7/16): 5-9% faster in float32 and float64;
+ * 16 gains nothing more. */
+#define LT_ROW_TILE 32
+
+/* Most heads one work item runs in step. Measured (f32, H = 8, T = 8192,
+ * one thread): G = 1, 2, 4, 8 ran in 1.09, 1.06, 1.00, 1.07 of the G = 4
+ * time: sharing a token's pages pays up to 4 heads, while 8 heads' states
+ * and packed V (192 KiB each) outgrow the L2 cache. */
+#define LT_GROUP_MAX 4
 
 static int64_t lt_min(int64_t a, int64_t b)
 {
 	return a < b ? a : b;
 }
 
-/* Threads for `items` independent work items: p->nthreads caps, 0 means
- * the OpenMP default; never more threads than items. */
-static int lt_team(const lca_params *p, int64_t items)
+/* Threads asked for: p->nthreads, 0 meaning the OpenMP default. */
+static int64_t lt_threads(const lca_params *p)
 {
-	int64_t nt = 1;
-
 #ifdef _OPENMP
-	nt = p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
+	return p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
 #else
 	(void)p;
+	return 1;
 #endif
+}
+
+/* Threads for `items` independent work items: never more than items. */
+static int lt_team(const lca_params *p, int64_t items)
+{
+	int64_t nt = lt_threads(p);
+
 	if (nt > items)
 		nt = items;
 	return nt < 1 ? 1 : (int)nt;
+}
+
+/*
+ * Heads per work item: the largest divisor G of H up to LT_GROUP_MAX
+ * that still gives every thread an item. Heads of one item run in step
+ * (see lt_blockwise_item).
+ */
+static int64_t lt_group(const lca_params *p, int64_t nseq)
+{
+	int64_t nt = lt_threads(p), G;
+
+	for (G = lt_min(p->H, LT_GROUP_MAX); G > 1; G--)
+		if (p->H % G == 0 && nseq * (p->H / G) >= nt)
+			return G;
+	return 1;
 }
 
 static int lt_tid(void)
@@ -117,7 +146,7 @@ static size_t lt_bytes(int64_t n, size_t esize)
 /* BLAS takes int sizes and strides: every one we pass must fit. */
 static int lt_blas_fits(const lca_params *p, int64_t bmax)
 {
-	return bmax <= INT_MAX && p->H <= INT_MAX / p->dk &&
+	return p->dk <= INT_MAX - bmax && p->H <= INT_MAX / p->dk &&
 		p->H <= INT_MAX / p->dv;
 }
 
@@ -138,18 +167,22 @@ static void lt_powers(double *pw, int64_t bmax, double slope)
 #define real float
 #define FN(name) name##_f32
 #define GEMM_TILED lcai_cpu_gemm_f32
+#define TRANSPOSE lcai_cpu_transpose_f32
 #include "lightning.c"
 #undef real
 #undef FN
 #undef GEMM_TILED
+#undef TRANSPOSE
 
 #define real double
 #define FN(name) name##_f64
 #define GEMM_TILED lcai_cpu_gemm_f64
+#define TRANSPOSE lcai_cpu_transpose_f64
 #include "lightning.c"
 #undef real
 #undef FN
 #undef GEMM_TILED
+#undef TRANSPOSE
 #undef LT_TEMPLATE
 
 lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
@@ -174,32 +207,40 @@ struct FN(lt_args) {
 	const int64_t *cu;
 	const real *q, *k, *v, *slope, *state0;
 	real *o, *state;
+	int64_t G;              /* heads per work item */
+	int64_t bmax;           /* longest block */
 	int serial_blas;        /* keep every BLAS call on its thread */
 };
 
-/* One thread's scratch; bmax = longest block. */
+/*
+ * One thread's scratch. SV holds, per head of the item, the state S
+ * [dk][dv] with the block's V [b][dv] right below it, so that
+ * [scale diag(lambda^r) Q | scale Q K^T (.) D] times [S ; V] is a row
+ * tile's whole output in one product.
+ */
 struct FN(lt_ws) {
-	double *pw;     /* [bmax+1] lambda^m of the item's head */
+	double *pw;     /* [bmax+1] lambda^m of the head at hand */
 	real *pwr;      /* [bmax+1] the same, rounded to real */
-	real *S;        /* [dk][dv] carried state (or the output slot) */
-	real *P;        /* [LT_ROW_TILE][bmax] row tile of scale Q K^T (.) D */
-	real *Kd;       /* [bmax][dk] diag(lambda^(b-i)) K */
+	real *QP;       /* [LT_ROW_TILE][dk+bmax] row tile of [Q | P] */
+	real *KT;       /* [dk][b] K^T, then K^T diag(lambda^(b-1-i)) */
+	real *SV;       /* [G][dk+bmax][dv] */
 };
 
-static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax)
+static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax, int64_t G)
 {
-	int64_t tile, state, rows;
+	int64_t tile, kt, sv;
 	size_t part[5], b = 0;
 	int i;
 
-	if (!lcai_mul(lt_min(bmax, LT_ROW_TILE), bmax, &tile) ||
-	    !lcai_mul(p->dk, p->dv, &state) || !lcai_mul(bmax, p->dk, &rows))
+	if (!lcai_mul(lt_min(bmax, LT_ROW_TILE), p->dk + bmax, &tile) ||
+	    !lcai_mul(p->dk, bmax, &kt) ||
+	    !lcai_mul(p->dk + bmax, p->dv, &sv) || !lcai_mul(sv, G, &sv))
 		return 0;
 	part[0] = lt_bytes(bmax + 1, sizeof(double));
 	part[1] = lt_bytes(bmax + 1, sizeof(real));
-	part[2] = lt_bytes(state, sizeof(real));
-	part[3] = lt_bytes(tile, sizeof(real));
-	part[4] = lt_bytes(rows, sizeof(real));
+	part[2] = lt_bytes(tile, sizeof(real));
+	part[3] = lt_bytes(kt, sizeof(real));
+	part[4] = lt_bytes(sv, sizeof(real));
 	for (i = 0; i < 5; i++) {
 		if (part[i] == 0 || part[i] > SIZE_MAX - b)
 			return 0;
@@ -215,32 +256,47 @@ static void FN(lt_ws_carve)(struct FN(lt_ws) *ws, const lca_params *p,
 	base += lt_bytes(bmax + 1, sizeof(double));
 	ws->pwr = (real *)base;
 	base += lt_bytes(bmax + 1, sizeof(real));
-	ws->S = (real *)base;
-	base += lt_bytes(p->dk * p->dv, sizeof(real));
-	ws->P = (real *)base;
-	base += lt_bytes(lt_min(bmax, LT_ROW_TILE) * bmax, sizeof(real));
-	ws->Kd = (real *)base;
+	ws->QP = (real *)base;
+	base += lt_bytes(lt_min(bmax, LT_ROW_TILE) * (p->dk + bmax),
+		sizeof(real));
+	ws->KT = (real *)base;
+	base += lt_bytes(p->dk * bmax, sizeof(real));
+	ws->SV = (real *)base;
+}
+
+/* Head j of the item: its S, with room for a block's V below. */
+static real *FN(lt_sv)(const struct FN(lt_args) *a, int64_t j,
+	struct FN(lt_ws) *ws)
+{
+	return ws->SV + j * (a->p->dk + a->bmax) * a->p->dv;
 }
 
 /*
- * Where item (n, h) keeps its state while it runs: in the output slot
- * state[n][h] itself when there is one (nothing to copy back), else in
- * scratch; filled first from state0[n][h], or zeros. The slot is read whole
- * before any update and no other item touches it, which is what makes
+ * The state of (sequence n, head h) runs in scratch S: read whole from
+ * state0[n][h] (or zeros) when the item starts and written to state[n][h]
+ * when it ends. No other item touches that slot, which is what makes
  * state0 == state safe.
  */
-static real *FN(lt_open_state)(const struct FN(lt_args) *a, int64_t n,
-	int64_t h, real *scratch)
+static void FN(lt_open_state)(const struct FN(lt_args) *a, int64_t n,
+	int64_t h, real *S)
 {
 	size_t len = (size_t)(a->p->dk * a->p->dv);
-	size_t off = (size_t)(n * a->p->H + h) * len;
-	real *S = a->state ? a->state + off : scratch;
 
-	if (!a->state0)
+	if (a->state0)
+		memcpy(S, a->state0 + (size_t)(n * a->p->H + h) * len,
+			len * sizeof(*S));
+	else
 		memset(S, 0, len * sizeof(*S));
-	else if (a->state0 + off != S)
-		memmove(S, a->state0 + off, len * sizeof(*S));
-	return S;
+}
+
+static void FN(lt_close_state)(const struct FN(lt_args) *a, int64_t n,
+	int64_t h, const real *S)
+{
+	size_t len = (size_t)(a->p->dk * a->p->dv);
+
+	if (a->state)
+		memcpy(a->state + (size_t)(n * a->p->H + h) * len, S,
+			len * sizeof(*S));
 }
 
 /* ---- recurrent form --------------------------------------------------- */
@@ -252,13 +308,12 @@ static real *FN(lt_open_state)(const struct FN(lt_args) *a, int64_t n,
  * ~1/slope tokens of memory (3e-3 for MiniMax's last-layer slopes ~2e-5);
  * in double each step rounds only S itself.
  */
-static void FN(lt_recurrent_item)(const struct FN(lt_args) *a, int64_t n,
-	int64_t h, struct FN(lt_ws) *ws)
+static void FN(lt_recurrent_head)(const struct FN(lt_args) *a, int64_t n,
+	int64_t h, real *S)
 {
 	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, t, i, j;
 	double lambda = exp(-(double)a->slope[h]);
 	real scale = (real)a->p->scale;
-	real *S = FN(lt_open_state)(a, n, h, ws->S);
 
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++) {
 		const real *q = a->q + (t * H + h) * dk;
@@ -284,106 +339,160 @@ static void FN(lt_recurrent_item)(const struct FN(lt_args) *a, int64_t n,
 
 /* ---- blockwise form --------------------------------------------------- */
 
-/*
- * O[r0 .. r0+rt-1] += (scale Q K^T (.) D) V for one row tile of the block.
- * D is lower triangular, so the tile needs key columns 0 .. r0+rt-1 only:
- * the tiles above the diagonal are never formed, and only one row tile of
- * scores exists at a time. 0-based r, i: D[r][i] = lambda^(r-i) = pw[r-i].
- */
-static void FN(lt_intra_tile)(const struct FN(lt_args) *a, const real *Q,
-	const real *K, const real *V, real *O, int64_t r0, int64_t rt,
+/* lambda^m = exp(-slope m), m = 0 .. bmax, of head h into ws. */
+static void FN(lt_head_powers)(const struct FN(lt_args) *a, int64_t h,
 	struct FN(lt_ws) *ws)
 {
-	int64_t ldq = a->p->H * a->p->dk, ldv = a->p->H * a->p->dv;
-	int64_t ncol = r0 + rt, r, i;
+	int64_t m;
+
+	lt_powers(ws->pw, a->bmax, (double)a->slope[h]);
+	for (m = 0; m <= a->bmax; m++)
+		ws->pwr[m] = (real)ws->pw[m];
+}
+
+/*
+ * The block's K and V packed: K^T into KT (leading dimension b) and V
+ * below S in SV.
+ */
+static void FN(lt_pack)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
+	int64_t h, real *SV, struct FN(lt_ws) *ws)
+{
+	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, r;
+	real *V = SV + dk * dv;
+
+	for (r = 0; r < b; r++)
+		memcpy(V + r * dv, a->v + ((t0 + r) * H + h) * dv,
+			(size_t)dv * sizeof(real));
+	TRANSPOSE(b, dk, a->k + (t0 * H + h) * dk, H * dk, ws->KT);
+}
+
+/*
+ * Rows r0 .. r0+rt-1 of the block's output, into o:
+ *   O = [scale diag(lambda^(r+1)) Q | scale Q K^T (.) D] [S0 ; V].
+ * D is lower triangular, so the tile needs key columns 0 .. r0+rt-1 only:
+ * the tiles above the diagonal are never formed, and only one row tile of
+ * scores exists at a time. 0-based r, i: D[r][i] = lambda^(r-i) = pw[r-i],
+ * and the inter-block factor lambda^r of the 1-based formula is pw[r+1].
+ */
+static void FN(lt_row_tile)(const struct FN(lt_args) *a, int64_t t0,
+	int64_t b, int64_t h, int64_t r0, int64_t rt, const real *SV,
+	struct FN(lt_ws) *ws)
+{
+	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, ldq = H * dk;
+	int64_t ncol = r0 + rt, ld = dk + ncol, r, i;
+	const real *Q = a->q + ((t0 + r0) * H + h) * dk;
 	const real *pw = ws->pwr;
+	real scale = (real)a->p->scale;
 
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasTrans, rt, ncol,
-		a->p->dk, a->p->scale, Q + r0 * ldq, ldq, K, ldq, 0.0, ws->P,
-		ncol);
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, ncol, dk,
+		a->p->scale, Q, ldq, ws->KT, b, 0.0, ws->QP + dk, ld);
 	for (r = 0; r < rt; r++) {
-		real *Pr = ws->P + r * ncol;
+		real *Qr = ws->QP + r * ld, *Pr = Qr + dk;
+		real f = scale * pw[r0 + r + 1];
 
+		#pragma omp simd
+		for (i = 0; i < dk; i++)
+			Qr[i] = f * Q[r * ldq + i];
 		#pragma omp simd
 		for (i = 0; i <= r0 + r; i++)
 			Pr[i] *= pw[r0 + r - i];
 		for (i = r0 + r + 1; i < ncol; i++)
 			Pr[i] = 0;
 	}
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, a->p->dv,
-		ncol, 1.0, ws->P, ncol, V, ldv, 1.0, O + r0 * ldv, ldv);
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dv, ld, 1.0,
+		ws->QP, ld, SV, dv, 0.0, a->o + ((t0 + r0) * H + h) * dv,
+		H * dv);
 }
 
 /*
- * One block of b tokens from t0, head h; ws->S goes from S0 to S_b.
- * 0-based rows here, so lambda^r of the 1-based formula is pw[r+1].
+ * One block of b tokens from t0, head h: o for its rows, and S (atop SV)
+ * from S0 to S_b = lambda^b S0 + (K^T diag(lambda^(b-1-i))) V.
  */
 static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
-	int64_t h, struct FN(lt_ws) *ws)
+	int64_t h, real *SV, struct FN(lt_ws) *ws)
 {
-	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, r0, r, i;
-	int64_t ldq = H * dk, ldv = H * dv;
-	const real *Q = a->q + (t0 * H + h) * dk, *K = a->k + (t0 * H + h) * dk;
-	const real *V = a->v + (t0 * H + h) * dv;
-	real *O = a->o + (t0 * H + h) * dv;
+	int64_t dk = a->p->dk, dv = a->p->dv, r0, r, i;
 	const real *pw = ws->pwr;
 
-	/* Inter-block: O = scale diag(lambda^r) Q S0, then the intra term. */
-	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, b, dv, dk,
-		a->p->scale, Q, ldq, ws->S, dv, 0.0, O, ldv);
-	for (r = 0; r < b; r++) {
-		#pragma omp simd
-		for (i = 0; i < dv; i++)
-			O[r * ldv + i] *= pw[r + 1];
-	}
+	FN(lt_pack)(a, t0, b, h, SV, ws);
 	for (r0 = 0; r0 < b; r0 += LT_ROW_TILE)
-		FN(lt_intra_tile)(a, Q, K, V, O, r0,
-			lt_min(LT_ROW_TILE, b - r0), ws);
-	/* S = lambda^b S0 + (diag(lambda^(b-i)) K)^T V. */
-	for (r = 0; r < b; r++) {
+		FN(lt_row_tile)(a, t0, b, h, r0, lt_min(LT_ROW_TILE, b - r0),
+			SV, ws);
+	for (i = 0; i < dk; i++) {
+		real *Ki = ws->KT + i * b;
+
 		#pragma omp simd
-		for (i = 0; i < dk; i++)
-			ws->Kd[r * dk + i] = pw[b - 1 - r] * K[r * ldq + i];
+		for (r = 0; r < b; r++)
+			Ki[r] *= pw[b - 1 - r];
 	}
-	GEMM_TILED(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, b, 1.0,
-		ws->Kd, dk, V, ldv, ws->pw[b], ws->S, dv);
+	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, dk, dv, b, 1.0,
+		ws->KT, b, SV + dk * dv, dv, ws->pw[b], SV, dv);
 }
 
+/*
+ * Heads h0 .. h0+G-1 of sequence n, block by block, every head of the
+ * group on one block before the next block: the group's rows of a token
+ * share its pages, so each page is walked into the TLB once per group
+ * rather than once per head.
+ */
 static void FN(lt_blockwise_item)(const struct FN(lt_args) *a, int64_t n,
-	int64_t h, int64_t bmax, struct FN(lt_ws) *ws)
+	int64_t h0, struct FN(lt_ws) *ws)
 {
-	int64_t t0, b, end = a->cu[n + 1], m;
+	int64_t t0, b, j, end = a->cu[n + 1];
 
-	lt_powers(ws->pw, bmax, (double)a->slope[h]);
-	for (m = 0; m <= bmax; m++)
-		ws->pwr[m] = (real)ws->pw[m];
-	ws->S = FN(lt_open_state)(a, n, h, ws->S);
 	for (t0 = a->cu[n]; t0 < end; t0 += b) {
 		b = lt_min(end - t0, a->p->block);
-		FN(lt_block)(a, t0, b, h, ws);
+		for (j = 0; j < a->G; j++) {
+			FN(lt_head_powers)(a, h0 + j, ws);
+			FN(lt_block)(a, t0, b, h0 + j, FN(lt_sv)(a, j, ws),
+				ws);
+		}
 	}
 }
 
 /* ---- driver ----------------------------------------------------------- */
 
+/* Work item it: sequence it / groups, heads from (it % groups) G. */
+static void FN(lt_item)(const struct FN(lt_args) *a, int64_t it,
+	struct FN(lt_ws) *ws)
+{
+	int64_t groups = a->p->H / a->G, n = it / groups;
+	int64_t h0 = it % groups * a->G, j;
+
+	for (j = 0; j < a->G; j++)
+		FN(lt_open_state)(a, n, h0 + j, FN(lt_sv)(a, j, ws));
+	if (a->p->algo == LCA_ALGO_RECURRENT)
+		for (j = 0; j < a->G; j++)
+			FN(lt_recurrent_head)(a, n, h0 + j,
+				FN(lt_sv)(a, j, ws));
+	else
+		FN(lt_blockwise_item)(a, n, h0, ws);
+	for (j = 0; j < a->G; j++)
+		FN(lt_close_state)(a, n, h0 + j, FN(lt_sv)(a, j, ws));
+}
+
 static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const void *q, const void *k, const void *v,
 	const void *slope, const void *state0, void *o, void *state)
 {
-	struct FN(lt_args) a = { p, cu, q, k, v, slope, state0, o, state, 1 };
-	int64_t items = nseq * p->H, it;
-	int64_t bmax = lt_longest_block(cu, nseq, p->block);
-	int nt = lt_team(p, items);
+	struct FN(lt_args) a = { p, cu, q, k, v, slope, state0, o, state, 1,
+		1, 1 };
+	int64_t items, it;
+	int nt;
 	size_t wsb;
 	char *block;
 
+	a.G = lt_group(p, nseq);
+	a.bmax = lt_longest_block(cu, nseq, p->block);
+	items = nseq * (p->H / a.G);
+	nt = lt_team(p, items);
 	/* BLAS may spread a call over the cores only when nothing else runs
 	 * beside it and the caller set no thread cap. */
 	a.serial_blas = nt > 1 || p->nthreads > 0;
-	if (!lt_blas_fits(p, bmax))
+	if (!lt_blas_fits(p, a.bmax))
 		return lcai_fail(LCA_ERR_UNSUPPORTED, "cpu lightning: a size "
 			"passed to BLAS exceeds INT_MAX");
-	wsb = FN(lt_ws_bytes)(p, bmax);
+	wsb = FN(lt_ws_bytes)(p, a.bmax, a.G);
 	if (wsb == 0 || wsb > SIZE_MAX / (size_t)nt)
 		return lcai_fail(LCA_ERR_NOMEM, "cpu lightning: workspace "
 			"size overflows");
@@ -396,12 +505,8 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	for (it = 0; it < items; it++) {
 		struct FN(lt_ws) ws;
 
-		FN(lt_ws_carve)(&ws, p, bmax, block + (size_t)lt_tid() * wsb);
-		if (p->algo == LCA_ALGO_RECURRENT)
-			FN(lt_recurrent_item)(&a, it / p->H, it % p->H, &ws);
-		else
-			FN(lt_blockwise_item)(&a, it / p->H, it % p->H, bmax,
-				&ws);
+		FN(lt_ws_carve)(&ws, p, a.bmax, block + (size_t)lt_tid() * wsb);
+		FN(lt_item)(&a, it, &ws);
 	}
 	free(block);
 	return LCA_OK;
