@@ -3,10 +3,12 @@
  * ceilings, its own reference and, where installed, a PyTorch peer, all
  * measured in one run so that every ratio it prints compares like with like.
  */
+#define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
 #include "bench.h"
 #include "../tools/tool.h"  /* tool_bench() */
 
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -495,13 +497,30 @@ static const char *peer_path(const struct options *o, char *buf, size_t size)
 	return NULL;
 }
 
+/* The threads OpenMP gives lcattn (its plans ask for nthreads 0, i.e.
+ * omp_get_max_threads()), found as libgomp does: OMP_NUM_THREADS if set,
+ * else the CPUs in this process's affinity mask (taskset), so that a peer
+ * pinned with lcattn gets the same number of threads. */
+static long peer_threads(void)
+{
+	const char *e = getenv("OMP_NUM_THREADS");
+	cpu_set_t set;
+	long n;
+
+	if (e && (n = strtol(e, NULL, 10)) > 0)
+		return n;
+	if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n;
+}
+
 /* The peer's command line: the peer's T values up to the largest listed,
  * the selected mechanisms, as many threads as OpenMP gives lcattn. */
 static int peer_command(const struct bench *b, const char *py, const char *path,
 	char *cmd, size_t size)
 {
 	char Ts[64] = "", mechs[64] = "";
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (strchr(path, '\''))
 		return -1;  /* keeps the shell quoting below trivially right */
@@ -516,7 +535,7 @@ static int peer_command(const struct bench *b, const char *py, const char *path,
 	if (!Ts[0])
 		return -1;
 	snprintf(cmd, size, "'%s' '%s' --T %s --mech %s --reps %d --threads %ld --dtype %s",
-		py, path, Ts, mechs, b->o.reps, ncpu < 1 ? 1 : ncpu,
+		py, path, Ts, mechs, b->o.reps, peer_threads(),
 		b->o.dtype == LCA_F32 ? "float32" : "float64");
 	return 0;
 }

@@ -43,28 +43,34 @@ static double causal_pairs(int64_t T)
 }
 
 /* Gated DeltaNet, chunked WY/UT form, one chunk of c tokens of one head
- * (Yang et al., Gated Delta Networks, sec. 3): the GEMMs
- *   K K^T                         2 c^2 dk   (the UT matrix A)
+ * (Yang et al., Gated Delta Networks, sec. 3). Products with a triangular
+ * factor count only the entries the mask keeps, as softmax counts only
+ * causal pairs: the work any implementation must do, not what a dense
+ * GEMM over the full square would spend.
+ *   A = K K^T, strictly lower     c (c - 1) dk
  *   (I + A)^-1, unit lower         c^3 / 3
- *   W = T (beta Gamma K)          2 c^2 dk
- *   U = T (beta V)                2 c^2 dv
+ *   W = T (beta Gamma K), T lower  c (c + 1) dk
+ *   U = T (beta V)                 c (c + 1) dv
  *   U -= W S                      2 c dk dv
- *   Q K^T                         2 c^2 dk
- *   (Q K^T . D) U                 2 c^2 dv
+ *   Q K^T, causal                  c (c + 1) dk
+ *   (Q K^T . D) U                  c (c + 1) dv
  *   Q S                           2 c dk dv
  *   S = Gamma_c S + K^T (d . U)   2 c dk dv
  * Elementwise gating, L2 norms and exps are not counted. */
 static double deltanet_chunk_flops(double c, double dk, double dv)
 {
-	return 2 * c * c * (3 * dk + 2 * dv) + 6 * c * dk * dv + c * c * c / 3;
+	return c * (c - 1) * dk + 2 * c * (c + 1) * (dk + dv) + 6 * c * dk * dv +
+		c * c * c / 3;
 }
 
-/* Lightning attention, blockwise form, one block of b tokens of one head:
- *   Q K^T 2 b^2 dk;  (Q K^T . D) V 2 b^2 dv;  Q S 2 b dk dv;
- *   S = lambda^b S + (lambda^(b-j) K)^T V 2 b dk dv. */
+/* Lightning attention, blockwise form, one block of b tokens of one head
+ * (triangles counted as for DeltaNet):
+ *   Q K^T, causal  b (b + 1) dk;
+ *   (Q K^T . D) V  b (b + 1) dv;  Q S  2 b dk dv;
+ *   S = lambda^b S + (lambda^(b-j) K)^T V  2 b dk dv. */
 static double lightning_block_flops(double b, double dk, double dv)
 {
-	return 2 * b * b * (dk + dv) + 4 * b * dk * dv;
+	return b * (b + 1) * (dk + dv) + 4 * b * dk * dv;
 }
 
 /* Sum of f over the pieces of T tokens cut into pieces of size n (the last
@@ -124,8 +130,9 @@ const char *const *bench_formulas(void)
 		"P = T(T+1)/2 causal (q,k) pairs; e = bytes per element; flops count GEMM multiply-adds as 2",
 		"softmax   flops 2 H P (dk+dv)                                  bytes e T H (2dk+2dv)",
 		"mla       flops 2TH dn dc + 2HP(dc+dr) + 2HP dc + 2TH dc dv    bytes e [TH(dn+dr+dv) + T(dc+dr) + H dc(dn+dv)]",
-		"deltanet  flops H sum_chunks [2c^2(3dk+2dv) + 6c dk dv + c^3/3] bytes e [TH(2dk+2dv+2) + H dk dv]",
-		"lightning flops H sum_blocks [2b^2(dk+dv) + 4b dk dv]          bytes e [TH(2dk+2dv) + H + H dk dv]",
+		"deltanet  flops H sum_chunks [c(c-1)dk + 2c(c+1)(dk+dv) + 6c dk dv + c^3/3]  bytes e [TH(2dk+2dv+2) + H dk dv]",
+		"lightning flops H sum_blocks [b(b+1)(dk+dv) + 4b dk dv]        bytes e [TH(2dk+2dv) + H + H dk dv]",
+		"(triangular products count the entries their causal mask keeps, as P does for softmax)",
 		NULL
 	};
 
