@@ -52,12 +52,14 @@ struct lcai_flash_ws {
 	void *q;        /* [BQ][dk] rotated, scaled queries of the tile */
 	void *s;        /* [BQ][BK] logits, then exp(logit - m) */
 	void *o;        /* [BQ][dvp] unnormalised output */
-	void *m, *l;    /* [BQ] running max and sum */
+	void *m;        /* [BQ] running max */
+	void *l;        /* [BQ] running sum, one vector (at most a line) each */
 	int64_t lo[LCAI_FLASH_BQ], hi[LCAI_FLASH_BQ]; /* visible keys per row */
 };
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FLASH_X86 1
+#include <immintrin.h>
 #endif
 
 /* ---- the typed engine, one instance per (element type, vector width).
@@ -71,10 +73,12 @@ struct lcai_flash_ws {
 #define FT float
 #define FI int32_t
 #define FN(name) name##_f32_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
 #include "softmax.c"
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
 #include "softmax.c"
 #undef FLASH_VB
 #undef FLASH_NB
@@ -83,14 +87,16 @@ struct lcai_flash_ws {
 #ifdef FLASH_X86
 #define FLASH_VB 32
 #define FLASH_NB 2
-#define FLASH_TARGET __attribute__((target("avx2")))
+#define FLASH_TARGET __attribute__((target("avx2,fma")))
 #define FT float
 #define FI int32_t
 #define FN(name) name##_f32_avx2
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "softmax.c"
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_avx2
+#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #include "softmax.c"
 #undef FLASH_VB
 #undef FLASH_NB
@@ -102,10 +108,12 @@ struct lcai_flash_ws {
 #define FT float
 #define FI int32_t
 #define FN(name) name##_f32_avx512
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "softmax.c"
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_avx512
+#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #include "softmax.c"
 #undef FLASH_VB
 #undef FLASH_NB
@@ -122,7 +130,7 @@ static const struct lcai_flash_ops *flash_pick(lca_dtype dtype)
 #ifdef FLASH_X86
 	if (__builtin_cpu_supports("avx512f"))
 		return f32 ? &ops_f32_avx512 : &ops_f64_avx512;
-	if (__builtin_cpu_supports("avx2"))
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 		return f32 ? &ops_f32_avx2 : &ops_f64_avx2;
 #endif
 	return f32 ? &ops_f32_sse : &ops_f64_sse;
@@ -321,9 +329,9 @@ static struct lcai_flash_ws *flash_ws_new(const struct lcai_flash *f)
 	int64_t nq = (BQ * f->dk * es + line - 1) / line * line;
 	int64_t ns = BQ * LCAI_FLASH_BK * es;
 	int64_t no = (BQ * f->dvp * es + line - 1) / line * line;
-	int64_t nm = (BQ * es + line - 1) / line * line;
+	int64_t nm = (BQ * es + line - 1) / line * line, nl = BQ * line;
 	struct lcai_flash_ws *ws = malloc(sizeof *ws);
-	char *base = flash_alloc_bytes(nq + ns + no + 2 * nm);
+	char *base = flash_alloc_bytes(nq + ns + no + nm + nl);
 
 	if (!ws || !base) {
 		free(ws);
@@ -498,25 +506,34 @@ typedef FI IVEC __attribute__((vector_size(FLASH_VB)));
 #include "vexp.h"
 
 /* s[FLASH_ROWS][NC] = q[FLASH_ROWS][dk] kt[dk][NC], kt and s with row
- * stride BK: each step broadcasts one query value against NC keys. */
+ * stride BK: each step broadcasts one query value against NC keys. The
+ * unrolled loops keep the FLASH_ROWS x FLASH_NB accumulators in
+ * registers at -O2 as well (a loop over them would live in memory). */
 INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
 {
 	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
 
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			acc[r][v] = (VEC){ 0 };
 	for (int64_t c = 0; c < dk; c++) {
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(b[v], kt + c * BK + v * VW);
+#pragma GCC unroll 8
 		for (int r = 0; r < FLASH_ROWS; r++) {
-			FT a = q[r * dk + c];
+			VEC a = q[r * dk + c] - (VEC){ 0 };
 
+#pragma GCC unroll 8
 			for (int v = 0; v < FLASH_NB; v++)
-				acc[r][v] += a * b[v];
+				acc[r][v] = VFMA(a, b[v], acc[r][v]);
 		}
 	}
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VSTORE(s + r * BK + v * VW, acc[r][v]);
 }
@@ -527,20 +544,27 @@ INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
 {
 	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
 
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(acc[r][v], o + r * dvp + v * VW);
 	for (int j = 0; j < BK; j++) {
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(b[v], vp + j * dvp + v * VW);
+#pragma GCC unroll 8
 		for (int r = 0; r < FLASH_ROWS; r++) {
-			FT a = p[r * BK + j];
+			VEC a = p[r * BK + j] - (VEC){ 0 };
 
+#pragma GCC unroll 8
 			for (int v = 0; v < FLASH_NB; v++)
-				acc[r][v] += a * b[v];
+				acc[r][v] = VFMA(a, b[v], acc[r][v]);
 		}
 	}
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VSTORE(o + r * dvp + v * VW, acc[r][v]);
 }
@@ -608,47 +632,71 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	}
 }
 
-/* Logits of keys a row may not see become -inf (s is the key tile at j0). */
+/* Logits of keys a row may not see become -inf (s is the key tile at j0).
+ * A row sees one run of keys, so it is masked in at most two runs. */
 FLASH_TARGET static void FN(mask)(const struct lcai_flash_ws *ws, int64_t nq,
 	int64_t j0, FT *s)
 {
 	for (int64_t r = 0; r < nq; r++) {
 		int64_t lo = ws->lo[r] - j0, hi = ws->hi[r] - j0;
 
-		for (int64_t j = 0; j < BK; j++)
-			if (j < lo || j >= hi)
-				s[r * BK + j] = -INFINITY;
+		lo = lo < 0 ? 0 : lo > BK ? BK : lo;
+		hi = hi < 0 ? 0 : hi > BK ? BK : hi;
+		for (int64_t j = 0; j < lo; j++)
+			s[r * BK + j] = -INFINITY;
+		for (int64_t j = hi; j < BK; j++)
+			s[r * BK + j] = -INFINITY;
 	}
 }
 
 /* The online-softmax step of one key tile: each row's logits become
  * exp(logit - m_new) and its past sum and output shrink by
  * exp(m_old - m_new) <= 1. A row that has seen no key yet (m = -inf)
- * keeps zeros. */
+ * keeps zeros. Sums stay in vectors (lane j adds keys j mod VW) until
+ * finish(), so no tile pays for a horizontal sum. */
 INLINE void FN(online)(struct lcai_flash_ws *ws, int64_t nq, int64_t dvp,
 	FT *s, FT *o)
 {
-	FT *m = ws->m, *l = ws->l;
+	FT *m = ws->m;
+	VEC *l = ws->l;
 
 	for (int64_t r = 0; r < nq; r++) {
-		FT *row = s + r * BK, mx = FN(row_max)(row);
+		FT *row = s + r * BK, mx;
+		VEC x, mv = (VEC){ 0 } - (FT)INFINITY, sum;
 
-		if (mx <= m[r]) {
-			mx = m[r];
-		} else if (m[r] > -INFINITY) {
-			FT alpha = (FT)exp((double)m[r] - (double)mx);
-			FT *orow = o + r * dvp;
-
-			for (int64_t c = 0; c < dvp; c++)
-				orow[c] *= alpha;
-			l[r] *= alpha;
+		for (int j = 0; j < BK; j += VW) {
+			VLOAD(x, row + j);
+			mv = VSEL(x > mv, x, mv);
 		}
-		if (mx == -INFINITY) {
+		mx = FN(lane_max)(mv);
+		if (mx > m[r]) {
+			if (m[r] > -INFINITY) {
+				FT alpha = (FT)exp((double)m[r] - (double)mx);
+				VEC av = alpha - (VEC){ 0 };
+				FT *orow = o + r * dvp;
+
+				for (int64_t c = 0; c < dvp; c += VW) {
+					VLOAD(x, orow + c);
+					x *= av;
+					VSTORE(orow + c, x);
+				}
+				l[r] *= av;
+			}
+			m[r] = mx;
+		}
+		if (m[r] == -INFINITY) {
 			memset(row, 0, BK * sizeof(FT));
 			continue;
 		}
-		m[r] = mx;
-		l[r] += FN(exp_row)(row, mx);
+		mv = m[r] - (VEC){ 0 };
+		sum = l[r];
+		for (int j = 0; j < BK; j += VW) {
+			VLOAD(x, row + j);
+			x = FN(exp_vec)(x - mv);
+			VSTORE(row + j, x);
+			sum += x;
+		}
+		l[r] = sum;
 	}
 }
 
@@ -658,18 +706,19 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 	const struct lcai_flash_task *t, const struct lcai_flash_ws *ws,
 	int64_t i0, int64_t nq)
 {
-	const FT *acc = ws->o, *m = ws->m, *l = ws->l;
+	const FT *acc = ws->o, *m = ws->m;
+	const VEC *lv = ws->l;
 	FT *lse = t->lse;
 
 	for (int64_t r = 0; r < nq; r++) {
 		FT *orow = (FT *)t->o + (i0 + r) * t->ldo;
 		const FT *arow = acc + r * f->dvp;
-		FT ls = -INFINITY;
+		FT ls = -INFINITY, l = FN(lane_sum)(lv[r]);
 
-		if (l[r] > 0) {
+		if (l > 0) {
 			for (int64_t c = 0; c < f->dv; c++)
-				orow[c] = arow[c] / l[r];
-			ls = (FT)((double)m[r] + log((double)l[r]));
+				orow[c] = arow[c] / l;
+			ls = (FT)((double)m[r] + log((double)l));
 		} else {
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = 0;
@@ -698,7 +747,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 		FN(load_row)(f, &t->q, i0 + r, pos0 + r, f->scale, q + r * dk, 1);
 		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
 		((FT *)ws->m)[r] = -INFINITY;
-		((FT *)ws->l)[r] = 0;
+		((VEC *)ws->l)[r] = (VEC){ 0 };
 	}
 	memset(q + nq * dk, 0, (size_t)((nr - nq) * dk) * sizeof(FT));
 	memset(o, 0, (size_t)(nr * dvp) * sizeof(FT));
@@ -743,5 +792,6 @@ static const struct lcai_flash_ops FN(ops) = {
 #undef FT
 #undef FI
 #undef FN
+#undef VFMA
 
 #endif /* FLASH_TEMPLATE */
