@@ -571,17 +571,18 @@ INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
 
 /* Row i of src as [a ; rope(b)] times mult into dst[c * stride], rotated
  * as at position pos with the table of f (double arithmetic, rounded
- * once). */
-FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
+ * once). Inlined, so that the contiguous calls (stride 1) vectorise:
+ * lanes compute exactly what the scalar loop would. */
+INLINE void FN(load_row)(const struct lcai_flash *f,
 	const struct lcai_flash_src *src, int64_t i, int64_t pos, double mult,
 	FT *dst, int64_t stride)
 {
-	const int64_t da = src->da, db = src->db, rot = f->rope_dim;
-	const int interleaved = f->p->rope_style == LCA_ROPE_INTERLEAVED;
+	const int64_t da = src->da, db = src->db, rot = f->rope_dim, h = rot / 2;
 
 	if (da > 0) {
 		const FT *a = (const FT *)src->a + i * src->lda;
 
+		#pragma omp simd
 		for (int64_t c = 0; c < da; c++)
 			dst[c * stride] = (FT)(mult * a[c]);
 		dst += da * stride;
@@ -590,14 +591,24 @@ FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
 		const FT *b = (const FT *)src->b + i * src->ldb;
 		const double *cs = rot > 0 ? f->rope + (pos - f->pmin) * rot : NULL;
 
-		for (int64_t j = 0; j < rot / 2; j++) {
-			int64_t ia = interleaved ? 2 * j : j;
-			int64_t ib = interleaved ? 2 * j + 1 : j + rot / 2;
-			double x = b[ia], y = b[ib], c = cs[2 * j], s = cs[2 * j + 1];
+		if (f->p->rope_style == LCA_ROPE_INTERLEAVED) {
+			#pragma omp simd
+			for (int64_t j = 0; j < h; j++) {
+				double x = b[2 * j], y = b[2 * j + 1];
 
-			dst[ia * stride] = (FT)(mult * (x * c - y * s));
-			dst[ib * stride] = (FT)(mult * (x * s + y * c));
+				dst[2 * j * stride] = (FT)(mult * (x * cs[2 * j] - y * cs[2 * j + 1]));
+				dst[(2 * j + 1) * stride] = (FT)(mult * (x * cs[2 * j + 1] + y * cs[2 * j]));
+			}
+		} else {
+			#pragma omp simd
+			for (int64_t j = 0; j < h; j++) {
+				double x = b[j], y = b[j + h];
+
+				dst[j * stride] = (FT)(mult * (x * cs[2 * j] - y * cs[2 * j + 1]));
+				dst[(j + h) * stride] = (FT)(mult * (x * cs[2 * j + 1] + y * cs[2 * j]));
+			}
 		}
+		#pragma omp simd
 		for (int64_t c = rot; c < db; c++)
 			dst[c * stride] = (FT)(mult * b[c]);
 	}
@@ -605,7 +616,9 @@ FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
 
 /* Keys into transposed tiles [tile][dk][BK] and values into rows of dvp,
  * both zero-padded to whole tiles (zeros, not garbage: padded keys meet
- * real queries in the products before the mask removes them). */
+ * real queries in the products before the mask removes them). A key row
+ * is built in a contiguous scratch row (vectorised) and then spread over
+ * its tile column; without scratch memory it is built in place. */
 FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	const struct lcai_flash_pack *job)
 {
@@ -613,23 +626,30 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	const int64_t rows = lcai_flash_padded(tk);
 	const FT *v = job->v;
 	FT *kt = job->kt, *vp = job->vp;
+	FT *tmp = malloc((size_t)dk * sizeof(FT) + 1);
 
 	for (int64_t s = 0; s < rows; s++) {
 		FT *kcol = kt + (s / BK) * dk * BK + s % BK;
 		FT *vrow = vp + s * dvp;
 		int64_t c = 0;
 
-		if (s < tk) {
-			FN(load_row)(f, &job->k, s, s, 1.0, kcol, BK);
-			for (; c < dv; c++)
-				vrow[c] = v[s * job->ldv + c];
-		} else {
+		if (s >= tk) {
 			for (int64_t d = 0; d < dk; d++)
 				kcol[d * BK] = 0;
+		} else if (tmp) {
+			FN(load_row)(f, &job->k, s, s, 1.0, tmp, 1);
+			for (int64_t d = 0; d < dk; d++)
+				kcol[d * BK] = tmp[d];
+		} else {
+			FN(load_row)(f, &job->k, s, s, 1.0, kcol, BK);
 		}
-		for (; c < dvp; c++)
-			vrow[c] = 0;
+		if (s < tk) {
+			memcpy(vrow, v + s * job->ldv, (size_t)dv * sizeof(FT));
+			c = dv;
+		}
+		memset(vrow + c, 0, (size_t)(dvp - c) * sizeof(FT));
 	}
+	free(tmp);
 }
 
 /* Logits of keys a row may not see become -inf (s is the key tile at j0).
@@ -716,6 +736,7 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 		FT ls = -INFINITY, l = FN(lane_sum)(lv[r]);
 
 		if (l > 0) {
+			#pragma omp simd
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = arow[c] / l;
 			ls = (FT)((double)m[r] + log((double)l));
@@ -728,6 +749,20 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 	}
 }
 
+/* Part `part` of `parts` of the n bytes at p towards L2: spread over a
+ * tile's row blocks, the next operand streams in from memory while the
+ * current one is multiplied (the hardware prefetcher alone leaves the
+ * first row block of every tile waiting on memory at long T). */
+INLINE void FN(prefetch)(const void *p, int64_t n, int64_t part, int64_t parts)
+{
+	const int64_t line = FLASH_ALIGN;
+	int64_t per = (n + parts * line - 1) / (parts * line) * line;
+	int64_t a = part * per, b = a + per < n ? a + per : n;
+
+	for (; a < b; a += line)
+		__builtin_prefetch((const char *)p + a, 0, 2);
+}
+
 /* Queries i0 .. i0+nq-1 of task t (alg. 1 of FlashAttention, one query
  * tile): only the key tiles in the union of the rows' visible ranges are
  * visited, and only those crossing a row's range edge are masked. */
@@ -737,6 +772,9 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 	const int64_t dk = f->dk, dvp = f->dvp;
 	const int64_t nq = t->tq - i0 < BQ ? t->tq - i0 : BQ;
 	const int64_t nr = (nq + FLASH_ROWS - 1) / FLASH_ROWS * FLASH_ROWS;
+	const int64_t nblk = nr / FLASH_ROWS;
+	const int64_t kbytes = BK * dk * (int64_t)sizeof(FT);
+	const int64_t vbytes = BK * dvp * (int64_t)sizeof(FT);
 	const int64_t pos0 = t->tk - t->tq + i0;
 	FT *q = ws->q, *s = ws->s, *o = ws->o;
 	int64_t first, end, inner_lo, inner_hi;
@@ -762,15 +800,22 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 		const FT *kt = (const FT *)t->kt + (j0 / BK) * dk * BK;
 		const FT *vp = (const FT *)t->vp + j0 * dvp;
 
-		for (int64_t r = 0; r < nr; r += FLASH_ROWS)
+		/* this tile's values during the logits, the next tile's
+		 * keys during the values */
+		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
+			FN(prefetch)(vp, vbytes, r / FLASH_ROWS, nblk);
 			for (int64_t c = 0; c < BK; c += NC)
 				FN(qk_block)(q + r * dk, dk, kt + c, s + r * BK + c);
+		}
 		if (j0 < inner_lo || j0 + BK > inner_hi)
 			FN(mask)(ws, nq, j0, s);
 		FN(online)(ws, nq, dvp, s, o);
-		for (int64_t r = 0; r < nr; r += FLASH_ROWS)
+		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
+			if (j0 + BK < end)
+				FN(prefetch)(kt + dk * BK, kbytes, r / FLASH_ROWS, nblk);
 			for (int64_t c = 0; c < dvp; c += NC)
 				FN(pv_block)(s + r * BK, vp + c, dvp, o + r * dvp + c);
+		}
 	}
 	FN(finish)(f, t, ws, i0, nq);
 }
