@@ -624,16 +624,17 @@ INLINE void FN(load_row)(const struct lcai_flash *f,
 /* Keys into transposed tiles [tile][dk][BK] and values into rows of dvp,
  * both zero-padded to whole tiles (zeros, not garbage: padded keys meet
  * real queries in the products before the mask removes them). A key row
- * is built in a contiguous scratch row (vectorised) and then spread over
- * its tile column; without scratch memory it is built in place. */
+ * of up to FLASH_PACK_ROW values is built in a contiguous row on the
+ * stack (vectorised) and then spread over its tile column; a longer one
+ * is built in place. */
+#define FLASH_PACK_ROW 1024
 FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	const struct lcai_flash_pack *job)
 {
 	const int64_t dk = f->dk, dv = f->dv, dvp = f->dvp, tk = job->tk;
 	const int64_t rows = lcai_flash_padded(tk);
 	const FT *v = job->v;
-	FT *kt = job->kt, *vp = job->vp;
-	FT *tmp = malloc((size_t)dk * sizeof(FT) + 1);
+	FT *kt = job->kt, *vp = job->vp, tmp[FLASH_PACK_ROW];
 
 	for (int64_t s = 0; s < rows; s++) {
 		FT *kcol = kt + (s / BK) * dk * BK + s % BK;
@@ -643,7 +644,7 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 		if (s >= tk) {
 			for (int64_t d = 0; d < dk; d++)
 				kcol[d * BK] = 0;
-		} else if (tmp) {
+		} else if (dk <= FLASH_PACK_ROW) {
 			FN(load_row)(f, &job->k, s, s, 1.0, tmp, 1);
 			for (int64_t d = 0; d < dk; d++)
 				kcol[d * BK] = tmp[d];
@@ -656,8 +657,8 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 		}
 		memset(vrow + c, 0, (size_t)(dvp - c) * sizeof(FT));
 	}
-	free(tmp);
 }
+#undef FLASH_PACK_ROW
 
 /* Logits of keys a row may not see become -inf (s is the key tile at j0).
  * A row sees one run of keys, so it is masked in at most two runs. */
