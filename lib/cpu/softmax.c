@@ -19,16 +19,22 @@
  * GEMMs: the two tile products (S = Q K^T and O += P V) are small register-
  * blocked loops here, not BLAS calls: OpenBLAS (pthreads build) may split
  * products of this size over its own threads, oversubscribing the OpenMP
- * team, and on the development machine (AMD EPYC Zen 4, 2 cores) these
- * loops ran a 64 x 64 x 128 tile pair as fast as single-threaded sgemm
- * (~80 GFLOP/s per core). Products are written as separate multiply and
- * add (C11 forbids contracting them); Zen 4 issues both at full rate.
+ * team. Their accumulators stay in registers whatever -O the build uses
+ * (unroll pragmas: automake puts the user's -O2 after libcpu's flags) and
+ * products are fused multiply-adds (FMA intrinsics per ISA; C11 forbids
+ * contracting a * b + c, and lib/cpu is not the oracle). On the
+ * development machine (AMD EPYC Zen 4) each product alone runs at
+ * 110-117 GFLOP/s per core, above single-threaded sgemm (~97); the whole
+ * engine reaches ~0.95 of sgemm at T = 16K (f32, d = 128, one thread).
+ * At long T every query tile streams its head's packed keys and values
+ * from memory, so each tile prefetches the next operand into L2.
  *
  * Vector width: the typed engine (second half of this file, a template that
  * includes itself) is built per element type for three x86-64 levels,
- * AVX-512 (64-byte vectors), AVX2 (32) and SSE2 (16), chosen at run time;
- * elsewhere only the 16-byte build exists. A wide build would spill
- * registers badly on a narrower machine, hence one build per width.
+ * AVX-512 (64-byte vectors), AVX2 with FMA (32) and SSE2 (16, multiply
+ * then add), chosen at run time; elsewhere only the 16-byte build exists.
+ * A wide build would spill registers badly on a narrower machine, hence
+ * one build per width.
  */
 #ifndef FLASH_TEMPLATE
 
@@ -52,12 +58,14 @@ struct lcai_flash_ws {
 	void *q;        /* [BQ][dk] rotated, scaled queries of the tile */
 	void *s;        /* [BQ][BK] logits, then exp(logit - m) */
 	void *o;        /* [BQ][dvp] unnormalised output */
-	void *m, *l;    /* [BQ] running max and sum */
+	void *m;        /* [BQ] running max */
+	void *l;        /* [BQ] running sum, one vector (at most a line) each */
 	int64_t lo[LCAI_FLASH_BQ], hi[LCAI_FLASH_BQ]; /* visible keys per row */
 };
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FLASH_X86 1
+#include <immintrin.h>
 #endif
 
 /* ---- the typed engine, one instance per (element type, vector width).
@@ -71,10 +79,12 @@ struct lcai_flash_ws {
 #define FT float
 #define FI int32_t
 #define FN(name) name##_f32_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
 #include "softmax.c"
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
 #include "softmax.c"
 #undef FLASH_VB
 #undef FLASH_NB
@@ -83,14 +93,16 @@ struct lcai_flash_ws {
 #ifdef FLASH_X86
 #define FLASH_VB 32
 #define FLASH_NB 2
-#define FLASH_TARGET __attribute__((target("avx2")))
+#define FLASH_TARGET __attribute__((target("avx2,fma")))
 #define FT float
 #define FI int32_t
 #define FN(name) name##_f32_avx2
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "softmax.c"
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_avx2
+#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #include "softmax.c"
 #undef FLASH_VB
 #undef FLASH_NB
@@ -102,10 +114,12 @@ struct lcai_flash_ws {
 #define FT float
 #define FI int32_t
 #define FN(name) name##_f32_avx512
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "softmax.c"
 #define FT double
 #define FI int64_t
 #define FN(name) name##_f64_avx512
+#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #include "softmax.c"
 #undef FLASH_VB
 #undef FLASH_NB
@@ -122,7 +136,7 @@ static const struct lcai_flash_ops *flash_pick(lca_dtype dtype)
 #ifdef FLASH_X86
 	if (__builtin_cpu_supports("avx512f"))
 		return f32 ? &ops_f32_avx512 : &ops_f64_avx512;
-	if (__builtin_cpu_supports("avx2"))
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 		return f32 ? &ops_f32_avx2 : &ops_f64_avx2;
 #endif
 	return f32 ? &ops_f32_sse : &ops_f64_sse;
@@ -321,9 +335,9 @@ static struct lcai_flash_ws *flash_ws_new(const struct lcai_flash *f)
 	int64_t nq = (BQ * f->dk * es + line - 1) / line * line;
 	int64_t ns = BQ * LCAI_FLASH_BK * es;
 	int64_t no = (BQ * f->dvp * es + line - 1) / line * line;
-	int64_t nm = (BQ * es + line - 1) / line * line;
+	int64_t nm = (BQ * es + line - 1) / line * line, nl = BQ * line;
 	struct lcai_flash_ws *ws = malloc(sizeof *ws);
-	char *base = flash_alloc_bytes(nq + ns + no + 2 * nm);
+	char *base = flash_alloc_bytes(nq + ns + no + nm + nl);
 
 	if (!ws || !base) {
 		free(ws);
@@ -475,7 +489,8 @@ out:
 /*
  * FT is the element type and FI the integer of its size; FLASH_VB the
  * vector size in bytes, FLASH_NB vectors per register block, FLASH_TARGET
- * the ISA attribute of every function; FN() names the instance.
+ * the ISA attribute of every function; FN() names the instance and
+ * VFMA(a, b, c) computes a b + c (fused where the ISA can).
  */
 #define VW (FLASH_VB / (int)sizeof(FT))   /* elements per vector */
 #define NC (FLASH_NB * VW)                /* columns per register block */
@@ -498,25 +513,34 @@ typedef FI IVEC __attribute__((vector_size(FLASH_VB)));
 #include "vexp.h"
 
 /* s[FLASH_ROWS][NC] = q[FLASH_ROWS][dk] kt[dk][NC], kt and s with row
- * stride BK: each step broadcasts one query value against NC keys. */
+ * stride BK: each step broadcasts one query value against NC keys. The
+ * unrolled loops keep the FLASH_ROWS x FLASH_NB accumulators in
+ * registers at -O2 as well (a loop over them would live in memory). */
 INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
 {
 	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
 
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			acc[r][v] = (VEC){ 0 };
 	for (int64_t c = 0; c < dk; c++) {
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(b[v], kt + c * BK + v * VW);
+#pragma GCC unroll 8
 		for (int r = 0; r < FLASH_ROWS; r++) {
-			FT a = q[r * dk + c];
+			VEC a = q[r * dk + c] - (VEC){ 0 };
 
+#pragma GCC unroll 8
 			for (int v = 0; v < FLASH_NB; v++)
-				acc[r][v] += a * b[v];
+				acc[r][v] = VFMA(a, b[v], acc[r][v]);
 		}
 	}
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VSTORE(s + r * BK + v * VW, acc[r][v]);
 }
@@ -527,37 +551,45 @@ INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
 {
 	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
 
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(acc[r][v], o + r * dvp + v * VW);
 	for (int j = 0; j < BK; j++) {
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(b[v], vp + j * dvp + v * VW);
+#pragma GCC unroll 8
 		for (int r = 0; r < FLASH_ROWS; r++) {
-			FT a = p[r * BK + j];
+			VEC a = p[r * BK + j] - (VEC){ 0 };
 
+#pragma GCC unroll 8
 			for (int v = 0; v < FLASH_NB; v++)
-				acc[r][v] += a * b[v];
+				acc[r][v] = VFMA(a, b[v], acc[r][v]);
 		}
 	}
+#pragma GCC unroll 8
 	for (int r = 0; r < FLASH_ROWS; r++)
+#pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VSTORE(o + r * dvp + v * VW, acc[r][v]);
 }
 
 /* Row i of src as [a ; rope(b)] times mult into dst[c * stride], rotated
  * as at position pos with the table of f (double arithmetic, rounded
- * once). */
-FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
+ * once). Inlined, so that the contiguous calls (stride 1) vectorise:
+ * lanes compute exactly what the scalar loop would. */
+INLINE void FN(load_row)(const struct lcai_flash *f,
 	const struct lcai_flash_src *src, int64_t i, int64_t pos, double mult,
 	FT *dst, int64_t stride)
 {
-	const int64_t da = src->da, db = src->db, rot = f->rope_dim;
-	const int interleaved = f->p->rope_style == LCA_ROPE_INTERLEAVED;
+	const int64_t da = src->da, db = src->db, rot = f->rope_dim, h = rot / 2;
 
 	if (da > 0) {
 		const FT *a = (const FT *)src->a + i * src->lda;
 
+		#pragma omp simd
 		for (int64_t c = 0; c < da; c++)
 			dst[c * stride] = (FT)(mult * a[c]);
 		dst += da * stride;
@@ -566,14 +598,24 @@ FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
 		const FT *b = (const FT *)src->b + i * src->ldb;
 		const double *cs = rot > 0 ? f->rope + (pos - f->pmin) * rot : NULL;
 
-		for (int64_t j = 0; j < rot / 2; j++) {
-			int64_t ia = interleaved ? 2 * j : j;
-			int64_t ib = interleaved ? 2 * j + 1 : j + rot / 2;
-			double x = b[ia], y = b[ib], c = cs[2 * j], s = cs[2 * j + 1];
+		if (f->p->rope_style == LCA_ROPE_INTERLEAVED) {
+			#pragma omp simd
+			for (int64_t j = 0; j < h; j++) {
+				double x = b[2 * j], y = b[2 * j + 1];
 
-			dst[ia * stride] = (FT)(mult * (x * c - y * s));
-			dst[ib * stride] = (FT)(mult * (x * s + y * c));
+				dst[2 * j * stride] = (FT)(mult * (x * cs[2 * j] - y * cs[2 * j + 1]));
+				dst[(2 * j + 1) * stride] = (FT)(mult * (x * cs[2 * j + 1] + y * cs[2 * j]));
+			}
+		} else {
+			#pragma omp simd
+			for (int64_t j = 0; j < h; j++) {
+				double x = b[j], y = b[j + h];
+
+				dst[j * stride] = (FT)(mult * (x * cs[2 * j] - y * cs[2 * j + 1]));
+				dst[(j + h) * stride] = (FT)(mult * (x * cs[2 * j + 1] + y * cs[2 * j]));
+			}
 		}
+		#pragma omp simd
 		for (int64_t c = rot; c < db; c++)
 			dst[c * stride] = (FT)(mult * b[c]);
 	}
@@ -581,74 +623,108 @@ FLASH_TARGET static void FN(load_row)(const struct lcai_flash *f,
 
 /* Keys into transposed tiles [tile][dk][BK] and values into rows of dvp,
  * both zero-padded to whole tiles (zeros, not garbage: padded keys meet
- * real queries in the products before the mask removes them). */
+ * real queries in the products before the mask removes them). A key row
+ * of up to FLASH_PACK_ROW values is built in a contiguous row on the
+ * stack (vectorised) and then spread over its tile column; a longer one
+ * is built in place. */
+#define FLASH_PACK_ROW 1024
 FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	const struct lcai_flash_pack *job)
 {
 	const int64_t dk = f->dk, dv = f->dv, dvp = f->dvp, tk = job->tk;
 	const int64_t rows = lcai_flash_padded(tk);
 	const FT *v = job->v;
-	FT *kt = job->kt, *vp = job->vp;
+	FT *kt = job->kt, *vp = job->vp, tmp[FLASH_PACK_ROW];
 
 	for (int64_t s = 0; s < rows; s++) {
 		FT *kcol = kt + (s / BK) * dk * BK + s % BK;
 		FT *vrow = vp + s * dvp;
 		int64_t c = 0;
 
-		if (s < tk) {
-			FN(load_row)(f, &job->k, s, s, 1.0, kcol, BK);
-			for (; c < dv; c++)
-				vrow[c] = v[s * job->ldv + c];
-		} else {
+		if (s >= tk) {
 			for (int64_t d = 0; d < dk; d++)
 				kcol[d * BK] = 0;
+		} else if (dk <= FLASH_PACK_ROW) {
+			FN(load_row)(f, &job->k, s, s, 1.0, tmp, 1);
+			for (int64_t d = 0; d < dk; d++)
+				kcol[d * BK] = tmp[d];
+		} else {
+			FN(load_row)(f, &job->k, s, s, 1.0, kcol, BK);
 		}
-		for (; c < dvp; c++)
-			vrow[c] = 0;
+		if (s < tk) {
+			memcpy(vrow, v + s * job->ldv, (size_t)dv * sizeof(FT));
+			c = dv;
+		}
+		memset(vrow + c, 0, (size_t)(dvp - c) * sizeof(FT));
 	}
 }
+#undef FLASH_PACK_ROW
 
-/* Logits of keys a row may not see become -inf (s is the key tile at j0). */
+/* Logits of keys a row may not see become -inf (s is the key tile at j0).
+ * A row sees one run of keys, so it is masked in at most two runs. */
 FLASH_TARGET static void FN(mask)(const struct lcai_flash_ws *ws, int64_t nq,
 	int64_t j0, FT *s)
 {
 	for (int64_t r = 0; r < nq; r++) {
 		int64_t lo = ws->lo[r] - j0, hi = ws->hi[r] - j0;
 
-		for (int64_t j = 0; j < BK; j++)
-			if (j < lo || j >= hi)
-				s[r * BK + j] = -INFINITY;
+		lo = lo < 0 ? 0 : lo > BK ? BK : lo;
+		hi = hi < 0 ? 0 : hi > BK ? BK : hi;
+		for (int64_t j = 0; j < lo; j++)
+			s[r * BK + j] = -INFINITY;
+		for (int64_t j = hi; j < BK; j++)
+			s[r * BK + j] = -INFINITY;
 	}
 }
 
 /* The online-softmax step of one key tile: each row's logits become
  * exp(logit - m_new) and its past sum and output shrink by
  * exp(m_old - m_new) <= 1. A row that has seen no key yet (m = -inf)
- * keeps zeros. */
+ * keeps zeros. Sums stay in vectors (lane j adds keys j mod VW) until
+ * finish(), so no tile pays for a horizontal sum. */
 INLINE void FN(online)(struct lcai_flash_ws *ws, int64_t nq, int64_t dvp,
 	FT *s, FT *o)
 {
-	FT *m = ws->m, *l = ws->l;
+	FT *m = ws->m;
+	VEC *l = ws->l;
 
 	for (int64_t r = 0; r < nq; r++) {
-		FT *row = s + r * BK, mx = FN(row_max)(row);
+		FT *row = s + r * BK, mx;
+		VEC x, mv = (VEC){ 0 } - (FT)INFINITY, sum;
 
-		if (mx <= m[r]) {
-			mx = m[r];
-		} else if (m[r] > -INFINITY) {
-			FT alpha = (FT)exp((double)m[r] - (double)mx);
-			FT *orow = o + r * dvp;
-
-			for (int64_t c = 0; c < dvp; c++)
-				orow[c] *= alpha;
-			l[r] *= alpha;
+		for (int j = 0; j < BK; j += VW) {
+			VLOAD(x, row + j);
+			mv = VSEL(x > mv, x, mv);
 		}
-		if (mx == -INFINITY) {
+		mx = FN(lane_max)(mv);
+		if (mx > m[r]) {
+			if (m[r] > -INFINITY) {
+				FT alpha = (FT)exp((double)m[r] - (double)mx);
+				VEC av = alpha - (VEC){ 0 };
+				FT *orow = o + r * dvp;
+
+				for (int64_t c = 0; c < dvp; c += VW) {
+					VLOAD(x, orow + c);
+					x *= av;
+					VSTORE(orow + c, x);
+				}
+				l[r] *= av;
+			}
+			m[r] = mx;
+		}
+		if (m[r] == -INFINITY) {
 			memset(row, 0, BK * sizeof(FT));
 			continue;
 		}
-		m[r] = mx;
-		l[r] += FN(exp_row)(row, mx);
+		mv = m[r] - (VEC){ 0 };
+		sum = l[r];
+		for (int j = 0; j < BK; j += VW) {
+			VLOAD(x, row + j);
+			x = FN(exp_vec)(x - mv);
+			VSTORE(row + j, x);
+			sum += x;
+		}
+		l[r] = sum;
 	}
 }
 
@@ -658,18 +734,20 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 	const struct lcai_flash_task *t, const struct lcai_flash_ws *ws,
 	int64_t i0, int64_t nq)
 {
-	const FT *acc = ws->o, *m = ws->m, *l = ws->l;
+	const FT *acc = ws->o, *m = ws->m;
+	const VEC *lv = ws->l;
 	FT *lse = t->lse;
 
 	for (int64_t r = 0; r < nq; r++) {
 		FT *orow = (FT *)t->o + (i0 + r) * t->ldo;
 		const FT *arow = acc + r * f->dvp;
-		FT ls = -INFINITY;
+		FT ls = -INFINITY, l = FN(lane_sum)(lv[r]);
 
-		if (l[r] > 0) {
+		if (l > 0) {
+			#pragma omp simd
 			for (int64_t c = 0; c < f->dv; c++)
-				orow[c] = arow[c] / l[r];
-			ls = (FT)((double)m[r] + log((double)l[r]));
+				orow[c] = arow[c] / l;
+			ls = (FT)((double)m[r] + log((double)l));
 		} else {
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = 0;
@@ -677,6 +755,20 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 		if (lse)
 			lse[(i0 + r) * t->ldlse] = ls;
 	}
+}
+
+/* Part `part` of `parts` of the n bytes at p towards L2: spread over a
+ * tile's row blocks, the next operand streams in from memory while the
+ * current one is multiplied (the hardware prefetcher alone leaves the
+ * first row block of every tile waiting on memory at long T). */
+INLINE void FN(prefetch)(const void *p, int64_t n, int64_t part, int64_t parts)
+{
+	const int64_t line = FLASH_ALIGN;
+	int64_t per = (n + parts * line - 1) / (parts * line) * line;
+	int64_t a = part * per, b = a + per < n ? a + per : n;
+
+	for (; a < b; a += line)
+		__builtin_prefetch((const char *)p + a, 0, 2);
 }
 
 /* Queries i0 .. i0+nq-1 of task t (alg. 1 of FlashAttention, one query
@@ -688,6 +780,9 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 	const int64_t dk = f->dk, dvp = f->dvp;
 	const int64_t nq = t->tq - i0 < BQ ? t->tq - i0 : BQ;
 	const int64_t nr = (nq + FLASH_ROWS - 1) / FLASH_ROWS * FLASH_ROWS;
+	const int64_t nblk = nr / FLASH_ROWS;
+	const int64_t kbytes = BK * dk * (int64_t)sizeof(FT);
+	const int64_t vbytes = BK * dvp * (int64_t)sizeof(FT);
 	const int64_t pos0 = t->tk - t->tq + i0;
 	FT *q = ws->q, *s = ws->s, *o = ws->o;
 	int64_t first, end, inner_lo, inner_hi;
@@ -698,7 +793,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 		FN(load_row)(f, &t->q, i0 + r, pos0 + r, f->scale, q + r * dk, 1);
 		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
 		((FT *)ws->m)[r] = -INFINITY;
-		((FT *)ws->l)[r] = 0;
+		((VEC *)ws->l)[r] = (VEC){ 0 };
 	}
 	memset(q + nq * dk, 0, (size_t)((nr - nq) * dk) * sizeof(FT));
 	memset(o, 0, (size_t)(nr * dvp) * sizeof(FT));
@@ -713,15 +808,22 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 		const FT *kt = (const FT *)t->kt + (j0 / BK) * dk * BK;
 		const FT *vp = (const FT *)t->vp + j0 * dvp;
 
-		for (int64_t r = 0; r < nr; r += FLASH_ROWS)
+		/* this tile's values during the logits, the next tile's
+		 * keys during the values */
+		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
+			FN(prefetch)(vp, vbytes, r / FLASH_ROWS, nblk);
 			for (int64_t c = 0; c < BK; c += NC)
 				FN(qk_block)(q + r * dk, dk, kt + c, s + r * BK + c);
+		}
 		if (j0 < inner_lo || j0 + BK > inner_hi)
 			FN(mask)(ws, nq, j0, s);
 		FN(online)(ws, nq, dvp, s, o);
-		for (int64_t r = 0; r < nr; r += FLASH_ROWS)
+		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
+			if (j0 + BK < end)
+				FN(prefetch)(kt + dk * BK, kbytes, r / FLASH_ROWS, nblk);
 			for (int64_t c = 0; c < dvp; c += NC)
 				FN(pv_block)(s + r * BK, vp + c, dvp, o + r * dvp + c);
+		}
 	}
 	FN(finish)(f, t, ws, i0, nq);
 }
@@ -743,5 +845,6 @@ static const struct lcai_flash_ops FN(ops) = {
 #undef FT
 #undef FI
 #undef FN
+#undef VFMA
 
 #endif /* FLASH_TEMPLATE */
