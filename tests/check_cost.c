@@ -208,6 +208,62 @@ START_TEST(linear_counts)
 }
 END_TEST
 
+/* The cpu backend's AUTO for mla decides per call (lca_mla_forward(3)) and
+ * is counted per call: the cheaper of naive with every key decompressed
+ * once and absorbed, for a prefill and for each decode step; a generation
+ * sums its steps. The second shape (dn = dv = 1) keeps naive cheaper for
+ * the first steps of a generation. */
+static double count_mla_auto(const struct shape *s, lca_phase ph, int64_t n)
+{
+	struct shape nv = *s, ab = *s;
+	double f = 0;
+
+	nv.algo = LCA_ALGO_NAIVE, ab.algo = LCA_ALGO_ABSORBED;
+	if (ph == LCA_PHASE_PREFILL)
+		return fmin(count_quadratic(LCA_MLA, &nv, n, n, 1),
+			count_quadratic(LCA_MLA, &ab, n, n, 1));
+	for (int64_t c = ph == LCA_PHASE_DECODE ? n : 1; c <= n; c++)
+		f += fmin(count_quadratic(LCA_MLA, &nv, 1, c, 1),
+			count_quadratic(LCA_MLA, &ab, 1, c, 0));
+	return f;
+}
+
+START_TEST(mla_cpu_auto_counts_the_cheaper_form)
+{
+	static const int64_t ns[] = { 1, 2, 3, 5, 8, 17, 33, 60 };
+	const struct shape shapes[] = {
+		{ .H = 3, .dn = 4, .dr = 2, .dc = 6, .dv = 5, .causal = 1 },
+		{ .H = 2, .dn = 1, .dr = 2, .dc = 20, .dv = 1, .causal = 1 },
+	};
+
+	for (size_t k = 0; k < 2; k++)
+		for (int64_t w = 0; w <= 7; w += 7) {
+			struct shape sh = shapes[k];
+			lca_params p;
+			lca_plan *pl = NULL;
+
+			sh.window = w;
+			ck_assert_int_eq(lca_params_init(&p, LCA_MLA), LCA_OK);
+			p.backend = LCA_BACKEND_CPU;
+			p.H = sh.H, p.dn = sh.dn, p.dr = sh.dr, p.dc = sh.dc, p.dv = sh.dv;
+			p.scale = 0.5, p.window = w;
+			ck_assert_msg(lca_plan_create(&p, &pl) == LCA_OK, "%s", lca_last_error());
+			for (int ph = LCA_PHASE_PREFILL; ph <= LCA_PHASE_GENERATE; ph++)
+				for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+					double want = count_mla_auto(&sh, (lca_phase)ph, ns[i]);
+					lca_cost c;
+
+					ck_assert_int_eq(lca_plan_cost(pl, (lca_phase)ph, ns[i], &c),
+						LCA_OK);
+					ck_assert_msg(c.flops == want,
+						"shape %zu window %lld phase %d n %lld: model %.17g, count %.17g",
+						k, (long long)w, ph, (long long)ns[i], c.flops, want);
+				}
+			lca_plan_destroy(pl);
+		}
+}
+END_TEST
+
 /* A generation is the sum of its decode steps, bytes included; state bytes
  * are lca_plan_cache_cost()'s. */
 START_TEST(generate_sums_decode)
@@ -258,6 +314,7 @@ int main(void)
 
 	tcase_add_test(tc, softmax_counts);
 	tcase_add_test(tc, mla_counts);
+	tcase_add_test(tc, mla_cpu_auto_counts_the_cheaper_form);
 	tcase_add_test(tc, linear_counts);
 	tcase_add_test(tc, generate_sums_decode);
 	tcase_add_test(tc, errors);

@@ -66,6 +66,87 @@ static double pieces(double T, double n, double dk, double dv,
 	return full * f(n, dk, dv) + (rest > 0 ? f(rest, dk, dv) : 0);
 }
 
+/* ---- mla: the cpu backend's AUTO ---------------------------------------
+ *
+ * Per head, a call with nq queries, nk keys and P visible (query, key)
+ * pairs costs in multiply-adds, with A = dc (dn + dv):
+ *   naive     nk A + P (dn + dr + dv)   every key decompressed once (two
+ *                                       GEMMs), then attention at dk =
+ *                                       dn + dr, dv
+ *   absorbed  nq A + P (2 dc + dr)      w_uk folded into every query and
+ *                                       w_uv applied to every latent sum,
+ *                                       attention at dk = dc + dr, dv = dc
+ * The per-pair term of naive is the smaller (dn + dr + dv = 320 against
+ * 2 dc + dr = 1088 for DeepSeek's shapes), the per-row term of absorbed
+ * (nq < nk). So a prefill (nq = nk) is naive's, 3.4x fewer flops at those
+ * shapes, and a decode step (nq = 1) is absorbed's: it reads the latent
+ * cache instead of decompressing it. With nq << nk the two meet near
+ * nq = A / (2 dc - dn - dv) = 171 queries. AUTO takes the smaller count;
+ * the kernels of both are GEMM-like, so flops rank them (the measured
+ * prefill ratio at T = 8K was 3x). */
+
+/* Visible (query, key) pairs of tq queries at the last tq of tk positions. */
+double lcai_mla_pairs(const lca_params *p, int64_t tq, int64_t tk)
+{
+	double W = (double)p->window, first = (double)(tk - tq);
+
+	if (!p->causal)
+		return (double)tq * (double)tk;
+	/* query at position i sees min(i + 1, W) keys (none if i < 0) */
+	return vis_sum((double)tk, W) - vis_sum(first > 0 ? first : 0, W);
+}
+
+static double mla_naive_macs(const lca_params *p, double nk, double pairs)
+{
+	return nk * (double)p->dc * (double)(p->dn + p->dv) +
+		pairs * (double)(p->dn + p->dr + p->dv);
+}
+
+static double mla_absorbed_macs(const lca_params *p, double nq, double pairs)
+{
+	return nq * (double)p->dc * (double)(p->dn + p->dv) +
+		pairs * (double)(2 * p->dc + p->dr);
+}
+
+lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs)
+{
+	if (p->algo != LCA_ALGO_AUTO)
+		return p->algo;
+	return mla_naive_macs(p, nk, pairs) < mla_absorbed_macs(p, nq, pairs) ?
+		LCA_ALGO_NAIVE : LCA_ALGO_ABSORBED;
+}
+
+/* AUTO's multiply-adds per head of one decode step at context t. */
+static double mla_auto_step(const lca_params *p, double t)
+{
+	double pairs = visible(t - 1, (double)p->window);
+
+	return fmin(mla_naive_macs(p, t, pairs), mla_absorbed_macs(p, 1, pairs));
+}
+
+/* AUTO's multiply-adds per head of a generation of n steps: naive wins a
+ * prefix of the steps (its excess (t - 1) A - pairs (2 dc - dn - dv) grows
+ * with t, since A > 2 dc - dn - dv), absorbed the rest; the prefix is
+ * found by stepping (it ends at t = 2 for DeepSeek's shapes) and the rest
+ * is summed in closed form. */
+static double mla_auto_generate(const lca_params *p, double n)
+{
+	double W = (double)p->window, A = (double)p->dc * (double)(p->dn + p->dv);
+	double sum = 0, t = 1;
+
+	for (; t <= n; t++) {
+		double pairs = visible(t - 1, W);
+
+		if (mla_naive_macs(p, t, pairs) >= mla_absorbed_macs(p, 1, pairs))
+			break;
+		sum += mla_naive_macs(p, t, pairs);
+	}
+	if (t <= n)
+		sum += (n - t + 1) * A + (vis_sum(n, W) - vis_sum(t - 1, W)) *
+			(double)(2 * p->dc + p->dr);
+	return sum;
+}
+
 /* flops = fixed per token x tokens + per key x keys read (softmax, mla). */
 static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 {
@@ -104,6 +185,10 @@ static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 		wts = H * p->dc * (double)(p->dn + p->dv);
 	}
 	c->flops = 2 * (fix * tok + per_key * pairs);
+	if (p->variant == LCA_MLA && p->algo == LCA_ALGO_AUTO)
+		c->flops = 2 * H * (ph == LCA_PHASE_PREFILL ?
+			fmin(mla_naive_macs(p, n, pairs), mla_absorbed_macs(p, n, pairs)) :
+			ph == LCA_PHASE_DECODE ? mla_auto_step(p, n) : mla_auto_generate(p, n));
 	if (ph == LCA_PHASE_PREFILL)  /* inputs and outputs once, weights once */
 		c->bytes = e * (tok * (in + key + out) + wts);
 	else  /* per step: new token in, its key written, visible keys read */
