@@ -655,7 +655,7 @@ DEC_TARGET static void FN(qk)(const FT *q, int64_t dq, int64_t nr,
 	const int64_t step = (pq->end - pq->next + tiles - 1) / tiles;
 	int64_t j = 0;
 
-	if (nr >= QR) {
+	if (nr >= QR && pw >= DEC_MANY_MIN * VW) {
 		FN(qk_many)(q, dq, nr, qpk, pw, sg, ns, nb, S, pq);
 		return;
 	}
