@@ -242,7 +242,9 @@ LCA_API lca_status lca_softmax_forward(const lca_plan *plan,
  *   w_uv   [H][dv][dc]   v_h      = w_uv[h] ckv
  *   o      [Tq][H][dv]   lse [Tq][H] (may be NULL)
  * The plan's algo picks the naive (LCA_ALGO_NAIVE) or absorbed
- * (LCA_ALGO_ABSORBED, the AUTO choice) computation.
+ * (LCA_ALGO_ABSORBED) computation; AUTO is absorbed on the ref and cuda
+ * backends and, on the cpu backend, the one with fewer flops for each
+ * call's shape: naive for a prefill, absorbed for a decode step.
  */
 LCA_API lca_status lca_mla_forward(const lca_plan *plan,
 	int64_t Tq, int64_t Tk, const void *q_nope, const void *q_rope,

@@ -214,6 +214,68 @@ START_TEST(lightning_counts)
 }
 END_TEST
 
+/* The cpu backend's AUTO for mla decides per call (lca_mla_forward(3)) and
+ * is counted per call: the cheaper of the reference's naive and absorbed
+ * counts, for a prefill and for each decode step; a generation sums its
+ * steps. The second shape (dn = dv = 1, dc = 20) keeps naive cheaper for
+ * the first steps of a generation. */
+static double count_mla_auto(const lca_params *p, lca_phase ph, int64_t n)
+{
+	lca_params nv = *p, ab = *p;
+	double f = 0;
+
+	nv.algo = LCA_ALGO_NAIVE, ab.algo = LCA_ALGO_ABSORBED;
+	if (ph != LCA_PHASE_GENERATE)
+		return fmin(count(&nv, ph, n), count(&ab, ph, n));
+	for (int64_t c = 1; c <= n; c++)
+		f += fmin(count(&nv, LCA_PHASE_DECODE, c), count(&ab, LCA_PHASE_DECODE, c));
+	return f;
+}
+
+START_TEST(mla_cpu_auto_counts_the_cheaper_form)
+{
+	static const int64_t ns[] = { 1, 2, 3, 5, 8, 17, 33 };
+	static const int64_t shapes[][5] = { { 3, 4, 2, 6, 5 }, { 2, 1, 2, 20, 1 } };
+	int naive_steps = 0;
+
+	for (size_t k = 0; k < 2; k++)
+		for (int64_t w = 0; w <= 7; w += 7) {
+			lca_params p, got;
+			lca_plan *pl = NULL;
+
+			ck_assert_int_eq(lca_params_init(&p, LCA_MLA), LCA_OK);
+			p.backend = LCA_BACKEND_CPU;
+			p.H = shapes[k][0], p.dn = shapes[k][1], p.dr = shapes[k][2];
+			p.dc = shapes[k][3], p.dv = shapes[k][4];
+			p.scale = 0.5, p.window = w;
+			ck_assert_msg(lca_plan_create(&p, &pl) == LCA_OK, "%s", lca_last_error());
+			ck_assert_int_eq(lca_plan_params(pl, &got), LCA_OK);
+			ck_assert_int_eq(got.algo, LCA_ALGO_AUTO);  /* decided per call */
+			for (int ph = LCA_PHASE_PREFILL; ph <= LCA_PHASE_GENERATE; ph++)
+				for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+					double want = count_mla_auto(&got, (lca_phase)ph, ns[i]);
+					lca_cost c;
+
+					ck_assert_int_eq(lca_plan_cost(pl, (lca_phase)ph, ns[i], &c),
+						LCA_OK);
+					ck_assert_msg(c.flops == want,
+						"shape %zu window %lld phase %d n %lld: model %.17g, count %.17g",
+						k, (long long)w, ph, (long long)ns[i], c.flops, want);
+				}
+			/* the second shape must exercise naive decode steps */
+			{
+				lca_params nv = got, ab = got;
+
+				nv.algo = LCA_ALGO_NAIVE, ab.algo = LCA_ALGO_ABSORBED;
+				naive_steps += count(&nv, LCA_PHASE_DECODE, 2) <
+					count(&ab, LCA_PHASE_DECODE, 2);
+			}
+			lca_plan_destroy(pl);
+		}
+	ck_assert_msg(naive_steps > 0, "no shape has a decode step where naive is cheaper");
+}
+END_TEST
+
 /* A generation is the sum of its decode steps, bytes included; state bytes
  * are lca_plan_cache_cost()'s. */
 START_TEST(generate_sums_decode)
@@ -274,6 +336,7 @@ int main(void)
 	tcase_add_test(tc, mla_counts);
 	tcase_add_test(tc, deltanet_counts);
 	tcase_add_test(tc, lightning_counts);
+	tcase_add_test(tc, mla_cpu_auto_counts_the_cheaper_form);
 	tcase_add_test(tc, generate_sums_decode);
 	tcase_add_test(tc, errors);
 	suite_add_tcase(s, tc);

@@ -69,13 +69,13 @@ static void io_free(struct mla_io *x)
 	free(x->lse);
 }
 
-/* Run the library with the given algo; cu may be NULL. */
-static void mla_run(const struct mla *c, lca_algo algo, const struct mla_io *x,
-	const int64_t *cu, int64_t nseq, double *o, double *lse)
+/* Plan parameters of c on a backend and dtype. */
+static lca_params params_on(const struct mla *c, lca_backend b, lca_dtype t, lca_algo algo)
 {
 	lca_params p = tu_params(LCA_MLA);
-	lca_plan *plan;
 
+	p.backend = b;
+	p.dtype = t;
 	p.algo = algo;
 	p.H = c->H;
 	p.dn = c->dn;
@@ -88,10 +88,70 @@ static void mla_run(const struct mla *c, lca_algo algo, const struct mla_io *x,
 	p.rope_dim = c->rope_dim;
 	p.rope_style = c->style;
 	p.rope_theta = theta_of(c);
-	plan = tu_plan(&p);
-	tu_assert_ok(lca_mla_forward(plan, c->Tq, c->Tk, x->q_nope, x->q_rope, x->ckv,
-		x->k_rope, x->w_uk, x->w_uv, cu, nseq, o, lse));
+	return p;
+}
+
+/* n doubles as elements of dtype t (a new buffer), and back. */
+static void *typed(const double *x, int64_t n, lca_dtype t)
+{
+	void *y = malloc((size_t)(n > 0 ? n : 1) * (t == LCA_F64 ? 8 : 4));
+
+	ck_assert_ptr_nonnull(y);
+	for (int64_t i = 0; i < n; i++) {
+		if (t == LCA_F64)
+			((double *)y)[i] = x[i];
+		else
+			((float *)y)[i] = (float)x[i];
+	}
+	return y;
+}
+
+static void untyped(double *x, const void *y, int64_t n, lca_dtype t)
+{
+	for (int64_t i = 0; i < n; i++)
+		x[i] = t == LCA_F64 ? ((const double *)y)[i] : ((const float *)y)[i];
+}
+
+/* The inputs of x in dtype t, queries from row q0 and tokens from row 0;
+ * o and lse of tq rows. Index order: q_nope q_rope ckv k_rope w_uk w_uv
+ * o lse. */
+static void typed_io(const struct mla *c, const struct mla_io *x, lca_dtype t,
+	int64_t q0, int64_t tq, void *y[8])
+{
+	y[0] = typed(x->q_nope + q0 * c->H * c->dn, tq * c->H * c->dn, t);
+	y[1] = typed(x->q_rope + q0 * c->H * c->dr, tq * c->H * c->dr, t);
+	y[2] = typed(x->ckv, c->Tk * c->dc, t);
+	y[3] = typed(x->k_rope, c->Tk * c->dr, t);
+	y[4] = typed(x->w_uk, c->H * c->dn * c->dc, t);
+	y[5] = typed(x->w_uv, c->H * c->dv * c->dc, t);
+	y[6] = typed(x->o, tq * c->H * c->dv, t);
+	y[7] = typed(x->lse, tq * c->H, t);
+}
+
+/* Run the library on backend b in dtype t with the given algo; cu may be
+ * NULL. Outputs come back as doubles. */
+static void mla_run_on(const struct mla *c, lca_backend b, lca_dtype t, lca_algo algo,
+	const struct mla_io *x, const int64_t *cu, int64_t nseq, double *o, double *lse)
+{
+	lca_params p = params_on(c, b, t, algo);
+	lca_plan *plan = tu_plan(&p);
+	void *y[8];
+
+	typed_io(c, x, t, 0, c->Tq, y);
+	tu_assert_ok(lca_mla_forward(plan, c->Tq, c->Tk, y[0], y[1], y[2], y[3], y[4], y[5],
+		cu, nseq, y[6], y[7]));
+	untyped(o, y[6], c->Tq * c->H * c->dv, t);
+	untyped(lse, y[7], c->Tq * c->H, t);
+	for (int i = 0; i < 8; i++)
+		free(y[i]);
 	lca_plan_destroy(plan);
+}
+
+/* Run the library (ref backend, f64) with the given algo; cu may be NULL. */
+static void mla_run(const struct mla *c, lca_algo algo, const struct mla_io *x,
+	const int64_t *cu, int64_t nseq, double *o, double *lse)
+{
+	mla_run_on(c, LCA_BACKEND_REF, LCA_F64, algo, x, cu, nseq, o, lse);
 }
 
 /* y[r] = sum_c w[r][c] x[c] for a [rows][dc] matrix. */
@@ -455,6 +515,124 @@ START_TEST(test_scale_multiplies_the_logits)
 }
 END_TEST
 
+/* ---- the cpu backend: AUTO's choice and the decode kernels ---- */
+
+/* On the cpu backend AUTO is decided per call (lca_mla_forward(3)): a
+ * prefill runs naive, a few queries over a longer context run absorbed,
+ * bit for bit the explicit form, and the two forms agree. */
+START_TEST(test_cpu_auto_is_naive_for_prefill_and_absorbed_for_decode)
+{
+	static const lca_algo algos[3] = { LCA_ALGO_AUTO, LCA_ALGO_NAIVE, LCA_ALGO_ABSORBED };
+	const struct mla cs[2] = {
+		{ 23, 23, 3, 5, 4, 7, 6, 0.3, 1, 0, LCA_ROPE_FULL, LCA_ROPE_INTERLEAVED, 0 },
+		{ 2, 40, 3, 5, 4, 7, 6, 0.3, 1, 0, LCA_ROPE_FULL, LCA_ROPE_HALF, 0 },
+	};
+
+	for (int k = 0; k < 2; k++) {
+		const struct mla *c = &cs[k];
+		const int64_t no = c->Tq * c->H * c->dv, nl = c->Tq * c->H;
+		const int pick = k == 0 ? 1 : 2;
+		lca_params p = params_on(c, LCA_BACKEND_CPU, LCA_F64, LCA_ALGO_AUTO), r;
+		lca_plan *plan = tu_plan(&p);
+		double *o[3], *l[3];
+		struct mla_io x;
+
+		tu_assert_ok(lca_plan_params(plan, &r));
+		ck_assert_int_eq(r.algo, LCA_ALGO_AUTO);
+		lca_plan_destroy(plan);
+		io_alloc(c, &x);
+		for (int a = 0; a < 3; a++) {
+			o[a] = tu_alloc(no);
+			l[a] = tu_alloc(nl);
+			mla_run_on(c, LCA_BACKEND_CPU, LCA_F64, algos[a], &x, NULL, 0, o[a], l[a]);
+		}
+		ck_assert_msg(memcmp(o[0], o[pick], (size_t)no * sizeof(double)) == 0 &&
+			memcmp(l[0], l[pick], (size_t)nl * sizeof(double)) == 0,
+			"Tq %lld Tk %lld: AUTO is not bit for bit %s", (long long)c->Tq,
+			(long long)c->Tk, pick == 1 ? "naive" : "absorbed");
+		tu_assert_close(o[1], o[2], no, 1e-12, "o naive vs absorbed");
+		assert_lse_close(l[1], l[2], nl, 1e-12);
+		for (int a = 0; a < 3; a++) {
+			free(o[a]);
+			free(l[a]);
+		}
+		io_free(&x);
+	}
+}
+END_TEST
+
+/* Through a cpu cache of dtype t: Tk - tq tokens in one step, then tq;
+ * o and lse of the second step. x holds Tk query rows (c->Tq = Tk). */
+static void cpu_cache_run(const struct mla *c, lca_dtype t, int64_t tq,
+	const struct mla_io *x, double *o, double *lse)
+{
+	const size_t es = t == LCA_F64 ? 8 : 4;
+	const int64_t n1 = c->Tk - tq, H = c->H;
+	const int64_t per[8] = { H * c->dn, H * c->dr, c->dc, c->dr, 0, 0, H * c->dv, H };
+	lca_params p = params_on(c, LCA_BACKEND_CPU, t, LCA_ALGO_AUTO);
+	lca_plan *plan = tu_plan(&p);
+	lca_cache *cache = NULL;
+	void *y[8], *z[8];
+
+	typed_io(c, x, t, 0, c->Tk, y);
+	for (int i = 0; i < 8; i++)
+		z[i] = (char *)y[i] + (size_t)(n1 * per[i]) * es;
+	tu_assert_ok(lca_cache_create(plan, 1, c->Tk, &cache));
+	tu_assert_ok(lca_mla_step(plan, cache, n1, y[0], y[1], y[2], y[3], y[4], y[5],
+		NULL, y[6], y[7]));
+	tu_assert_ok(lca_mla_step(plan, cache, tq, z[0], z[1], z[2], z[3], y[4], y[5],
+		NULL, z[6], z[7]));
+	untyped(o, z[6], tq * H * c->dv, t);
+	untyped(lse, z[7], tq * H, t);
+	for (int i = 0; i < 8; i++)
+		free(y[i]);
+	lca_cache_destroy(cache);
+	lca_plan_destroy(plan);
+}
+
+/* The cpu decode kernels (a step of up to 16 tokens over a cached
+ * context) against the reference, on sizes that take their register
+ * blocks: 9 or 36 rows (heads x new tokens) in blocks of 4 or 8 with rows
+ * left over, latent rows long enough for the blocked logits (250 values,
+ * whole vectors plus a tail), a context of several chunks; with a window
+ * too. f64 within 1e-12, f32 within twice the float32 reference's own
+ * error (DESIGN.md). */
+START_TEST(test_cpu_decode_matches_reference_on_wide_heads)
+{
+	const struct mla cs[2] = {
+		{ 1, 701, 9, 20, 24, 250, 12, 0.2, 1, 0, LCA_ROPE_FULL, LCA_ROPE_INTERLEAVED, 0 },
+		{ 4, 701, 9, 20, 24, 250, 12, 0.2, 1, 300, LCA_ROPE_FULL, LCA_ROPE_HALF, 0 },
+	};
+
+	for (int k = 0; k < 2; k++) {
+		struct mla full = cs[k], last = cs[k];
+		const int64_t tq = cs[k].Tq, no = tq * full.H * full.dv, nl = tq * full.H;
+		double *o64 = tu_alloc(no), *l64 = tu_alloc(nl), *o32 = tu_alloc(no);
+		double *l32 = tu_alloc(nl), *o = tu_alloc(no), *l = tu_alloc(nl);
+		struct mla_io x, xl;
+
+		full.Tq = full.Tk;
+		io_alloc(&full, &x);
+		xl = x;  /* the last tq queries alone, for the references */
+		xl.q_nope += (full.Tk - tq) * full.H * full.dn;
+		xl.q_rope += (full.Tk - tq) * full.H * full.dr;
+		mla_run_on(&last, LCA_BACKEND_REF, LCA_F64, LCA_ALGO_ABSORBED, &xl, NULL, 0, o64, l64);
+		mla_run_on(&last, LCA_BACKEND_REF, LCA_F32, LCA_ALGO_ABSORBED, &xl, NULL, 0, o32, l32);
+		for (int f32 = 0; f32 < 2; f32++) {
+			double tol = f32 ? fmax(2 * tu_relerr(o32, o64, no), 1e-6) : 1e-12;
+			double tl = f32 ? fmax(2 * tu_relerr(l32, l64, nl), 1e-6) : 1e-12;
+
+			cpu_cache_run(&full, f32 ? LCA_F32 : LCA_F64, tq, &x, o, l);
+			ck_assert(tu_all_finite(o, no) && tu_all_finite(l, nl));
+			tu_assert_close(o, o64, no, tol, f32 ? "o cpu f32" : "o cpu f64");
+			tu_assert_close(l, l64, nl, tl, f32 ? "lse cpu f32" : "lse cpu f64");
+		}
+		free(o64), free(l64), free(o32), free(l32), free(o), free(l);
+		io_free(&x);
+	}
+}
+END_TEST
+
 static Suite *mla_suite(void)
 {
 	Suite *s = suite_create("mla");
@@ -474,6 +652,11 @@ static Suite *mla_suite(void)
 	tcase_add_test(tc, test_matches_reference_in_double);
 	tcase_add_test(tc, test_decode_equals_last_row_of_prefill);
 	tcase_add_test(tc, test_scale_multiplies_the_logits);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("cpu");
+	tcase_add_test(tc, test_cpu_auto_is_naive_for_prefill_and_absorbed_for_decode);
+	tcase_add_test(tc, test_cpu_decode_matches_reference_on_wide_heads);
 	suite_add_tcase(s, tc);
 	return s;
 }

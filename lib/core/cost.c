@@ -72,6 +72,73 @@ static double quadratic_flops(const lca_params *p, double P, double Q, double K)
 	return H * (a * P + b * Q) + c * K;
 }
 
+/* ---- mla: the cpu backend's AUTO ---------------------------------------
+ *
+ * Per head, a call with nq queries, nk keys and P visible (query, key)
+ * pairs costs, to leading order in multiply-adds, with A = dc (dn + dv):
+ *   naive     nk A + P (dn + dr + dv)   every key decompressed (two GEMMs),
+ *                                       then attention at dk = dn + dr, dv
+ *   absorbed  nq A + P (2 dc + dr)      w_uk folded into every query and
+ *                                       w_uv applied to every latent sum,
+ *                                       attention at dk = dc + dr, dv = dc
+ * The per-pair term of naive is the smaller (dn + dr + dv = 320 against
+ * 2 dc + dr = 1088 for DeepSeek's shapes), the per-row term of absorbed
+ * (nq < nk). So a prefill (nq = nk) is naive's, 3.4x fewer flops at those
+ * shapes, and a decode step (nq = 1) is absorbed's: it reads the latent
+ * cache instead of decompressing it. With nq << nk the two meet near
+ * nq = A / (2 dc - dn - dv) = 171 queries. AUTO takes the computation with
+ * fewer flops by the exact count below (ties: absorbed); the kernels of
+ * both are GEMM-like, so flops rank them (the measured prefill ratio at
+ * T = 8K was 3x). */
+
+/* Visible (query, key) pairs of tq queries at the last tq of tk positions. */
+double lcai_mla_pairs(const lca_params *p, int64_t tq, int64_t tk)
+{
+	double W = (double)p->window, first = (double)(tk - tq);
+
+	if (!p->causal)
+		return (double)tq * (double)tk;
+	/* query at position i sees min(i + 1, W) keys (none if i < 0) */
+	return vis_sum((double)tk, W) - vis_sum(first > 0 ? first : 0, W);
+}
+
+/* Exact flops of mla with computation a over P pairs, Q queries, K keys. */
+static double mla_flops(const lca_params *p, lca_algo a, double P, double Q, double K)
+{
+	lca_params q = *p;
+
+	q.algo = a;
+	return quadratic_flops(&q, P, Q, K);
+}
+
+lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs)
+{
+	if (p->algo != LCA_ALGO_AUTO)
+		return p->algo;
+	return mla_flops(p, LCA_ALGO_NAIVE, pairs, nq, nk) <
+		mla_flops(p, LCA_ALGO_ABSORBED, pairs, nq, nk) ? LCA_ALGO_NAIVE : LCA_ALGO_ABSORBED;
+}
+
+/* AUTO's flops of the decode steps at contexts 1 .. n. naive's excess over
+ * absorbed in a step grows with the context (per key it decompresses, 2 dc
+ * (dn + dv) per head, outweighs the cheaper pair), so naive wins a prefix
+ * of the steps, found by stepping (it is empty or ends at context 2 for
+ * DeepSeek's shapes); absorbed's closed form sums the rest. */
+static double mla_auto_generate(const lca_params *p, double n)
+{
+	double W = (double)p->window, sum = 0, t = 1;
+
+	for (; t <= n; t++) {
+		double P = visible(t - 1, W);
+
+		if (lcai_mla_pick(p, 1, t, P) != LCA_ALGO_NAIVE)
+			break;
+		sum += mla_flops(p, LCA_ALGO_NAIVE, P, 1, t);
+	}
+	return sum + mla_flops(p, LCA_ALGO_ABSORBED, vis_sum(n, W) - vis_sum(t - 1, W),
+		n - t + 1, tri(n) - tri(t - 1));
+}
+
 static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 {
 	double H = (double)p->H, W = (double)p->window, e = (double)c->bytes;
@@ -92,6 +159,9 @@ static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 		wts = H * p->dc * (double)(p->dn + p->dv);
 	}
 	c->flops = quadratic_flops(p, pairs, tok, keys);
+	if (p->variant == LCA_MLA && p->algo == LCA_ALGO_AUTO)  /* the cpu backend's */
+		c->flops = ph == LCA_PHASE_GENERATE ? mla_auto_generate(p, n) :
+			mla_flops(p, lcai_mla_pick(p, tok, keys, pairs), pairs, tok, keys);
 	if (ph == LCA_PHASE_PREFILL)  /* inputs and outputs once, weights once */
 		c->bytes = e * (tok * (in + key + out) + wts);
 	else  /* per step: new token in, its key written, visible keys read */

@@ -19,7 +19,8 @@
 
 /* A plan is its parameters with every default resolved:
  * Hkv and Hk are set (never 0), scale > 0, rope_dim >= 0 and even,
- * chunk and block > 0, algo never LCA_ALGO_AUTO. */
+ * chunk and block > 0, algo never LCA_ALGO_AUTO except for mla on the
+ * cpu backend, where AUTO is decided per call by lcai_mla_pick(). */
 struct lca_plan {
 	lca_params p;
 };
@@ -189,12 +190,23 @@ lca_status lcai_refc_lightning_blockwise(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const double *q, const double *k, const double *v,
 	const double *slope, const double *state0, double *o, double *state);
 
+/* ---- mla's per-call choice (lib/core/cost.c) ---- */
+
+/* Visible (query, key) pairs of tq queries at the last tq of tk positions
+ * under p's masks. */
+double lcai_mla_pairs(const lca_params *p, int64_t tq, int64_t tk);
+/* p->algo unless it is LCA_ALGO_AUTO; then the computation (NAIVE or
+ * ABSORBED) with fewer modelled flops for nq queries, nk keys and `pairs`
+ * visible pairs, as lca_plan_cost(3) counts them. */
+lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs);
+
 /* ---- CPU kernels (lib/cpu), OpenMP + CBLAS ----
  *
  * Same contract as the reference kernels, but tensors are of the plan's
  * dtype (LCA_F64: double, LCA_F32: float; the plan never asks for others)
- * and p->algo selects the computation (mla: NAIVE/ABSORBED, deltanet and
- * lightning: RECURRENT/CHUNKED). p->nthreads > 0 caps the OpenMP threads.
+ * and p->algo selects the computation (mla: NAIVE/ABSORBED, or AUTO:
+ * lcai_mla_pick() per call; deltanet and lightning: RECURRENT/CHUNKED).
+ * p->nthreads > 0 caps the OpenMP threads.
  * Kernels must not change any global state (no omp_set_num_threads, no
  * openblas_set_num_threads): a plan may be used from many threads.
  */

@@ -116,9 +116,12 @@ static lca_status resolve_mla(lca_params *p)
 	    (s = need_pos(p->dc, "dc", p->variant)) || (s = need_pos(p->dv, "dv", p->variant)) ||
 	    (s = resolve_mask(p)) || (s = resolve_rope(p, p->dr)))
 		return s;
-	if (p->algo == LCA_ALGO_AUTO)
+	/* The cpu backend decides AUTO per call, by the call's shape
+	 * (lcai_mla_pick); the others fold w_uk and w_uv. */
+	if (p->algo == LCA_ALGO_AUTO && p->backend != LCA_BACKEND_CPU)
 		p->algo = LCA_ALGO_ABSORBED;
-	if (p->algo != LCA_ALGO_NAIVE && p->algo != LCA_ALGO_ABSORBED)
+	if (p->algo != LCA_ALGO_AUTO && p->algo != LCA_ALGO_NAIVE &&
+	    p->algo != LCA_ALGO_ABSORBED)
 		return lcai_fail(LCA_ERR_ARG, "lca_plan_create: mla takes algo AUTO, NAIVE or ABSORBED");
 	if (p->scale == 0)
 		return lcai_fail(LCA_ERR_ARG,

@@ -4,17 +4,21 @@
  * float64.
  *
  * Decode reads the whole cache to produce a handful of output rows: it is
- * bound by memory bandwidth, not arithmetic, and the prefill engine (one
- * work item per query head and query tile) would leave most cores idle and
- * read every kv head once per query head. Here every cached key and value
- * is read once, by one thread, for all the rows that need it:
+ * mostly bound by memory bandwidth (absorbed MLA, 17 kflop per 2.3 KB
+ * latent row at H = 8, sits near the balance point), and the prefill
+ * engine (one work item per query head and query tile) would leave most
+ * cores idle and read every kv head once per query head. Here every
+ * cached key and value is read once, by one thread, for all the rows
+ * that need it:
  *
  *   - The visible keys [klo, khi) (the union of the queries' causal and
  *     window ranges; ranges only move right with the position) are cut
  *     into chunks of whole key blocks. The chunk size depends only on the
  *     shapes, never on the thread count, and the chunks are merged in a
  *     fixed order, so results are bitwise the same for any thread count.
- *   - A chunk is one work item. It walks its key blocks; for each block
+ *   - A chunk is one work item; a thread takes DEC_RUN consecutive ones
+ *     at a time, so the last block of a chunk can request the first block
+ *     of the next. It walks its key blocks; for each block
  *     and kv head it scores the block against all rows that read that kv
  *     head (the tq queries of each query head of the GQA group; for
  *     absorbed MLA all tq x H rows share the latent cache) and keeps per
@@ -34,17 +38,29 @@
  * one ulp of the angle is 6e-11, far above the 1e-12 allowed a float64
  * path). Queries are rotated once, with libm, as lib/core/rope.c does.
  *
- * MLA (absorbed only; naive decompresses every key anyway and stays on
- * the prefill path): q_lat = w_uk[h]^T q_nope by BLAS, rows
- * [rope(q_rope) ; q_lat] against keys [rope(k_rope) ; ckv] streamed from
- * the cache, the latent sum over ckv itself, then o = w_uv[h] lat by BLAS.
+ * MLA (absorbed only; when lcai_mla_pick chooses naive, which decompresses
+ * every key anyway, the call goes to the prefill path): q_lat =
+ * w_uk[h]^T q_nope by BLAS, rows [rope(q_rope) ; q_lat] against keys
+ * [rope(k_rope) ; ckv] streamed from the cache, the latent sum over ckv
+ * itself, then o = w_uv[h] lat by BLAS.
+ *
+ * Many rows per kv head (MLA: H x tq >= 8 rows over 576-value keys) are
+ * compute-bound unless each key is loaded once for all of them: logits and
+ * values then go through register-blocked tiles (decode.h: qk_rows, QR
+ * rows x QK keys; pv_tile, QR rows x PV vectors), the queries packed so
+ * one pointer reaches a block's rows. Measured (f32, H = 8, dc 512, dr 64,
+ * one token against 64K latent rows, one Zen 4 core): 28 ms per token
+ * before, 16 ms with these tiles, the spread prefetch and the cross-chunk
+ * request below, against 11.5 ms of FMAs at the sgemm rate.
  *
  * Memory: within a block, a kv head's rows are strided (Hkv (dk + dv)
  * values apart) and the demand stream alone reached half the bandwidth,
  * so each pass (one kv head of one block) requests the rows of the next
- * pass into L2 while it computes. Measured (f32, H = 8, d = 128, one
- * token against 64K keys, 16-core Xeon): 104-127 GB/s read against a
- * 87 GB/s (2 x bytes) copy, 30x the prefill path.
+ * pass into L2 while it computes: a few rows per key tile, or, in the
+ * register-blocked kernels, a line or two per step of their inner loops
+ * (a burst of requests stalled on the full miss queue). Measured (f32,
+ * H = 8, d = 128, one token against 64K keys, 16-core Xeon): 104-127 GB/s
+ * read against a 87 GB/s (2 x bytes) copy, 30x the prefill path.
  *
  * The typed kernels (decode.h) are built per element type for AVX-512,
  * AVX2+FMA and SSE2 and chosen at run time. More than DEC_MAX_TQ queries,
@@ -71,10 +87,21 @@
 #define DEC_MAX_TQ 16
 /* Keys per block: the logits of a block stay in L1 next to its keys. */
 #define DEC_BK 64
+/* Vectors per key row from which the register-blocked logits (qk_many)
+ * pay for reducing their QR QK accumulators per tile. Measured on one
+ * AVX-512 core, f32, GQA groups of 8: rows of 8 vectors (dk 128) 1.24x
+ * slower than the 2-row tiles, rows of 16 (dk 256) 1.1x faster; MLA rows
+ * are 36. */
+#define DEC_MANY_MIN 16
 /* Chunk bounds: at least DEC_CHUNK_MIN keys (amortise the partial's
  * write and merge), at most DEC_MAX_CHUNKS chunks (bound the merge). */
 #define DEC_CHUNK_MIN 256
 #define DEC_MAX_CHUNKS 256
+/* Chunks a thread takes at a time: consecutive, so that the last block of
+ * one can request the first of the next; a few at a time, so that a thread
+ * on a busy core takes fewer (measured, 2 threads on 2 shared cores: 5-15%
+ * faster than the static schedule's halves). */
+#define DEC_RUN 4
 /* Rows of angles are padded to a multiple of the widest double vector. */
 #define DEC_PAD 8
 /* Largest angle the vector sincos reduces exactly (k pi/2 with k < 2^20
@@ -104,6 +131,10 @@ struct dec_job {
 	struct dec_seg rot, a, b, v;
 	int64_t dq, dvv;        /* query row, value row */
 	void *q;                /* [nkv][R][dq] rotated, scaled queries */
+	void *qpk;              /* the same, packed for the register-blocked
+	                         * logits (pack_q in decode.h) */
+	int64_t pw;             /* packed values per row: each non-empty key
+	                         * part rounded up to whole vectors */
 	double *freq;           /* [5][hp] per pair: theta^(-2i/rd) (0 past
 	                         * rd / 2), its two halves, cos and sin */
 	double fmax;            /* largest frequency */
@@ -126,6 +157,8 @@ struct dec_ws {
 /* The typed kernels of one instance. */
 struct dec_ops {
 	size_t esize;
+	int64_t vw, qr;  /* elements per vector; rows per register block */
+	void (*pack_q)(const struct dec_job *J);
 	void (*chunk)(const struct dec_job *J, int64_t c, struct dec_ws *ws);
 	double (*merge_row)(const struct dec_job *J, int64_t row, double *w,
 		double *acc);
@@ -150,6 +183,9 @@ static const double dec_cos_c[10] = {
 
 #define DEC_VB 16
 #define DEC_NB 2
+#define DEC_QR 4
+#define DEC_QK 2
+#define DEC_PV 2
 #define DEC_TARGET
 #define FT float
 #define FI int32_t
@@ -163,11 +199,17 @@ static const double dec_cos_c[10] = {
 #include "decode.h"
 #undef DEC_VB
 #undef DEC_NB
+#undef DEC_QR
+#undef DEC_QK
+#undef DEC_PV
 #undef DEC_TARGET
 
 #ifdef DEC_X86
 #define DEC_VB 32
 #define DEC_NB 2
+#define DEC_QR 4
+#define DEC_QK 2
+#define DEC_PV 2
 #define DEC_TARGET __attribute__((target("avx2,fma")))
 #define FT float
 #define FI int32_t
@@ -181,10 +223,16 @@ static const double dec_cos_c[10] = {
 #include "decode.h"
 #undef DEC_VB
 #undef DEC_NB
+#undef DEC_QR
+#undef DEC_QK
+#undef DEC_PV
 #undef DEC_TARGET
 
 #define DEC_VB 64
 #define DEC_NB 4
+#define DEC_QR 8
+#define DEC_QK 3
+#define DEC_PV 3
 #define DEC_TARGET __attribute__((target("avx512f")))
 #define FT float
 #define FI int32_t
@@ -198,6 +246,9 @@ static const double dec_cos_c[10] = {
 #include "decode.h"
 #undef DEC_VB
 #undef DEC_NB
+#undef DEC_QR
+#undef DEC_QK
+#undef DEC_PV
 #undef DEC_TARGET
 #endif /* DEC_X86 */
 
@@ -229,10 +280,11 @@ static void *dec_alloc(int64_t n)
 static void dec_free(struct dec_job *J)
 {
 	free(J->q);
+	free(J->qpk);
 	free(J->freq);
 	free(J->po);
 	free(J->pml);
-	J->q = J->freq = J->po = J->pml = NULL;
+	J->q = J->qpk = J->freq = J->po = J->pml = NULL;
 }
 
 /* Visible ranges per query, their union and intersection. */
@@ -303,14 +355,17 @@ static int dec_freq(struct dec_job *J)
  * the caller) and allocate its buffers. */
 static lca_status dec_setup(struct dec_job *J, const char *who, int64_t per_key)
 {
-	const int64_t es = (int64_t)J->ops->esize;
-	int64_t nq, npo, npml, nrow;
+	const int64_t es = (int64_t)J->ops->esize, vw = J->ops->vw;
+	int64_t nq, nqpk, npo, npml, nrow;
 
 	J->interleaved = J->p->rope_style == LCA_ROPE_INTERLEAVED;
 	dec_ranges(J);
 	dec_chunks(J, per_key);
 	nrow = J->nkv * J->R;
+	J->pw = (J->rot.n + vw - 1) / vw * vw + (J->a.n + vw - 1) / vw * vw +
+		(J->b.n + vw - 1) / vw * vw;
 	if (!dec_freq(J) || !lcai_mul_n(&nq, 3, nrow, J->dq, es) ||
+	    !lcai_mul_n(&nqpk, 3, nrow, J->pw, es) || !(J->qpk = dec_alloc(nqpk)) ||
 	    !lcai_mul_n(&npo, 4, J->nch, nrow, J->dvv, es) ||
 	    !lcai_mul_n(&npml, 4, J->nch, nrow, 2, es) ||
 	    !(J->q = dec_alloc(nq)) || !(J->po = dec_alloc(npo)) ||
@@ -388,6 +443,7 @@ static lca_status dec_run(const struct dec_job *J, const char *who)
 
 	if (!lcai_mul_n(&ns, 3, J->R, (int64_t)DEC_BK, es))
 		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: logit tile size overflows", who);
+	J->ops->pack_q(J);
 	#pragma omp parallel num_threads(lcai_flash_team(J->p, J->nch))
 	{
 		struct dec_ws ws = { dec_alloc(nkr), dec_alloc(ntab), dec_alloc(ns),
@@ -400,7 +456,7 @@ static lca_status dec_run(const struct dec_job *J, const char *who)
 		}
 		/* A thread without scratch still reaches the loop (every
 		 * thread must) but skips its chunks. */
-		#pragma omp for schedule(dynamic, 1)
+		#pragma omp for schedule(dynamic, DEC_RUN)
 		for (int64_t c = 0; c < J->nch; c++)
 			if (ok)
 				J->ops->chunk(J, c, &ws);
@@ -600,7 +656,8 @@ lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
 	int64_t nqd, nlat;
 	lca_status st;
 
-	if (p->algo == LCA_ALGO_NAIVE || tq > DEC_MAX_TQ || tq > tk ||
+	if (lcai_mla_pick(p, (double)tq, (double)tk, lcai_mla_pairs(p, tq, tk)) ==
+	    LCA_ALGO_NAIVE || tq > DEC_MAX_TQ || tq > tk ||
 	    H * tq > INT_MAX || dc > INT_MAX || H * p->dn > INT_MAX ||
 	    H * p->dv > INT_MAX)
 		return lcai_cpu_mla(p, cq, ck, 1, q_nope, q_rope, ckv, k_rope, w_uk,

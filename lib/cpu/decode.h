@@ -10,18 +10,25 @@
  *               is not the oracle; one rounding is only more accurate)
  *
  * and reads DEC_VB (vector bytes), DEC_NB (vectors per column block of
- * the value product) and DEC_TARGET (the ISA attribute of every function).
+ * the value product), DEC_QR, DEC_QK and DEC_PV (the register blocks of
+ * many rows: rows, keys of the logits, vectors of the values; QR (QK + 1)
+ * or QR (PV + 1) vectors must fit the register file) and DEC_TARGET (the
+ * ISA attribute of every function).
  */
 
 #define VW (DEC_VB / (int)sizeof(FT))   /* elements per vector */
 #define DW (DEC_VB / 8)                 /* doubles per vector */
 #define NB DEC_NB
 #define BK DEC_BK
+#define QR DEC_QR
+#define QK DEC_QK
+#define PV DEC_PV
 #define VEC FN(vec)
 #define IVEC FN(ivec)
 #define DVEC FN(dvec)
 #define DIVEC FN(divec)
 #define KSEG FN(kseg)
+#define PFQ FN(pfq)
 #define HVEC FN(hvec)
 #define INLINE DEC_TARGET static inline __attribute__((always_inline))
 
@@ -39,6 +46,9 @@ struct KSEG {
 };
 
 #define VLOAD(x, p) memcpy(&(x), (p), sizeof(x))
+/* Keep x in a register: GCC would otherwise fold a vector loaded once for
+ * several FMAs into each of them as a memory operand, one load per FMA. */
+#define REG(x) __asm__("" : "+v"(x))
 #define VSTORE(p, x) memcpy((p), &(x), sizeof(x))
 /* Lanes of a where mask is set, else lanes of b (C has no vector ?:). */
 #define VSEL(mask, a, b) \
@@ -440,27 +450,219 @@ INLINE void FN(prefetch)(const struct KSEG *pf, int npf, int64_t j,
 		}
 }
 
-/* Logits S[nr][BK] of nb keys against nr query rows. Key tiles are the
- * outer loop, so a tile stays in L1 while every row pair meets it (MLA:
- * 8 or more rows over 576-value keys). On the way, the rows of the next
- * pass (pf: npf parts, pnb rows, see block) are requested, a few per
- * tile, so that memory stays busy. */
+/* The next pass still to request: pf (npf parts), rows next .. end - 1.
+ * qk and pv spread the requests over their work, so that memory works
+ * while the pass computes: by whole rows (pf_some, one row block at a
+ * time), or, in the register-blocked kernels, a line or two per step of
+ * their inner loops from the byte range [p, lim) (pf_refill: the rest of
+ * part t when its rows are contiguous, else its next row). */
+struct PFQ {
+	const struct KSEG *pf;
+	int npf, t;
+	int64_t next, end;
+	const char *p, *lim;
+};
+
+/* Request up to n more rows of the queue. */
+INLINE void FN(pf_some)(struct PFQ *pq, int64_t n)
+{
+	if (pq->next < pq->end) {
+		if (n > pq->end - pq->next)
+			n = pq->end - pq->next;
+		FN(prefetch)(pq->pf, pq->npf, pq->next, n);
+		pq->next += n;
+	}
+}
+
+/* Make [p, lim) the next range if the current one is used up; p starts
+ * on a line. */
+INLINE void FN(pf_refill)(struct PFQ *pq)
+{
+	while (pq->p >= pq->lim && pq->t < pq->npf) {
+		const struct KSEG *k = &pq->pf[pq->t];
+		const int64_t rows = k->ld == k->n ? pq->end - pq->next : 1;
+		const char *row = (const char *)(k->p + pq->next * k->ld);
+
+		if (pq->next >= pq->end) {
+			pq->t++;
+			pq->next = 0;
+			continue;
+		}
+		pq->p = (const char *)((uintptr_t)row & ~(uintptr_t)63);
+		pq->lim = row + rows * k->n * (int64_t)sizeof(FT);
+		pq->next += rows;
+	}
+}
+
+/* Request every line still queued. */
+INLINE void FN(pf_rest)(struct PFQ *pq)
+{
+	for (FN(pf_refill)(pq); pq->p < pq->lim; FN(pf_refill)(pq))
+		for (; pq->p < pq->lim; pq->p += 64)
+			__builtin_prefetch(pq->p, 0, 2);
+}
+
+/* One queued line at *pp (a local copy of pq->p, so it stays in a
+ * register in the inner loops), if any is left in the range. */
+#define PF_LINE(pp, lim) do { \
+		if ((pp) < (lim)) { \
+			__builtin_prefetch((pp), 0, 2); \
+			(pp) += 64; \
+		} \
+	} while (0)
+
+/* s[r * BK + kk] = <q_r, key j + kk> for NR <= QR rows and NK <= QK keys
+ * at once: each key vector is loaded once for all NR rows (a query vector
+ * once for all NK keys), so a block of QR rows reads every key once, from
+ * wherever it is, and the loads stay well under the FMAs (QR + QK loads
+ * for QR QK FMAs). The QR QK accumulators fill the register file (QR = 8,
+ * QK = 3 for 32 registers). Their lane sums are reduced VW at a time by
+ * the tree of reduce. */
+INLINE void FN(qk_rows)(const FT *qb, const struct KSEG *sg, int ns,
+	int64_t j, int64_t ahead, struct PFQ *pq, FT *s, const int NR,
+	const int NK)
+{
+	enum { NA = (QR * QK + VW - 1) / VW * VW };
+	VEC acc[NA];
+	FT tail[NA];
+	const char *pp = pq->p, *const lim = pq->lim;
+	int64_t off = 0;
+
+#pragma GCC unroll 32
+	for (int t = 0; t < NA; t++) {
+		acc[t] = (VEC){ 0 };
+		tail[t] = 0;
+	}
+	for (int g = 0; g < ns; g++) {
+		const FT *kp[QK], *qs = qb + off * QR;
+		const int64_t n = sg[g].n;
+		int64_t c = 0;
+
+#pragma GCC unroll 16
+		for (int kk = 0; kk < NK; kk++)
+			kp[kk] = sg[g].p + (j + kk) * sg[g].ld;
+		for (; c + VW <= n; c += VW) {
+			VEC kv[QK], qv;
+
+#pragma GCC unroll 16
+			for (int kk = 0; kk < NK; kk++) {
+				VLOAD(kv[kk], kp[kk] + c);
+				__builtin_prefetch(kp[kk] + ahead * sg[g].ld + c, 0, 3);
+			}
+			PF_LINE(pp, lim);
+			PF_LINE(pp, lim);
+#pragma GCC unroll 16
+			for (int r = 0; r < NR; r++) {
+				VLOAD(qv, qs + c * QR + r * VW);
+				REG(qv);
+#pragma GCC unroll 16
+				for (int kk = 0; kk < NK; kk++)
+					acc[r * NK + kk] = VFMA(qv, kv[kk], acc[r * NK + kk]);
+			}
+		}
+		for (; c < n; c++)
+#pragma GCC unroll 32
+			for (int t = 0; t < NR * NK; t++)
+				tail[t] += qs[c / VW * QR * VW + (t / NK) * VW + c % VW] *
+					kp[t % NK][c];
+		off += (n + VW - 1) / VW * VW;
+	}
+	pq->p = pp;
+#pragma GCC unroll 4
+	for (int t0 = 0; t0 < NR * NK; t0 += VW) {
+		VEC sum, tv;
+
+		sum = FN(reduce)(acc + t0);
+		VLOAD(tv, tail + t0);
+		sum += tv;
+#pragma GCC unroll 16
+		for (int l = 0; l < VW; l++)
+			if (t0 + l < NR * NK)
+				s[(t0 + l) / NK * BK + (t0 + l) % NK] = sum[l];
+	}
+}
+
+/* qk for nr >= QR rows: tiles of QR rows by QK keys (qk_rows), keys
+ * outer, so that a key tile is read from memory once and from L1 by the
+ * further row blocks; rows past the last whole block take qk_tile. Each
+ * tile asks for the next tile's keys into L1, and its inner loop for two
+ * lines of the next pass into L2 (pv asks for the rest). */
+DEC_TARGET static void FN(qk_many)(const FT *q, int64_t dq, int64_t nr,
+	const FT *qpk, int64_t pw, const struct KSEG *sg, int ns, int64_t nb,
+	FT *S, struct PFQ *pq)
+{
+	const int64_t rq = nr / QR * QR;
+	int64_t j = 0;
+
+	for (; j + QK <= nb; j += QK)
+		for (int64_t r = 0; r < rq; r += QR) {
+			FN(pf_refill)(pq);
+			FN(qk_rows)(qpk + r * pw, sg, ns, j,
+				r == 0 && j + 2 * QK <= nb ? QK : 0, pq, S + r * BK + j,
+				QR, QK);
+		}
+	for (; j < nb; j++)
+		for (int64_t r = 0; r < rq; r += QR)
+			FN(qk_rows)(qpk + r * pw, sg, ns, j, 0, pq, S + r * BK + j,
+				QR, 1);
+	for (int64_t r = rq; r < nr; r++)
+		for (j = 0; j < nb; j++)
+			FN(qk_tile)(q + r * dq, dq, sg, ns, j, S + r * BK + j, 1, 1);
+}
+
+/* Pack the query rows of every kv head for qk_rows, in blocks of QR rows:
+ * per block and key part (rot, a, b; the empty ones left out, as in
+ * parts), the part's values in vectors of VW, the block's QR rows next to
+ * each other ([vector][QR][VW], zero-padded to whole vectors), so that one
+ * pointer reaches every row of the block. Rows past the last whole block
+ * stay with qk_tile, which reads J->q. */
+DEC_TARGET static void FN(pack_q)(const struct dec_job *J)
+{
+	const struct dec_seg *part[3] = { &J->rot, &J->a, &J->b };
+	const FT *q = J->q;
+	FT *dst = J->qpk;
+
+	for (int64_t g = 0; g < J->nkv; g++)
+		for (int64_t b = 0; b + QR <= J->R; b += QR) {
+			int64_t off = 0;
+
+			for (int t = 0; t < 3; t++) {
+				const int64_t n = part[t]->n;
+
+				for (int64_t c0 = 0; c0 < n; c0 += VW)
+					for (int r = 0; r < QR; r++) {
+						const FT *row = q + (g * J->R + b + r) * J->dq + off;
+
+						for (int l = 0; l < VW; l++)
+							*dst++ = c0 + l < n ? row[c0 + l] : 0;
+					}
+				off += n;
+			}
+		}
+}
+
+/* Logits S[nr][BK] of nb keys against nr query rows (qpk: the rows
+ * packed for qk_many, pw values each). Key tiles are the outer loop, so a
+ * tile stays in L1 while every row pair meets it. On the way, the rows of
+ * the next pass (pq, see block) are requested, a few per tile, so that
+ * memory stays busy. */
 DEC_TARGET static void FN(qk)(const FT *q, int64_t dq, int64_t nr,
-	const struct KSEG *sg, int ns, int64_t nb, FT *S,
-	const struct KSEG *pf, int npf, int64_t pnb)
+	const FT *qpk, int64_t pw, const struct KSEG *sg, int ns, int64_t nb,
+	FT *S, struct PFQ *pq)
 {
 	const int NK = nr == 1 ? VW : VW / 2;
 	const int64_t tiles = nb / NK > 0 ? nb / NK : 1;
-	const int64_t step = (pnb + tiles - 1) / tiles;
-	int64_t j = 0, pj = 0;
+	const int64_t step = (pq->end - pq->next + tiles - 1) / tiles;
+	int64_t j = 0;
 
+	if (nr >= QR && pw >= DEC_MANY_MIN * VW) {
+		FN(qk_many)(q, dq, nr, qpk, pw, sg, ns, nb, S, pq);
+		return;
+	}
 	for (; j + NK <= nb; j += NK) {
 		int64_t r = 0;
 
-		if (pj < pnb) {
-			FN(prefetch)(pf, npf, pj, pnb - pj < step ? pnb - pj : step);
-			pj += step;
-		}
+		FN(pf_some)(pq, step);
 		if (nr == 1) {
 			FN(qk_tile)(q, dq, sg, ns, j, S + j, 1, VW);
 			continue;
@@ -478,8 +680,7 @@ DEC_TARGET static void FN(qk)(const FT *q, int64_t dq, int64_t nr,
 		if (r < nr)
 			FN(qk_tile)(q + r * dq, dq, sg, ns, j, S + r * BK + j, 1, 1);
 	}
-	if (pj < pnb)
-		FN(prefetch)(pf, npf, pj, pnb - pj);
+	FN(pf_some)(pq, pq->end - pq->next);
 }
 
 /* ---- masks and the online softmax --------------------------------------- */
@@ -506,6 +707,22 @@ DEC_TARGET static void FN(mask)(const struct dec_job *J, int64_t s0,
 
 #include "vexp.h"
 
+/* x[0..n) *= a, in vectors (-O2 leaves such a loop scalar). */
+INLINE void FN(scale_row)(FT *x, int64_t n, FT a)
+{
+	int64_t c = 0;
+
+	for (; c + VW <= n; c += VW) {
+		VEC v;
+
+		VLOAD(v, x + c);
+		v *= a;
+		VSTORE(x + c, v);
+	}
+	for (; c < n; c++)
+		x[c] *= a;
+}
+
 /* The online-softmax step of one block for nr rows: logits become
  * exp(logit - m_new); a row whose max grew shrinks its sum and output by
  * exp(m_old - m_new) <= 1. A row with no visible key keeps its state. */
@@ -523,10 +740,8 @@ DEC_TARGET static void FN(online)(int64_t nr, FT *S, FT *ml, FT *o,
 		if (mx > *m) {
 			if (*m > -INFINITY) {
 				FT alpha = (FT)exp((double)*m - (double)mx);
-				FT *orow = o + r * dvv;
 
-				for (int64_t c = 0; c < dvv; c++)
-					orow[c] *= alpha;
+				FN(scale_row)(o + r * dvv, dvv, alpha);
 				*l *= alpha;
 			}
 			*m = mx;
@@ -539,16 +754,20 @@ DEC_TARGET static void FN(online)(int64_t nr, FT *S, FT *ml, FT *o,
 
 /* o[NR][NV vectors] += P[NR][nb] v[nb][.], P rows of stride BK. */
 INLINE void FN(pv_tile)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
-	FT *o, int64_t ldo, const int NR, const int NV)
+	FT *o, int64_t ldo, struct PFQ *pq, const int NR, const int NV)
 {
-	VEC acc[4][NB], b[NB];
+	VEC acc[QR > 4 ? QR : 4][NB > PV ? NB : PV], b[NB > PV ? NB : PV];
+	const char *pp = pq ? pq->p : NULL, *const lim = pq ? pq->lim : NULL;
 
 #pragma GCC unroll 16
 	for (int r = 0; r < NR; r++)
 #pragma GCC unroll 16
 		for (int u = 0; u < NV; u++)
 			VLOAD(acc[r][u], o + r * ldo + u * VW);
+
 	for (int64_t j = 0; j < nb; j++) {
+		if (pq)
+			PF_LINE(pp, lim);
 #pragma GCC unroll 16
 		for (int u = 0; u < NV; u++)
 			VLOAD(b[u], v + j * ldv + u * VW);
@@ -566,6 +785,8 @@ INLINE void FN(pv_tile)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
 #pragma GCC unroll 16
 		for (int u = 0; u < NV; u++)
 			VSTORE(o + r * ldo + u * VW, acc[r][u]);
+	if (pq)
+		pq->p = pp;
 }
 
 /* All dvv columns of NR <= 4 rows. */
@@ -575,9 +796,9 @@ INLINE void FN(pv_rows)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
 	int64_t c = 0;
 
 	for (; c + NB * VW <= dvv; c += NB * VW)
-		FN(pv_tile)(P, v + c, ldv, nb, o + c, dvv, NR, NB);
+		FN(pv_tile)(P, v + c, ldv, nb, o + c, dvv, NULL, NR, NB);
 	for (; c + VW <= dvv; c += VW)
-		FN(pv_tile)(P, v + c, ldv, nb, o + c, dvv, NR, 1);
+		FN(pv_tile)(P, v + c, ldv, nb, o + c, dvv, NULL, NR, 1);
 	for (; c < dvv; c++)
 #pragma GCC unroll 16
 		for (int r = 0; r < NR; r++) {
@@ -589,10 +810,51 @@ INLINE void FN(pv_rows)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
 		}
 }
 
+/* pv for nr >= QR rows: tiles of QR rows by PV vectors, so that a value
+ * vector loaded once serves QR rows (QR + PV loads for QR PV FMAs) and a
+ * block of QR rows reads the values once. The rest of the next pass is
+ * requested on the way, a line per key of each column tile. */
+DEC_TARGET static void FN(pv_many)(const FT *P, int64_t nr, const FT *v,
+	int64_t ldv, int64_t nb, FT *o, int64_t dvv, struct PFQ *pq)
+{
+	const int64_t rq = nr / QR * QR;
+
+	for (int64_t r = 0; r < rq; r += QR) {
+		const FT *pr = P + r * BK;
+		FT *orow = o + r * dvv;
+		int64_t c = 0;
+
+		for (; c + PV * VW <= dvv; c += PV * VW) {
+			FN(pf_refill)(pq);
+			FN(pv_tile)(pr, v + c, ldv, nb, orow + c, dvv, pq, QR, PV);
+		}
+		for (; c + VW <= dvv; c += VW) {
+			FN(pf_refill)(pq);
+			FN(pv_tile)(pr, v + c, ldv, nb, orow + c, dvv, pq, QR, 1);
+		}
+		for (; c < dvv; c++)
+			for (int64_t i = 0; i < QR; i++) {
+				FT acc = orow[i * dvv + c];
+
+				for (int64_t j = 0; j < nb; j++)
+					acc += pr[i * BK + j] * v[j * ldv + c];
+				orow[i * dvv + c] = acc;
+			}
+	}
+	for (int64_t r = rq; r < nr; r++)
+		FN(pv_rows)(P + r * BK, v, ldv, nb, o + r * dvv, dvv, 1);
+	FN(pf_rest)(pq);
+}
+
 DEC_TARGET static void FN(pv)(const FT *P, int64_t nr, const FT *v,
-	int64_t ldv, int64_t nb, FT *o, int64_t dvv)
+	int64_t ldv, int64_t nb, FT *o, int64_t dvv, struct PFQ *pq)
 {
 	int64_t r = 0;
+
+	if (nr >= QR) {
+		FN(pv_many)(P, nr, v, ldv, nb, o, dvv, pq);
+		return;
+	}
 
 	for (; r + 4 <= nr; r += 4)
 		FN(pv_rows)(P + r * BK, v, ldv, nb, o + r * dvv, dvv, 4);
@@ -612,7 +874,8 @@ INLINE int FN(parts)(const struct dec_job *J, int64_t g, int64_t s0,
 	int ns = 0;
 
 	for (int t = 0; t < np; t++) {
-		if (part[t]->n == 0)
+		/* absorbed MLA: the values are the latent keys themselves */
+		if (part[t]->n == 0 || (t == 3 && J->v.base == J->a.base))
 			continue;
 		if (t == 0 && kr)
 			sg[ns++] = (struct KSEG){ kr, J->rd, J->rd };
@@ -626,27 +889,29 @@ INLINE int FN(parts)(const struct dec_job *J, int64_t g, int64_t s0,
 
 /* Key block [s0, s0 + nb) of kv head g against its R rows, whose state is
  * ml (m, l pairs) and o (R x dvv). tab holds the block's cos/sin. The
- * next pass (kv head g + 1, or the next block) is (g1, s1, nb1); nb1 = 0
- * if none. */
+ * next pass (kv head g + 1, or the next block, possibly the first of the
+ * next chunk) is (g1, s1, nb1); nb1 = 0 if none. */
 DEC_TARGET static void FN(block)(const struct dec_job *J, int64_t g,
 	int64_t s0, int64_t nb, struct dec_ws *ws, FT *o, FT *ml, int64_t g1,
 	int64_t s1, int64_t nb1)
 {
 	struct KSEG sg[4], pf[4];
+	struct PFQ pq = { .pf = pf, .end = nb1 };
 	FT *S = ws->s;
-	int ns, npf;
+	int ns;
 
 	if (J->rd > 0)
 		FN(rotate)(J, (const FT *)J->rot.base + s0 * J->rot.ld + g * J->rot.hs,
 			J->rot.ld, nb, ws->tab, ws->kr);
 	ns = FN(parts)(J, g, s0, J->rd > 0 ? ws->kr : NULL, 3, sg);
-	npf = nb1 > 0 ? FN(parts)(J, g1, s1, NULL, 4, pf) : 0;
-	FN(qk)((const FT *)J->q + g * J->R * J->dq, J->dq, J->R, sg, ns, nb, S,
-		pf, npf, nb1);
+	pq.npf = nb1 > 0 ? FN(parts)(J, g1, s1, NULL, 4, pf) : 0;
+	FN(qk)((const FT *)J->q + g * J->R * J->dq, J->dq, J->R,
+		(const FT *)J->qpk + g * (J->R / QR) * QR * J->pw, J->pw, sg, ns, nb,
+		S, &pq);
 	FN(mask)(J, s0, nb, S);
 	FN(online)(J->R, S, ml, o, J->dvv);
 	FN(pv)(S, J->R, (const FT *)J->v.base + s0 * J->v.ld + g * J->v.hs,
-		J->v.ld, nb, o, J->dvv);
+		J->v.ld, nb, o, J->dvv, &pq);
 }
 
 /* Chunk c: its keys in blocks, every kv head per block (so the block's
@@ -672,7 +937,7 @@ DEC_TARGET static void FN(chunk)(const struct dec_job *J, int64_t c,
 		for (int64_t g = 0; g < J->nkv; g++) {
 			const int last = g + 1 == J->nkv;
 			const int64_t s1 = last ? s0 + BK : s0;
-			int64_t nb1 = s_hi - s1 < BK ? s_hi - s1 : BK;
+			int64_t nb1 = J->khi - s1 < BK ? J->khi - s1 : BK;
 
 			FN(block)(J, g, s0, nb, ws, o + g * J->R * dvv,
 				ml + g * J->R * 2, last ? 0 : g + 1, s1,
@@ -706,10 +971,22 @@ DEC_TARGET static double FN(merge_row)(const struct dec_job *J, int64_t row,
 	}
 	for (int64_t c = 0; c < J->nch; c++) {
 		const FT *oc = po + (c * nrow + row) * dvv;
+		const DVEC wv = (DVEC){ 0 } + w[c];
+		int64_t d = 0;
 
-		if (w[c] != 0)
-			for (int64_t d = 0; d < dvv; d++)
-				acc[d] += w[c] * (double)oc[d];
+		if (w[c] == 0)
+			continue;
+		for (; d + DW <= dvv; d += DW) {
+			HVEC h;
+			DVEC a;
+
+			VLOAD(h, oc + d);
+			VLOAD(a, acc + d);
+			a += wv * __builtin_convertvector(h, DVEC);
+			VSTORE(acc + d, a);
+		}
+		for (; d < dvv; d++)
+			acc[d] += w[c] * (double)oc[d];
 	}
 	for (int64_t d = 0; d < dvv; d++)
 		acc[d] /= L;
@@ -717,21 +994,26 @@ DEC_TARGET static double FN(merge_row)(const struct dec_job *J, int64_t row,
 }
 
 static const struct dec_ops FN(dec_ops) = {
-	sizeof(FT), FN(chunk), FN(merge_row),
+	sizeof(FT), VW, QR, FN(pack_q), FN(chunk), FN(merge_row),
 };
 
 #undef VW
 #undef DW
 #undef NB
 #undef BK
+#undef QR
+#undef QK
+#undef PV
 #undef VEC
 #undef IVEC
 #undef DVEC
 #undef DIVEC
 #undef KSEG
+#undef PFQ
 #undef HVEC
 #undef INLINE
 #undef VLOAD
+#undef REG
 #undef VSTORE
 #undef VSEL
 #undef SHUF1

@@ -3,7 +3,9 @@
  * float32 and float64: BLAS for the projections, the tiled online-softmax
  * engine of softmax.c (flash.h) for the attention itself.
  *
- * Both computations of lib/ref/mla.c, picked by p->algo:
+ * Both computations of lib/ref/mla.c, picked by p->algo (AUTO: per call,
+ * the one with fewer modelled flops, lcai_mla_pick in lib/core/cost.c;
+ * NAIVE for a prefill, ABSORBED for a few queries over a long context):
  *
  *   ABSORBED  q_lat[t,h] = w_uk[h]^T q_nope[t,h] (one GEMM per head over
  *             all tokens). Every head then attends, with rows
@@ -306,6 +308,20 @@ out:
 	return st;
 }
 
+/* The computation of this call: p->algo, or AUTO's pick for its query,
+ * key and visible-pair counts (lcai_mla_pick). */
+static lca_algo mla_algo(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq)
+{
+	double pairs = 0;
+
+	if (p->algo != LCA_ALGO_AUTO)
+		return p->algo;
+	for (int64_t n = 0; n < nseq; n++)
+		pairs += lcai_mla_pairs(p, cu_q[n + 1] - cu_q[n], cu_k[n + 1] - cu_k[n]);
+	return lcai_mla_pick(p, (double)cu_q[nseq], (double)cu_k[nseq], pairs);
+}
+
 lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q_nope,
 	const void *q_rope, const void *ckv, const void *k_rope,
@@ -314,7 +330,7 @@ lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
 	const struct mla_call c = {
 		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
 	};
-	const int naive = p->algo == LCA_ALGO_NAIVE;
+	const int naive = mla_algo(p, cu_q, cu_k, nseq) == LCA_ALGO_NAIVE;
 	struct lcai_flash f;
 	int64_t *off;
 	lca_status st;
