@@ -85,6 +85,13 @@
  * the G = 4 time: sharing a token's pages pays up to 4 heads, beyond which
  * the heads' states no longer stay in the L2 cache. */
 #define DN_GROUP_MAX 4
+/* Decode-sized calls (no sequence longer than this) take one head per
+ * item: grouping buys nothing for a token or two, and the workspace of a
+ * group (G states with a chunk below each, 0.5 MiB at H 8, d 128) made
+ * every decode step allocate and fault in fresh pages once glibc served
+ * it by mmap: 4-7x the step's time in a long-running process (lcattn
+ * bench --phase decode after the softmax rows). */
+#define DN_SHORT 4
 
 static int64_t dn_min(int64_t a, int64_t b)
 {
@@ -710,7 +717,7 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	size_t wsb;
 	char *block;
 
-	a.G = dn_group(p, nseq);
+	a.G = cap <= DN_SHORT ? 1 : dn_group(p, nseq);
 	items = nseq * (p->H / a.G);
 	nt = dn_team(p, items);
 	/* BLAS may spread a call over the cores only when nothing else runs

@@ -73,6 +73,10 @@
  * time: sharing a token's pages pays up to 4 heads, while 8 heads' states
  * and packed V (192 KiB each) outgrow the L2 cache. */
 #define LT_GROUP_MAX 4
+/* Decode-sized calls (no sequence longer than this) take one head per
+ * item: see DN_SHORT in deltanet.c (a group's workspace allocated per
+ * decode step cost 4-7x the step once glibc served it by mmap). */
+#define LT_SHORT 4
 
 static int64_t lt_min(int64_t a, int64_t b)
 {
@@ -482,8 +486,8 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	size_t wsb;
 	char *block;
 
-	a.G = lt_group(p, nseq);
 	a.bmax = lt_longest_block(cu, nseq, p->block);
+	a.G = a.bmax <= LT_SHORT ? 1 : lt_group(p, nseq);
 	items = nseq * (p->H / a.G);
 	nt = lt_team(p, items);
 	/* BLAS may spread a call over the cores only when nothing else runs
