@@ -18,6 +18,7 @@
  * Bytes are a lower bound, not a count, and are not compared here.
  */
 #include "internal.h"
+#include "../lib/ref/count.h"
 
 #include <check.h>
 #include <math.h>

@@ -160,36 +160,6 @@ lca_status lcai_ref32_lightning_blockwise(const lca_params *p, const int64_t *cu
 	int64_t nseq, const float *q, const float *k, const float *v,
 	const float *slope, const float *state0, float *o, float *state);
 
-/* The double kernels once more, counting their floating-point operations
- * into this thread's lcai_refc_flops (lib/ref/real.h, FLOPS). Built into
- * libref_count.la, which only tests/check_cost links: never in liblcattn. */
-extern _Thread_local int64_t lcai_refc_flops;
-lca_status lcai_refc_softmax(const lca_params *p, const int64_t *cu_q,
-	const int64_t *cu_k, int64_t nseq, const double *q, const double *k,
-	const double *v, double *o, double *lse);
-lca_status lcai_refc_mla_naive(const lca_params *p, const int64_t *cu_q,
-	const int64_t *cu_k, int64_t nseq, const double *q_nope,
-	const double *q_rope, const double *ckv, const double *k_rope,
-	const double *w_uk, const double *w_uv, double *o, double *lse);
-lca_status lcai_refc_mla_absorbed(const lca_params *p, const int64_t *cu_q,
-	const int64_t *cu_k, int64_t nseq, const double *q_nope,
-	const double *q_rope, const double *ckv, const double *k_rope,
-	const double *w_uk, const double *w_uv, double *o, double *lse);
-lca_status lcai_refc_deltanet_recurrent(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const double *q, const double *k, const double *v,
-	const double *g, const double *beta, const double *state0, double *o,
-	double *state);
-lca_status lcai_refc_deltanet_chunked(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const double *q, const double *k, const double *v,
-	const double *g, const double *beta, const double *state0, double *o,
-	double *state);
-lca_status lcai_refc_lightning_recurrent(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const double *q, const double *k, const double *v,
-	const double *slope, const double *state0, double *o, double *state);
-lca_status lcai_refc_lightning_blockwise(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const double *q, const double *k, const double *v,
-	const double *slope, const double *state0, double *o, double *state);
-
 /* ---- mla's per-call choice (lib/core/cost.c) ---- */
 
 /* Visible (query, key) pairs of tq queries at the last tq of tk positions

@@ -92,6 +92,11 @@
  * it by mmap: 4-7x the step's time in a long-running process (lcattn
  * bench --phase decode after the softmax rows). */
 #define DN_SHORT 4
+/* A decode-sized call takes a thread per this many bytes of state it
+ * sweeps: one head's step is a few microseconds, and waking a sleeping
+ * worker costs more than that, up to a scheduler time slice (8 ms
+ * measured) when the other core is busy. */
+#define DN_STATE_PER_THREAD ((int64_t)1 << 20)
 
 static int64_t dn_min(int64_t a, int64_t b)
 {
@@ -720,6 +725,11 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	a.G = cap <= DN_SHORT ? 1 : dn_group(p, nseq);
 	items = nseq * (p->H / a.G);
 	nt = dn_team(p, items);
+	if (cap <= DN_SHORT) {
+		int64_t per = DN_STATE_PER_THREAD / (p->dk * p->dv * (int64_t)sizeof(real));
+
+		nt = (int)dn_min(nt, items / (per > 0 ? per : 1) + 1);
+	}
 	/* BLAS may spread a call over the cores only when nothing else runs
 	 * beside it and the caller set no thread cap. */
 	a.serial_blas = nt > 1 || p->nthreads > 0;

@@ -77,6 +77,10 @@
  * item: see DN_SHORT in deltanet.c (a group's workspace allocated per
  * decode step cost 4-7x the step once glibc served it by mmap). */
 #define LT_SHORT 4
+/* A decode-sized call takes a thread per this many bytes of state (see
+ * DN_STATE_PER_THREAD in deltanet.c: waking a worker costs more than a
+ * head's step). */
+#define LT_STATE_PER_THREAD ((int64_t)1 << 20)
 
 static int64_t lt_min(int64_t a, int64_t b)
 {
@@ -490,6 +494,11 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	a.G = a.bmax <= LT_SHORT ? 1 : lt_group(p, nseq);
 	items = nseq * (p->H / a.G);
 	nt = lt_team(p, items);
+	if (a.bmax <= LT_SHORT) {
+		int64_t per = LT_STATE_PER_THREAD / (p->dk * p->dv * (int64_t)sizeof(real));
+
+		nt = (int)lt_min(nt, items / (per > 0 ? per : 1) + 1);
+	}
 	/* BLAS may spread a call over the cores only when nothing else runs
 	 * beside it and the caller set no thread cap. */
 	a.serial_blas = nt > 1 || p->nthreads > 0;
