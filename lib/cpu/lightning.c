@@ -486,15 +486,18 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	struct FN(lt_args) a = { p, cu, q, k, v, slope, state0, o, state, 1,
 		1, 1 };
 	int64_t items, it;
-	int nt;
+	int nt, short_call;
 	size_t wsb;
 	char *block;
 
+	/* decode-sized: the longest sequence, not the block (a block of 4 may
+	 * cut a long prefill) */
+	short_call = lt_longest_block(cu, nseq, INT64_MAX) <= LT_SHORT;
 	a.bmax = lt_longest_block(cu, nseq, p->block);
-	a.G = a.bmax <= LT_SHORT ? 1 : lt_group(p, nseq);
+	a.G = short_call ? 1 : lt_group(p, nseq);
 	items = nseq * (p->H / a.G);
 	nt = lt_team(p, items);
-	if (a.bmax <= LT_SHORT) {
+	if (short_call) {
 		int64_t per = LT_STATE_PER_THREAD / (p->dk * p->dv * (int64_t)sizeof(real));
 
 		nt = (int)lt_min(nt, items / (per > 0 ? per : 1) + 1);
