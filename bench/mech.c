@@ -96,9 +96,10 @@ double bench_flops(lca_variant v, const struct bench_shape *s, int64_t T)
 		/* naive: decompress every key (w_uk, w_uv), then q.k over
 		 * dn + dr and p v over dv; absorbed: fold w_uk into every query,
 		 * latent logits over dc + dr, the latent sum over dc, w_uv.
-		 * The cpu backend's AUTO runs the one with fewer of these flops
-		 * (lca_mla_forward(3)): naive for a prefill at DeepSeek's
-		 * shapes, so that is what the timing measures. */
+		 * The cpu backend's AUTO runs the cheaper one by
+		 * lca_plan_cost(3)'s exact count (lca_mla_forward(3)): naive
+		 * for a prefill at DeepSeek's shapes, as the smaller of these
+		 * two leading-order counts also says; the timing measures it. */
 		double dec = 2 * t * H * s->dc * (s->dn + s->dv);
 		double naive = dec + 2 * H * P * (s->dn + s->dr + s->dv);
 		double absorbed = dec + 2 * H * P * (2 * s->dc + s->dr);

@@ -78,9 +78,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "isa.h"
+#ifdef LCAI_X86
 #define DEC_X86 1
-#include <immintrin.h>
 #endif
 
 /* Most queries per call handled here; more go to the prefill engine. */
@@ -258,10 +258,14 @@ static const struct dec_ops *dec_pick(lca_dtype dtype)
 	const int f32 = dtype == LCA_F32;
 
 #ifdef DEC_X86
-	if (__builtin_cpu_supports("avx512f"))
+	switch (lcai_isa_best()) {
+	case LCAI_ISA_AVX512:
 		return f32 ? &dec_ops_f32_avx512 : &dec_ops_f64_avx512;
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+	case LCAI_ISA_AVX2:
 		return f32 ? &dec_ops_f32_avx2 : &dec_ops_f64_avx2;
+	case LCAI_ISA_SSE:
+		break;
+	}
 #endif
 	return f32 ? &dec_ops_f32_sse : &dec_ops_f64_sse;
 }

@@ -63,9 +63,9 @@ struct lcai_flash_ws {
 	int64_t lo[LCAI_FLASH_BQ], hi[LCAI_FLASH_BQ]; /* visible keys per row */
 };
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "isa.h"
+#ifdef LCAI_X86
 #define FLASH_X86 1
-#include <immintrin.h>
 #endif
 
 /* ---- the typed engine, one instance per (element type, vector width).
@@ -134,10 +134,14 @@ static const struct lcai_flash_ops *flash_pick(lca_dtype dtype)
 	const int f32 = dtype == LCA_F32;
 
 #ifdef FLASH_X86
-	if (__builtin_cpu_supports("avx512f"))
+	switch (lcai_isa_best()) {
+	case LCAI_ISA_AVX512:
 		return f32 ? &ops_f32_avx512 : &ops_f64_avx512;
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+	case LCAI_ISA_AVX2:
 		return f32 ? &ops_f32_avx2 : &ops_f64_avx2;
+	case LCAI_ISA_SSE:
+		break;
+	}
 #endif
 	return f32 ? &ops_f32_sse : &ops_f64_sse;
 }
