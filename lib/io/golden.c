@@ -188,10 +188,12 @@ static int check_sizes(struct io *io, struct lcio_case *c)
 
 	for (size_t i = 0; i < sizeof config / sizeof config[0]; i++) {
 		const struct cfg *f = &config[i];
-		int64_t x = *(const int64_t *)((const char *)c + f->off);
+		int64_t x;
 
+		/* Only K_LEN and K_SIZE fields are int64_t: look before loading. */
 		if (!(f->variants & vb) || (f->kind != K_LEN && f->kind != K_SIZE))
 			continue;
+		memcpy(&x, (const char *)c + f->off, sizeof x);
 		if (bounded(io, f->name, x, 1, f->kind == K_LEN ? LCIO_MAX_LEN : LCIO_MAX_SIZE))
 			return -1;
 	}
