@@ -1,6 +1,8 @@
 #!/bin/sh
 # man-examples.sh - every man3 page's EXAMPLES program compiles against the
-# built library and runs successfully, and every page under man/ is
+# built library with the link line the page prints (its "Build it with"
+# line: -lm only where it says so) and runs successfully, and every page
+# under man/ is
 # `mandoc -Tlint -W warning` clean (that part is skipped without mandoc).
 #
 # Environment (from AM_TESTS_ENVIRONMENT): top_srcdir, top_builddir
@@ -50,6 +52,23 @@ extract() {
 	' "$1"
 }
 
+# The link flags after the pkg-config call of the page's build line
+# (`.Dl cc example.c $(pkg-config --cflags --libs lcattn) ...`), or the
+# word "none" when the page has no such line.
+build_flags() {
+	awk '
+		/^\.Sh[ \t]/ { sec = $0; sub(/^\.Sh[ \t]+/, "", sec); next }
+		sec == "EXAMPLES" && /^\.Dl cc example\.c / {
+			line = $0
+			gsub(/\\-/, "-", line)
+			sub(/^.*--libs lcattn\)/, "", line)
+			print line " ok"
+			found = 1
+		}
+		END { if (!found) print "none" }
+	' "$1"
+}
+
 # ---- lint every page ----
 if command -v mandoc >/dev/null 2>&1; then
 	for page in "$top_srcdir"/man/man*/*.[1-9]; do
@@ -83,11 +102,18 @@ for page in "$top_srcdir"/man/man3/*.3; do
 		status=1
 		continue
 	fi
-	# CC and CFLAGS may hold several words: split them on purpose.
+	flags=$(build_flags "$page")
+	if [ "$flags" = none ]; then
+		echo "FAIL: $name.3: EXAMPLES has no build line (.Dl cc example.c ...)"
+		status=1
+		continue
+	fi
+	flags=${flags% ok}
+	# CC, CFLAGS and the page's flags may hold several words: split them.
 	# shellcheck disable=SC2086
 	if ! "$libtool" --mode=link --tag=CC $CC $CFLAGS -I"$top_srcdir/include" \
-	    -o "$dir/ex" "$dir/ex.c" "$lib" -lm >"$dir/build.log" 2>&1; then
-		echo "FAIL: $name.3: example does not compile or link"
+	    -o "$dir/ex" "$dir/ex.c" "$lib" $flags >"$dir/build.log" 2>&1; then
+		echo "FAIL: $name.3: example does not compile or link with the printed line"
 		cat "$dir/build.log"
 		status=1
 		continue
