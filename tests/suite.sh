@@ -59,4 +59,24 @@ rc=$?
 	fail "an empty candidate directory"
 "$tool" check --suite "$golden" "$tmp/nope" >"$tmp/out" 2>&1
 [ $? -eq 2 ] || fail "a missing candidate directory"
+# The worked example of lcattn-golden(5): an independent NumPy kernel
+# writes candidates for the single-sequence lightning cases; all pass.
+py=""
+for p in python3 /usr/bin/python3; do
+	"$p" -c 'import h5py, numpy' 2>/dev/null && { py=$p; break; }
+done
+if [ -n "$py" ]; then
+	awk '/^#!\/usr\/bin\/env python3$/ {on = 1} /^\.Ed/ {on = 0} on' \
+		"$top_srcdir/man/man5/lcattn-golden.5" |
+		sed 's/\\e/\\/g; s/\\-/-/g; s/\\&//g' >"$tmp/candidates.py"
+	mkdir "$tmp/py"
+	"$py" "$tmp/candidates.py" "$golden" "$tmp/py" || fail "the man page's candidates.py"
+	"$tool" check --suite "$golden" "$tmp/py" >"$tmp/out" 2>&1
+	rc=$?
+	grep -v 'no candidate' "$tmp/out"
+	[ $rc -eq 0 ] && grep -q '^suite: 6 passed, 0 failed, 0 unusable' "$tmp/out" ||
+		fail "the man page's worked example: exit $rc"
+else
+	echo "skip: no python3 with h5py and numpy: the worked example not run"
+fi
 exit $status
