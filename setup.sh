@@ -3,6 +3,7 @@
 # lcattn from scratch, then either write the report or run every test.
 #   demo  (default) the main job: lcattn report, into report/ (a few minutes)
 #   test  make check, make distcheck, the README example through pkg-config,
+#         the Debian packages (built, lintian, installed, used),
 #         and a CUDA build with its tests (they skip without a GPU) when nvcc
 #         is installed
 set -eu
@@ -15,6 +16,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc gnuplot-nox"
 # python3-h5py: the test that a file written by another program (h5py) is accepted.
 [ "$mode" = test ] && deps="$deps python3-h5py"
+# debhelper, lintian: the Debian packages are built, checked and installed.
+[ "$mode" = test ] && deps="$deps debhelper lintian"
 missing=""
 for p in $deps; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -52,6 +55,8 @@ tail -n 4 distcheck.out
 echo "== README example through pkg-config"
 make install >/dev/null
 sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
+echo "== Debian packages: build, lintian, install, use"
+sh "$top/tests/debian-package.sh" "$(ls lcattn-*.tar.gz)" "$top/README.md"
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 	echo "== CUDA build (tests skip without a GPU)"
