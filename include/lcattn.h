@@ -11,15 +11,21 @@
  *     [T][heads][dim]: token-major.
  *   - The element type of every tensor argument is the plan's dtype:
  *     LCA_F64 = double, LCA_F32 = float, LCA_BF16 = uint16_t (bfloat16 bits).
- *     cu_seqlens is always int64_t.
+ *     cu_seqlens is always int64_t. Tensors are untyped pointers, so float
+ *     data given to a double plan cannot be detected (it is read as other
+ *     numbers, often finite): match the plan's dtype.
+ *   - Output buffers must not overlap any input buffer (LCA_ERR_ARG).
  *   - Packed variable-length batches: cu_seqlens[nseq + 1] with cu[0] = 0,
- *     non-decreasing, cu[nseq] = T. Sequences never see each other and their
- *     positions restart at 0. cu_seqlens == NULL means one sequence (nseq
- *     is then ignored and taken as 1).
+ *     non-decreasing, cu[nseq] = T. The array must hold nseq + 1 entries:
+ *     the library reads exactly that many and cannot see a shorter one.
+ *     Sequences never see each other and their positions restart at 0.
+ *     cu_seqlens == NULL means one sequence (nseq is then ignored and
+ *     taken as 1).
  *   - Queries are the last Tq of Tk positions (bottom-right alignment):
  *     query i sits at position Tk - Tq + i and key s at position s. Prefill,
  *     chunked prefill and decode are the same call with different Tq.
- *   - Every call returns an lca_status. On failure lca_last_error() gives a
+ *   - Every call but the destroy calls (which return nothing and accept
+ *     NULL) returns an lca_status. On failure lca_last_error() gives a
  *     per-thread message that names the offending argument, and output
  *     buffers are left untouched unless the status is LCA_ERR_NOMEM or
  *     LCA_ERR_INTERNAL.
@@ -66,7 +72,8 @@ typedef enum lca_status {
 	LCA_ERR_NO_DEVICE,   /* the CUDA backend is built but no GPU is usable */
 	LCA_ERR_NOMEM,       /* an allocation failed */
 	LCA_ERR_CAPACITY,    /* a cache would grow past its capacity */
-	LCA_ERR_CORRUPT,     /* a serialized object is damaged or does not match */
+	LCA_ERR_CORRUPT,     /* a serialized object is damaged, or intact but
+	                        saved from a cache this one does not match */
 	LCA_ERR_INTERNAL     /* a bug in lcattn: please report it */
 } lca_status;
 
@@ -143,6 +150,9 @@ typedef struct lca_params {
 	lca_algo algo;         /* default LCA_ALGO_AUTO */
 
 	int64_t H;             /* query heads (value heads for deltanet) */
+	/* Grouped heads. The two names differ on purpose: softmax groups its
+	 * keys and values (Hkv <= H, GQA), Gated DeltaNet its queries and keys
+	 * (Hk <= H value heads, as Qwen3-Next). */
 	int64_t Hkv;           /* softmax: key/value heads; 0 = H */
 	int64_t Hk;            /* deltanet: query/key heads; 0 = H */
 	int64_t dk;            /* softmax, deltanet, lightning: q/k head size */
@@ -151,9 +161,14 @@ typedef struct lca_params {
 	int64_t dr;            /* mla: rotary q/k head size (shared k_rope) */
 	int64_t dc;            /* mla: latent (compressed kv) size */
 
-	double scale;          /* logit / query scale; 0 = the variant's default:
-	                          1/sqrt(dk) softmax and deltanet, 1 lightning;
-	                          mla has no default (must be > 0) */
+	double scale;          /* what it multiplies differs: the logits
+	                          (softmax, mla), the query after its L2 norm
+	                          (deltanet), the output S^T q (lightning).
+	                          0 = the variant's default: 1/sqrt(dk) softmax
+	                          and deltanet, 1 lightning; mla has no default
+	                          and needs it > 0 (DeepSeek's is not
+	                          1/sqrt(dn + dr); `lcattn gen` alone fills in
+	                          1/sqrt(dn + dr) when asked for 0) */
 	int causal;            /* softmax, mla: mask keys after the query (default 1) */
 	int64_t window;        /* softmax, mla: 0 = none; W > 0 keeps keys with
 	                          0 <= pos_q - pos_k < W (needs causal) */
@@ -166,6 +181,10 @@ typedef struct lca_params {
 	lca_rope_style rope_style; /* default HALF (softmax), INTERLEAVED (mla) */
 
 	int qk_l2norm;         /* deltanet: L2-normalise q and k (default 1) */
+	/* The tile of the two linear mechanisms' parallel forms; two names
+	 * because the papers use two (chunk: DeltaNet's WY/UT form; block:
+	 * Lightning's intra/inter-block split). Each is read by its variant
+	 * only; results do not depend on it beyond rounding. */
 	int64_t chunk;         /* deltanet chunked form: tokens per chunk (default 64) */
 	int64_t block;         /* lightning blockwise form: tokens per block (default 256) */
 
@@ -288,8 +307,9 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
  *   lightning: one state [H][dk][dv]
  * A cache holds nseq independent sequences. Storage is in the plan's dtype
  * (states of a f32 plan in f32); it grows on demand up to `capacity` tokens
- * per sequence. The cache belongs to one plan (same backend) and is not
- * thread-safe: one writer at a time.
+ * per sequence. Any plan of the same variant, backend, dtype and sizes may
+ * drive a cache (see the step calls); a cache is not thread-safe: one
+ * writer at a time.
  */
 typedef struct lca_cache lca_cache;
 
@@ -330,7 +350,8 @@ LCA_API lca_status lca_plan_cache_cost(const lca_plan *plan,
  * 0 tokens) and compute their outputs against everything the sequence has
  * seen. Tensor arguments are those of the forward call, for the new tokens
  * only (mla also takes the weights). A prefill is one step with many
- * tokens; decode is T = nseq steps of one token. prefill then steps gives
+ * tokens; a decode step gives each of the nseq sequences one token (T =
+ * nseq, cu_seqlens = 0, 1, ..., nseq). prefill then steps gives
  * the same outputs as one forward call over the whole sequence (causal
  * softmax/mla; without causal a new query sees every token up to the end
  * of its step). T >= 1. The plan must have the cache's variant, backend,
@@ -357,8 +378,9 @@ LCA_API lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
  * it only reports *needed (LCA_ERR_SIZE when buf was given but too small).
  * lca_cache_load restores into a cache of the same variant, dtype, sizes
  * and nseq (the backend may differ) whose capacity holds the saved lengths
- * (else LCA_ERR_CAPACITY); a damaged or mismatched buffer gives
- * LCA_ERR_CORRUPT. On any error the cache is untouched. A loaded cache
+ * (else LCA_ERR_CAPACITY); a damaged buffer, or an intact one saved from
+ * a cache of another variant, dtype, size or nseq, gives LCA_ERR_CORRUPT
+ * (the detail message says which). On any error the cache is untouched. A loaded cache
  * continues bit-identically. The format (versioned, little-endian,
  * checksummed) is in lca_cache_save(3). */
 LCA_API lca_status lca_cache_save(const lca_cache *cache, void *buf,

@@ -117,11 +117,13 @@ lca_status lcai_resolve_cu(const char *fn, const int64_t *cu_seqlens,
 			(long long)cu_seqlens[0]);
 	for (int64_t i = 0; i < nseq; i++)
 		if (cu_seqlens[i + 1] < cu_seqlens[i])
-			return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens decreases at index %lld",
-				fn, (long long)(i + 1));
+			return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens decreases at index %lld "
+				"(it must hold nseq + 1 = %llu entries rising from 0 to T)",
+				fn, (long long)(i + 1), (unsigned long long)nseq + 1);
 	if (cu_seqlens[nseq] != T)
-		return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens[nseq] = %lld must equal T = %lld",
-			fn, (long long)cu_seqlens[nseq], (long long)T);
+		return lcai_fail(LCA_ERR_SIZE, "%s: cu_seqlens[nseq] = %lld must equal T = %lld "
+			"(it must hold nseq + 1 = %llu entries)", fn,
+			(long long)cu_seqlens[nseq], (long long)T, (unsigned long long)nseq + 1);
 	*cu = cu_seqlens;
 	*n = nseq;
 	return LCA_OK;
