@@ -164,3 +164,37 @@ lca_status lcai_check_sign(const char *fn, const char *name, const void *x,
 	}
 	return LCA_OK;
 }
+
+/* Bytes [lo, hi) of a tensor argument, as integers: comparing pointers
+ * into different objects is undefined in C, comparing addresses is not. */
+static void span(const lca_params *p, const struct lcai_targ *a, uintptr_t *lo,
+	uintptr_t *hi)
+{
+	*lo = (uintptr_t)a->ptr;
+	*hi = *lo + (uintptr_t)a->n * lcai_dtype_size(targ_dtype(p, a));
+}
+
+lca_status lcai_check_overlap(const char *fn, const lca_params *p,
+	const struct lcai_targ *a, int nin, int na)
+{
+	for (int i = nin; i < na; i++) {
+		uintptr_t lo, hi, lo2, hi2;
+
+		if (!a[i].ptr || !a[i].n)
+			continue;
+		span(p, &a[i], &lo, &hi);
+		for (int j = 0; j < na; j++) {
+			if (j == i || !a[j].ptr || !a[j].n)
+				continue;
+			span(p, &a[j], &lo2, &hi2);
+			/* The one sharing allowed: a final state written over its
+			 * own initial state, exactly. */
+			if (a[i].is_state && a[j].is_state && lo == lo2 && hi == hi2)
+				continue;
+			if (lo < hi2 && lo2 < hi)
+				return lcai_fail(LCA_ERR_ARG, "%s: output %s overlaps %s %s", fn,
+					a[i].name, j < nin ? "input" : "output", a[j].name);
+		}
+	}
+	return LCA_OK;
+}

@@ -60,6 +60,11 @@ size_t lcai_dtype_size(lca_dtype t);
 /* NULL pointers (unless optional) and byte sizes that overflow size_t. */
 lca_status lcai_check_targs(const char *fn, const lca_params *p,
 	const struct lcai_targ *a, int na);
+/* No output a[nin .. na) may share a byte with any other argument, since
+ * kernels read inputs after writing outputs; the exception is a state
+ * output that is exactly its state input (is_state both). LCA_ERR_ARG. */
+lca_status lcai_check_overlap(const char *fn, const lca_params *p,
+	const struct lcai_targ *a, int nin, int na);
 /* With p->check_finite, the first NaN/Inf of a[0 .. na) (NULLs skipped). */
 lca_status lcai_check_finite(const char *fn, const lca_params *p,
 	const struct lcai_targ *a, int na);
