@@ -297,6 +297,47 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
 	const int64_t *cu_seqlens, int64_t nseq, const void *state0, void *o,
 	void *state);
 
+/* ---- backward calls (gradients) --------------------------------------
+ *
+ * Each takes the plan and the inputs of its forward call, the cotangent
+ * dout of o (and, for deltanet and lightning, dstate of the final state;
+ * NULL = zeros), and writes the gradients of
+ *   L = sum(o * dout) + sum(state * dstate)
+ * with respect to every floating input, each shaped like its input:
+ * d<name> for input <name>. lse is not differentiated; lightning's slopes
+ * are constants. Every gradient buffer is required except dstate0 (NULL =
+ * not wanted), is overwritten (never accumulated into), and is written
+ * only on success. The call recomputes what it needs from the inputs (no
+ * saved activations); the plan's algo picks the computation whose adjoint
+ * runs (mla naive or absorbed; deltanet, lightning recurrent or chunked),
+ * as for the forward. Everything the forward accepts is accepted:
+ * cu_seqlens with empty sequences, windows, bottom-right alignment,
+ * grouped heads (dk, dv of a shared head sum over its group), partial and
+ * interleaved RoPE, qk L2 norm, state0. ref backend only for now (f64,
+ * and f32 for the tolerance rule); other backends return
+ * LCA_ERR_UNSUPPORTED.
+ */
+LCA_API lca_status lca_softmax_backward(const lca_plan *plan,
+	int64_t Tq, int64_t Tk, const void *q, const void *k, const void *v,
+	const int64_t *cu_seqlens, int64_t nseq, const void *dout,
+	void *dq, void *dk, void *dv);
+LCA_API lca_status lca_mla_backward(const lca_plan *plan,
+	int64_t Tq, int64_t Tk, const void *q_nope, const void *q_rope,
+	const void *ckv, const void *k_rope, const void *w_uk, const void *w_uv,
+	const int64_t *cu_seqlens, int64_t nseq, const void *dout,
+	void *dq_nope, void *dq_rope, void *dckv, void *dk_rope, void *dw_uk,
+	void *dw_uv);
+LCA_API lca_status lca_deltanet_backward(const lca_plan *plan, int64_t T,
+	const void *q, const void *k, const void *v, const void *g,
+	const void *beta, const int64_t *cu_seqlens, int64_t nseq,
+	const void *state0, const void *dout, const void *dstate, void *dq,
+	void *dk, void *dv, void *dg, void *dbeta, void *dstate0);
+LCA_API lca_status lca_lightning_backward(const lca_plan *plan, int64_t T,
+	const void *q, const void *k, const void *v, const void *slope,
+	const int64_t *cu_seqlens, int64_t nseq, const void *state0,
+	const void *dout, const void *dstate, void *dq, void *dk, void *dv,
+	void *dstate0);
+
 /* ---- decode caches ------------------------------------------------------
  *
  * What each mechanism keeps between tokens, per sequence:

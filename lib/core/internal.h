@@ -165,6 +165,86 @@ lca_status lcai_ref32_lightning_blockwise(const lca_params *p, const int64_t *cu
 	int64_t nseq, const float *q, const float *k, const float *v,
 	const float *slope, const float *state0, float *o, float *state);
 
+/* ---- reference backward (lib/ref/NAME_bwd.c) ----
+ *
+ * Hand-written adjoints of the reference kernels above, in the same real
+ * type: the gradients of L = sum(o * dout) + sum(state * dstate) (dstate
+ * NULL = zeros) with respect to every input, each overwritten (never
+ * accumulated into) and shaped like its input; dstate0 may be NULL (not
+ * wanted); state0 NULL = zeros. Arguments, cu arrays and positions as for
+ * the forward kernels. Each backward runs the adjoint of its own forward
+ * computation (recurrent, chunked, naive, absorbed), so two computations
+ * of one gradient check each other.
+ */
+lca_status lcai_ref_softmax_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const double *q, const double *k,
+	const double *v, const double *dout, double *dq, double *dk, double *dv);
+lca_status lcai_ref_mla_naive_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const double *q_nope,
+	const double *q_rope, const double *ckv, const double *k_rope,
+	const double *w_uk, const double *w_uv, const double *dout,
+	double *dq_nope, double *dq_rope, double *dckv, double *dk_rope,
+	double *dw_uk, double *dw_uv);
+lca_status lcai_ref_mla_absorbed_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const double *q_nope,
+	const double *q_rope, const double *ckv, const double *k_rope,
+	const double *w_uk, const double *w_uv, const double *dout,
+	double *dq_nope, double *dq_rope, double *dckv, double *dk_rope,
+	double *dw_uk, double *dw_uv);
+lca_status lcai_ref_deltanet_recurrent_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *g, const double *beta, const double *state0,
+	const double *dout, const double *dstate, double *dq, double *dk,
+	double *dv, double *dg, double *dbeta, double *dstate0);
+lca_status lcai_ref_deltanet_chunked_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *g, const double *beta, const double *state0,
+	const double *dout, const double *dstate, double *dq, double *dk,
+	double *dv, double *dg, double *dbeta, double *dstate0);
+lca_status lcai_ref_lightning_recurrent_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *slope, const double *state0, const double *dout,
+	const double *dstate, double *dq, double *dk, double *dv, double *dstate0);
+lca_status lcai_ref_lightning_blockwise_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const double *q, const double *k, const double *v,
+	const double *slope, const double *state0, const double *dout,
+	const double *dstate, double *dq, double *dk, double *dv, double *dstate0);
+
+/* The same over float: the f32 reference of the tolerance rule. */
+lca_status lcai_ref32_softmax_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const float *q, const float *k,
+	const float *v, const float *dout, float *dq, float *dk, float *dv);
+lca_status lcai_ref32_mla_naive_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const float *q_nope,
+	const float *q_rope, const float *ckv, const float *k_rope,
+	const float *w_uk, const float *w_uv, const float *dout,
+	float *dq_nope, float *dq_rope, float *dckv, float *dk_rope,
+	float *dw_uk, float *dw_uv);
+lca_status lcai_ref32_mla_absorbed_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const float *q_nope,
+	const float *q_rope, const float *ckv, const float *k_rope,
+	const float *w_uk, const float *w_uv, const float *dout,
+	float *dq_nope, float *dq_rope, float *dckv, float *dk_rope,
+	float *dw_uk, float *dw_uv);
+lca_status lcai_ref32_deltanet_recurrent_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *g, const float *beta, const float *state0,
+	const float *dout, const float *dstate, float *dq, float *dk,
+	float *dv, float *dg, float *dbeta, float *dstate0);
+lca_status lcai_ref32_deltanet_chunked_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *g, const float *beta, const float *state0,
+	const float *dout, const float *dstate, float *dq, float *dk,
+	float *dv, float *dg, float *dbeta, float *dstate0);
+lca_status lcai_ref32_lightning_recurrent_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *slope, const float *state0, const float *dout,
+	const float *dstate, float *dq, float *dk, float *dv, float *dstate0);
+lca_status lcai_ref32_lightning_blockwise_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const float *q, const float *k, const float *v,
+	const float *slope, const float *state0, const float *dout,
+	const float *dstate, float *dq, float *dk, float *dv, float *dstate0);
+
 /* ---- mla's per-call choice (lib/core/cost.c) ---- */
 
 /* Visible (query, key) pairs of tq queries at the last tq of tk positions
