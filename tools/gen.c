@@ -88,7 +88,7 @@ static const struct opt {
 	{ "scale", ALL }, { "causal", SM | ML }, { "window", SM | ML },
 	{ "rope-dim", SM | ML }, { "rope-theta", SM | ML }, { "rope-style", SM | ML },
 	{ "qk-l2norm", DN }, { "chunk", DN }, { "block", LT },
-	{ "seqlens", ALL }, { "state0", DN | LT },
+	{ "seqlens", ALL }, { "state0", DN | LT }, { "grads", ALL }, { "dstate", DN | LT },
 	{ "gate", DN }, { "beta-range", DN }, { "logit-scale", SM | ML }, { "layer", LT },
 };
 #define NOPT ((int)(sizeof opts / sizeof opts[0]))
@@ -208,7 +208,7 @@ struct draw {
 	enum gate gate;
 	double glo, ghi, blo, bhi, logit_scale;
 	int64_t layer, layers;
-	int state0;
+	int state0, dstate;
 };
 
 /* --seqlens a,b,c: cu_seqlens and T. */
@@ -321,6 +321,10 @@ static void get_params(struct args *a, struct lcio_case *c, struct draw *d)
 	p->chunk = get_int(a, "chunk", 64, 1, LCIO_MAX_LEN);
 	p->block = get_int(a, "block", 256, 1, LCIO_MAX_LEN);
 	d->state0 = (int)get_int(a, "state0", 0, 0, 1);
+	c->grads = (int)get_int(a, "grads", 0, 0, 1);
+	d->dstate = (int)get_int(a, "dstate", 0, 0, 1);
+	if (d->dstate && !c->grads)
+		bad(a, "--dstate: %s", "needs --grads 1");
 	get_gate(a, d);
 	d->blo = 0, d->bhi = 1;
 	get_pair(a, "beta-range", &d->blo, &d->bhi);
@@ -415,7 +419,10 @@ static int metric_second_form(struct lcio_case *c, char *why, size_t whylen)
 		for (int i = 0; !rc && i < c->nout; i++)
 			worst = fmax(worst, tool_normwise(buf[i], c->out[i].data, c->out[i].n, &mx, &mm));
 		if (!rc)
-			add_metric(c, forms[f].name, forms[f].def, worst);
+			add_metric(c, forms[f].name, c->grads ? "max over every output and "
+				"gradient of the normwise error of the other computation of the "
+				"reference (naive mla, chunked deltanet, blockwise lightning) "
+				"against these (absorbed, recurrent)" : forms[f].def, worst);
 	}
 	for (int i = 0; i < c->nout; i++)
 		free(buf[i]);
@@ -514,8 +521,28 @@ static int usage(FILE *f)
 		"  --qk-l2norm 0|1 --chunk N   deltanet\n"
 		"  --gate strong|weak|zero|LO,HI --beta-range LO,HI   deltanet g and beta\n"
 		"  --block N --layer l,L       lightning (MiniMax slopes of layer l of L)\n"
-		"  --state0 0|1                deltanet, lightning: draw an initial state\n");
+		"  --state0 0|1                deltanet, lightning: draw an initial state\n"
+		"  --grads 0|1                 a gradient case: draw the cotangent do, add the\n"
+		"                              reference gradients d<input> to /outputs\n"
+		"  --dstate 0|1                deltanet, lightning gradient case: draw dstate\n");
 	return f == stdout ? 0 : 2;
+}
+
+/* The optional inputs asked for: state0 (--state0 1), dstate (--dstate 1). */
+static int alloc_optional(struct lcio_case *c, const struct draw *d, char *err,
+	size_t errlen)
+{
+	for (int i = 0; i < c->nin; i++) {
+		struct lcio_tensor *t = &c->in[i];
+		int want = (!strcmp(t->name, "state0") && d->state0) ||
+			(!strcmp(t->name, "dstate") && d->dstate);
+
+		if (want && !(t->data = calloc((size_t)t->n, sizeof(double)))) {
+			snprintf(err, errlen, "out of memory for %s", t->name);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Draw, compute, measure, write. */
@@ -528,7 +555,8 @@ static int generate(struct args *a, struct lcio_case *c, const struct draw *d, i
 	lca_status s;
 
 	rng_seed(&r, c->seed);
-	if (lcio_layout(c, err, sizeof err) || lcio_alloc(c, d->state0, err, sizeof err)) {
+	if (lcio_layout(c, err, sizeof err) || lcio_alloc(c, 0, err, sizeof err) ||
+	    alloc_optional(c, d, err, sizeof err)) {
 		fprintf(stderr, "lcattn gen: %s\n", err);
 		return 2;
 	}

@@ -83,7 +83,8 @@ double tool_bf16_round(double x)
 
 int tool_bf16_stored(const char *name)
 {
-	return strcmp(name, "state0") && strcmp(name, "state");
+	return strcmp(name, "state0") && strcmp(name, "state") &&
+	    strcmp(name, "dstate") && strcmp(name, "dstate0");
 }
 
 static size_t dtype_size(lca_dtype t)
@@ -185,6 +186,32 @@ static lca_status forward(const lca_plan *plan, const struct lcio_case *c,
 	return LCA_ERR_ARG;
 }
 
+/* A gradient case's backward: in[] holds the forward's inputs, then do
+ * and (deltanet, lightning) dstate; o[2 ..] the gradients in input order
+ * (lcattn-golden(5)). */
+static lca_status backward(const lca_plan *plan, const struct lcio_case *c,
+	void *const in[], void *const o[])
+{
+	const int64_t *cu = c->cu_seqlens;
+	int64_t ns = cu ? c->nseq : 0;
+
+	switch (c->p.variant) {
+	case LCA_SOFTMAX:
+		return lca_softmax_backward(plan, c->Tq, c->Tk, in[0], in[1], in[2], cu, ns,
+			in[3], o[2], o[3], o[4]);
+	case LCA_MLA:
+		return lca_mla_backward(plan, c->Tq, c->Tk, in[0], in[1], in[2], in[3], in[4],
+			in[5], cu, ns, in[6], o[2], o[3], o[4], o[5], o[6], o[7]);
+	case LCA_DELTANET:
+		return lca_deltanet_backward(plan, c->Tq, in[0], in[1], in[2], in[3], in[4],
+			cu, ns, in[5], in[6], in[7], o[2], o[3], o[4], o[5], o[6], o[7]);
+	case LCA_LIGHTNING:
+		return lca_lightning_backward(plan, c->Tq, in[0], in[1], in[2], in[3], cu, ns,
+			in[4], in[5], in[6], o[2], o[3], o[4], o[5]);
+	}
+	return LCA_ERR_ARG;
+}
+
 lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
 	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
 	char *why, size_t whylen)
@@ -212,6 +239,8 @@ lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
 			dtype_size(elem_type(&c->out[i], backend, dtype)), &o[i]);
 	if (!s)
 		s = forward(plan, c, in, o);
+	if (!s && c->grads)
+		s = backward(plan, c, in, o);
 	for (int i = 0; !s && i < c->nout; i++)
 		s = download(backend, elem_type(&c->out[i], backend, dtype), o[i], c->out[i].n, out[i]);
 	if (s) /* before any other lcattn call can replace the message */
@@ -297,6 +326,7 @@ static int run_case(const struct run_args *a, struct lcio_case *c)
 
 	lcio_case_init(&out, c->p.variant);
 	out.p = c->p, out.Tq = c->Tq, out.Tk = c->Tk, out.nseq = c->nseq;
+	out.grads = c->grads;
 	if (lcio_layout(&out, err, sizeof err) || lcio_alloc(&out, 0, err, sizeof err)) {
 		fprintf(stderr, "lcattn run: %s: %s\n", a->in, err);
 		goto done;

@@ -221,6 +221,41 @@ static int check_sizes(struct io *io, struct lcio_case *c)
 	return 0;
 }
 
+/* Names of the gradient outputs, one per floating input (DESIGN.md,
+ * "Gradients"); lightning's slopes are constants. */
+static const char *const grad_names[][6] = {
+	{ "dq", "dk", "dv" },
+	{ "dq_nope", "dq_rope", "dckv", "dk_rope", "dw_uk", "dw_uv" },
+	{ "dq", "dk", "dv", "dg", "dbeta", "dstate0" },
+	{ "dq", "dk", "dv", "dstate0" },
+};
+
+/* A gradient case: inputs gain do (shaped like o) and, for the recurrent
+ * variants, the optional dstate (like state); outputs gain d<name> for
+ * each floating input, shaped like it. Called after the forward layout. */
+static int layout_grads(struct io *io, struct lcio_case *c)
+{
+	const char *const *names = grad_names[c->p.variant];
+	int recurrent = c->p.variant >= LCA_DELTANET, nin = c->nin, r;
+	const struct lcio_tensor *o = &c->out[0], *st = &c->out[1];
+
+	r = shape(io, &c->in[c->nin++], "do", 0, o->rank, o->dims[0], o->dims[1],
+		o->dims[2], o->dims[3]);
+	if (!r && recurrent)
+		r = shape(io, &c->in[c->nin++], "dstate", 1, st->rank, st->dims[0],
+			st->dims[1], st->dims[2], st->dims[3]);
+	for (int i = 0, j = 0; !r && i < nin; i++) {
+		const struct lcio_tensor *t = &c->in[i];
+
+		if (!strcmp(t->name, "slope"))
+			continue;
+		/* dstate0 is an output even where state0 was not given. */
+		r = shape(io, &c->out[c->nout++], names[j++], 0, t->rank, t->dims[0],
+			t->dims[1], t->dims[2], t->dims[3]);
+	}
+	return r;
+}
+
 static int layout_io(struct io *io, struct lcio_case *c)
 {
 	lca_params *p = &c->p;
@@ -270,7 +305,9 @@ static int layout_io(struct io *io, struct lcio_case *c)
 	default:
 		return fail(io, "unknown variant %d", (int)p->variant);
 	}
-	return r || shape(io, &out[0], "o", 0, 3, Tq, H, p->dv, 1) ? -1 : 0;
+	if (r || shape(io, &out[0], "o", 0, 3, Tq, H, p->dv, 1))
+		return -1;
+	return c->grads ? layout_grads(io, c) : 0;
 }
 
 int lcio_layout(struct lcio_case *c, char *err, size_t errlen)
@@ -763,7 +800,7 @@ static int read_root(struct io *io, hid_t f, struct lcio_case *c, const lca_vari
 {
 	char *schema = NULL, *variant = NULL;
 	lca_variant v = LCA_SOFTMAX;
-	struct attr seed;
+	struct attr seed, grads;
 	int r = -1;
 
 	if (root_string(io, f, "schema", &schema, 1) || root_string(io, f, "variant", &variant, !want))
@@ -789,6 +826,12 @@ static int read_root(struct io *io, hid_t f, struct lcio_case *c, const lca_vari
 	if (seed.present && !seed.is_int)
 		fail(io, "root attribute seed must be an integer");
 	c->seed = seed.u, c->has_seed = seed.present;
+	if (attr_get(io, f, "/", "grads", &grads))
+		goto out;
+	free(grads.s);
+	if (grads.present && (!grads.is_int || (grads.i != 0 && grads.i != 1)))
+		fail(io, "root attribute grads must be 0 or 1");
+	c->grads = grads.present && grads.i == 1;
 	r = io->failed ? -1 : 0;
 out:
 	free(schema);
@@ -831,6 +874,7 @@ static int read_cand(struct io *io, hid_t f, const struct lcio_case *golden,
 		return -1;
 	cand->p = golden->p;
 	cand->Tq = golden->Tq, cand->Tk = golden->Tk, cand->nseq = golden->nseq;
+	cand->grads = golden->grads;
 	io->shape_src = "the golden file's /config";
 	return layout_io(io, cand) || read_group(io, f, 1, cand) ? -1 : 0;
 }
@@ -962,7 +1006,8 @@ static int send_case(FILE *out, const struct lcio_case *c)
 		(size_t)(c->nseq + 1) * sizeof(int64_t))) ||
 	    lcio_wput_str(out, c->name) || lcio_wput_str(out, c->generator) ||
 	    lcio_wput_str(out, c->command) || lcio_wput(out, &c->seed, sizeof c->seed) ||
-	    lcio_wput_i64(out, c->has_seed) || send_tensors(out, c->in, c->nin) ||
+	    lcio_wput_i64(out, c->has_seed) || lcio_wput_i64(out, c->grads) ||
+	    send_tensors(out, c->in, c->nin) ||
 	    send_tensors(out, c->out, c->nout) ? -1 : 0;
 }
 
@@ -1035,16 +1080,17 @@ static int take_config(struct io *io, FILE *in, struct lcio_case *c, const lca_v
 static int take_case(struct io *io, FILE *in, struct job *j)
 {
 	struct lcio_case *c = j->c;
-	int64_t has_seed;
+	int64_t has_seed, grads;
 
 	if (take_config(io, in, c, j->golden ? &j->golden->p.variant : NULL))
 		return -1;
 	if (lcio_wget_str(in, MAX_STR, &c->name) || lcio_wget_str(in, MAX_STR, &c->generator) ||
 	    lcio_wget_str(in, MAX_STR, &c->command) ||
 	    lcio_wget(in, &c->seed, sizeof c->seed) || lcio_wget_i64(in, &has_seed) ||
-	    (has_seed != 0 && has_seed != 1))
+	    (has_seed != 0 && has_seed != 1) || lcio_wget_i64(in, &grads) ||
+	    (grads != 0 && grads != 1) || (j->golden && grads != j->golden->grads))
 		return garbled(io, "the root attributes");
-	c->has_seed = (int)has_seed;
+	c->has_seed = (int)has_seed, c->grads = (int)grads;
 	if (j->golden) {
 		/* As read_cand(): a candidate is shaped by its golden file. */
 		c->p = j->golden->p;
@@ -1283,6 +1329,8 @@ static int write_root(struct io *io, hid_t f, const struct lcio_case *c)
 	    put_str(io, f, "generator", c->generator ? c->generator : ""))
 		return -1;
 	if (c->has_seed && put_attr(io, f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &c->seed))
+		return -1;
+	if (c->grads && put_i64(io, f, "grads", 1))
 		return -1;
 	return c->command ? put_str(io, f, "command", c->command) : 0;
 }

@@ -27,8 +27,8 @@
 #define LCIO_MAX_SIZE  ((int64_t)1 << 16) /* heads and head sizes */
 #define LCIO_MAX_ELEMS ((int64_t)1 << 28) /* elements of one tensor (2 GiB) */
 
-#define LCIO_MAX_IN     8
-#define LCIO_MAX_OUT    2
+#define LCIO_MAX_IN     8  /* mla's six, or deltanet's six, do and dstate */
+#define LCIO_MAX_OUT    8  /* o, lse or state, and a gradient per input */
 #define LCIO_MAX_METRIC 16
 
 /* One float64 tensor of the case; data == NULL while absent or unread. */
@@ -62,6 +62,8 @@ struct lcio_case {
 	char *command;
 	uint64_t seed;
 	int has_seed;
+	int grads;            /* root attribute "grads" = 1: a gradient case,
+	                         with /inputs/do (and dstate) and /outputs/d* */
 
 	/* layout from lcio_layout(): the variant's tensors in schema order */
 	struct lcio_tensor in[LCIO_MAX_IN];
