@@ -122,6 +122,9 @@ typedef enum lca_rope_style {
  * dr for mla). */
 #define LCA_ROPE_FULL ((int64_t)-1)
 
+/* Largest lca_params.nthreads a plan accepts (LCA_ERR_ARG above it). */
+#define LCA_MAX_THREADS 4096
+
 /* ---- parameters and plans --------------------------------------------- */
 
 /*
@@ -169,7 +172,9 @@ typedef struct lca_params {
 	int64_t chunk;         /* deltanet chunked form: tokens per chunk (default 64) */
 	int64_t block;         /* lightning blockwise form: tokens per block (default 256) */
 
-	int nthreads;          /* cpu backend: OpenMP threads, 0 = OpenMP default */
+	int nthreads;          /* cpu backend: OpenMP threads, 0 = OpenMP default,
+	                        * at most LCA_MAX_THREADS; teams never exceed
+	                        * the processors */
 	int check_finite;      /* refuse NaN/Inf inputs (default 1) */
 } lca_params;
 

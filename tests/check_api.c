@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- status names, version ---------------------------------------------- */
 
@@ -421,6 +424,22 @@ START_TEST(test_plan_rejects_bad_tiles_and_threads)
 	p = small_params(LCA_SOFTMAX);
 	p.nthreads = -1;
 	expect_plan_fails(&p, LCA_ERR_ARG, "nthreads", "nthreads = -1");
+}
+END_TEST
+
+START_TEST(test_plan_bounds_nthreads_by_lca_max_threads)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+	lca_plan *plan;
+
+	p.backend = LCA_BACKEND_CPU;
+	p.nthreads = LCA_MAX_THREADS + (int)tu_randint(1, 1000);
+	expect_plan_fails(&p, LCA_ERR_ARG, "nthreads", "nthreads > LCA_MAX_THREADS");
+	p.nthreads = INT_MAX;
+	expect_plan_fails(&p, LCA_ERR_ARG, "nthreads", "nthreads = INT_MAX");
+	p.nthreads = LCA_MAX_THREADS;
+	tu_assert_ok(lca_plan_create(&p, &plan));
+	lca_plan_destroy(plan);
 }
 END_TEST
 
@@ -1151,6 +1170,77 @@ START_TEST(test_plan_shared_across_threads)
 }
 END_TEST
 
+/* ---- thread creation under a memory limit -------------------------------- */
+
+/* Bytes of address space the process maps now (/proc/self/statm), or 0. */
+static rlim_t mapped_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long pages = 0;
+
+	if (f) {
+		if (fscanf(f, "%lu", &pages) != 1)
+			pages = 0;
+		fclose(f);
+	}
+	return (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * In a child with no address space left for a thread's stack, a cpu plan
+ * with a large nthreads and a forward call must come back with a status
+ * (libgomp, asked for threads it cannot create, prints and exits 1).
+ * The child sends the two statuses through a pipe and exits 0.
+ */
+START_TEST(test_thread_failure_is_a_status_not_an_exit)
+{
+	int fd[2], wst;
+	lca_status got[2] = { LCA_ERR_INTERNAL, LCA_ERR_INTERNAL };
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		lca_params p = small_params(LCA_SOFTMAX);
+		int64_t T = 256;
+		double *q = tu_alloc(T * p.H * p.dk), *k = tu_alloc(T * p.H * p.dk);
+		double *v = tu_alloc(T * p.H * p.dv), *o = tu_alloc(T * p.H * p.dv);
+		lca_status st[2] = { LCA_OK, LCA_OK };
+		lca_plan *plan = NULL;
+		struct rlimit rl;
+
+		tu_fill_normal(q, T * p.H * p.dk, 1);
+		tu_fill_normal(k, T * p.H * p.dk, 1);
+		tu_fill_normal(v, T * p.H * p.dv, 1);
+		p.backend = LCA_BACKEND_CPU;
+		p.nthreads = LCA_MAX_THREADS;
+		/* 1 MiB to spare: small allocations, no thread stack */
+		rl.rlim_cur = rl.rlim_max = mapped_bytes() + ((rlim_t)1 << 20);
+		if (setrlimit(RLIMIT_AS, &rl) != 0)
+			_exit(3);
+		st[0] = lca_plan_create(&p, &plan);
+		if (st[0] == LCA_OK)
+			st[1] = lca_softmax_forward(plan, T, T, q, k, v, NULL, 0, o, NULL);
+		if (write(fd[1], st, sizeof st) != (ssize_t)sizeof st)
+			_exit(4);
+		_exit(0);
+	}
+	close(fd[1]);
+	ck_assert_int_eq(read(fd[0], got, sizeof got), (ssize_t)sizeof got);
+	close(fd[0]);
+	ck_assert_int_eq(waitpid(pid, &wst, 0), pid);
+	ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
+		"child did not return: wait status %#x", wst);
+	/* Either the plan saw that the team cannot be created, or the team
+	 * was small enough (one processor) to need no thread. */
+	ck_assert_msg(got[0] == LCA_ERR_NOMEM || got[0] == LCA_OK,
+		"plan: %s", lca_strerror(got[0]));
+	ck_assert_msg(got[1] == LCA_OK || got[1] == LCA_ERR_NOMEM,
+		"forward: %s", lca_strerror(got[1]));
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
 	Suite *s = suite_create("api");
@@ -1210,6 +1300,8 @@ static Suite *api_suite(void)
 	tc = tu_tcase("threads");
 	tcase_add_test(tc, test_last_error_is_per_thread);
 	tcase_add_test(tc, test_plan_shared_across_threads);
+	tcase_add_test(tc, test_plan_bounds_nthreads_by_lca_max_threads);
+	tcase_add_test(tc, test_thread_failure_is_a_status_not_an_exit);
 	suite_add_tcase(s, tc);
 	return s;
 }

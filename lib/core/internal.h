@@ -180,6 +180,12 @@ lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs);
  * Kernels must not change any global state (no omp_set_num_threads, no
  * openblas_set_num_threads): a plan may be used from many threads.
  */
+/* Threads a cpu kernel may ask for: p->nthreads (0: the OpenMP default),
+ * never more than the processors; >= 1. */
+int lcai_cpu_threads(const lca_params *p);
+/* Can the process create the largest team a cpu plan's calls will ask
+ * OpenMP for? LCA_ERR_NOMEM naming the count when it cannot. */
+lca_status lcai_cpu_probe_threads(const lca_params *p);
 lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
 	const void *v, void *o, void *lse);
