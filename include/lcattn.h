@@ -26,7 +26,9 @@
  *   - cuda backend: tensors are device pointers; cu_seqlens stays a host
  *     pointer (the host plans the launches from it).
  *   - Non-finite inputs (NaN, +-Inf) are refused with LCA_ERR_NONFINITE
- *     before any output is written (params.check_finite, on by default).
+ *     before any output is written (params.check_finite, on by default);
+ *     softmax and mla inputs so large that a logit or a sum could overflow
+ *     the working type are refused with LCA_ERR_RANGE by the same scan.
  *   - The library never prints, aborts or exits, and keeps no global mutable
  *     state. A plan is immutable after creation; execution calls may run
  *     concurrently on one plan from many threads.
@@ -67,7 +69,8 @@ typedef enum lca_status {
 	LCA_ERR_NOMEM,       /* an allocation failed */
 	LCA_ERR_CAPACITY,    /* a cache would grow past its capacity */
 	LCA_ERR_CORRUPT,     /* a serialized object is damaged or does not match */
-	LCA_ERR_INTERNAL     /* a bug in lcattn: please report it */
+	LCA_ERR_INTERNAL,    /* a bug in lcattn: please report it */
+	LCA_ERR_RANGE        /* finite inputs whose logits could overflow the dtype */
 } lca_status;
 
 /* Short constant name of a status ("LCA_ERR_SIZE: size zero, negative or

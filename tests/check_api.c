@@ -8,6 +8,7 @@
  */
 #include "testutil.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -24,13 +25,13 @@ static const char *const status_names[] = {
 	"LCA_OK", "LCA_ERR_NULL", "LCA_ERR_SIZE", "LCA_ERR_OVERFLOW",
 	"LCA_ERR_ARG", "LCA_ERR_NONFINITE", "LCA_ERR_UNSUPPORTED",
 	"LCA_ERR_NO_DEVICE", "LCA_ERR_NOMEM", "LCA_ERR_CAPACITY",
-	"LCA_ERR_CORRUPT", "LCA_ERR_INTERNAL",
+	"LCA_ERR_CORRUPT", "LCA_ERR_INTERNAL", "LCA_ERR_RANGE",
 };
 #define NSTATUS ((int)(sizeof status_names / sizeof status_names[0]))
 
 START_TEST(test_strerror_names_every_status)
 {
-	ck_assert_int_eq(NSTATUS - 1, LCA_ERR_INTERNAL);
+	ck_assert_int_eq(NSTATUS - 1, LCA_ERR_RANGE);
 	for (int s = 0; s < NSTATUS; s++) {
 		const char *m = lca_strerror((lca_status)s);
 		size_t n = strlen(status_names[s]);
@@ -1241,6 +1242,185 @@ START_TEST(test_thread_failure_is_a_status_not_an_exit)
 }
 END_TEST
 
+/* ---- the range rule: logits that could overflow ------------------------- */
+
+/* Backends and dtypes this build runs here (cuda: tests/check_cuda). */
+static const struct { lca_backend b; lca_dtype t; } range_paths[] = {
+	{ LCA_BACKEND_REF, LCA_F64 }, { LCA_BACKEND_REF, LCA_F32 },
+	{ LCA_BACKEND_CPU, LCA_F64 }, { LCA_BACKEND_CPU, LCA_F32 },
+};
+#define NPATH 4
+
+/* x as the dtype's elements (a fresh buffer; f32 rounds). */
+static void *as_dtype(const double *x, int64_t n, lca_dtype t)
+{
+	void *y = malloc((size_t)n * (t == LCA_F64 ? 8 : 4));
+
+	ck_assert_ptr_nonnull(y);
+	for (int64_t i = 0; i < n; i++)
+		if (t == LCA_F64)
+			((double *)y)[i] = x[i];
+		else
+			((float *)y)[i] = (float)x[i];
+	return y;
+}
+
+static double elem(const void *y, int64_t i, lca_dtype t)
+{
+	return t == LCA_F64 ? ((const double *)y)[i] : ((const float *)y)[i];
+}
+
+/* Softmax over fresh normal q, k, v scaled by gq, gk, gv, on one path:
+ * the status; o and lse (as doubles) when it is LCA_OK, else a check
+ * that the poisoned outputs were not written. */
+static lca_status range_softmax(lca_params p, int path, int64_t Tq, int64_t Tk,
+	double gq, double gk, double gv, double *o, double *lse)
+{
+	const lca_dtype t = range_paths[path].t;
+	int64_t nq = Tq * p.H * p.dk, nk = Tk * p.Hkv * p.dk, nv = Tk * p.Hkv * p.dv;
+	int64_t no = Tq * p.H * p.dv, nl = Tq * p.H;
+	double *x = tu_alloc(nq + nk + nv);
+	void *q, *k, *v, *ot, *lt;
+	lca_plan *plan;
+	lca_status s;
+
+	tu_fill_normal(x, nq + nk + nv, 1);
+	for (int64_t i = 0; i < nq + nk + nv; i++)
+		x[i] *= i < nq ? gq : i < nq + nk ? gk : gv;
+	p.backend = range_paths[path].b;
+	p.dtype = t;
+	plan = tu_plan(&p);
+	q = as_dtype(x, nq, t);
+	k = as_dtype(x + nq, nk, t);
+	v = as_dtype(x + nq + nk, nv, t);
+	ot = as_dtype(x, no, t); /* poison: any known bits */
+	lt = as_dtype(x, nl, t);
+	s = lca_softmax_forward(plan, Tq, Tk, q, k, v, NULL, 0, ot, lt);
+	for (int64_t i = 0; i < no; i++)
+		if (s == LCA_OK)
+			o[i] = elem(ot, i, t);
+		else /* the poison is x itself, rounded to the dtype */
+			ck_assert(elem(ot, i, t) == (t == LCA_F64 ? x[i] : (float)x[i]));
+	for (int64_t i = 0; i < nl && s == LCA_OK; i++)
+		lse[i] = elem(lt, i, t);
+	lca_plan_destroy(plan);
+	free(x), free(q), free(k), free(v), free(ot), free(lt);
+	return s;
+}
+
+static lca_params range_params(void)
+{
+	lca_params p = small_params(LCA_SOFTMAX);
+
+	p.Hkv = 2;
+	p.rope_dim = 0;
+	return p;
+}
+
+START_TEST(test_softmax_huge_scale_is_range_error_everywhere)
+{
+	lca_params p = range_params();
+	double o[64 * 4 * 3], lse[64 * 4];
+
+	p.scale = DBL_MAX;
+	for (int path = 0; path < NPATH; path++) {
+		lca_status s = range_softmax(p, path, 16, 64, 1, 1, 1, o, lse);
+
+		ck_assert_msg(s == LCA_ERR_RANGE, "path %d: %s (%s)", path,
+			lca_strerror(s), lca_last_error());
+		ck_assert(tu_msg_names("logit"));
+	}
+}
+END_TEST
+
+START_TEST(test_softmax_inputs_near_type_max_are_range_error)
+{
+	lca_params p = range_params();
+	double o[64 * 4 * 3], lse[64 * 4];
+
+	p.rope_dim = LCA_ROPE_FULL;
+	p.dk = 6;
+	for (int path = 0; path < NPATH; path++) {
+		double big = (range_paths[path].t == LCA_F64 ? DBL_MAX : FLT_MAX) / 8;
+
+		ck_assert_int_eq(range_softmax(p, path, 16, 64, big, 1e-30, 1, o, lse),
+			LCA_ERR_RANGE); /* rotating q could overflow */
+		ck_assert_int_eq(range_softmax(p, path, 16, 64, 1, 1, big, o, lse),
+			LCA_ERR_RANGE); /* 64 values could sum past the max */
+	}
+}
+END_TEST
+
+/*
+ * Inputs that put the logit bound scale dk max|q| max|k| just under the
+ * working type's max / 4: every path returns finite outputs that agree
+ * with the f64 reference on the same inputs.
+ */
+START_TEST(test_softmax_just_under_range_bound_is_finite_and_right)
+{
+	lca_params p = range_params();
+	enum { TQ = 16, TK = 64 };
+	double o[NPATH][TQ * 4 * 3], lse[NPATH][TQ * 4], oref[TQ * 4 * 3], lref[TQ * 4];
+
+	p.window = tu_randint(1, TK);
+	for (int path = 0; path < NPATH; path++) {
+		double lim = (range_paths[path].t == LCA_F64 ? DBL_MAX : FLT_MAX) / 4;
+		/* normal draws stay under 6 sd: magnitudes g each, with
+		 * 1/sqrt(dk) dk (6 g)^2 = 0.9 lim */
+		double g = sqrt(0.9 * lim / sqrt((double)p.dk)) / 6;
+
+		tu_reset();
+		tu_assert_ok(range_softmax(p, path, TQ, TK, g, g, 1, o[path], lse[path]));
+		ck_assert(tu_all_finite(o[path], TQ * 4 * 3));
+		ck_assert(tu_all_finite(lse[path], TQ * 4));
+		if (range_paths[path].t == LCA_F32)
+			continue; /* compared below */
+		/* the f64 reference on the same draws */
+		tu_reset();
+		tu_assert_ok(range_softmax(p, 0, TQ, TK, g, g, 1, oref, lref));
+		tu_assert_close(o[path], oref, TQ * 4 * 3, 1e-12, "o");
+		/* lse near lim: scaled so that its squared norm stays finite */
+		for (int i = 0; i < TQ * 4; i++)
+			lse[path][i] /= lim, lref[i] /= lim;
+		tu_assert_close(lse[path], lref, TQ * 4, 1e-12, "lse");
+	}
+	/* f32: cpu against the float32 reference, within the f32 floor of
+	 * lcattn(7) (the weights are one-hot at these magnitudes) */
+	tu_assert_close(o[3], o[1], TQ * 4 * 3, 1e-6, "cpu f32 o");
+	for (int i = 0; i < TQ * 4; i++)
+		lse[3][i] /= FLT_MAX, lse[1][i] /= FLT_MAX;
+	tu_assert_close(lse[3], lse[1], TQ * 4, 1e-6, "cpu f32 lse");
+}
+END_TEST
+
+START_TEST(test_mla_huge_scale_is_range_error_everywhere)
+{
+	for (int path = 0; path < NPATH; path++) {
+		struct fx f;
+		lca_plan *plan;
+		lca_params p;
+		void *ptr[MAXSLOT];
+		lca_status s;
+
+		fx_init(&f, LCA_MLA, 1);
+		ck_assert_int_eq(lca_plan_params(f.plan, &p), LCA_OK);
+		p.scale = DBL_MAX;
+		p.backend = range_paths[path].b;
+		p.dtype = LCA_F64;
+		if (range_paths[path].t == LCA_F32)
+			continue; /* fx buffers are f64 */
+		plan = tu_plan(&p);
+		fx_ptrs(&f, ptr);
+		fx_poison_outputs(&f);
+		s = fx_call_with(&f, plan, f.Tq, f.Tk, ptr, NULL, 0);
+		ck_assert_msg(s == LCA_ERR_RANGE, "path %d: %s", path, lca_strerror(s));
+		fx_assert_outputs_untouched(&f, "mla scale DBL_MAX");
+		lca_plan_destroy(plan);
+		fx_free(&f);
+	}
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
 	Suite *s = suite_create("api");
@@ -1295,6 +1475,13 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, test_lightning_rejects_negative_slope);
 	tcase_add_loop_test(tc, test_fwd_success_clears_last_error, 0, 4);
 	tcase_add_test(tc, test_minimax_slopes_rejects_bad_arguments);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("range");
+	tcase_add_test(tc, test_softmax_huge_scale_is_range_error_everywhere);
+	tcase_add_test(tc, test_softmax_inputs_near_type_max_are_range_error);
+	tcase_add_test(tc, test_softmax_just_under_range_bound_is_finite_and_right);
+	tcase_add_test(tc, test_mla_huge_scale_is_range_error_everywhere);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("threads");
