@@ -169,5 +169,16 @@ else
 	status=1
 fi
 
+# ---- a huge OMP_NUM_THREADS is capped, never a libgomp exit ----
+n=$((n + 1))
+(ulimit -v 2000000 && OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=100000 \
+	timeout 60 "$tool" run --backend cpu "$sm" "$tmp/x.h5") >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q libgomp "$tmp/err"; then
+	echo "ok: OMP_NUM_THREADS=100000 under ulimit -v: teams kept to the processors"
+else
+	echo "FAIL: OMP_NUM_THREADS=100000 under ulimit -v: exit $rc:"; cat "$tmp/err"; status=1
+fi
+
 [ $status -eq 0 ] && echo "ok: all $n malformed-input cases"
 exit $status
