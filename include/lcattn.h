@@ -32,7 +32,9 @@
  *   - cuda backend: tensors are device pointers; cu_seqlens stays a host
  *     pointer (the host plans the launches from it).
  *   - Non-finite inputs (NaN, +-Inf) are refused with LCA_ERR_NONFINITE
- *     before any output is written (params.check_finite, on by default).
+ *     before any output is written (params.check_finite, on by default);
+ *     softmax and mla inputs so large that a logit or a sum could overflow
+ *     the working type are refused with LCA_ERR_RANGE by the same scan.
  *   - The library never prints, aborts or exits, and keeps no global mutable
  *     state. A plan is immutable after creation; execution calls may run
  *     concurrently on one plan from many threads.
@@ -74,7 +76,8 @@ typedef enum lca_status {
 	LCA_ERR_CAPACITY,    /* a cache would grow past its capacity */
 	LCA_ERR_CORRUPT,     /* a serialized object is damaged, or intact but
 	                        saved from a cache this one does not match */
-	LCA_ERR_INTERNAL     /* a bug in lcattn: please report it */
+	LCA_ERR_INTERNAL,    /* a bug in lcattn: please report it */
+	LCA_ERR_RANGE        /* finite inputs whose logits could overflow the dtype */
 } lca_status;
 
 /* Short constant name of a status ("LCA_ERR_SIZE: size zero, negative or
@@ -128,6 +131,9 @@ typedef enum lca_rope_style {
 /* rope_dim value meaning "rotate the whole rotary part" (dk for softmax,
  * dr for mla). */
 #define LCA_ROPE_FULL ((int64_t)-1)
+
+/* Largest lca_params.nthreads a plan accepts (LCA_ERR_ARG above it). */
+#define LCA_MAX_THREADS 4096
 
 /* ---- parameters and plans --------------------------------------------- */
 
@@ -188,7 +194,9 @@ typedef struct lca_params {
 	int64_t chunk;         /* deltanet chunked form: tokens per chunk (default 64) */
 	int64_t block;         /* lightning blockwise form: tokens per block (default 256) */
 
-	int nthreads;          /* cpu backend: OpenMP threads, 0 = OpenMP default */
+	int nthreads;          /* cpu backend: OpenMP threads, 0 = OpenMP default,
+	                        * at most LCA_MAX_THREADS; teams never exceed
+	                        * the processors */
 	int check_finite;      /* refuse NaN/Inf inputs (default 1) */
 } lca_params;
 

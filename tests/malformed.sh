@@ -142,5 +142,43 @@ else
 	echo "FAIL: NaN candidate: exit $rc (want 1, o FAIL):"; cat "$tmp/out" "$tmp/err"; status=1
 fi
 
+# ---- out of memory: one message, naming the tensor or step that failed ----
+# A case whose state (8 MiB in f32) dwarfs its inputs, run under address
+# space limits from ample to starved: every refusal must say once what
+# failed and name it. One BLAS and OpenMP thread: a pthreads OpenBLAS
+# worker spins forever on a failed allocation.
+"$tool" gen --variant deltanet --seed 1 --T 2 --H 8 --dk 512 --dv 512 \
+	"$tmp/big.h5" >/dev/null || exit 99
+n=$((n + 1)) nomem=0 bad=
+for kb in $(seq 200000 -2000 40000); do
+	(ulimit -v "$kb" && OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+		timeout 30 "$tool" run --dtype f32 "$tmp/big.h5" "$tmp/x.h5") \
+		>/dev/null 2>"$tmp/err"
+	grep -q 'LCA_ERR_NOMEM' "$tmp/err" || continue
+	nomem=$((nomem + 1))
+	if [ "$(grep -o 'LCA_ERR_NOMEM' "$tmp/err" | wc -l)" -ne 1 ] ||
+	   ! grep -Eq '(input|output buffer|output copy) [a-z_0-9]+:|forward call:' "$tmp/err"; then
+		bad="$bad
+ulimit -v $kb: $(cat "$tmp/err")"
+	fi
+done
+if [ $nomem -gt 0 ] && [ -z "$bad" ]; then
+	echo "ok: out of memory: $nomem limits, each message names what failed"
+else
+	echo "FAIL: out of memory: $nomem LCA_ERR_NOMEM runs, unclear messages:$bad"
+	status=1
+fi
+
+# ---- a huge OMP_NUM_THREADS is capped, never a libgomp exit ----
+n=$((n + 1))
+(ulimit -v 2000000 && OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=100000 \
+	timeout 60 "$tool" run --backend cpu "$sm" "$tmp/x.h5") >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q libgomp "$tmp/err"; then
+	echo "ok: OMP_NUM_THREADS=100000 under ulimit -v: teams kept to the processors"
+else
+	echo "FAIL: OMP_NUM_THREADS=100000 under ulimit -v: exit $rc:"; cat "$tmp/err"; status=1
+fi
+
 [ $status -eq 0 ] && echo "ok: all $n malformed-input cases"
 exit $status

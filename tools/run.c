@@ -230,21 +230,30 @@ lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
 		lca_plan_params(plan, resolved);
 	/* Every tensor goes through the buffer helpers: host memory for ref
 	 * and cpu, device memory for cuda. cu_seqlens stays on the host. */
+	/* what = the tensor or step a failure names (the status is printed
+	 * by the caller, so why never repeats it) */
+	const char *what = NULL, *step = NULL;
+
 	for (int i = 0; !s && i < c->nin; i++)
-		if (c->in[i].data)
-			s = upload(backend, elem_type(&c->in[i], backend, dtype), c->in[i].data,
-				c->in[i].n, &in[i]);
+		if (c->in[i].data && (s = upload(backend, elem_type(&c->in[i], backend,
+		    dtype), c->in[i].data, c->in[i].n, &in[i])))
+			what = c->in[i].name, step = "input";
 	for (int i = 0; !s && i < c->nout; i++)
-		s = lca_buffer_alloc(backend, (size_t)c->out[i].n *
-			dtype_size(elem_type(&c->out[i], backend, dtype)), &o[i]);
-	if (!s)
-		s = forward(plan, c, in, o);
-	if (!s && c->grads)
-		s = backward(plan, c, in, o);
+		if ((s = lca_buffer_alloc(backend, (size_t)c->out[i].n *
+		    dtype_size(elem_type(&c->out[i], backend, dtype)), &o[i])))
+			what = c->out[i].name, step = "output buffer";
+	if (!s && (s = forward(plan, c, in, o)))
+		step = "forward call";
+	if (!s && c->grads && (s = backward(plan, c, in, o)))
+		step = "backward call";
 	for (int i = 0; !s && i < c->nout; i++)
-		s = download(backend, elem_type(&c->out[i], backend, dtype), o[i], c->out[i].n, out[i]);
+		if ((s = download(backend, elem_type(&c->out[i], backend, dtype), o[i],
+		    c->out[i].n, out[i])))
+			what = c->out[i].name, step = "output copy";
 	if (s) /* before any other lcattn call can replace the message */
-		snprintf(why, whylen, "%s", *lca_last_error() ? lca_last_error() : lca_strerror(s));
+		snprintf(why, whylen, "%s%s%s: %s", step, what ? " " : "",
+			what ? what : "", *lca_last_error() ? lca_last_error() :
+			"no memory for its dtype conversion");
 	for (int i = 0; i < c->nin; i++)
 		lca_buffer_free(backend, in[i]);
 	for (int i = 0; i < c->nout; i++)

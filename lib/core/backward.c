@@ -15,16 +15,17 @@ static lca_status no_kernel(const char *fn, const lca_params *p)
 		p->backend == LCA_BACKEND_CPU ? "cpu" : "cuda");
 }
 
-/* Inputs a[0 .. nin) are scanned for non-finite values; every output must
- * be disjoint from everything else. */
+/* Inputs a[0 .. nin) are scanned for non-finite values (their max |x|
+ * into amax when not NULL, for the forward's range rule); every output
+ * must be disjoint from everything else. */
 static lca_status check_args(const char *fn, const lca_params *p,
-	const struct lcai_targ *a, int nin, int na)
+	const struct lcai_targ *a, int nin, int na, double *amax)
 {
 	lca_status s;
 
 	if ((s = lcai_check_targs(fn, p, a, na)) || (s = lcai_check_overlap(fn, p, a, nin, na)))
 		return s;
-	return lcai_check_finite(fn, p, a, nin);
+	return lcai_check_finite(fn, p, a, nin, amax);
 }
 
 lca_status lca_softmax_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
@@ -33,6 +34,7 @@ lca_status lca_softmax_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 {
 	static const char fn[] = "lca_softmax_backward";
 	int64_t oneq[2], onek[2], n;
+	double m[4]; /* max |q|, |k|, |v|, |dout| */
 	const int64_t *cuq, *cuk;
 	const lca_params *p;
 	lca_status s;
@@ -59,7 +61,7 @@ lca_status lca_softmax_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	    (s = lcai_count(fn, "dout", &a[3].n, Tq, p->H, p->dv, 1)))
 		return s;
 	a[4].n = a[0].n, a[5].n = a[1].n, a[6].n = a[2].n;
-	if ((s = check_args(fn, p, a, 4, 7)))
+	if ((s = check_args(fn, p, a, 4, 7, m)) || (s = lcai_check_range_softmax(fn, p, m, Tk)))
 		return s;
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
@@ -76,6 +78,7 @@ lca_status lca_mla_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 {
 	static const char fn[] = "lca_mla_backward";
 	int64_t oneq[2], onek[2], n;
+	double m[7]; /* max |x| of the inputs and dout, in argument order */
 	const int64_t *cuq, *cuk;
 	const lca_params *p;
 	lca_status s;
@@ -109,7 +112,7 @@ lca_status lca_mla_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 		return s;
 	for (int i = 0; i < 6; i++)
 		a[7 + i].n = a[i].n;
-	if ((s = check_args(fn, p, a, 7, 13)))
+	if ((s = check_args(fn, p, a, 7, 13, m)) || (s = lcai_check_range_mla(fn, p, m, Tk)))
 		return s;
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
@@ -160,7 +163,7 @@ lca_status lca_deltanet_backward(const lca_plan *plan, int64_t T, const void *q,
 	a[7].n = a[5].n;
 	for (int i = 0; i < 6; i++)
 		a[8 + i].n = a[i].n;
-	if ((s = check_args(fn, p, a, 8, 14)) ||
+	if ((s = check_args(fn, p, a, 8, 14, NULL)) ||
 	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")))
 		return s;
 	if (p->backend != LCA_BACKEND_REF)
@@ -206,7 +209,7 @@ lca_status lca_lightning_backward(const lca_plan *plan, int64_t T, const void *q
 		return s;
 	a[6].n = a[10].n = a[4].n;
 	a[7].n = a[0].n, a[8].n = a[1].n, a[9].n = a[2].n;
-	if ((s = check_args(fn, p, a, 7, 11)) ||
+	if ((s = check_args(fn, p, a, 7, 11, NULL)) ||
 	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")))
 		return s;
 	if (p->backend != LCA_BACKEND_REF)

@@ -186,8 +186,10 @@ lca_status lca_cache_reset(lca_cache *cache)
 	lcai_clear_error();
 	if (!cache)
 		return lcai_fail(LCA_ERR_NULL, "lca_cache_reset: cache is NULL");
-	for (int64_t n = 0; n < cache->nseq; n++)
+	for (int64_t n = 0; n < cache->nseq; n++) {
 		cache->seq[n].len = 0;
+		cache->seq[n].amax[0] = cache->seq[n].amax[1] = 0;
+	}
 	if (cache->state)
 		memset(cache->state, 0, (size_t)(cache->nseq * cache->nstate) * cache->elt);
 	return LCA_OK;
@@ -347,10 +349,52 @@ static void append(lca_cache *c, const int64_t *cu, const void *x0, const void *
 	}
 }
 
+/* The appended tokens become valid; softmax and mla fold their magnitude
+ * into amax, which the range rule of the next steps reads. */
 static void advance(lca_cache *c, const int64_t *cu)
 {
+	for (int64_t n = 0; n < c->nseq; n++) {
+		struct lcai_cache_seq *s = &c->seq[n];
+		int64_t t = cu[n + 1] - cu[n];
+
+		for (int j = 0; j < 2 && t > 0 && lcai_cache_has_kv(c->p.variant); j++) {
+			size_t rb = (size_t)c->row[j] * c->elt;
+			double m = lcai_maxabs((char *)s->buf[j] + (size_t)s->len * rb,
+				t * c->row[j], c->p.dtype);
+
+			if (m > s->amax[j])
+				s->amax[j] = m;
+		}
+		s->len += t;
+	}
+}
+
+void lcai_cache_rescan(lca_cache *c)
+{
+	for (int64_t n = 0; n < c->nseq && lcai_cache_has_kv(c->p.variant); n++)
+		for (int j = 0; j < 2; j++)
+			c->seq[n].amax[j] = lcai_maxabs(c->seq[n].buf[j],
+				c->seq[n].len * c->row[j], c->p.dtype);
+}
+
+/* Largest magnitude in the cache's j-th buffers and in x (the new tokens'
+ * max |x|), and the most keys any stepped sequence will hold. */
+static double cached_max(const lca_cache *c, int j, double x)
+{
 	for (int64_t n = 0; n < c->nseq; n++)
-		c->seq[n].len += cu[n + 1] - cu[n];
+		if (c->seq[n].amax[j] > x)
+			x = c->seq[n].amax[j];
+	return x;
+}
+
+static int64_t keys_after(const lca_cache *c, const int64_t *cu)
+{
+	int64_t most = 0;
+
+	for (int64_t n = 0; n < c->nseq; n++)
+		if (c->seq[n].len + cu[n + 1] - cu[n] > most)
+			most = c->seq[n].len + cu[n + 1] - cu[n];
+	return most;
 }
 
 /* Capacity, growth and the append of a softmax or mla step, after the
@@ -390,6 +434,7 @@ lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 {
 	static const char fn[] = "lca_softmax_step";
 	int64_t one[2];
+	double m[3] = { 0 }; /* max |q|, |k|, |v| */
 	const int64_t *cu;
 	const lca_params *p;
 	lca_status s;
@@ -407,7 +452,12 @@ lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "v", &a[2].n, T, p->Hkv, p->dv, 1)) ||
 	    (s = lcai_count(fn, "o", &a[3].n, T, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "lse", &a[4].n, T, p->H, 1, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 3)) ||
+	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 3, m)))
+		return s;
+	/* the keys and values already cached count as inputs */
+	m[1] = cached_max(cache, 0, m[1]);
+	m[2] = cached_max(cache, 1, m[2]);
+	if ((s = lcai_check_range_softmax(fn, p, m, keys_after(cache, cu))) ||
 	    (s = kv_prepare(fn, cache, cu, k, v)))
 		return s;
 	for (int64_t n = 0; n < cache->nseq; n++) {
@@ -481,6 +531,7 @@ lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
 {
 	static const char fn[] = "lca_mla_step";
 	int64_t one[2];
+	double m[6] = { 0 }; /* max |x| of the tensors, in argument order */
 	const int64_t *cu;
 	const lca_params *p;
 	lca_status s;
@@ -502,12 +553,16 @@ lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "w_uv", &a[5].n, p->H, p->dv, p->dc, 1)) ||
 	    (s = lcai_count(fn, "o", &a[6].n, T, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "lse", &a[7].n, T, p->H, 1, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 8)) || (s = lcai_check_finite(fn, p, a, 6)) ||
+	    (s = lcai_check_targs(fn, p, a, 8)) || (s = lcai_check_finite(fn, p, a, 6, m)))
+		return s;
+	m[2] = cached_max(cache, 0, m[2]);
+	m[3] = cached_max(cache, 1, m[3]);
+	if ((s = lcai_check_range_mla(fn, p, m, keys_after(cache, cu))) ||
 	    (s = kv_prepare(fn, cache, cu, ckv, k_rope)))
 		return s;
-	const struct mla_args m = { q_nope, q_rope, w_uk, w_uv, o, lse };
+	const struct mla_args args = { q_nope, q_rope, w_uk, w_uv, o, lse };
 
-	return mla_run(p, cache, cu, &m);
+	return mla_run(p, cache, cu, &args);
 }
 
 /* ---- deltanet and lightning ----------------------------------------------- */
@@ -558,7 +613,7 @@ lca_status lca_deltanet_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "g", &a[3].n, T, p->H, 1, 1)) ||
 	    (s = lcai_count(fn, "beta", &a[4].n, T, p->H, 1, 1)) ||
 	    (s = lcai_count(fn, "o", &a[5].n, T, p->H, p->dv, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 6)) || (s = lcai_check_finite(fn, p, a, 5)) ||
+	    (s = lcai_check_targs(fn, p, a, 6)) || (s = lcai_check_finite(fn, p, a, 5, NULL)) ||
 	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")) ||
 	    (s = check_room(fn, cache, cu)) ||
 	    (s = deltanet_run(p, cache, cu, q, k, v, g, beta, o)))
@@ -604,7 +659,7 @@ lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "k", &a[1].n, T, p->H, p->dk, 1)) ||
 	    (s = lcai_count(fn, "v", &a[2].n, T, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "o", &a[4].n, T, p->H, p->dv, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 4)) ||
+	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 4, NULL)) ||
 	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")) ||
 	    (s = check_room(fn, cache, cu)) ||
 	    (s = lightning_run(p, cache, cu, q, k, v, slope, o)))

@@ -24,6 +24,7 @@ struct lcai_cache_seq {
 	int64_t len;
 	int64_t cap[2];
 	void *buf[2];
+	double amax[2]; /* max |x| of the valid part of buf[j]: the range rule */
 };
 
 struct lca_cache {
@@ -54,5 +55,8 @@ extern const char *const lcai_cache_dim_names[LCAI_NDIM];
 /* Bytes of n elements of size elt as int64_t; 0 on overflow of int64_t or
  * size_t. */
 int lcai_cache_bytes_of(int64_t n, size_t elt, int64_t *out);
+
+/* Recompute every sequence's amax from its valid tokens (after a load). */
+void lcai_cache_rescan(lca_cache *c);
 
 #endif /* LCATTN_CACHE_H */

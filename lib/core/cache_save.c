@@ -393,6 +393,7 @@ lca_status lca_cache_load(lca_cache *cache, const void *buf, size_t size)
 	if (lcai_cache_has_kv(cache->p.variant) && (s = stage(fn, cache, buf, &fresh)))
 		return s;
 	commit(cache, buf, fresh);
+	lcai_cache_rescan(cache);
 	free(fresh);
 	return LCA_OK;
 }

@@ -5,7 +5,9 @@
  */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
+#include <string.h>
 
 /* Element type of a tensor argument: the plan's dtype, except that the
  * cuda backend keeps recurrent state in f32 whatever the input dtype. */
@@ -19,22 +21,45 @@ size_t lcai_dtype_size(lca_dtype t)
 	return t == LCA_F64 ? 8 : t == LCA_F32 ? 4 : 2;
 }
 
-/* Index of the first non-finite element, or -1. */
-static int64_t first_nonfinite(const void *x, int64_t n, lca_dtype t)
+/* Index of the first non-finite element, or -1; *amax gets max |x| of
+ * the elements before it (all of them when every one is finite). */
+static int64_t first_nonfinite(const void *x, int64_t n, lca_dtype t,
+	double *amax)
 {
+	double m = 0;
+
 	for (int64_t i = 0; i < n; i++) {
-		int ok;
+		double v;
 
 		if (t == LCA_F64)
-			ok = isfinite(((const double *)x)[i]);
+			v = ((const double *)x)[i];
 		else if (t == LCA_F32)
-			ok = isfinite(((const float *)x)[i]);
-		else /* bfloat16: exponent all ones is Inf or NaN */
-			ok = (((const uint16_t *)x)[i] & 0x7f80u) != 0x7f80u;
-		if (!ok)
+			v = ((const float *)x)[i];
+		else { /* bfloat16: the high half of a float */
+			uint32_t b = (uint32_t)((const uint16_t *)x)[i] << 16;
+			float f;
+
+			memcpy(&f, &b, sizeof f);
+			v = f;
+		}
+		if (!isfinite(v)) {
+			*amax = m;
 			return i;
+		}
+		v = fabs(v);
+		if (v > m)
+			m = v;
 	}
+	*amax = m;
 	return -1;
+}
+
+double lcai_maxabs(const void *x, int64_t n, lca_dtype t)
+{
+	double m;
+
+	first_nonfinite(x, n, t, &m);
+	return m;
 }
 
 lca_status lcai_check_targs(const char *fn, const lca_params *p,
@@ -52,24 +77,33 @@ lca_status lcai_check_targs(const char *fn, const lca_params *p,
 }
 
 lca_status lcai_check_finite(const char *fn, const lca_params *p,
-	const struct lcai_targ *a, int na)
+	const struct lcai_targ *a, int na, double *amax)
 {
 	if (!p->check_finite)
 		return LCA_OK;
 	for (int i = 0; i < na; i++) {
 		int64_t at;
+		double m = 0;
 
-		if (!a[i].ptr)
+		if (!a[i].ptr) {
+			if (amax)
+				amax[i] = 0;
 			continue;
-		at = p->backend == LCA_BACKEND_CUDA ?
-			lcai_cuda_find(a[i].ptr, a[i].n, targ_dtype(p, &a[i]), 0) :
-			first_nonfinite(a[i].ptr, a[i].n, targ_dtype(p, &a[i]));
+		}
+		if (p->backend != LCA_BACKEND_CUDA)
+			at = first_nonfinite(a[i].ptr, a[i].n, targ_dtype(p, &a[i]), &m);
+		else if ((at = lcai_cuda_find(a[i].ptr, a[i].n,
+		    targ_dtype(p, &a[i]), 0)) == -1 && amax &&
+		    lcai_cuda_maxabs(a[i].ptr, a[i].n, targ_dtype(p, &a[i]), &m))
+			at = -2;
 		if (at == -2)
 			return lcai_fail(LCA_ERR_INTERNAL, "%s: CUDA error while scanning %s",
 				fn, a[i].name);
 		if (at >= 0)
 			return lcai_fail(LCA_ERR_NONFINITE, "%s: %s[%lld] is not finite",
 				fn, a[i].name, (long long)at);
+		if (amax)
+			amax[i] = m;
 	}
 	return LCA_OK;
 }
@@ -197,4 +231,85 @@ lca_status lcai_check_overlap(const char *fn, const lca_params *p,
 		}
 	}
 	return LCA_OK;
+}
+
+/* ---- the range rule (lca_softmax_forward(3), LCA_ERR_RANGE) ---- */
+
+/* a b without the NaN of 0 * inf: a bound of 0 times anything is 0. */
+static double bmul(double a, double b)
+{
+	return a == 0 || b == 0 ? 0 : a * b;
+}
+
+static double bmax(double a, double b)
+{
+	return a > b ? a : b;
+}
+
+/* Largest magnitude the working type of p holds, over 4 for slack
+ * (log2(e) scalings, rounding): the kernels of every backend stay finite
+ * below it. f32 and bf16 work in float. */
+static double range_limit(const lca_params *p)
+{
+	return (p->dtype == LCA_F64 ? DBL_MAX : FLT_MAX) / 4;
+}
+
+static lca_status range_verdict(const char *fn, const lca_params *p,
+	double bound, const char *what)
+{
+	if (bound <= range_limit(p))
+		return LCA_OK;
+	return lcai_fail(LCA_ERR_RANGE,
+		"%s: %s could reach %g, over %s/4: scale, head sizes and input "
+		"magnitudes too large", fn, what, bound,
+		p->dtype == LCA_F64 ? "DBL_MAX" : "FLT_MAX");
+}
+
+lca_status lcai_check_range_softmax(const char *fn, const lca_params *p,
+	const double m[3], int64_t nkeys)
+{
+	/* a rotated coordinate is at most twice the largest one */
+	const double c = p->rope_dim > 0 ? 2 : 1, s1 = bmax(p->scale, 1);
+	double logit = bmul(bmul(bmul(p->scale, c * (double)p->dk), m[0]), m[1]);
+	double vec = bmax(bmul(s1 * c, m[0]), c * m[1]);
+	lca_status s;
+
+	if (!p->check_finite) /* m was not scanned */
+		return LCA_OK;
+	if (p->window > 0 && p->window < nkeys)
+		nkeys = p->window;
+	if ((s = range_verdict(fn, p, logit, "a logit")) ||
+	    (s = range_verdict(fn, p, vec, "a rotated or scaled q or k")))
+		return s;
+	/* the unnormalised sum of up to nkeys weights <= 1 times v */
+	return range_verdict(fn, p, bmul((double)nkeys, m[2]), "a sum of values");
+}
+
+lca_status lcai_check_range_mla(const char *fn, const lca_params *p,
+	const double m[6], int64_t nkeys)
+{
+	const double c = p->rope_dim > 0 ? 2 : 1, s1 = bmax(p->scale, 1);
+	const double dn = (double)p->dn, dr = (double)p->dr, dc = (double)p->dc;
+	/* m: q_nope q_rope ckv k_rope w_uk w_uv */
+	double qabs = bmul(bmul(dn, m[4]), m[0]);   /* w_uk folded in q */
+	double knope = bmul(bmul(dc, m[4]), m[2]);  /* decompressed key */
+	double logit = bmul(p->scale, bmul(qabs, dc * m[2]) +
+		bmul(bmul(c * dr, m[1]), m[3]));
+	double vec = bmax(bmax(bmul(s1, qabs), bmul(s1, m[0])),
+		bmax(bmax(bmul(s1 * c, m[1]), c * m[3]), knope));
+	double sum;
+	lca_status s;
+
+	if (!p->check_finite) /* m was not scanned */
+		return LCA_OK;
+	if (p->window > 0 && p->window < nkeys)
+		nkeys = p->window;
+	sum = bmul(bmul((double)nkeys, dc), bmul(m[5], m[2]));
+	if ((s = range_verdict(fn, p, logit, "a logit")) ||
+	    (s = range_verdict(fn, p, vec, "a projected, rotated or scaled "
+	    "query or key")))
+		return s;
+	/* values w_uv ckv summed over nkeys, in either order */
+	return range_verdict(fn, p, bmax(sum, bmul((double)nkeys, m[2])),
+		"a sum of values");
 }

@@ -39,6 +39,12 @@ int64_t lcai_cuda_find(const void *x, int64_t n, lca_dtype t, int mode)
 	return -2;
 }
 
+int lcai_cuda_maxabs(const void *x, int64_t n, lca_dtype t, double *amax)
+{
+	(void)x, (void)n, (void)t, (void)amax;
+	return -2;
+}
+
 lca_status lcai_cuda_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
 	const void *v, void *o, void *lse)

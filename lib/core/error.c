@@ -44,6 +44,7 @@ const char *lca_strerror(lca_status status)
 	case LCA_ERR_NOMEM: return "LCA_ERR_NOMEM: out of memory";
 	case LCA_ERR_CAPACITY: return "LCA_ERR_CAPACITY: cache capacity exceeded";
 	case LCA_ERR_CORRUPT: return "LCA_ERR_CORRUPT: serialized data damaged or mismatched";
+	case LCA_ERR_RANGE: return "LCA_ERR_RANGE: values could overflow the working type";
 	case LCA_ERR_INTERNAL: return "LCA_ERR_INTERNAL: internal error (a bug in lcattn)";
 	}
 	return "LCA_ERR_?: unknown status code";

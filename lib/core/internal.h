@@ -65,9 +65,21 @@ lca_status lcai_check_targs(const char *fn, const lca_params *p,
  * output that is exactly its state input (is_state both). LCA_ERR_ARG. */
 lca_status lcai_check_overlap(const char *fn, const lca_params *p,
 	const struct lcai_targ *a, int nin, int na);
-/* With p->check_finite, the first NaN/Inf of a[0 .. na) (NULLs skipped). */
+/* With p->check_finite, the first NaN/Inf of a[0 .. na) (NULLs skipped);
+ * in the same pass amax[i] (when amax is not NULL) gets max |a[i]| (0 for
+ * a NULL tensor). Without check_finite nothing is scanned, amax untouched. */
 lca_status lcai_check_finite(const char *fn, const lca_params *p,
-	const struct lcai_targ *a, int na);
+	const struct lcai_targ *a, int na, double *amax);
+/* max |x| of n host elements of type t, up to the first non-finite one. */
+double lcai_maxabs(const void *x, int64_t n, lca_dtype t);
+/* The range rule (LCA_ERR_RANGE): could a logit, a scaled, rotated or
+ * projected vector or a sum of values overflow the working type, given
+ * the inputs' max |x| (m, in argument order: softmax q k v; mla q_nope
+ * q_rope ckv k_rope w_uk w_uv) and the keys a query row sees at most? */
+lca_status lcai_check_range_softmax(const char *fn, const lca_params *p,
+	const double m[3], int64_t nkeys);
+lca_status lcai_check_range_mla(const char *fn, const lca_params *p,
+	const double m[6], int64_t nkeys);
 /* *out = a b c d, LCA_ERR_OVERFLOW naming the tensor on wrap. */
 lca_status lcai_count(const char *fn, const char *name, int64_t *out,
 	int64_t a, int64_t b, int64_t c, int64_t d);
@@ -265,6 +277,12 @@ lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs);
  * Kernels must not change any global state (no omp_set_num_threads, no
  * openblas_set_num_threads): a plan may be used from many threads.
  */
+/* Threads a cpu kernel may ask for: p->nthreads (0: the OpenMP default),
+ * never more than the processors; >= 1. */
+int lcai_cpu_threads(const lca_params *p);
+/* Can the process create the largest team a cpu plan's calls will ask
+ * OpenMP for? LCA_ERR_NOMEM naming the count when it cannot. */
+lca_status lcai_cpu_probe_threads(const lca_params *p);
 lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
 	const void *v, void *o, void *lse);
@@ -313,6 +331,8 @@ lca_status lcai_cuda_copy(void *dst, const void *src, size_t bytes,
  * finite, mode 1 x[i] > 0, mode -1 x[i] < 0; -1 if none, -2 on a CUDA
  * error. Lets lib/core apply the same input checks to device tensors. */
 int64_t lcai_cuda_find(const void *x, int64_t n, lca_dtype t, int mode);
+/* *amax = max |x| of n device elements of type t; 0, or -2 on CUDA error. */
+int lcai_cuda_maxabs(const void *x, int64_t n, lca_dtype t, double *amax);
 
 lca_status lcai_cuda_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,

@@ -185,7 +185,9 @@ static lca_status check_backend(const lca_params *p)
 		if (p->dtype == LCA_BF16)
 			return lcai_fail(LCA_ERR_UNSUPPORTED,
 				"lca_plan_create: dtype bf16: the cpu backend takes LCA_F64 or LCA_F32");
-		return LCA_OK;
+		/* Here, once, rather than per call: a failed thread creation
+		 * inside libgomp is an exit(1). */
+		return lcai_cpu_probe_threads(p);
 	case LCA_BACKEND_CUDA:
 #ifndef LCA_HAVE_CUDA
 		return lcai_fail(LCA_ERR_UNSUPPORTED,
@@ -216,8 +218,10 @@ static lca_status resolve(lca_params *p)
 		return lcai_fail(LCA_ERR_SIZE, "lca_plan_create: H = %lld must be >= 1", (long long)p->H);
 	if (!isfinite(p->scale) || p->scale < 0)
 		return lcai_fail(LCA_ERR_ARG, "lca_plan_create: scale must be finite and >= 0 (0 = default)");
-	if (p->nthreads < 0)
-		return lcai_fail(LCA_ERR_ARG, "lca_plan_create: nthreads must be >= 0");
+	if (p->nthreads < 0 || p->nthreads > LCA_MAX_THREADS)
+		return lcai_fail(LCA_ERR_ARG,
+			"lca_plan_create: nthreads = %d must be in [0, %d]",
+			p->nthreads, LCA_MAX_THREADS);
 	p->check_finite = p->check_finite != 0;
 	switch (p->variant) {
 	case LCA_SOFTMAX: return resolve_softmax(p);

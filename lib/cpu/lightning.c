@@ -87,15 +87,10 @@ static int64_t lt_min(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
-/* Threads asked for: p->nthreads, 0 meaning the OpenMP default. */
+/* Threads asked for (lib/cpu/threads.c). */
 static int64_t lt_threads(const lca_params *p)
 {
-#ifdef _OPENMP
-	return p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
-#else
-	(void)p;
-	return 1;
-#endif
+	return lcai_cpu_threads(p);
 }
 
 /* Threads for `items` independent work items: never more than items. */

@@ -150,12 +150,8 @@ static const struct lcai_flash_ops *flash_pick(lca_dtype dtype)
 
 int lcai_flash_team(const lca_params *p, int64_t n)
 {
-#ifdef _OPENMP
-	int64_t t = p->nthreads > 0 ? p->nthreads : omp_get_max_threads();
-#else
-	int64_t t = 1;
-	(void)p;
-#endif
+	int64_t t = lcai_cpu_threads(p);
+
 	if (t > n)
 		t = n;
 	return t < 1 ? 1 : (int)t;

@@ -212,6 +212,75 @@ fail:
 	return -2;
 }
 
+/* ---- lcai_cuda_maxabs: the magnitudes for the range rule ---- */
+
+/* The bits of a double >= 0 order as its values do, so an integer
+ * atomicMax over them is a max over the values. */
+template <typename T>
+__global__ void maxabs_kernel(const T *x, int64_t n, unsigned long long *out)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	int64_t step = (int64_t)gridDim.x * blockDim.x;
+	double m = 0;
+
+	for (; i < n; i += step) {
+		double v = fabs((double)x[i]);
+
+		m = v > m ? v : m;
+	}
+	atomicMax(out, (unsigned long long)__double_as_longlong(m));
+}
+
+__global__ void maxabs_kernel_bf16(const bf16 *x, int64_t n,
+	unsigned long long *out)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	int64_t step = (int64_t)gridDim.x * blockDim.x;
+	double m = 0;
+
+	for (; i < n; i += step) {
+		double v = fabs((double)__bfloat162float(x[i]));
+
+		m = v > m ? v : m;
+	}
+	atomicMax(out, (unsigned long long)__double_as_longlong(m));
+}
+
+extern "C" int lcai_cuda_maxabs(const void *x, int64_t n, lca_dtype t,
+	double *amax)
+{
+	unsigned long long *d = NULL, h = 0;
+	int64_t blocks = (n + 255) / 256;
+
+	*amax = 0;
+	if (n <= 0)
+		return 0;
+	if (blocks > 4096)
+		blocks = 4096;
+	if (cudaMalloc(&d, sizeof *d) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return -2;
+	}
+	if (cudaMemcpy(d, &h, sizeof h, cudaMemcpyHostToDevice) != cudaSuccess)
+		goto fail;
+	if (t == LCA_F64)
+		maxabs_kernel<double><<<(unsigned)blocks, 256>>>((const double *)x, n, d);
+	else if (t == LCA_F32)
+		maxabs_kernel<float><<<(unsigned)blocks, 256>>>((const float *)x, n, d);
+	else
+		maxabs_kernel_bf16<<<(unsigned)blocks, 256>>>((const bf16 *)x, n, d);
+	if (cudaGetLastError() != cudaSuccess ||
+	    cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost) != cudaSuccess)
+		goto fail;
+	cudaFree(d);
+	memcpy(amax, &h, sizeof *amax);
+	return 0;
+fail:
+	(void)cudaGetLastError();
+	cudaFree(d);
+	return -2;
+}
+
 /* ---- RoPE ---- */
 
 template <typename T, typename TO>
