@@ -452,7 +452,8 @@ lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "v", &a[2].n, T, p->Hkv, p->dv, 1)) ||
 	    (s = lcai_count(fn, "o", &a[3].n, T, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "lse", &a[4].n, T, p->H, 1, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 3, m)))
+	    (s = lcai_check_targs(fn, p, a, 5)) ||
+	    (s = lcai_check_overlap(fn, p, a, 3, 5)) || (s = lcai_check_finite(fn, p, a, 3, m)))
 		return s;
 	/* the keys and values already cached count as inputs */
 	m[1] = cached_max(cache, 0, m[1]);
@@ -553,7 +554,8 @@ lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "w_uv", &a[5].n, p->H, p->dv, p->dc, 1)) ||
 	    (s = lcai_count(fn, "o", &a[6].n, T, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "lse", &a[7].n, T, p->H, 1, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 8)) || (s = lcai_check_finite(fn, p, a, 6, m)))
+	    (s = lcai_check_targs(fn, p, a, 8)) ||
+	    (s = lcai_check_overlap(fn, p, a, 6, 8)) || (s = lcai_check_finite(fn, p, a, 6, m)))
 		return s;
 	m[2] = cached_max(cache, 0, m[2]);
 	m[3] = cached_max(cache, 1, m[3]);
@@ -613,7 +615,8 @@ lca_status lca_deltanet_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "g", &a[3].n, T, p->H, 1, 1)) ||
 	    (s = lcai_count(fn, "beta", &a[4].n, T, p->H, 1, 1)) ||
 	    (s = lcai_count(fn, "o", &a[5].n, T, p->H, p->dv, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 6)) || (s = lcai_check_finite(fn, p, a, 5, NULL)) ||
+	    (s = lcai_check_targs(fn, p, a, 6)) ||
+	    (s = lcai_check_overlap(fn, p, a, 5, 6)) || (s = lcai_check_finite(fn, p, a, 5, NULL)) ||
 	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")) ||
 	    (s = check_room(fn, cache, cu)) ||
 	    (s = deltanet_run(p, cache, cu, q, k, v, g, beta, o)))
@@ -659,7 +662,8 @@ lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
 	    (s = lcai_count(fn, "k", &a[1].n, T, p->H, p->dk, 1)) ||
 	    (s = lcai_count(fn, "v", &a[2].n, T, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "o", &a[4].n, T, p->H, p->dv, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 4, NULL)) ||
+	    (s = lcai_check_targs(fn, p, a, 5)) ||
+	    (s = lcai_check_overlap(fn, p, a, 4, 5)) || (s = lcai_check_finite(fn, p, a, 4, NULL)) ||
 	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")) ||
 	    (s = check_room(fn, cache, cu)) ||
 	    (s = lightning_run(p, cache, cu, q, k, v, slope, o)))

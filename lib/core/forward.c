@@ -40,7 +40,8 @@ lca_status lca_softmax_forward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	    (s = lcai_count(fn, "v", &a[2].n, Tk, p->Hkv, p->dv, 1)) ||
 	    (s = lcai_count(fn, "o", &a[3].n, Tq, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "lse", &a[4].n, Tq, p->H, 1, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 5)) || (s = lcai_check_finite(fn, p, a, 3, m)) ||
+	    (s = lcai_check_targs(fn, p, a, 5)) ||
+	    (s = lcai_check_overlap(fn, p, a, 3, 5)) || (s = lcai_check_finite(fn, p, a, 3, m)) ||
 	    (s = lcai_check_range_softmax(fn, p, m, Tk)))
 		return s;
 	if (p->backend == LCA_BACKEND_CUDA)
@@ -88,7 +89,8 @@ lca_status lca_mla_forward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	    (s = lcai_count(fn, "w_uv", &a[5].n, p->H, p->dv, p->dc, 1)) ||
 	    (s = lcai_count(fn, "o", &a[6].n, Tq, p->H, p->dv, 1)) ||
 	    (s = lcai_count(fn, "lse", &a[7].n, Tq, p->H, 1, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 8)) || (s = lcai_check_finite(fn, p, a, 6, m)) ||
+	    (s = lcai_check_targs(fn, p, a, 8)) ||
+	    (s = lcai_check_overlap(fn, p, a, 6, 8)) || (s = lcai_check_finite(fn, p, a, 6, m)) ||
 	    (s = lcai_check_range_mla(fn, p, m, Tk)))
 		return s;
 	if (p->backend == LCA_BACKEND_CUDA)
@@ -147,7 +149,8 @@ lca_status lca_deltanet_forward(const lca_plan *plan, int64_t T,
 	    (s = lcai_count(fn, "beta", &a[4].n, T, p->H, 1, 1)) ||
 	    (s = count_state(fn, p, n, &a[5], &a[7])) ||
 	    (s = lcai_count(fn, "o", &a[6].n, T, p->H, p->dv, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 8)) || (s = lcai_check_finite(fn, p, a, 6, NULL)) ||
+	    (s = lcai_check_targs(fn, p, a, 8)) ||
+	    (s = lcai_check_overlap(fn, p, a, 6, 8)) || (s = lcai_check_finite(fn, p, a, 6, NULL)) ||
 	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")))
 		return s;
 	if (p->backend == LCA_BACKEND_CUDA)
@@ -189,7 +192,8 @@ lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
 	    (s = lcai_count(fn, "v", &a[2].n, T, p->H, p->dv, 1)) ||
 	    (s = count_state(fn, p, n, &a[4], &a[6])) ||
 	    (s = lcai_count(fn, "o", &a[5].n, T, p->H, p->dv, 1)) ||
-	    (s = lcai_check_targs(fn, p, a, 7)) || (s = lcai_check_finite(fn, p, a, 5, NULL)) ||
+	    (s = lcai_check_targs(fn, p, a, 7)) ||
+	    (s = lcai_check_overlap(fn, p, a, 5, 7)) || (s = lcai_check_finite(fn, p, a, 5, NULL)) ||
 	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")))
 		return s;
 	if (p->backend == LCA_BACKEND_CUDA)
