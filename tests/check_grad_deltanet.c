@@ -11,6 +11,7 @@
  */
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,40 +226,122 @@ END_TEST
 
 /* ---- the two adjoints agree --------------------------------------------- */
 
+/* Gradients of the chunked adjoint (chunk `chunk`) equal the recurrent
+ * ones to 1e-12 normwise, each tensor finite. */
+static void check_adjoints_agree(const struct gc *c, struct gio *x,
+	int64_t chunk)
+{
+	lca_plan *pr = gc_plan(c, LCA_ALGO_RECURRENT, 0, LCA_F64);
+	lca_plan *pc = gc_plan(c, LCA_ALGO_CHUNKED, chunk, LCA_F64);
+	struct gio y = *x;
+
+	for (int i = 0; i < NIN; i++)
+		y.grad[i] = tu_alloc(x->n[i]);
+	backward(pr, c, x);
+	backward(pc, c, &y);
+	for (int i = 0; i < NIN; i++) {
+		printf("agree %s chunk %lld %-7s %.3e\n", c->name,
+			(long long)chunk, in_name[i],
+			tu_relerr(y.grad[i], x->grad[i], x->n[i]));
+		ck_assert_msg(tu_all_finite(y.grad[i], x->n[i]) &&
+			tu_all_finite(x->grad[i], x->n[i]), "%s not finite",
+			in_name[i]);
+		tu_assert_close(y.grad[i], x->grad[i], x->n[i], 1e-12,
+			in_name[i]);
+		free(y.grad[i]);
+	}
+	fflush(stdout);
+	lca_plan_destroy(pr);
+	lca_plan_destroy(pc);
+}
+
 static const int64_t cu_long[] = { 0, 47, 47, 130 };
 
 /* Loop index: chunk 64 or 32, one sequence or varlen. */
 START_TEST(test_chunked_adjoint_equals_recurrent_adjoint)
 {
-	struct gc c = { "long", 130, 4, 2, 16, 12, 1, 1, 1, NULL, 0,
+	struct gc c = { "T = 130", 130, 4, 2, 16, 12, 1, 1, 1, NULL, 0,
 		-2.0, 0.0, 0.05, 1.5, 1 };
-	int64_t chunk = _i % 2 ? 32 : 64;
-	lca_plan *pr, *pc;
-	struct gio x, y;
+	struct gio x;
 
 	if (_i / 2) {
+		c.name = "T = 130 varlen";
 		c.cu = cu_long;
 		c.nseq = 3;
 	}
-	pr = gc_plan(&c, LCA_ALGO_RECURRENT, 0, LCA_F64);
-	pc = gc_plan(&c, LCA_ALGO_CHUNKED, chunk, LCA_F64);
 	gio_alloc(&c, &x);
-	y = x;
-	for (int i = 0; i < NIN; i++)
-		y.grad[i] = tu_alloc(x.n[i]);
-	backward(pr, &c, &x);
-	backward(pc, &c, &y);
-	for (int i = 0; i < NIN; i++) {
-		printf("agree chunk %lld nseq %lld %-7s %.3e\n", (long long)chunk,
-			(long long)(c.cu ? c.nseq : 1), in_name[i],
-			tu_relerr(y.grad[i], x.grad[i], x.n[i]));
-		tu_assert_close(y.grad[i], x.grad[i], x.n[i], 1e-12, in_name[i]);
-		free(y.grad[i]);
-	}
-	fflush(stdout);
+	check_adjoints_agree(&c, &x, _i % 2 ? 32 : 64);
 	gio_free(&x);
-	lca_plan_destroy(pr);
-	lca_plan_destroy(pc);
+}
+END_TEST
+
+/*
+ * exp(g) underflows to 0 (a full reset), or nearly so, at scattered tokens
+ * and in a run inside one chunk: an adjoint that divides by a decay, or
+ * takes exp of a difference of cumulative sums, meets 0 * inf or
+ * inf - inf there.
+ */
+START_TEST(test_extreme_gates_adjoints_agree)
+{
+	static const double extreme[] = { -1e30, -800.0, -1e300, -60.0, -1e4 };
+	const struct gc c = { "extreme gates", 150, 2, 2, 6, 4, 0, 1, 1, NULL,
+		0, -3.0, 0.0, 0.05, 2.0, 0 };
+	struct gio x;
+
+	gio_alloc(&c, &x);
+	for (int64_t j = 0; j < x.n[IG]; j++)
+		if (tu_uniform(0, 1) < 0.15)
+			x.in[IG][j] = extreme[tu_randint(0, 4)];
+	for (int64_t t = 100; t < 106; t++)
+		x.in[IG][t * c.H] = -1e30;
+	check_adjoints_agree(&c, &x, 64);
+	gio_free(&x);
+}
+END_TEST
+
+/* g = -DBL_MAX is a valid input; two in one chunk sum to -inf. */
+START_TEST(test_most_negative_gates_adjoints_agree)
+{
+	const struct gc c = { "g = -DBL_MAX", 70, 1, 1, 4, 3, 0, 1, 1, NULL,
+		0, -3.0, 0.0, 0.05, 2.0, 0 };
+	struct gio x;
+
+	gio_alloc(&c, &x);
+	x.in[IG][3] = x.in[IG][5] = -DBL_MAX;
+	x.in[IG][40] = x.in[IG][41] = -DBL_MAX;
+	check_adjoints_agree(&c, &x, 16);
+	gio_free(&x);
+}
+END_TEST
+
+/* dstate0 = NULL (not wanted) leaves the other gradients as they were,
+ * bit for bit; buffers full of garbage are overwritten, not added to. */
+START_TEST(test_dstate0_is_optional_and_buffers_are_overwritten)
+{
+	const struct gc c = { "optional", 13, 2, 1, 4, 3, 1, 1, 1, NULL, 0,
+		-2.0, 0.0, 0.05, 1.0, 0 };
+	lca_algo algo = _i ? LCA_ALGO_CHUNKED : LCA_ALGO_RECURRENT;
+	lca_plan *plan = gc_plan(&c, algo, 4, LCA_F64);
+	double *gr[NIN];
+	struct gio x;
+
+	gio_alloc(&c, &x);
+	backward(plan, &c, &x);
+	for (int i = 0; i < NIN; i++) {
+		gr[i] = tu_alloc(x.n[i]);
+		tu_fill_normal(gr[i], x.n[i], 1.0);
+	}
+	tu_assert_ok(lca_deltanet_backward(plan, c.T, x.in[IQ], x.in[IK],
+		x.in[IV], x.in[IG], x.in[IB], NULL, 0, x.in[IS], x.dout,
+		x.dstate, gr[IQ], gr[IK], gr[IV], gr[IG], gr[IB], NULL));
+	for (int i = 0; i < IS; i++)
+		ck_assert_msg(memcmp(gr[i], x.grad[i],
+			(size_t)x.n[i] * sizeof(double)) == 0,
+			"%s differs without dstate0", in_name[i]);
+	for (int i = 0; i < NIN; i++)
+		free(gr[i]);
+	gio_free(&x);
+	lca_plan_destroy(plan);
 }
 END_TEST
 
@@ -517,6 +600,10 @@ static Suite *grad_deltanet_suite(void)
 	tc = tu_tcase("adjoints");
 	tcase_add_loop_test(tc, test_chunked_adjoint_equals_recurrent_adjoint,
 		0, 4);
+	tcase_add_test(tc, test_extreme_gates_adjoints_agree);
+	tcase_add_test(tc, test_most_negative_gates_adjoints_agree);
+	tcase_add_loop_test(tc,
+		test_dstate0_is_optional_and_buffers_are_overwritten, 0, 2);
 	tcase_add_loop_test(tc, test_float32_gradients_are_close_to_float64,
 		0, 2);
 	suite_add_tcase(s, tc);
