@@ -214,8 +214,8 @@ START_TEST(test_every_gradient_matches_finite_differences)
 		printf("fd %-32s %-9s %-7s %.3e\n", c->name,
 			_i % 2 ? "chunked" : "recurrent", in_name[i], e);
 		fflush(stdout);
-		ck_assert_msg(tu_all_finite(x.grad[i], x.n[i]), "%s: %s not finite",
-			c->name, in_name[i]);
+		ck_assert_msg(tu_all_finite(x.grad[i], x.n[i]),
+			"%s: %s not finite", c->name, in_name[i]);
 		tu_assert_close(x.grad[i], fd, x.n[i], 1e-6, in_name[i]);
 		free(fd);
 	}
@@ -345,7 +345,7 @@ START_TEST(test_dstate0_is_optional_and_buffers_are_overwritten)
 }
 END_TEST
 
-/* ---- directional derivative on a larger shape ----------------------------- */
+/* ---- directional derivative on a larger shape ------------------------ */
 
 /*
  * dL(x + s D)/ds at s = 0 is sum_i <grad_i, D_i> for a random direction D
@@ -594,7 +594,8 @@ static Suite *grad_deltanet_suite(void)
 
 	tcase_add_loop_test(tc, test_every_gradient_matches_finite_differences,
 		0, 2 * NFD);
-	tcase_add_loop_test(tc, test_directional_derivative_across_chunks, 0, 2);
+	tcase_add_loop_test(tc, test_directional_derivative_across_chunks,
+		0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("adjoints");

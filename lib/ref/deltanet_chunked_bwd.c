@@ -61,7 +61,7 @@ static lca_status dn_cws_init(struct dn_cws *ws, const lca_params *p,
 	    !dn_add_size(&len, cap, 2 * (dk + dv) + dv) ||
 	    !dn_add_size(&len, cap, 6) || !dn_add_size(&len, cap, 2 * cap))
 		return lcai_fail(LCA_ERR_NOMEM,
-			"deltanet ref backward: chunk workspace size overflows");
+			"deltanet ref backward: chunk workspace overflows");
 	b = malloc((size_t)len * sizeof(*b));
 	if (!b)
 		return lcai_fail(LCA_ERR_NOMEM,
@@ -293,24 +293,25 @@ static void dn_csolve_adj(const lca_params *p, const struct dn_cws *ws,
 			const real *ks = ws->k + s * dk, *kr = ws->k + r * dk;
 			real kk = dn_dot(ks, kr, dk), d = ws->dec[s * C + r];
 			real da = -dn_dot(ws->dx + s * w, ws->x + r * w, w);
+			real dab = da * ws->beta[s] * d;
 
 			ws->dbeta[s] += da * d * kk;
 			ws->ddec[s * C + r] += da * ws->beta[s] * kk;
 			for (j = 0; j < dk; j++) {
-				ws->dk[s * dk + j] += da * ws->beta[s] * d * kr[j];
-				ws->dk[r * dk + j] += da * ws->beta[s] * d * ks[j];
+				ws->dk[s * dk + j] += dab * kr[j];
+				ws->dk[r * dk + j] += dab * ks[j];
 			}
 		}
 	for (r = 0; r < C; r++) {
 		const real *db = ws->dx + r * w, *kr = ws->k + r * dk;
 		real *dvr = dv_out + ((t0 + r) * p->H + h) * dv;
-		real kdb = dn_dot(db, kr, dk);
+		real kdb = dn_dot(db, kr, dk), bg = ws->beta[r] * ws->gamma[r];
 
 		ws->dbeta[r] += ws->gamma[r] * kdb +
 			dn_dot(db + dk, ws->v + r * dv, dv);
 		ws->dgamma[r] += ws->beta[r] * kdb;
 		for (j = 0; j < dk; j++)
-			ws->dk[r * dk + j] += ws->beta[r] * ws->gamma[r] * db[j];
+			ws->dk[r * dk + j] += bg * db[j];
 		for (j = 0; j < dv; j++)
 			dvr[j] = ws->beta[r] * db[dk + j];
 	}
