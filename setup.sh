@@ -53,6 +53,9 @@ echo "== README example through pkg-config"
 make install >/dev/null
 sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
 
+echo "== ASan + UBSan build: make check"
+sh "$top/tests/asan.sh" "$top" "$jobs"
+
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 	echo "== CUDA build (tests skip without a GPU)"
 	cd "$top" && rm -rf _build-cuda && mkdir _build-cuda && cd _build-cuda
