@@ -14,7 +14,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc gnuplot-nox"
 # python3-h5py: the test that a file written by another program (h5py) is accepted.
-[ "$mode" = test ] && deps="$deps python3-h5py"
+# clang, libomp-dev: the ThreadSanitizer run (LLVM's OpenMP is TSan-aware).
+[ "$mode" = test ] && deps="$deps python3-h5py clang libomp-dev"
 missing=""
 for p in $deps; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -55,6 +56,8 @@ sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
 
 echo "== ASan + UBSan build: make check"
 sh "$top/tests/asan.sh" "$top" "$jobs"
+echo "== TSan: tests/check_threads (clang, libomp with Archer)"
+sh "$top/tests/tsan.sh" "$top" "$jobs"
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 	echo "== CUDA build (tests skip without a GPU)"
