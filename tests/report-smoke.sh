@@ -21,7 +21,7 @@ took=$(($(date +%s) - start))
 [ "$took" -lt 60 ] || fail "took $took s (limit 60 s)"
 md="$tmp/out/report.md"
 [ -f "$md" ] || fail "no report.md"
-for h in '## Per mechanism' '## Per preset' '### MiniMax' '## Hybrid stacks' '## Agreement' \
+for h in '## Per mechanism' '## Per preset' '### MiniMax' '## Hybrid stacks' '## Agreement' '## Long-run drift' \
 	'| mechanism | stored between tokens | bytes at 1M (modelled) |' \
 	'| preset (modelled) | n | attention FLOPs/token |' \
 	'| schedule | phase | T | measured s |' \
