@@ -3,6 +3,7 @@
 # lcattn from scratch, then either write the report or run every test.
 #   demo  (default) the main job: lcattn report, into report/ (a few minutes)
 #   test  make check, make distcheck, the README example through pkg-config,
+#         make check under ASan + UBSan, tests/check_threads under TSan,
 #         and a CUDA build with its tests (they skip without a GPU) when nvcc
 #         is installed
 set -eu

@@ -84,7 +84,9 @@ static void draw(struct mf *m, int i)
 	double *x = tu_alloc(n);
 	lca_variant v = m->p.variant;
 
-	tu_fill_normal(x, n, m->perm[i] ? 1.0 / sqrt((double)m->p.dc) : 1.0);
+	/* mla's weights scaled so that their products stay O(1). */
+	tu_fill_normal(x, n, v == LCA_MLA && m->perm[i] ?
+		1.0 / sqrt((double)m->p.dc) : 1.0);
 	if (v == LCA_DELTANET && i == 3)
 		tu_fill_uniform(x, n, -1.0, 0.0);   /* g <= 0 */
 	if (v == LCA_DELTANET && i == 4)
