@@ -728,7 +728,7 @@ static void measure(const struct opts *o, struct results *r)
 			r->nag[v] = 0;
 	}
 	for (int i = 0; i < 2; i++) {
-		int64_t T = o->quick ? 100000 : 1000000;
+		int64_t T = o->quick ? 20000 : 1000000;
 
 		progress("drift of a float32 decode: %s, %lld tokens", mech[LCA_DELTANET + i],
 			(long long)T);
