@@ -150,7 +150,8 @@ lca_status drift_run(lca_variant v, int64_t T, uint64_t seed, struct drift *d)
 	d->T = T;
 out:
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	d->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+	d->seconds = (double)(t1.tv_sec - t0.tv_sec) +
+		1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
 	run_free(&r32);
 	run_free(&r64);
 	return s;

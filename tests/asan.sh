@@ -25,4 +25,5 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LCA_REPORT_LIMIT=240 \
 	grep -E "^(FAIL|ERROR|XPASS):" check.out; exit 1; }
 grep -E "^# (TOTAL|PASS|SKIP):" test-suite.log | tr '\n' ' ' | sed 's/# //g; s/ *$/\n/'
 grep -h "^[0-9]*%: Checks:" tests/*.log | awk -F'[ ,]+' \
-	'{n+=$3; f+=$5; e+=$7} END {print "asan checks: " n - f - e " passed, " f + e " failed"}'
+	'{n+=$3; f+=$5; e+=$7}
+	END {print "asan checks: " n - f - e " passed, " f + e " failed"}'

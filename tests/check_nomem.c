@@ -55,7 +55,8 @@ static void resolve(void)
 	next_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
 	next_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
 	next_realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
-	next_aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+	next_aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT,
+		"aligned_alloc");
 	next_posix_memalign = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT,
 		"posix_memalign");
 }
@@ -319,7 +320,8 @@ static void every_call(lca_variant v, const struct conf *cf)
 	/* The same tokens stepped without failures give the wanted outputs. */
 	tu_assert_ok(lca_cache_create(plan, 1, T, &cref));
 	tu_assert_ok(mf_step(&m, plan, cref, 0, PREFILL, want_o));
-	tu_assert_ok(mf_step(&m, plan, cref, PREFILL, 1, (char *)want_o + PREFILL * row));
+	tu_assert_ok(mf_step(&m, plan, cref, PREFILL, 1,
+		(char *)want_o + PREFILL * row));
 	lca_cache_destroy(cref);
 	tu_assert_ok(lca_cache_create(plan, 1, T, &c));
 	t.cache = c;

@@ -21,7 +21,10 @@ top=$(cd "$1" && pwd)
 jobs=${2:-2}
 archer=/usr/lib/llvm-14/lib/libarcher.so
 [ -r "$archer" ] || archer=$(find /usr/lib -name libarcher.so 2>/dev/null | head -n 1)
-[ -n "$archer" ] || { echo "tsan.sh: libarcher.so not found (Debian package: libomp-dev)" >&2; exit 1; }
+[ -n "$archer" ] || {
+	echo "tsan.sh: libarcher.so not found (Debian package: libomp-dev)" >&2
+	exit 1
+}
 rm -rf "$top/_build-tsan" && mkdir "$top/_build-tsan" && cd "$top/_build-tsan"
 "$top/configure" --quiet CC=clang CFLAGS="-O1 -g -fsanitize=thread" \
 	LDFLAGS="-fsanitize=thread"
