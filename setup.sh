@@ -4,6 +4,7 @@
 #   demo  (default) the main job: lcattn report, into report/ (a few minutes)
 #   test  make check, make distcheck, the README example through pkg-config,
 #         the Debian packages (built, lintian, installed, used),
+#         make check under ASan + UBSan, tests/check_threads under TSan,
 #         and a CUDA build with its tests (they skip without a GPU) when nvcc
 #         is installed
 set -eu
@@ -18,6 +19,8 @@ deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhd
 [ "$mode" = test ] && deps="$deps python3-h5py"
 # debhelper, lintian: the Debian packages are built, checked and installed.
 [ "$mode" = test ] && deps="$deps debhelper lintian"
+# clang, libomp-dev: the ThreadSanitizer run (LLVM's OpenMP is TSan-aware).
+[ "$mode" = test ] && deps="$deps clang libomp-dev"
 missing=""
 for p in $deps; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -57,6 +60,11 @@ make install >/dev/null
 sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
 echo "== Debian packages: build, lintian, install, use"
 sh "$top/tests/debian-package.sh" "$(ls lcattn-*.tar.gz)" "$top/README.md"
+
+echo "== ASan + UBSan build: make check"
+sh "$top/tests/asan.sh" "$top" "$jobs"
+echo "== TSan: tests/check_threads (clang, libomp with Archer)"
+sh "$top/tests/tsan.sh" "$top" "$jobs"
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 	echo "== CUDA build (tests skip without a GPU)"

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE /* sched_getaffinity: the CPUs this process may run on */
 #include "bench.h"
+#include "drift.h"
 #include "../tools/tool.h"  /* tool_bench() */
 
 #include <limits.h>
@@ -76,7 +77,8 @@ static int usage(FILE *f)
 		"python3 can import torch. --quick: T=1024,4096, one call each, no\n"
 		"reference over 2 s.\n"
 		"--phase decode: seconds per generated token through the cache API at\n"
-		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps.\n");
+		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps;\n"
+		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -680,6 +682,23 @@ static int measure_all(struct bench *b)
 	return failed;
 }
 
+/* The f32 decode's drift from f64 over a long run (bench/drift.c). */
+static void print_drift(lca_variant v, int64_t T)
+{
+	struct drift d;
+	lca_status s = drift_run(v, T, 1, &d);
+	const char *name = v == LCA_DELTANET ? "deltanet" : "lightning";
+
+	if (s != LCA_OK) {
+		printf("drift %-9s n/a (%s)\n", name, lca_strerror(s));
+		return;
+	}
+	printf("drift %-9s f32 decode vs f64, %lld tokens (H=1, dk=dv=%d): "
+		"max |o32 - o64| %.2e, max |o| %.3g, bound %.0e (lcattn(7))\n", name,
+		(long long)d.T, DRIFT_DK, d.maxabs, d.maxref,
+		v == LCA_DELTANET ? DRIFT_BOUND_DELTANET : DRIFT_BOUND_LIGHTNING);
+}
+
 /* --phase decode: the context lengths given (default 1K to 256K), every
  * selected mechanism, CSV in the prefill bench's columns. */
 static int run_decode(struct bench *b)
@@ -706,6 +725,9 @@ static int run_decode(struct bench *b)
 			"roofline_frac,speedup_vs_ref,peak_rss_mb\n");
 	}
 	rc = bench_decode(&b->s, T, nT, vs, nv, b->o.dtype, b->o.quick ? 5 : 21, &b->c, csv);
+	for (int a = 0; a < nv; a++)
+		if (vs[a] == LCA_DELTANET || vs[a] == LCA_LIGHTNING)
+			print_drift(vs[a], b->o.quick ? 20000 : 1000000);
 	if (csv && fclose(csv))
 		rc = 1;
 	return rc;

@@ -13,6 +13,7 @@
 #include "lcattn.h"
 #include "tool.h"
 #include "../bench/bench.h"
+#include "../bench/drift.h"
 
 #include <errno.h>
 #include <math.h>
@@ -442,6 +443,8 @@ struct results {
 	int nag[NMECH];
 	struct bench_ceiling ceil;
 	int have_ceil;
+	struct drift drift[2];           /* deltanet, lightning */
+	lca_status drift_status[2];
 };
 
 static void mech_table(FILE *f, FILE *csv, const struct opts *o, const struct results *r)
@@ -577,6 +580,32 @@ static void agree_table(FILE *f, FILE *csv, const struct results *r)
 	fprintf(f, "\n");
 }
 
+/* The long decode of bench/drift.c, under the bound tests/check_drift
+ * holds it to (lcattn(7), Accuracy). */
+static void drift_table(FILE *f, const struct results *r)
+{
+	static const double bound[2] = { DRIFT_BOUND_DELTANET, DRIFT_BOUND_LIGHTNING };
+
+	fprintf(f, "## Long-run drift of a float32 decode (measured)\n\n"
+		"Single-token steps through a cache (H 1, dk = dv = %d; lightning slope %g, "
+		"deltanet g in [-0.01, 0]), cpu f32 against ref f64 on the same inputs; the "
+		"largest |o32 - o64| over all tokens. Bound: lcattn(7), ten times the drift "
+		"measured over 1M tokens.\n\n| mechanism | tokens | max abs drift | max abs o | "
+		"bound | within |\n|---|---|---|---|---|---|\n", DRIFT_DK, DRIFT_SLOPE);
+	for (int i = 0; i < 2; i++) {
+		const struct drift *d = &r->drift[i];
+
+		if (r->drift_status[i] != LCA_OK)
+			fprintf(f, "| %s | not run: %s | | | | |\n", mech[LCA_DELTANET + i],
+				lca_strerror(r->drift_status[i]));
+		else
+			fprintf(f, "| %s | %lld | %.2e | %.3g | %.0e | %s |\n",
+				mech[LCA_DELTANET + i], (long long)d->T, d->maxabs, d->maxref,
+				bound[i], d->maxabs <= bound[i] ? "yes" : "**no**");
+	}
+	fprintf(f, "\n");
+}
+
 static FILE *open_in(const char *dir, const char *name)
 {
 	char path[4096];
@@ -698,6 +727,14 @@ static void measure(const struct opts *o, struct results *r)
 		if (r->nag[v] < 0)
 			r->nag[v] = 0;
 	}
+	for (int i = 0; i < 2; i++) {
+		int64_t T = o->quick ? 20000 : 1000000;
+
+		progress("drift of a float32 decode: %s, %lld tokens", mech[LCA_DELTANET + i],
+			(long long)T);
+		r->drift_status[i] = drift_run((lca_variant)(LCA_DELTANET + i), T, 1,
+			&r->drift[i]);
+	}
 }
 
 int tool_report(int argc, char **argv)
@@ -736,6 +773,7 @@ int tool_report(int argc, char **argv)
 		preset_section(f, c[1]);
 		stack_table(f, c[2], &o, r);
 		agree_table(f, c[3], r);
+		drift_table(f, r);
 	}
 	for (int i = 0; i < 4; i++)
 		if (c[i])

@@ -371,16 +371,21 @@ lca_status lcai_flash_run(const struct lcai_flash *f,
 	#pragma omp parallel num_threads(lcai_flash_team(f->p, nitems))
 	{
 		struct lcai_flash_ws *ws = flash_ws_new(f);
+		int failed;
 
 		if (!ws) {
 			#pragma omp atomic write
 			nomem = 1;
 		}
-		/* A thread without workspace still takes part in the loop
-		 * (every thread must reach it) but skips its items. */
+		/* Every thread has tried before any writes: if one failed,
+		 * all skip their items (every thread must still reach the
+		 * loop), so LCA_ERR_NOMEM leaves the outputs untouched. */
+		#pragma omp barrier
+		#pragma omp atomic read
+		failed = nomem;
 		#pragma omp for schedule(dynamic, 1)
 		for (int64_t i = 0; i < nitems; i++)
-			if (ws)
+			if (!failed)
 				f->ops->attend(f, &tasks[items[i].task], items[i].i0, ws);
 		flash_ws_free(ws);
 	}
