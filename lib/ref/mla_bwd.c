@@ -5,9 +5,10 @@
  * w_uv, once for each forward computation:
  *
  *   naive     reverse the per-head decompression: softmax attention's
- *             adjoint gives dk_h[s] and dv_h[s], then
- *               dw_uk[h] += dk_nope[s] ckv[s]^T,  dckv[s] += w_uk[h]^T dk_nope[s]
- *               dw_uv[h] += dv_h[s] ckv[s]^T,    dckv[s] += w_uv[h]^T dv_h[s]
+ *             adjoint gives dk_h[s] = [dkn ; dkr] and dv_h[s], then
+ *               dw_uk[h] += dkn ckv[s]^T,      dckv[s] += w_uk[h]^T dkn
+ *               dw_uv[h] += dv_h[s] ckv[s]^T,  dckv[s] += w_uv[h]^T dv_h[s]
+ *               dk_rope[s] += rope(dkr, -s)
  *   absorbed  reverse the latent computation: with q_lat = w_uk[h]^T q_nope,
  *             lat = sum_s P_s ckv[s] and o = w_uv[h] lat,
  *               dlat = w_uv[h]^T dout,  dw_uv[h] += dout lat^T,
@@ -395,8 +396,10 @@ lca_status REF(mla_absorbed_bwd)(ARGS)
 		for (int64_t s = 0; s < tk; s++) {
 			real *dst = sc.key + s * dr;
 
-			memcpy(dst, k_rope + (k0 + s) * dr, (size_t)dr * sizeof(real));
-			ref_rope(dst, p->rope_dim, p->rope_style, p->rope_theta, s);
+			memcpy(dst, k_rope + (k0 + s) * dr,
+				(size_t)dr * sizeof(real));
+			ref_rope(dst, p->rope_dim, p->rope_style,
+				p->rope_theta, s);
 		}
 		zero(sc.dkey, tk * dr);
 		for (int64_t h = 0; h < H; h++)

@@ -108,7 +108,8 @@ static void rotate_keys(const lca_params *p, const real *k, int64_t tk,
 	for (int64_t s = 0; s < tk; s++) {
 		real *dst = kr + s * dk;
 
-		memcpy(dst, k + (s * p->Hkv + g) * dk, (size_t)dk * sizeof(real));
+		memcpy(dst, k + (s * p->Hkv + g) * dk,
+			(size_t)dk * sizeof(real));
 		ref_rope(dst, p->rope_dim, p->rope_style, p->rope_theta, s);
 	}
 }
@@ -185,7 +186,8 @@ static void seq_bwd(const lca_params *p, int64_t q0, int64_t tq,
 			real *d = dk + ((k0 + s) * Hkv + g) * dkh;
 
 			memcpy(d, sc->dkr + s * dkh, (size_t)dkh * sizeof(real));
-			ref_rope(d, p->rope_dim, p->rope_style, p->rope_theta, -s);
+			ref_rope(d, p->rope_dim, p->rope_style, p->rope_theta,
+				-s);
 		}
 	}
 }
