@@ -309,6 +309,18 @@ START_TEST(test_softmax_masked_rows_matches_fd)
 }
 END_TEST
 
+START_TEST(test_softmax_negative_positions_non_causal_matches_fd)
+{
+	/* Without the mask, queries at -2 and -1 attend, rotated by negative
+	 * angles. */
+	struct cfg c = sm_base("Tq5>Tk3-noncausal", 5, 3);
+
+	c.causal = 0;
+	c.rope_dim = LCA_ROPE_FULL;
+	check_fd(&c);
+}
+END_TEST
+
 START_TEST(test_softmax_window_matches_fd)
 {
 	struct cfg c = sm_base("window2", 6, 6);
@@ -429,6 +441,15 @@ END_TEST
 START_TEST(test_mla_masked_rows_matches_fd)
 {
 	check_fd_both(mla_base("Tq5>Tk3", 5, 3));
+}
+END_TEST
+
+START_TEST(test_mla_negative_positions_non_causal_matches_fd)
+{
+	struct cfg c = mla_base("Tq5>Tk3-noncausal", 5, 3);
+
+	c.causal = 0;
+	check_fd_both(c);
 }
 END_TEST
 
@@ -936,6 +957,7 @@ static Suite *grad_suite(void)
 	tcase_add_test(tc, test_softmax_non_causal_matches_fd);
 	tcase_add_test(tc, test_softmax_fewer_queries_bottom_right_matches_fd);
 	tcase_add_test(tc, test_softmax_masked_rows_matches_fd);
+	tcase_add_test(tc, test_softmax_negative_positions_non_causal_matches_fd);
 	tcase_add_test(tc, test_softmax_window_matches_fd);
 	tcase_add_test(tc, test_softmax_gqa_matches_fd);
 	tcase_add_test(tc, test_softmax_mqa_matches_fd);
@@ -950,6 +972,7 @@ static Suite *grad_suite(void)
 	tcase_add_test(tc, test_mla_non_causal_matches_fd);
 	tcase_add_test(tc, test_mla_fewer_queries_bottom_right_matches_fd);
 	tcase_add_test(tc, test_mla_masked_rows_matches_fd);
+	tcase_add_test(tc, test_mla_negative_positions_non_causal_matches_fd);
 	tcase_add_test(tc, test_mla_window_matches_fd);
 	tcase_add_test(tc, test_mla_partial_rope_both_styles_matches_fd);
 	tcase_add_test(tc, test_mla_varlen_with_empty_sequence_matches_fd);
