@@ -65,3 +65,17 @@ void REF(row_mix)(const real *w, int64_t n, real sum,
 			FLOPS(1);
 		}
 }
+
+void REF(row_exp_bwd)(real *w, real *dp, int64_t n, real sum)
+{
+	real dot = 0.0;
+
+	/* sum >= 1 when n > 0 (row_exp), so the division is safe; the logits
+	 * were max-subtracted there, so no exponent is formed here at all. */
+	for (int64_t s = 0; s < n; s++) {
+		w[s] /= sum;
+		dot += w[s] * dp[s];
+	}
+	for (int64_t s = 0; s < n; s++)
+		dp[s] = w[s] * (dp[s] - dot);
+}

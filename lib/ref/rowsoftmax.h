@@ -30,4 +30,12 @@ real REF(row_exp)(real *x, int64_t n, real *sum);
 void REF(row_mix)(const real *w, int64_t n, real sum,
 	const real *x, int64_t stride, int64_t d, real *out);
 
+/* Adjoint of one softmax row (the backward of row_exp and row_mix).
+ * w[0..n) holds the numerators and sum the denominator from row_exp; on
+ * return w holds the probabilities P = w / sum. dp[s] holds dL/dP_s on
+ * entry and receives the logit gradient
+ *   dS_s = P_s (dP_s - sum_r P_r dP_r)
+ * (the Jacobian of softmax, diag(P) - P P^T, applied to dP). */
+void REF(row_exp_bwd)(real *w, real *dp, int64_t n, real sum);
+
 #endif /* LCATTN_REF_ROWSOFTMAX_H */
