@@ -81,6 +81,28 @@ g lightning-h6-layer3         lightning --T 40 --H 6 --layer 3,8
 g lightning-last-layer        lightning --T 300 --H 2 --dk 8 --dv 8 --block 64 --layer 7,8
 g lightning-t64-scale         lightning --T 64 --block 64 --scale 0.125 --state0 1
 
+# Gradient cases (--grads 1: root attribute grads, /inputs/do and dstate,
+# /outputs/d<input> from the reference backward). Self-attention with a
+# single token would make dq and dk zero in exact arithmetic but not after
+# rounding, which no relative rule can judge: T = 1 appears as decode
+# (Tq = 1 against many keys) for softmax and mla instead.
+g softmax-grad-gqa-t33        softmax --T 33 --Hkv 2 --rope-dim 8 --grads 1
+g softmax-grad-decode         softmax --Tq 1 --Tk 9 --Hkv 1 --rope-dim full --grads 1
+g softmax-grad-varlen-window  softmax --seqlens 6,0,13 --window 5 --rope-dim full --rope-style interleaved --grads 1
+g softmax-grad-cross-dkdv     softmax --Tq 5 --Tk 21 --causal 0 --dk 24 --dv 8 --grads 1
+g mla-grad-t33                mla --T 33 --grads 1
+g mla-grad-decode             mla --Tq 1 --Tk 20 --H 4 --grads 1
+g mla-grad-varlen-window      mla --seqlens 7,0,12 --window 6 --grads 1
+g mla-grad-dv-rope-partial    mla --T 17 --H 3 --dv 24 --dc 48 --rope-dim 4 --rope-style half --grads 1
+g deltanet-grad-t65-state0    deltanet --T 65 --dk 8 --dv 8 --state0 1 --dstate 1 --grads 1
+g deltanet-grad-t1            deltanet --T 1 --state0 1 --dstate 1 --grads 1
+g deltanet-grad-varlen-weak   deltanet --seqlens 9,0,14 --dk 8 --dv 8 --chunk 8 --gate weak --state0 1 --grads 1
+g deltanet-grad-gva-nol2norm  deltanet --T 37 --H 4 --Hk 2 --dk 8 --dv 12 --qk-l2norm 0 --gate weak --beta-range 0.02,0.98 --chunk 16 --dstate 1 --grads 1
+g lightning-grad-t257-state0  lightning --T 257 --H 2 --dk 8 --dv 8 --state0 1 --dstate 1 --grads 1
+g lightning-grad-t1           lightning --T 1 --state0 1 --dstate 1 --grads 1
+g lightning-grad-varlen       lightning --seqlens 10,0,21 --dk 8 --dv 8 --block 8 --layer 7,8 --grads 1
+g lightning-grad-dkdv-scale   lightning --T 70 --dk 8 --dv 12 --block 32 --scale 0.5 --dstate 1 --grads 1
+
 # shellcheck disable=SC2086 # $files is a list of plain names
 sha256sum $files > SHA256SUMS
 echo "generate.sh: wrote $(echo $files | wc -w | tr -d ' ') cases and SHA256SUMS in $dir"
