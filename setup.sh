@@ -15,6 +15,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc gnuplot-nox"
 # python3-h5py: the test that a file written by another program (h5py) is accepted.
 [ "$mode" = test ] && deps="$deps python3-h5py"
+# clang with libFuzzer (libclang-rt) and its OpenMP (libomp): fuzz/fuzz.sh.
+[ "$mode" = test ] && deps="$deps clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $deps; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -52,6 +54,9 @@ tail -n 4 distcheck.out
 echo "== README example through pkg-config"
 make install >/dev/null
 sh "$top/tests/readme-example.sh" "$top/README.md" "$top/_inst"
+
+echo "== fuzz: each target over its corpus plus a fixed count of new inputs"
+cd "$top" && rm -rf _build-fuzz && FUZZ_RUNS=20000 sh fuzz/fuzz.sh ci _build-fuzz
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 	echo "== CUDA build (tests skip without a GPU)"
