@@ -14,6 +14,7 @@
  */
 #include "checkpoint.h"
 #include "h5util.h"
+#include "sandbox.h"
 
 #include <hdf5.h>
 
@@ -281,42 +282,21 @@ static int get_i64(struct io *io, hid_t obj, const char *name, int64_t *x, int r
 	return r;
 }
 
-/* Open path read-only (without a file lock: network file systems often
- * refuse them) and check its schema attribute. */
-static hid_t open_checkpoint(struct io *io)
+/* Open the file image buf[len] and check its schema attribute. */
+static hid_t open_checkpoint(struct io *io, const void *buf, size_t len)
 {
 	char why[160], schema[64];
-	struct stat st;
-	hid_t fapl, f = -1;
-	htri_t is;
+	hid_t f;
+	int not_hdf5;
 
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-	if (!io->path) {
-		fail(io, LCA_ERR_NULL, "path is NULL");
+	if ((f = lcio_open_image(buf, len, why, &not_hdf5)) < 0) {
+		if (not_hdf5)
+			fail(io, LCA_ERR_CORRUPT, "not an HDF5 file");
+		else
+			fail(io, LCA_ERR_CORRUPT, "damaged or truncated HDF5 file (%s)", why);
 		return -1;
 	}
-	if (stat(io->path, &st) != 0) {
-		fail(io, LCA_ERR_ARG, "%s", strerror(errno));
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		fail(io, LCA_ERR_ARG, "not a regular file");
-		return -1;
-	}
-	if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0) {
-		fail(io, LCA_ERR_ARG, "HDF5 does not start (%s)", lcio_h5why(why));
-		return -1;
-	}
-#if H5_VERSION_GE(1, 10, 7)
-	H5Pset_file_locking(fapl, 0, 1);
-#endif
-	if ((is = H5Fis_hdf5(io->path)) <= 0)
-		fail(io, LCA_ERR_CORRUPT, "not an HDF5 file");
-	else if ((f = H5Fopen(io->path, H5F_ACC_RDONLY, fapl)) < 0)
-		fail(io, LCA_ERR_CORRUPT, "damaged or truncated HDF5 file (%s)", lcio_h5why(why));
-	H5Pclose(fapl);
-	if (f < 0)
-		return -1;
 	if (get_str(io, f, "schema", schema, sizeof schema) == 0 &&
 	    strcmp(schema, LCIO_CKPT_SCHEMA) != 0)
 		fail(io, LCA_ERR_CORRUPT, "schema \"%s\" is not \"%s\"", schema, LCIO_CKPT_SCHEMA);
@@ -386,20 +366,6 @@ static int read_info(struct io *io, hid_t f, struct lcio_ckpt_info *info)
 	return io->failed ? -1 : 0;
 }
 
-int lcio_checkpoint_info(const char *path, struct lcio_ckpt_info *info, char *err, size_t errlen)
-{
-	struct io io = { path, err, errlen, 0, LCA_OK };
-	hid_t f;
-
-	memset(info, 0, sizeof *info);
-	if ((f = open_checkpoint(&io)) < 0)
-		return -1;
-	if (read_info(&io, f, info))
-		lcio_ckpt_info_free(info);
-	H5Fclose(f);
-	return io.failed ? -1 : 0;
-}
-
 /* The bytes of /cache, in a new buffer *b of *n bytes. */
 static int read_bytes(struct io *io, hid_t f, unsigned char **b, size_t *n)
 {
@@ -429,25 +395,149 @@ static int read_bytes(struct io *io, hid_t f, unsigned char **b, size_t *n)
 	return 0;
 }
 
+/* ---- through the confined reader (sandbox.h) ---- */
+
+/* One read: the description (info != NULL) or the /cache bytes. */
+struct job {
+	const char *path;
+	struct lcio_ckpt_info *info;
+	unsigned char *b;
+	size_t n;
+	lca_status status;   /* the parent's, for the caller */
+};
+
+/* The child's parse (also run in-process by the _image calls). */
+static int parse_file(void *arg, void *image, size_t len, char *err, size_t errlen)
+{
+	struct job *j = arg;
+	struct io io = { j->path, err, errlen, 0, LCA_OK };
+	hid_t f;
+
+	if ((f = open_checkpoint(&io, image, len)) >= 0) {
+		if (j->info && read_info(&io, f, j->info))
+			lcio_ckpt_info_free(j->info);
+		else if (!j->info)
+			read_bytes(&io, f, &j->b, &j->n);
+		H5Fclose(f);
+	}
+	j->status = io.status;
+	return !io.failed ? LCIO_PARSED :
+		io.status == LCA_ERR_NOMEM ? LCIO_OWN_FAULT : LCIO_BAD_FILE;
+}
+
+static int send_reply(void *arg, FILE *out)
+{
+	const struct job *j = arg;
+	const struct lcio_ckpt_info *in = j->info;
+
+	if (!in)
+		return lcio_wput_i64(out, (int64_t)j->n) || lcio_wput(out, j->b, j->n) ? -1 : 0;
+	return lcio_wput(out, in, sizeof *in) ||
+	    lcio_wput(out, in->lengths, (size_t)in->nseq * sizeof *in->lengths) ? -1 : 0;
+}
+
+/* Decode the child's reply: the reader is as untrusted as the file. */
+static int take_reply(void *arg, FILE *in, char *err, size_t errlen)
+{
+	struct job *j = arg;
+	struct io io = { j->path, err, errlen, 0, LCA_OK };
+	struct lcio_ckpt_info *info = j->info;
+	int64_t n;
+
+	if (!info) {
+		if (lcio_wget_i64(in, &n) || n < 1 || (uint64_t)n > SIZE_MAX)
+			fail(&io, LCA_ERR_CORRUPT, "the reader's reply is inconsistent");
+		else if (!(j->b = malloc((size_t)n)))
+			fail(&io, LCA_ERR_NOMEM, "out of memory for %lld bytes", (long long)n);
+		else if (lcio_wget(in, j->b, (size_t)n))
+			fail(&io, LCA_ERR_CORRUPT, "the reader's reply is short");
+		j->n = (size_t)n;
+	} else if (lcio_wget(in, info, sizeof *info) || info->nseq < 1 ||
+		   (uint64_t)info->nseq > SIZE_MAX / sizeof *info->lengths ||
+		   !memchr(info->variant, 0, sizeof info->variant) ||
+		   !memchr(info->dtype, 0, sizeof info->dtype)) {
+		info->lengths = NULL;
+		fail(&io, LCA_ERR_CORRUPT, "the reader's reply is inconsistent");
+	} else if (!(info->lengths = malloc((size_t)info->nseq * sizeof *info->lengths))) {
+		fail(&io, LCA_ERR_NOMEM, "out of memory");
+	} else if (lcio_wget(in, info->lengths, (size_t)info->nseq * sizeof *info->lengths)) {
+		fail(&io, LCA_ERR_CORRUPT, "the reader's reply is short");
+	}
+	j->status = io.status;
+	if (!io.failed)
+		return LCIO_PARSED;
+	if (info)
+		lcio_ckpt_info_free(info);
+	free(j->b);
+	j->b = NULL;
+	return io.status == LCA_ERR_NOMEM ? LCIO_OWN_FAULT : LCIO_BAD_FILE;
+}
+
+static const struct lcio_reader reader = { parse_file, send_reply, take_reply };
+
+/* lcio_sandbox() and the status a caller gets for its outcome. */
+static int sandboxed(struct io *io, struct job *j)
+{
+	int r;
+
+	if (!io->path)
+		return fail(io, LCA_ERR_NULL, "path is NULL");
+	r = lcio_sandbox(io->path, &reader, j, io->err, io->errlen);
+	if (r == LCIO_PARSED)
+		return 0;
+	io->failed = 1;
+	io->status = j->status ? j->status : r == LCIO_NO_FILE ? LCA_ERR_ARG :
+		r == LCIO_OWN_FAULT ? LCA_ERR_NOMEM : LCA_ERR_CORRUPT;
+	return -1;
+}
+
+int lcio_checkpoint_info(const char *path, struct lcio_ckpt_info *info, char *err, size_t errlen)
+{
+	struct io io = { path, err, errlen, 0, LCA_OK };
+	struct job j = { .path = path, .info = info };
+
+	memset(info, 0, sizeof *info);
+	return sandboxed(&io, &j);
+}
+
+/* Load bytes b[n] into cache; the bytes validate themselves. */
+static int load(struct io *io, lca_cache *cache, unsigned char *b, size_t n)
+{
+	lca_status s;
+
+	if (!io->failed && (s = lca_cache_load(cache, b, n)))
+		fail(io, s, "%s", lca_last_error());
+	free(b);
+	return io->failed ? -1 : 0;
+}
+
 int lcio_checkpoint_read(const char *path, lca_cache *cache, lca_status *status, char *err,
 	size_t errlen)
 {
 	struct io io = { path, err, errlen, 0, LCA_OK };
-	unsigned char *b = NULL;
-	size_t n = 0;
-	lca_status s;
-	hid_t f;
+	struct job j = { .path = path };
 
 	if (!cache)
 		fail(&io, LCA_ERR_NULL, "cache is NULL");
-	else if ((f = open_checkpoint(&io)) >= 0) {
-		read_bytes(&io, f, &b, &n);
-		H5Fclose(f);
-	}
-	/* The bytes validate themselves: nothing above touched the cache. */
-	if (!io.failed && (s = lca_cache_load(cache, b, n)))
-		fail(&io, s, "%s", lca_last_error());
-	free(b);
+	else
+		sandboxed(&io, &j);
+	load(&io, cache, j.b, j.n);
+	if (status)
+		*status = io.status;
+	return io.failed ? -1 : 0;
+}
+
+int lcio_checkpoint_read_image(const void *buf, size_t len, const char *name,
+	lca_cache *cache, lca_status *status, char *err, size_t errlen)
+{
+	struct io io = { name, err, errlen, 0, LCA_OK };
+	struct job j = { .path = name };
+
+	if (!cache)
+		fail(&io, LCA_ERR_NULL, "cache is NULL");
+	else if (parse_file(&j, (void *)buf, len, err, errlen) != LCIO_PARSED)
+		io.failed = 1, io.status = j.status;
+	load(&io, cache, j.b, j.n);
 	if (status)
 		*status = io.status;
 	return io.failed ? -1 : 0;

@@ -6,7 +6,8 @@
  * tests; the library itself never touches HDF5, and this header does not
  * include hdf5.h.
  *
- * Failures return -1 with a one-line message (no newline) naming the file
+ * Files are parsed in a confined child process (sandbox.h); this process
+ * only checks and uses its reply. Failures return -1 with a one-line message (no newline) naming the file
  * and the problem; HDF5 itself prints nothing.
  */
 #ifndef LCATTN_CHECKPOINT_H
@@ -43,6 +44,11 @@ int lcio_checkpoint_write(const char *path, const lca_cache *cache, char *err,
  * cache is untouched. */
 int lcio_checkpoint_read(const char *path, lca_cache *cache, lca_status *status,
 	char *err, size_t errlen);
+
+/* lcio_checkpoint_read() in this process, without the confined child:
+ * parse the HDF5 file image buf[len] (name is for messages). For fuzzing. */
+int lcio_checkpoint_read_image(const void *buf, size_t len, const char *name,
+	lca_cache *cache, lca_status *status, char *err, size_t errlen);
 
 /* Read only the attributes and /lengths. Free with lcio_ckpt_info_free(). */
 int lcio_checkpoint_info(const char *path, struct lcio_ckpt_info *info, char *err,

@@ -7,7 +7,10 @@
  * sizes are bounded and their products overflow-checked before any
  * allocation, and a dataset is read only after its type and shape matched
  * what /config implies. Errors end as one line in the caller's buffer;
- * HDF5's own error printing is switched off.
+ * HDF5's own error printing is switched off. All of that runs in the
+ * confined child of sandbox.c, on a mapped image of the file; this
+ * process only decodes the child's reply (take_reply), checking it as
+ * strictly as the file.
  *
  * Writing aims at byte-identical files for identical cases: object
  * modification times are off, and nothing else time- or host-dependent
@@ -15,18 +18,16 @@
  */
 #include "golden.h"
 #include "h5util.h"
+#include "sandbox.h"
 
 #include <hdf5.h>
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* Longest string attribute we accept ("command" lines included). */
@@ -37,11 +38,9 @@ struct io {
 	char *err;
 	size_t errlen;
 	int failed;
+	int own;                /* the failure is ours (memory), not the file's */
 	const char *shape_src;  /* where expected shapes come from, for messages */
 };
-
-/* A read that takes longer is taken for an HDF5 loop on a damaged file. */
-#define GUARD_SECONDS 120
 
 /* Record the first failure as "path: message"; later ones are consequences. */
 static int fail(struct io *io, const char *fmt, ...)
@@ -62,6 +61,15 @@ static int fail(struct io *io, const char *fmt, ...)
 	else if (io->errlen)
 		snprintf(io->err, io->errlen, "%s", msg);
 	return -1;
+}
+
+/* Out of memory: a failure of the reader, not a verdict on the file. */
+static int nomem(struct io *io, const char *what)
+{
+	int r = fail(io, "out of memory for %s", what);
+
+	io->own = 1;
+	return r;
 }
 
 /* HDF5 must never print: we report errors ourselves, one line each. */
@@ -267,14 +275,14 @@ static int layout_io(struct io *io, struct lcio_case *c)
 
 int lcio_layout(struct lcio_case *c, char *err, size_t errlen)
 {
-	struct io io = { NULL, err, errlen, 0, NULL };
+	struct io io = { .err = err, .errlen = errlen };
 
 	return layout_io(&io, c);
 }
 
 int lcio_alloc(struct lcio_case *c, int with_optional, char *err, size_t errlen)
 {
-	struct io io = { NULL, err, errlen, 0, NULL };
+	struct io io = { .err = err, .errlen = errlen };
 
 	for (int i = 0; i < c->nin + c->nout; i++) {
 		struct lcio_tensor *t = i < c->nin ? &c->in[i] : &c->out[i - c->nin];
@@ -283,8 +291,7 @@ int lcio_alloc(struct lcio_case *c, int with_optional, char *err, size_t errlen)
 			continue;
 		t->data = calloc((size_t)t->n, sizeof(double));
 		if (!t->data)
-			return fail(&io, "out of memory for %s (%lld doubles)", t->name,
-				(long long)t->n);
+			return nomem(&io, t->name);
 	}
 	return 0;
 }
@@ -328,12 +335,12 @@ static int read_string(struct io *io, hid_t a, hid_t ft, const char *what, struc
 		    H5Tset_cset(mt, cset) < 0 || H5Aread(a, mt, &tmp) < 0)
 			r = fail(io, "cannot read string %s (%s)", what, lcio_h5why(why));
 		else if (!(v->s = strdup(tmp ? tmp : "")))
-			r = fail(io, "out of memory reading %s", what);
+			r = nomem(io, what);
 		else
 			r = 0;
 		H5free_memory(tmp);
 	} else if (!(v->s = calloc(n + 1, 1))) {
-		r = fail(io, "out of memory reading %s", what);
+		r = nomem(io, what);
 	} else if (mt < 0 || cset < 0 || H5Tset_size(mt, n + 1) < 0 ||
 		   H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mt, cset) < 0 ||
 		   H5Aread(a, mt, v->s) < 0) {
@@ -643,11 +650,25 @@ static int read_tensor(struct io *io, hid_t grp, const char *gname, struct lcio_
 	if (r)
 		return -1;
 	if (!(t->data = malloc((size_t)t->n * sizeof(double))))
-		r = fail(io, "out of memory for /%s/%s", gname, t->name);
+		r = nomem(io, t->name);
 	else if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->data) < 0)
 		r = fail(io, "cannot read /%s/%s (%s)", gname, t->name, lcio_h5why(why));
 	H5Dclose(d);
 	return r;
+}
+
+/* cu[len] rises from 0 to T, and only where Tq = Tk. */
+static int cu_check(struct io *io, const struct lcio_case *c, const int64_t *cu,
+	int64_t len)
+{
+	if (c->Tq != c->Tk)
+		return fail(io, "/inputs/cu_seqlens needs Tq = Tk in /config");
+	for (int64_t i = 0; i < len; i++)
+		if ((i == 0 && cu[0] != 0) || (i > 0 && cu[i] < cu[i - 1]) ||
+		    (i == len - 1 && cu[i] != c->Tq))
+			return fail(io, "/inputs/cu_seqlens must rise from 0 to T = %lld; "
+				"bad at entry %lld", (long long)c->Tq, (long long)i);
+	return 0;
 }
 
 /* cu_seqlens decides nseq, which shapes state0/state: read it first. */
@@ -674,16 +695,11 @@ static int read_cu(struct io *io, hid_t in, struct lcio_case *c)
 	}
 	c->nseq = len - 1;
 	if (!(cu = malloc((size_t)len * sizeof *cu)))
-		r = fail(io, "out of memory for /inputs/cu_seqlens");
+		r = nomem(io, "/inputs/cu_seqlens");
 	else if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu) < 0)
 		r = fail(io, "cannot read /inputs/cu_seqlens (%s)", lcio_h5why(why));
-	if (!r && c->Tq != c->Tk)
-		r = fail(io, "/inputs/cu_seqlens needs Tq = Tk in /config");
-	for (int64_t i = 0; !r && i < len; i++)
-		if ((i == 0 && cu[0] != 0) || (i > 0 && cu[i] < cu[i - 1]) ||
-		    (i == len - 1 && cu[i] != c->Tq))
-			r = fail(io, "/inputs/cu_seqlens must rise from 0 to T = %lld; "
-				"bad at entry %lld", (long long)c->Tq, (long long)i);
+	else
+		r = cu_check(io, c, cu, len);
 	H5Dclose(d);
 	if (r)
 		free(cu);
@@ -711,34 +727,19 @@ static int read_group(struct io *io, hid_t f, int output, struct lcio_case *c)
 
 /* ---- files ---- */
 
-static hid_t open_file(struct io *io)
+/* Open the file image buf[len] read-only, in place (the file system is
+ * never touched: the confined reader may not open files). */
+static hid_t open_image(struct io *io, const void *buf, size_t len)
 {
 	char why[160];
-	struct stat st;
-	hid_t fapl, f;
-	htri_t is;
+	hid_t f;
+	int not_hdf5;
 
 	quiet();
-	if (stat(io->path, &st))
-		return fail(io, "%s", strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return fail(io, "not a regular file");
-	if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0)
-		return fail(io, "HDF5 does not start (%s)", lcio_h5why(why));
-#if H5_VERSION_GE(1, 10, 7)
-	/* Reading takes no lock: network file systems often refuse them. */
-	H5Pset_file_locking(fapl, 0, 1);
-#endif
-	is = H5Fis_hdf5(io->path);
-	f = is > 0 ? H5Fopen(io->path, H5F_ACC_RDONLY, fapl) : -1;
-	if (is < 0)
-		fail(io, "cannot read (%s)", lcio_h5why(why));
-	else if (is == 0)
-		fail(io, "not an HDF5 file");
-	else if (f < 0)
-		fail(io, "damaged or truncated HDF5 file (%s)", lcio_h5why(why));
-	H5Pclose(fapl);
-	return f < 0 ? -1 : f;
+	if ((f = lcio_open_image(buf, len, why, &not_hdf5)) >= 0)
+		return f;
+	return not_hdf5 ? fail(io, "not an HDF5 file") :
+		fail(io, "damaged or truncated HDF5 file (%s)", why);
 }
 
 static int root_string(struct io *io, hid_t f, const char *name, char **out, int required)
@@ -795,11 +796,16 @@ out:
 	return r;
 }
 
-/* One read: a whole file (golden == NULL) or a candidate's outputs. */
+/* One read: a whole file (golden == NULL), a candidate's outputs
+ * (golden != NULL), or one metric (metric != NULL). */
 struct job {
+	const char *path;
 	unsigned what;
 	const struct lcio_case *golden;
 	struct lcio_case *c;
+	const char *metric;
+	double value;
+	int found;         /* the metric: 1 read, 0 absent */
 };
 
 static int read_plain(struct io *io, hid_t f, unsigned what, struct lcio_case *c)
@@ -829,125 +835,287 @@ static int read_cand(struct io *io, hid_t f, const struct lcio_case *golden,
 	return layout_io(io, cand) || read_group(io, f, 1, cand) ? -1 : 0;
 }
 
-static int run_job(struct io *io, const struct job *j)
+static int read_metric(struct io *io, hid_t f, struct job *j)
 {
+	char why[160];
+	hid_t g = -1, d;
+	htri_t e;
+	int r;
+
+	if ((e = H5Lexists(f, "metrics", H5P_DEFAULT)) < 0)
+		r = fail(io, "cannot look up /metrics (%s)", lcio_h5why(why));
+	else if (!e)
+		r = 1;
+	else if ((g = H5Gopen2(f, "metrics", H5P_DEFAULT)) < 0)
+		r = fail(io, "/metrics is not a group (%s)", lcio_h5why(why));
+	else if ((r = dset_open(io, g, "metrics", j->metric, H5T_FLOAT, 0, NULL, &d,
+			NULL)) == 0) {
+		if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &j->value) < 0)
+			r = fail(io, "cannot read /metrics/%s (%s)", j->metric, lcio_h5why(why));
+		H5Dclose(d);
+	}
+	if (g >= 0)
+		H5Gclose(g);
+	j->found = r == 0;
+	return r < 0 ? -1 : 0;
+}
+
+/* The child's parse (sandbox.h); also lcio_read_image() in-process. */
+static int parse_file(void *arg, void *image, size_t len, char *err, size_t errlen)
+{
+	struct job *j = arg;
+	struct io io = { .path = j->path, .err = err, .errlen = errlen,
+		.shape_src = j->metric ? "the schema (a scalar)" : "/config" };
 	hid_t f;
 	int r;
 
-	memset(j->c, 0, sizeof *j->c);
-	if ((f = open_file(io)) < 0)
-		return -1;
-	r = j->golden ? read_cand(io, f, j->golden, j->c) : read_plain(io, f, j->what, j->c);
+	if (j->c)
+		memset(j->c, 0, sizeof *j->c);
+	if ((f = open_image(&io, image, len)) < 0)
+		return LCIO_BAD_FILE;
+	if (j->metric)
+		r = read_metric(&io, f, j);
+	else if (j->golden)
+		r = read_cand(&io, f, j->golden, j->c);
+	else
+		r = read_plain(&io, f, j->what, j->c);
 	H5Fclose(f);
-	if (r)
+	if (r && j->c)
 		lcio_case_free(j->c);
-	return r;
+	return !r ? LCIO_PARSED : io.own ? LCIO_OWN_FAULT : LCIO_BAD_FILE;
 }
 
-/*
- * HDF5 1.10 itself can crash, or loop, on a damaged object header before
- * any check of ours runs (random byte flips find such cases; see HDF5's
- * CVE list). So every file is first read in a child process under an
- * alarm; only when the child got through does this process read it. The
- * child's one-line message comes back through a pipe. Where fork or pipe
- * fail, the read goes ahead unguarded.
- */
-static int guarded(struct io *io, const struct job *j)
+/* ---- the reply of the confined reader: what parse() found ---- */
+
+/* A /config field as 8 bytes on the wire (sizes int64, reals double,
+ * flags and styles widened to int64). */
+static void cfg_get(const struct lcio_case *c, const struct cfg *f, unsigned char v[8])
 {
-	char msg[512];
-	size_t got = 0;
-	ssize_t n;
-	int fd[2], st;
-	pid_t pid;
+	const char *src = (const char *)c + f->off;
+	int64_t x;
 
-	if (pipe(fd))
-		return 0;
-	fflush(NULL);
-	if ((pid = fork()) < 0) {
-		close(fd[0]), close(fd[1]);
-		return 0;
+	if (f->kind == K_REAL || f->kind == K_LEN || f->kind == K_SIZE || f->kind == K_DIM0) {
+		memcpy(v, src, 8);
+		return;
 	}
-	if (pid == 0) {
-		struct lcio_case scratch;
-		struct job cj = { j->what, j->golden, &scratch };
-
-		close(fd[0]);
-		alarm(GUARD_SECONDS);
-		if (run_job(io, &cj) && write(fd[1], io->err, strlen(io->err)) < 0)
-			_exit(3);
-		_exit(io->failed ? 2 : 0);
-	}
-	close(fd[1]);
-	while (got < sizeof msg - 1 &&
-	       ((n = read(fd[0], msg + got, sizeof msg - 1 - got)) > 0 || (n < 0 && errno == EINTR)))
-		got += n > 0 ? (size_t)n : 0;
-	msg[got] = 0;
-	close(fd[0]);
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return 0;
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-		return 0;
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 2 && got) {
-		io->failed = 1;
-		snprintf(io->err, io->errlen, "%s", msg);
-		return -1;
-	}
-	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
-		return fail(io, "damaged HDF5 file (reading it did not finish in %d s)", GUARD_SECONDS);
-	if (WIFSIGNALED(st))
-		return fail(io, "damaged HDF5 file (the HDF5 library crashed reading it: %s)",
-			strsignal(WTERMSIG(st)));
-	return fail(io, "damaged HDF5 file (reading it failed without a message, status %d)",
-		WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	x = f->kind == K_FLAG ? *(const int *)(const void *)src :
+		(int64_t)*(const lca_rope_style *)(const void *)src;
+	memcpy(v, &x, 8);
 }
+
+/* The inverse, refusing what the file reader would have refused; sizes
+ * are checked by layout_io() afterwards. */
+static int cfg_set(struct lcio_case *c, const struct cfg *f, const unsigned char v[8])
+{
+	char *dst = (char *)c + f->off;
+	int64_t x;
+	double d;
+
+	memcpy(&x, v, 8);
+	memcpy(&d, v, 8);
+	switch (f->kind) {
+	case K_REAL:
+		if (!isfinite(d))
+			return -1;
+		*(double *)(void *)dst = d;
+		return 0;
+	case K_FLAG:
+		if (x != 0 && x != 1)
+			return -1;
+		*(int *)(void *)dst = (int)x;
+		return 0;
+	case K_STYLE:
+		if (x != LCA_ROPE_HALF && x != LCA_ROPE_INTERLEAVED)
+			return -1;
+		*(lca_rope_style *)(void *)dst = (lca_rope_style)x;
+		return 0;
+	default:
+		memcpy(dst, &x, 8);
+		return 0;
+	}
+}
+
+static int send_tensors(FILE *out, const struct lcio_tensor *t, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (lcio_wput_i64(out, t[i].data != NULL) ||
+		    (t[i].data && (lcio_wput_i64(out, t[i].n) ||
+		     lcio_wput(out, t[i].data, (size_t)t[i].n * sizeof(double)))))
+			return -1;
+	return 0;
+}
+
+static int send_case(FILE *out, const struct lcio_case *c)
+{
+	unsigned vb = variant_bit(c->p.variant);
+	unsigned char v[8];
+	int r = lcio_wput_i64(out, c->p.variant);
+
+	for (size_t i = 0; !r && i < sizeof config / sizeof config[0]; i++)
+		if (config[i].variants & vb) {
+			cfg_get(c, &config[i], v);
+			r = lcio_wput(out, v, 8);
+		}
+	return r || lcio_wput_i64(out, c->Tq) || lcio_wput_i64(out, c->Tk) ||
+	    lcio_wput_i64(out, c->nseq) || lcio_wput_i64(out, c->cu_seqlens != NULL) ||
+	    (c->cu_seqlens && lcio_wput(out, c->cu_seqlens,
+		(size_t)(c->nseq + 1) * sizeof(int64_t))) ||
+	    lcio_wput_str(out, c->name) || lcio_wput_str(out, c->generator) ||
+	    lcio_wput_str(out, c->command) || lcio_wput(out, &c->seed, sizeof c->seed) ||
+	    lcio_wput_i64(out, c->has_seed) || send_tensors(out, c->in, c->nin) ||
+	    send_tensors(out, c->out, c->nout) ? -1 : 0;
+}
+
+static int send_reply(void *arg, FILE *out)
+{
+	struct job *j = arg;
+
+	if (j->metric)
+		return lcio_wput_i64(out, j->found) || lcio_wput(out, &j->value, sizeof j->value);
+	return send_case(out, j->c);
+}
+
+/* A reply that does not hold together: the reader is lcattn's own code, so
+ * this is a bug, or a reader subverted by the file. */
+static int garbled(struct io *io, const char *what)
+{
+	return fail(io, "the reader's reply is inconsistent at %s "
+		"(a bug in lcattn, or a reader subverted by the file)", what);
+}
+
+static int take_tensors(struct io *io, FILE *in, struct lcio_tensor *t, int n,
+	int required)
+{
+	int64_t present, len;
+
+	for (int i = 0; i < n; i++) {
+		if (lcio_wget_i64(in, &present) || (present != 0 && present != 1) ||
+		    (!present && required && !t[i].optional))
+			return garbled(io, t[i].name);
+		if (!present)
+			continue;
+		if (lcio_wget_i64(in, &len) || len != t[i].n)
+			return garbled(io, t[i].name);
+		if (!(t[i].data = malloc((size_t)t[i].n * sizeof(double))))
+			return nomem(io, t[i].name);
+		if (lcio_wget(in, t[i].data, (size_t)t[i].n * sizeof(double)))
+			return garbled(io, t[i].name);
+	}
+	return 0;
+}
+
+static int take_config(struct io *io, FILE *in, struct lcio_case *c, const lca_variant *want)
+{
+	unsigned char v[8];
+	int64_t x;
+	unsigned vb;
+
+	if (lcio_wget_i64(in, &x) || x < 0 || x > LCA_LIGHTNING || (want && x != *want))
+		return garbled(io, "variant");
+	lcio_case_init(c, (lca_variant)x);
+	vb = variant_bit(c->p.variant);
+	for (size_t i = 0; i < sizeof config / sizeof config[0]; i++)
+		if ((config[i].variants & vb) &&
+		    (lcio_wget(in, v, 8) || cfg_set(c, &config[i], v)))
+			return garbled(io, config[i].name);
+	if (lcio_wget_i64(in, &c->Tq) || lcio_wget_i64(in, &c->Tk) ||
+	    lcio_wget_i64(in, &c->nseq) || lcio_wget_i64(in, &x) || (x != 0 && x != 1))
+		return garbled(io, "the sequences");
+	if (!x)
+		return 0;
+	if (c->nseq < 1 || c->nseq > LCIO_MAX_LEN)
+		return garbled(io, "nseq");
+	if (!(c->cu_seqlens = malloc((size_t)(c->nseq + 1) * sizeof(int64_t))))
+		return nomem(io, "cu_seqlens");
+	if (lcio_wget(in, c->cu_seqlens, (size_t)(c->nseq + 1) * sizeof(int64_t)))
+		return garbled(io, "cu_seqlens");
+	return cu_check(io, c, c->cu_seqlens, c->nseq + 1);
+}
+
+static int take_case(struct io *io, FILE *in, struct job *j)
+{
+	struct lcio_case *c = j->c;
+	int64_t has_seed;
+
+	if (take_config(io, in, c, j->golden ? &j->golden->p.variant : NULL))
+		return -1;
+	if (lcio_wget_str(in, MAX_STR, &c->name) || lcio_wget_str(in, MAX_STR, &c->generator) ||
+	    lcio_wget_str(in, MAX_STR, &c->command) ||
+	    lcio_wget(in, &c->seed, sizeof c->seed) || lcio_wget_i64(in, &has_seed) ||
+	    (has_seed != 0 && has_seed != 1))
+		return garbled(io, "the root attributes");
+	c->has_seed = (int)has_seed;
+	if (j->golden) {
+		/* As read_cand(): a candidate is shaped by its golden file. */
+		c->p = j->golden->p;
+		c->Tq = j->golden->Tq, c->Tk = j->golden->Tk, c->nseq = j->golden->nseq;
+		io->shape_src = "the golden file's /config";
+	} else if (!c->cu_seqlens && c->nseq != 1 && (j->what & LCIO_INPUTS)) {
+		return garbled(io, "nseq");
+	}
+	return layout_io(io, c) ||
+	    take_tensors(io, in, c->in, c->nin, !j->golden && (j->what & LCIO_INPUTS)) ||
+	    take_tensors(io, in, c->out, c->nout, j->golden || (j->what & LCIO_OUTPUTS)) ? -1 : 0;
+}
+
+static int take_reply(void *arg, FILE *in, char *err, size_t errlen)
+{
+	struct job *j = arg;
+	struct io io = { .path = j->path, .err = err, .errlen = errlen,
+		.shape_src = "/config" };
+	int64_t found;
+
+	if (j->metric) {
+		if (lcio_wget_i64(in, &found) || (found != 0 && found != 1) ||
+		    lcio_wget(in, &j->value, sizeof j->value))
+			return garbled(&io, "the metric"), LCIO_BAD_FILE;
+		j->found = (int)found;
+		return LCIO_PARSED;
+	}
+	memset(j->c, 0, sizeof *j->c);
+	if (take_case(&io, in, j)) {
+		lcio_case_free(j->c);
+		return io.own ? LCIO_OWN_FAULT : LCIO_BAD_FILE;
+	}
+	return LCIO_PARSED;
+}
+
+static const struct lcio_reader reader = { parse_file, send_reply, take_reply };
 
 int lcio_read(const char *path, unsigned what, struct lcio_case *c, char *err, size_t errlen)
 {
-	struct io io = { path, err, errlen, 0, "/config" };
-	struct job j = { what, NULL, c };
+	struct job j = { .path = path, .what = what, .c = c };
 
 	memset(c, 0, sizeof *c);
-	return guarded(&io, &j) || run_job(&io, &j) ? -1 : 0;
+	return lcio_sandbox(path, &reader, &j, err, errlen) ? -1 : 0;
 }
 
 int lcio_read_candidate(const char *path, const struct lcio_case *golden,
 	struct lcio_case *cand, char *err, size_t errlen)
 {
-	struct io io = { path, err, errlen, 0, "/config" };
-	struct job j = { 0, golden, cand };
+	struct job j = { .path = path, .golden = golden, .c = cand };
 
 	memset(cand, 0, sizeof *cand);
-	return guarded(&io, &j) || run_job(&io, &j) ? -1 : 0;
+	return lcio_sandbox(path, &reader, &j, err, errlen) ? -1 : 0;
 }
 
-/* Not guarded by a child process: callers read the case itself first
- * (lcio_read), which is, so a file that gets here opened cleanly once. */
-int lcio_read_metric(const char *path, const char *name, double *value, char *err, size_t errlen)
+int lcio_read_metric(const char *path, const char *name, double *value, char *err,
+	size_t errlen)
 {
-	struct io io = { path, err, errlen, 0, "the schema (a scalar)" };
-	char why[160];
-	hid_t f, g = -1, d;
-	htri_t e;
-	int r;
+	struct job j = { .path = path, .metric = name };
 
-	if ((f = open_file(&io)) < 0)
+	if (lcio_sandbox(path, &reader, &j, err, errlen))
 		return -1;
-	if ((e = H5Lexists(f, "metrics", H5P_DEFAULT)) < 0)
-		r = fail(&io, "cannot look up /metrics (%s)", lcio_h5why(why));
-	else if (!e)
-		r = 1;
-	else if ((g = H5Gopen2(f, "metrics", H5P_DEFAULT)) < 0)
-		r = fail(&io, "/metrics is not a group (%s)", lcio_h5why(why));
-	else if ((r = dset_open(&io, g, "metrics", name, H5T_FLOAT, 0, NULL, &d, NULL)) == 0) {
-		if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, value) < 0)
-			r = fail(&io, "cannot read /metrics/%s (%s)", name, lcio_h5why(why));
-		H5Dclose(d);
-	}
-	if (g >= 0)
-		H5Gclose(g);
-	H5Fclose(f);
-	return r;
+	*value = j.value;
+	return j.found ? 0 : 1;
+}
+
+int lcio_read_image(const void *buf, size_t len, const char *name, unsigned what,
+	struct lcio_case *c, char *err, size_t errlen)
+{
+	struct job j = { .path = name, .what = what, .c = c };
+
+	return parse_file(&j, (void *)buf, len, err, errlen) == LCIO_PARSED ? 0 : -1;
 }
 
 /* ---- writing ---- */
@@ -1121,7 +1289,7 @@ static int write_root(struct io *io, hid_t f, const struct lcio_case *c)
 
 int lcio_write(const char *path, const struct lcio_case *c, unsigned what, char *err, size_t errlen)
 {
-	struct io io = { path, err, errlen, 0, NULL };
+	struct io io = { .path = path, .err = err, .errlen = errlen };
 	char why[160];
 	hid_t fcpl, f = -1;
 	int r;

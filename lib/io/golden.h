@@ -4,7 +4,9 @@
  * /inputs and /outputs, and /metrics. Used by the lcattn tool; the library
  * itself never touches HDF5, and this header does not include hdf5.h.
  *
- * Reading is written for hostile files: every size in /config is bounded
+ * Files are read in a confined child process (sandbox.h): this process
+ * never calls HDF5 on a file it did not write, and checks the child's
+ * reply as it would check the file. Reading is written for hostile files: every size in /config is bounded
  * and overflow-checked, and every dataset's type and shape is checked
  * against /config, before anything is allocated. Failures return -1 with a
  * one-line message (no newline) that names the file and the problem; HDF5
@@ -107,6 +109,12 @@ int lcio_read(const char *path, unsigned what, struct lcio_case *c,
  * no /config or /inputs; a variant attribute, if present, must match. */
 int lcio_read_candidate(const char *path, const struct lcio_case *golden,
 	struct lcio_case *cand, char *err, size_t errlen);
+
+/* lcio_read() in this process, without the child: parse the HDF5 file
+ * image buf[len] (name is for messages). For fuzzing, and what the child
+ * runs. */
+int lcio_read_image(const void *buf, size_t len, const char *name, unsigned what,
+	struct lcio_case *c, char *err, size_t errlen);
 
 /* Write *c: root attributes and /config always; /inputs, /outputs and
  * /metrics by the what flags. Byte-reproducible: no timestamps. On failure

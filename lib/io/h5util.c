@@ -5,6 +5,8 @@
  */
 #include "h5util.h"
 
+#include <hdf5_hl.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -57,4 +59,32 @@ int lcio_put_str(hid_t obj, const char *name, const char *s, char why[160])
 	if (t >= 0)
 		H5Tclose(t);
 	return r;
+}
+
+/* HDF5 looks for its signature at 0, 512, 1024, 2048, ... (a user block
+ * may come first). */
+static int has_signature(const unsigned char *b, size_t len)
+{
+	static const unsigned char sig[8] = { 0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n' };
+
+	for (size_t at = 0; at <= len && len - at >= sizeof sig; at = at ? 2 * at : 512)
+		if (!memcmp(b + at, sig, sizeof sig))
+			return 1;
+	return 0;
+}
+
+hid_t lcio_open_image(const void *buf, size_t len, char why[160], int *not_hdf5)
+{
+	hid_t f;
+
+	why[0] = 0;
+	*not_hdf5 = !buf || !has_signature(buf, len);
+	if (*not_hdf5)
+		return -1;
+	/* Read-only and in place: HDF5 neither copies nor frees the bytes. */
+	f = H5LTopen_file_image((void *)buf, len,
+		H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
+	if (f < 0)
+		lcio_h5why(why);
+	return f;
 }

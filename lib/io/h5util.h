@@ -17,4 +17,9 @@ int lcio_put_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype,
  * read it as text); returns as lcio_put_attr(). */
 int lcio_put_str(hid_t obj, const char *name, const char *s, char why[160]);
 
+/* Open the HDF5 file image buf[len] read-only, without copying it. A file
+ * id, or -1 with *not_hdf5 set when the bytes hold no HDF5 signature, else
+ * the reason in why[160]. */
+hid_t lcio_open_image(const void *buf, size_t len, char why[160], int *not_hdf5);
+
 #endif
