@@ -1,12 +1,14 @@
 /*
  * seeds.c - write the seed corpora of fuzz_api and fuzz_cache_load:
- *   fuzz/seeds DIR   writes DIR/api/<case> and DIR/cache_load/<case>.bin
+ *   fuzz/seeds DIR   writes DIR/api/<case>, DIR/cache_load/<case>.bin and
+ *                    DIR/checkpoint/<case>.h5
  * Run by hand (fuzz/fuzz.sh seeds); its output is committed. The api seeds
  * follow the decoder of fuzz_api.c byte for byte, so each one is a valid
  * plan and call of its variant, backend and dtype: the fuzzer starts from
  * the kernels, not from the first size check.
  */
-#include "lcattn.h"
+#include "cases.h"
+#include "checkpoint.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,46 +98,6 @@ static int api_seeds(const char *dir)
 	return 0;
 }
 
-/* A cache of variant v and dtype dt with nseq sequences, filled by one
- * prefill step of T tokens (inputs drawn from a fixed pattern). */
-static lca_status filled_cache(int v, int dt, int64_t nseq, lca_plan **plan,
-	lca_cache **cache)
-{
-	enum { T = 5 };
-	double x[256];
-	float xf[256];
-	int64_t cu[3] = { 0, 2, T };
-	const void *d = dt ? (const void *)xf : (const void *)x;
-	lca_params p;
-	lca_status s;
-
-	for (int i = 0; i < 256; i++) {
-		x[i] = -((double)((i * 37) % 17) / 17);  /* <= 0: g; -x: slope */
-		xf[i] = (float)x[i];
-	}
-	lca_params_init(&p, (lca_variant)v);
-	p.dtype = dt ? LCA_F32 : LCA_F64;
-	p.H = 2; p.dk = 3; p.dv = 2; p.dn = 2; p.dr = 2; p.dc = 3; p.scale = 0.5;
-	if ((s = lca_plan_create(&p, plan)) || (s = lca_cache_create(*plan, nseq, 8, cache)))
-		return s;
-	const int64_t *c = nseq > 1 ? cu : NULL;
-	double o[64];
-	switch (v) {
-	case LCA_SOFTMAX:
-		return lca_softmax_step(*plan, *cache, T, d, d, d, c, o, NULL);
-	case LCA_MLA:
-		return lca_mla_step(*plan, *cache, T, d, d, d, d, d, d, c, o, NULL);
-	case LCA_DELTANET:
-		return lca_deltanet_step(*plan, *cache, T, d, d, d, d, d, c, o);
-	default:
-		for (int i = 0; i < 256; i++) {
-			x[i] = -x[i];
-			xf[i] = -xf[i];
-		}
-		return lca_lightning_step(*plan, *cache, T, d, d, d, d, c, o);
-	}
-}
-
 static int cache_seeds(const char *dir)
 {
 	static const char *const vname[] = { "softmax", "mla", "deltanet", "lightning" };
@@ -148,7 +110,7 @@ static int cache_seeds(const char *dir)
 			lca_plan *plan = NULL;
 			lca_cache *cache = NULL;
 			int64_t nseq = 1 + dt;
-			lca_status s = filled_cache(v, dt, nseq, &plan, &cache);
+			lca_status s = fz_seed_cache(v, dt, nseq, 1, &plan, &cache);
 
 			if (!s)
 				s = lca_cache_save(cache, b, sizeof b, &n);
@@ -166,9 +128,36 @@ static int cache_seeds(const char *dir)
 	return 0;
 }
 
+/* HDF5 checkpoints of the same caches, each followed by one byte (past
+ * the end HDF5 reads) that tells fuzz_checkpoint which cache to load into. */
+static int checkpoint_seeds(const char *dir)
+{
+	static const char *const vname[] = { "softmax", "mla", "deltanet", "lightning" };
+	char path[512], err[256];
+
+	for (int v = 0; v < 4; v++)
+		for (int dt = 0; dt < 2; dt++) {
+			lca_plan *plan = NULL;
+			lca_cache *cache = NULL;
+			int bad = fz_seed_cache(v, dt, 1 + dt, 1, &plan, &cache) != LCA_OK;
+			FILE *f;
+
+			snprintf(path, sizeof path, "%s/%s-%s.h5", dir, vname[v], dt ? "f32" : "f64");
+			bad = bad || lcio_checkpoint_write(path, cache, err, sizeof err);
+			lca_cache_destroy(cache);
+			lca_plan_destroy(plan);
+			if (bad || !(f = fopen(path, "ab")) || fputc(2 * v + dt, f) == EOF ||
+			    fclose(f)) {
+				fprintf(stderr, "seeds: %s: %s\n", path, bad ? err : "cannot append");
+				return -1;
+			}
+		}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	char api[512], cache[512];
+	char api[512], cache[512], ckpt[512];
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: seeds DIR\n");
@@ -176,5 +165,6 @@ int main(int argc, char **argv)
 	}
 	snprintf(api, sizeof api, "%s/api", argv[1]);
 	snprintf(cache, sizeof cache, "%s/cache_load", argv[1]);
-	return api_seeds(api) || cache_seeds(cache) ? 1 : 0;
+	snprintf(ckpt, sizeof ckpt, "%s/checkpoint", argv[1]);
+	return api_seeds(api) || cache_seeds(cache) || checkpoint_seeds(ckpt) ? 1 : 0;
 }
