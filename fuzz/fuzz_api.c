@@ -164,6 +164,34 @@ static void maybe_null(struct fz_in *in, struct fz_call *c)
 	}
 }
 
+/* The cache's checkpoint bytes (malloc'd, *n of them), or NULL. */
+static unsigned char *saved(const lca_cache *cache, size_t *n)
+{
+	unsigned char *b;
+	size_t again;
+
+	if (!cache || lca_cache_save(cache, NULL, 0, n) || *n > (size_t)FZ_MAX_BYTES ||
+	    !(b = malloc(*n)))
+		return NULL;
+	if (lca_cache_save(cache, b, *n, &again) == LCA_OK)
+		return b;
+	free(b);
+	return NULL;
+}
+
+/* A failed step leaves the cache as it was (lca_cache_create(3)). */
+static void expect_unchanged(const lca_cache *cache, const unsigned char *before,
+	size_t n, lca_status s)
+{
+	size_t m = 0;
+	unsigned char *after = saved(cache, &m);
+
+	if (before && after)
+		expect(m == n && memcmp(before, after, n) == 0,
+			"a failed step changed the cache", s);
+	free(after);
+}
+
 /* Run one call (forward when cache is NULL, else a step) with sizes Tq,
  * Tk over nseq sequences, decoded from in. */
 static void run_call(const lca_plan *plan, const lca_params *p, lca_cache *cache,
@@ -183,11 +211,17 @@ static void run_call(const lca_plan *plan, const lca_params *p, lca_cache *cache
 		return;
 	fz_layout(&c);
 	if (fz_alloc(&c, in) == 0) {
+		size_t n = 0;
+		unsigned char *before = saved(cache, &n);
+
 		maybe_null(in, &c);
 		s = cache ? step(plan, cache, &c, cu) : forward(plan, &c, cu, nseq);
 		check_status(s);
-		if (s != LCA_OK && s != LCA_ERR_NOMEM)
+		if (s != LCA_OK && s != LCA_ERR_NOMEM) {
 			expect(fz_outputs_untouched(&c), "a failed call wrote an output", s);
+			expect_unchanged(cache, before, n, s);
+		}
+		free(before);
 		fz_free(&c);
 	}
 	free(cu);
