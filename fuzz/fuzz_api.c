@@ -83,8 +83,9 @@ static void decode_params(struct fz_in *in, lca_params *p)
 	PICK(check_finite, fz_enum(in, 2));
 	PICK(variant, (lca_variant)fz_enum(in, 4));
 #undef PICK
-	/* The cpu backend's threads: at most 2 on a 2-core CI machine. */
-	if (p->nthreads > 2 || p->nthreads < 0)
+	/* The cpu backend's threads: at most 2 on a 2-core CI machine
+	 * (negative counts go through: the plan must refuse them). */
+	if (p->nthreads > 2)
 		p->nthreads = 1 + (p->nthreads & 1);
 }
 
