@@ -128,30 +128,35 @@ static int cache_seeds(const char *dir)
 	return 0;
 }
 
-/* HDF5 checkpoints of the same caches, each followed by one byte (past
- * the end HDF5 reads) that tells fuzz_checkpoint which cache to load into. */
-static int checkpoint_seeds(const char *dir)
+/* The HDF5 checkpoint of the seed cache (v, dt), followed by one byte
+ * (past the end HDF5 reads) that tells fuzz_checkpoint which cache to
+ * load it into. */
+static int checkpoint_seed(const char *dir, int v, int dt)
 {
 	static const char *const vname[] = { "softmax", "mla", "deltanet", "lightning" };
-	char path[512], err[256];
+	char path[512], err[256] = "no cache";
+	lca_plan *plan = NULL;
+	lca_cache *cache = NULL;
+	int bad = fz_seed_cache(v, dt, 1 + dt, 1, &plan, &cache) != LCA_OK;
+	FILE *f;
 
+	snprintf(path, sizeof path, "%s/%s-%s.h5", dir, vname[v], dt ? "f32" : "f64");
+	bad = bad || lcio_checkpoint_write(path, cache, err, sizeof err);
+	lca_cache_destroy(cache);
+	lca_plan_destroy(plan);
+	if (bad || !(f = fopen(path, "ab")) || fputc(2 * v + dt, f) == EOF || fclose(f)) {
+		fprintf(stderr, "seeds: %s: %s\n", path, bad ? err : "cannot append");
+		return -1;
+	}
+	return 0;
+}
+
+static int checkpoint_seeds(const char *dir)
+{
 	for (int v = 0; v < 4; v++)
-		for (int dt = 0; dt < 2; dt++) {
-			lca_plan *plan = NULL;
-			lca_cache *cache = NULL;
-			int bad = fz_seed_cache(v, dt, 1 + dt, 1, &plan, &cache) != LCA_OK;
-			FILE *f;
-
-			snprintf(path, sizeof path, "%s/%s-%s.h5", dir, vname[v], dt ? "f32" : "f64");
-			bad = bad || lcio_checkpoint_write(path, cache, err, sizeof err);
-			lca_cache_destroy(cache);
-			lca_plan_destroy(plan);
-			if (bad || !(f = fopen(path, "ab")) || fputc(2 * v + dt, f) == EOF ||
-			    fclose(f)) {
-				fprintf(stderr, "seeds: %s: %s\n", path, bad ? err : "cannot append");
+		for (int dt = 0; dt < 2; dt++)
+			if (checkpoint_seed(dir, v, dt))
 				return -1;
-			}
-		}
 	return 0;
 }
 
