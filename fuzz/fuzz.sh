@@ -58,9 +58,11 @@ fi
 # frame comes before any frame in lcattn's sources (file:line under $src)
 # on the reported stack (HDF5 1.10 crashes, or asks for gigabytes,
 # in-process on some damaged files: DESIGN.md); else ours, also when it
-# does not reproduce.
+# does not reproduce. The rerun stops at any malloc of 1 GB, with its
+# stack, before the RSS limit (which reports none) is reached.
 hdf5_crash() {
-	./fuzz/fuzz_$2 "$1" >"$1.log" 2>&1 && return 1
+	./fuzz/fuzz_$2 -rss_limit_mb=4096 -malloc_limit_mb=1024 "$1" >"$1.log" 2>&1 &&
+		return 1
 	awk -v src="$src/" '/^ *#[0-9]+ / && /libhdf5/ { print "hdf5"; exit }
 		/^ *#[0-9]+ / && index($0, src) &&
 		$0 ~ /\/(lib|fuzz|tools)\/[a-z_0-9]+\.c:[0-9]+/ { print "lcattn"; exit }' \
