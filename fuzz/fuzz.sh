@@ -61,7 +61,7 @@ fi
 # does not reproduce. The rerun stops at any malloc of 1 GB, with its
 # stack, before the RSS limit (which reports none) is reached.
 hdf5_crash() {
-	./fuzz/fuzz_$2 -rss_limit_mb=4096 -malloc_limit_mb=1024 "$1" >"$1.log" 2>&1 &&
+	./fuzz/fuzz_$2 -timeout=10 -rss_limit_mb=4096 -malloc_limit_mb=1024 "$1" >"$1.log" 2>&1 &&
 		return 1
 	awk -v src="$src/" '/^ *#[0-9]+ / && /libhdf5/ { print "hdf5"; exit }
 		/^ *#[0-9]+ / && index($0, src) &&
