@@ -19,8 +19,9 @@ deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhd
 [ "$mode" = test ] && deps="$deps python3-h5py"
 # debhelper, lintian: the Debian packages are built, checked and installed.
 [ "$mode" = test ] && deps="$deps debhelper lintian"
-# clang, libomp-dev: the ThreadSanitizer run (LLVM's OpenMP is TSan-aware).
-[ "$mode" = test ] && deps="$deps clang libomp-dev"
+# clang, libomp-dev: the ThreadSanitizer run (LLVM's OpenMP is TSan-aware);
+# libclang-rt: libFuzzer for fuzz/fuzz.sh.
+[ "$mode" = test ] && deps="$deps clang libclang-rt-14-dev libomp-dev"
 missing=""
 for p in $deps; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -65,6 +66,9 @@ echo "== ASan + UBSan build: make check"
 sh "$top/tests/asan.sh" "$top" "$jobs"
 echo "== TSan: tests/check_threads (clang, libomp with Archer)"
 sh "$top/tests/tsan.sh" "$top" "$jobs"
+
+echo "== fuzz: each target over its corpus plus a fixed count of new inputs (fuzz/fuzz.sh)"
+cd "$top" && rm -rf _build-fuzz && sh fuzz/fuzz.sh ci _build-fuzz
 
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
 	echo "== CUDA build (tests skip without a GPU)"

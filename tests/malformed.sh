@@ -180,5 +180,11 @@ else
 	echo "FAIL: OMP_NUM_THREADS=100000 under ulimit -v: exit $rc:"; cat "$tmp/err"; status=1
 fi
 
+# ---- files on which HDF5 itself crashes in-process (fuzz/fuzz_golden
+# found them): the confined reader turns each into one line, exit 2 ----
+for f in "$top_srcdir"/fuzz/hdf5-crashes/golden-*.h5; do
+	expect 2 "HDF5 crasher ${f##*/}" "." -- "$tool" run "$f" "$tmp/x.h5"
+done
+
 [ $status -eq 0 ] && echo "ok: all $n malformed-input cases"
 exit $status

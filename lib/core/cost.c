@@ -57,7 +57,7 @@ static double quadratic_flops(const lca_params *p, double P, double Q, double K)
 	double dc = (double)p->dc, dn = (double)p->dn, dr = (double)p->dr, dv = (double)p->dv;
 
 	if (p->variant == LCA_SOFTMAX) {
-		a = 2 * (double)(p->dk + p->dv) + 4;
+		a = 2 * ((double)p->dk + dv) + 4;
 		b = dv + 2 + 3 * rd;
 		c = 3 * rd * (double)p->Hkv;
 	} else if (p->algo == LCA_ALGO_NAIVE) {
@@ -142,6 +142,10 @@ static double mla_auto_generate(const lca_params *p, double n)
 static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 {
 	double H = (double)p->H, W = (double)p->window, e = (double)c->bytes;
+	/* Sizes are summed as doubles: a plan takes each one up to INT64_MAX,
+	 * and their int64 sum would overflow (found by fuzz/fuzz_api). */
+	double dk = (double)p->dk, dv = (double)p->dv, dn = (double)p->dn;
+	double dr = (double)p->dr, dc = (double)p->dc;
 	double pairs, tok, keys, in, out, key, wts = 0;
 
 	if (ph == LCA_PHASE_PREFILL)
@@ -151,12 +155,12 @@ static void quadratic(const lca_params *p, lca_phase ph, double n, lca_cost *c)
 	else  /* the decode steps at contexts 1 .. n */
 		pairs = vis_sum(n, W), tok = n, keys = tri(n);
 	if (p->variant == LCA_SOFTMAX) {
-		in = H * p->dk, out = H * p->dv;
-		key = (double)p->Hkv * (p->dk + p->dv);
+		in = H * dk, out = H * dv;
+		key = (double)p->Hkv * (dk + dv);
 	} else {
-		in = H * (p->dn + p->dr), out = H * p->dv;
-		key = (double)(p->dc + p->dr);
-		wts = H * p->dc * (double)(p->dn + p->dv);
+		in = H * (dn + dr), out = H * dv;
+		key = dc + dr;
+		wts = H * dc * (dn + dv);
 	}
 	c->flops = quadratic_flops(p, pairs, tok, keys);
 	if (p->variant == LCA_MLA && p->algo == LCA_ALGO_AUTO)  /* the cpu backend's */
