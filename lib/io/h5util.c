@@ -84,7 +84,11 @@ hid_t lcio_open_image(const void *buf, size_t len, char why[160], int *not_hdf5)
 	/* Read-only and in place: HDF5 neither copies nor frees the bytes. */
 	f = H5LTopen_file_image((void *)buf, len,
 		H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
-	if (f < 0)
-		lcio_h5why(why);
+	if (f < 0) {
+		const char *w = lcio_h5why(why);
+
+		if (w != why) /* HDF5 left no message: say so */
+			snprintf(why, 160, "%s", w);
+	}
 	return f;
 }

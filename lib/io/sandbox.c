@@ -216,6 +216,51 @@ int lcio_confine(int keep, int *filtered)
 	return 3;
 }
 
+/* ---- the child's memory ---- */
+
+/* A damaged file of a few kilobytes can make HDF5 ask for tens of
+ * gigabytes while opening it; with overcommit that can reach the OOM
+ * killer. The child's address space is capped instead: what it has at the
+ * fork, 1 GiB, and twice the largest data the file could expand to (deflate
+ * stops near 1032:1). Sanitizer builds reserve terabytes of shadow memory
+ * and are left uncapped. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+	__has_feature(memory_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
+#define EXPANSION 1100
+
+/* The cap in bytes for a file of len bytes, 0 for none. Reads
+ * /proc/self/statm, so it runs before the confinement. */
+static uint64_t memory_cap(size_t len)
+{
+#ifdef SANITIZED
+	(void)len;
+	return 0;
+#else
+	unsigned long long pages = 0;
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t have, grow;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu", &pages) != 1 || page <= 0)
+		pages = 0;
+	fclose(f);
+	if (!pages || len > UINT64_MAX / (2 * EXPANSION) / 2)
+		return 0;
+	have = (uint64_t)pages * (uint64_t)page;
+	grow = ((uint64_t)1 << 30) + 2 * EXPANSION * (uint64_t)len;
+	return have > UINT64_MAX - grow ? 0 : have + grow;
+#endif
+}
+
 /* ---- the two sides ---- */
 
 /* Never returns. Exit codes past 0 tell the parent what went wrong when no
@@ -224,13 +269,25 @@ static void child(int fd, void *image, size_t len, const struct lcio_reader *rd,
 	void *arg)
 {
 	char msg[MAX_MSG] = "";
+	uint64_t cap = memory_cap(len);
 	int filtered, r;
 	FILE *out;
 
 	if ((fd = lcio_confine(fd, &filtered)) < 0 || !(out = fdopen(fd, "w")))
 		_exit(3);
+	if (cap) {
+		struct rlimit as = { (rlim_t)cap, (rlim_t)cap };
+
+		setrlimit(RLIMIT_AS, &as);
+	}
 	alarm(LCIO_SANDBOX_SECONDS);
 	r = rd->parse(arg, image, len, msg, sizeof msg);
+	if (r == LCIO_OWN_FAULT && cap) {
+		size_t at = strlen(msg);
+
+		snprintf(msg + at, sizeof msg - at, " (the reader may map %llu MiB for "
+			"this %zu-byte file)", (unsigned long long)(cap >> 20), len);
+	}
 	if (r == LCIO_PARSED) {
 		if (lcio_wput(out, "K", 1) || rd->send(arg, out) || fflush(out))
 			_exit(4);
