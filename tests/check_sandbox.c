@@ -282,6 +282,46 @@ START_TEST(test_a_missing_file_is_not_a_bad_file)
 }
 END_TEST
 
+/* ---- the child's memory is capped ---- */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
+/* 16 GiB: less than this machine's memory, so that without the cap an
+ * overcommitting kernel would hand it out. */
+static int greedy_parse(void *arg, void *image, size_t len, char *err, size_t errlen)
+{
+	void *p = malloc((size_t)16 << 30);
+
+	(void)arg, (void)image, (void)len;
+	if (p) {
+		free(p);
+		return LCIO_PARSED;
+	}
+	snprintf(err, errlen, "out of memory for 16 GiB");
+	return LCIO_OWN_FAULT;
+}
+
+START_TEST(test_the_child_cannot_take_gigabytes_for_a_small_file)
+{
+	struct lcio_reader rd = { greedy_parse, probe_send, probe_take };
+	struct probe pr = { .readable = golden_path("softmax-t1.h5") };
+	char err[512];
+
+#ifdef SANITIZED
+	return; /* sanitizers reserve terabytes: the cap is off there */
+#endif
+	ck_assert_int_eq(lcio_sandbox(pr.readable, &rd, &pr, err, sizeof err),
+		LCIO_OWN_FAULT);
+	ck_assert_msg(strstr(err, "out of memory for 16 GiB (the reader may map"), "%s", err);
+}
+END_TEST
+
 static Suite *sandbox_suite(void)
 {
 	Suite *s = suite_create("sandbox");
@@ -292,6 +332,7 @@ static Suite *sandbox_suite(void)
 	tcase_add_test(tc, test_the_child_cannot_open_connect_start_or_signal);
 	tcase_add_loop_test(tc, test_reader_failures_are_told_apart_from_bad_files, 0, 5);
 	tcase_add_test(tc, test_a_missing_file_is_not_a_bad_file);
+	tcase_add_test(tc, test_the_child_cannot_take_gigabytes_for_a_small_file);
 	suite_add_tcase(s, tc);
 	return s;
 }
