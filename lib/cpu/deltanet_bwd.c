@@ -199,6 +199,7 @@ struct FN(db_args) {
 struct FN(db_ws) {
 	double *e, *bet, *gam, *dec;    /* [C], [C], [C], [C][C] */
 	double *ddec, *dgam, *dbet;     /* [C][C], [C], [C] */
+	double *y;      /* [dk] a summed gradient row (db_prepare_adj) */
 	real *S;        /* [nck][dk][dv] state entering each chunk */
 	real *dS, *dS0; /* [dk][dv] */
 	real *S0T, *dST;        /* [dv][dk] */
@@ -227,7 +228,8 @@ static size_t FN(db_ws_bytes)(const lca_params *p, int64_t cap, int64_t nck)
 	if (!db_add(&b, cap, sizeof(double)) || !db_add(&b, cap, sizeof(double)) ||
 	    !db_add(&b, cap, sizeof(double)) || !db_add(&b, cap * cap, sizeof(double)) ||
 	    !db_add(&b, cap * cap, sizeof(double)) ||
-	    !db_add(&b, cap, sizeof(double)) || !db_add(&b, cap, sizeof(double)))
+	    !db_add(&b, cap, sizeof(double)) || !db_add(&b, cap, sizeof(double)) ||
+	    !db_add(&b, dk, sizeof(double)))
 		return 0;
 	if (!lcai_mul(dk, dv, &x) || !lcai_mul(x, nck, &x) ||
 	    !db_add(&b, x, sizeof(real)))
@@ -251,6 +253,7 @@ static void FN(db_ws_carve)(struct FN(db_ws) *ws, const lca_params *p,
 	ws->ddec = db_take(&c, cap * cap, sizeof(double));
 	ws->dgam = db_take(&c, cap, sizeof(double));
 	ws->dbet = db_take(&c, cap, sizeof(double));
+	ws->y = db_take(&c, dk, sizeof(double));
 	ws->S = db_take(&c, nck * dk * dv, sizeof(real));
 	ws->dS = db_take(&c, dk * dv, sizeof(real));
 	ws->dS0 = db_take(&c, dk * dv, sizeof(real));
@@ -690,38 +693,38 @@ static void FN(db_item)(const struct FN(db_args) *a, int64_t n, int64_t h,
  * dq, dk of qk head hk at token t: the prepared-space gradients of the
  * value heads h of its group summed in head order, then through
  * q *= scale and x / sqrt(x . x + eps): J^T y = (y - x^ (x^ . y)) / n,
- * x^ = x / n (lib/ref/deltanet_bwd.c dn_prepare_adj), in double. Reads
- * Dx before writing dx element by element, so Dx may be dx (H = Hk).
+ * x^ = x / n (lib/ref/deltanet_bwd.c dn_prepare_adj), in double. The
+ * row sum goes into y whole before dx is written, so Dx may be dx
+ * (H = Hk).
  */
 static void FN(db_prepare_adj)(const lca_params *p, int64_t t, int64_t hk,
-	double s, const real *x, const real *Dx, real *dx)
+	double sc, const real *x, const real *Dx, real *dx, double *y)
 {
 	int64_t dk = p->dk, grp = p->H / p->Hk, h, i;
 	const real *xr = x + (t * p->Hk + hk) * dk;
+	const real *D0 = Dx + (t * p->H + hk * grp) * dk;
 	real *out = dx + (t * p->Hk + hk) * dk;
-	double nrm = 1, ydy = 0;
+	double nrm = 1, ydy = 0, ss = 0;
 
-	if (p->qk_l2norm) {
-		double ss = 0;
-
+	#pragma omp simd
+	for (i = 0; i < dk; i++)
+		y[i] = sc * D0[i];
+	for (h = 1; h < grp; h++)
+		#pragma omp simd
 		for (i = 0; i < dk; i++)
-			ss += (double)xr[i] * xr[i];
-		nrm = sqrt(ss + DB_L2_EPS);
+			y[i] += sc * D0[h * dk + i];
+	if (p->qk_l2norm) {
+		#pragma omp simd reduction(+:ss, ydy)
 		for (i = 0; i < dk; i++) {
-			double y = 0;
-
-			for (h = 0; h < grp; h++)
-				y += Dx[(t * p->H + hk * grp + h) * dk + i];
-			ydy += (xr[i] / nrm) * (s * y);
+			ss += (double)xr[i] * xr[i];
+			ydy += xr[i] * y[i];
 		}
+		nrm = sqrt(ss + DB_L2_EPS);
+		ydy /= nrm;
 	}
-	for (i = 0; i < dk; i++) {
-		double y = 0;
-
-		for (h = 0; h < grp; h++)
-			y += Dx[(t * p->H + hk * grp + h) * dk + i];
-		out[i] = (real)((s * y - (xr[i] / nrm) * ydy) / nrm);
-	}
+	#pragma omp simd
+	for (i = 0; i < dk; i++)
+		out[i] = (real)((y[i] - (xr[i] / nrm) * ydy) / nrm);
 }
 
 static lca_status FN(db_run)(const lca_params *p, const int64_t *cu,
@@ -782,9 +785,9 @@ static lca_status FN(db_run)(const lca_params *p, const int64_t *cu,
 		#pragma omp for schedule(static)
 		for (i = 0; i < Thk; i++) {
 			FN(db_prepare_adj)(p, i / p->Hk, i % p->Hk, p->scale,
-				q, a.Dq, dq);
+				q, a.Dq, dq, ws.y);
 			FN(db_prepare_adj)(p, i / p->Hk, i % p->Hk, 1.0, k,
-				a.Dk, dk);
+				a.Dk, dk, ws.y);
 		}
 	}
 	free(block);
