@@ -39,6 +39,7 @@ struct options {
 	const char *csv;
 	const char *peer_script;
 	int decode;         /* --phase decode: bench/decode.c */
+	int backward;       /* --phase backward: the backward calls */
 	int T_given;        /* --T was given */
 };
 
@@ -51,6 +52,7 @@ struct row {
 	int cpu_rc;            /* bench_measure()'s return */
 	double ref_s;          /* 0: not measured */
 	double peer_s;         /* 0: not measured */
+	double fwd_s;          /* --phase backward: the forward's seconds */
 };
 
 struct bench {
@@ -66,7 +68,7 @@ struct bench {
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn bench [--phase prefill|decode] [--T 1024,4096,16384,65536]\n"
+		"usage: lcattn bench [--phase prefill|decode|backward] [--T 1024,4096,16384,65536]\n"
 		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64] [--reps 3]\n"
 		"         [--csv FILE] [--no-torch] [--torch-script FILE] [--ref-limit SECONDS]\n"
 		"         [--no-finite-check] [--quick]\n"
@@ -78,7 +80,10 @@ static int usage(FILE *f)
 		"reference over 2 s.\n"
 		"--phase decode: seconds per generated token through the cache API at\n"
 		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps;\n"
-		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n");
+		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n"
+		"--phase backward: the backward call of the mechanisms that have one on\n"
+		"the cpu backend (deltanet, lightning), with the forward's time beside it\n"
+		"(bwd/fwd); no reference, no peer.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -153,7 +158,8 @@ static int option_value(const char *a, const char *val, struct options *o,
 	}
 	if (!strcmp(a, "--phase")) {
 		o->decode = !strcmp(val, "decode");
-		return o->decode || !strcmp(val, "prefill") ? 0 : -1;
+		o->backward = !strcmp(val, "backward");
+		return o->decode || o->backward || !strcmp(val, "prefill") ? 0 : -1;
 	}
 	if (!strcmp(a, "--csv"))
 		return o->csv = val, 0;
@@ -223,7 +229,7 @@ static int measure_list(const struct options *o, int64_t *T)
 
 	for (int i = 0; i < o->nT; i++)
 		T[n++] = o->T[i];
-	for (int i = 0; o->torch && i < 3; i++)
+	for (int i = 0; o->torch && !o->backward && i < 3; i++)
 		if (!has_T(o, peer_T[i]) && peer_T[i] <= o->T[o->nT - 1] && n < MAX_T)
 			T[n++] = peer_T[i];
 	for (int i = 1; i < n; i++)
@@ -256,7 +262,7 @@ static void progress(const struct row *r, const char *backend, double wall,
  * before the first run 1 GFLOP/s is assumed. */
 static void measure_ref(struct bench *b, struct row *r, double *ref_rate)
 {
-	struct bench_timing tm = { 1, 0, 0, b->o.check_finite };
+	struct bench_timing tm = { 1, 0, 0, b->o.check_finite, 0 };
 	struct bench_result res;
 	double rate = ref_rate[r->v] > 0 ? ref_rate[r->v] : 1e9, t0;
 	int rc;
@@ -278,15 +284,26 @@ static void measure_ref(struct bench *b, struct row *r, double *ref_rate)
 static void measure_row(struct bench *b, struct row *r, double *ref_rate)
 {
 	struct bench_timing tm = { b->o.reps, LONG_RUN_S, b->o.quick ? 0 : 1.0,
-		b->o.check_finite };
+		b->o.check_finite, 0 };
 	double t0 = bench_now();
 
-	r->flops = bench_flops(r->v, &b->s, r->T);
-	r->bytes = bench_bytes(r->v, &b->s, r->T, esize(b->o.dtype));
+	if (b->o.backward) {
+		struct bench_result fwd;
+
+		r->flops = bench_flops_backward(r->v, &b->s, r->T);
+		r->bytes = bench_bytes_backward(r->v, &b->s, r->T, esize(b->o.dtype));
+		if (bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
+		    &tm, 3 * 3600, &fwd) == 0 && fwd.status == LCA_OK)
+			r->fwd_s = fwd.seconds;
+		tm.backward = 1;
+	} else {
+		r->flops = bench_flops(r->v, &b->s, r->T);
+		r->bytes = bench_bytes(r->v, &b->s, r->T, esize(b->o.dtype));
+	}
 	r->cpu_rc = bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
 		&tm, 3 * 3600, &r->cpu);
 	progress(r, "cpu", bench_now() - t0, &r->cpu, r->cpu_rc);
-	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK)
+	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK && !b->o.backward)
 		measure_ref(b, r, ref_rate);
 }
 
@@ -315,7 +332,7 @@ static void print_title(const struct bench *b)
 {
 	printf("lcattn %s bench: %s, causal, cpu backend, %s; H=%lld dk=dv=%lld; "
 	       "mla dn=%lld dr=%lld dc=%lld dv=%lld; deltanet chunk %lld, lightning block %lld\n",
-		lca_version(), b->o.decode ? "decode" : "prefill", b->o.dtype == LCA_F32 ? "f32" : "f64",
+		lca_version(), b->o.decode ? "decode" : b->o.backward ? "backward" : "prefill", b->o.dtype == LCA_F32 ? "f32" : "f64",
 		(long long)b->s.H, (long long)b->s.dk, (long long)b->s.dn,
 		(long long)b->s.dr, (long long)b->s.dc, (long long)b->s.dv,
 		(long long)b->s.chunk, (long long)b->s.block);
@@ -348,13 +365,20 @@ static void print_header(const struct bench *b)
 	       "bytes = 2 x size)\n",
 		b->c.sgemm_gflops, b->c.dgemm_gflops, b->c.gemm_n, b->c.bw_gbs,
 		b->c.copy_mib, b->c.copy_threads);
-	for (const char *const *f = bench_formulas(); *f; f++)
+	for (const char *const *f = b->o.backward ? bench_formulas_backward() :
+	     bench_formulas(); *f; f++)
 		printf("  %s\n", *f);
 	printf("seconds: median of >= %d calls (fewer when a call exceeds %d s); "
 	       "roofline = max(flops/peak, bytes/bw) / seconds (peak: %s)\n\n",
 		b->o.reps, LONG_RUN_S, b->o.dtype == LCA_F32 ? "sgemm" : "dgemm");
-	printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s\n", "mechanism", "T", "calls",
-		"seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref", "peak MiB");
+	if (b->o.backward)
+		printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s\n", "mechanism", "T",
+			"calls", "seconds", "GFLOP/s", "roofline", "fwd s", "bwd/fwd",
+			"peak MiB");
+	else
+		printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s\n", "mechanism", "T",
+			"calls", "seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref",
+			"peak MiB");
 }
 
 static void print_row(const struct bench *b, const struct row *r)
@@ -367,7 +391,9 @@ static void print_row(const struct bench *b, const struct row *r)
 	}
 	printf("%5d %10.4g %9.1f %8.3f ", r->cpu.runs, r->cpu.seconds,
 		r->flops / r->cpu.seconds / 1e9, roofline(b, r));
-	if (r->ref_s > 0)
+	if (b->o.backward && r->fwd_s > 0)
+		printf("%10.4g %8.2f", r->fwd_s, r->cpu.seconds / r->fwd_s);
+	else if (r->ref_s > 0)
 		printf("%10.4g %8.1f", r->ref_s, r->ref_s / r->cpu.seconds);
 	else
 		printf("%10s %8s", "-", "-");
@@ -389,7 +415,8 @@ static int write_csv(const struct bench *b, const char *path)
 		const struct row *r = &b->rows[i];
 		int64_t dk = r->v == LCA_MLA ? b->s.dn + b->s.dr : b->s.dk;
 
-		fprintf(f, "%s,prefill,cpu,%s,%lld,%lld,%lld,%lld,", mech_names[r->v],
+		fprintf(f, "%s,%s,cpu,%s,%lld,%lld,%lld,%lld,", mech_names[r->v],
+			b->o.backward ? "backward" : "prefill",
 			b->o.dtype == LCA_F32 ? "f32" : "f64", (long long)r->T,
 			(long long)b->s.H, (long long)dk, (long long)b->s.dv);
 		if (cpu_ok(r))
@@ -671,6 +698,8 @@ static int measure_all(struct bench *b)
 
 	for (int m = 0; m < 4; m++)
 		for (int i = 0; b->o.mech[m] && i < nT && b->nrows < MAX_ROWS; i++) {
+			if (b->o.backward && bench_flops_backward((lca_variant)m, &b->s, 1) == 0)
+				break;  /* no backward of this mechanism here */
 			struct row *r = &b->rows[b->nrows++];
 
 			r->v = (lca_variant)m;
@@ -771,7 +800,8 @@ int tool_bench(int argc, char **argv)
 	print_scaling(b);
 	print_memory(b);
 	print_roofline_note(b);
-	run_peer(b);
+	if (!b->o.backward)
+		run_peer(b);
 	if (b->o.csv && write_csv(b, b->o.csv))
 		rc = 1;
 	free(b);

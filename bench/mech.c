@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 enum {
-	MAX_TENSORS = 8,
+	MAX_TENSORS = 12,
 	MAX_RUNS = 100
 };
 
@@ -151,6 +151,98 @@ const char *const *bench_formulas(void)
 	return f;
 }
 
+/* ---- the model of a backward call ------------------------------------- */
+
+/*
+ * Gated DeltaNet backward as lib/cpu/deltanet_bwd.c computes it, one
+ * chunk of c tokens (triangles counted as for the forward):
+ *   recomputed forward: A c(c-1)dk, (I+A)^-1 c^3/3, X = T R c(c+1)(dk+dv),
+ *     U -= W S 2c dk dv
+ *   (5) dU = (d K) dS, Y = U dS^T           4 c dk dv
+ *   (4) Z = dO S^T, dS += (gamma Q)^T dO    4 c dk dv
+ *       P = Q K^T, dP = dO U^T              c(c+1)(dk+dv)
+ *       dU += P^T dO, dQ += dP K, dK += dP^T Q   c(c+1)(2dk+dv)
+ *   (3) dW = -dU S^T, dS -= W^T dU           4 c dk dv
+ *   solve dR = T^T dX c(c+1)(dk+dv), dA = -dR X^T c(c-1)(dk+dv),
+ *       dK += (dKK + dKK^T) K 2c^2 dk
+ * plus, for every chunk but the last of the sequence, the forward sweep
+ * that keeps the chunk's entering state: A, (I+A)^-1, X, U and
+ * S = gamma S + K^T U, c(c-1)dk + c^3/3 + c(c+1)(dk+dv) + 4c dk dv.
+ */
+static double deltanet_bwd_chunk_flops(double c, double dk, double dv)
+{
+	return c * (c - 1) * dk + c * c * c / 3 + c * (c + 1) * (dk + dv) +
+		2 * c * dk * dv + 12 * c * dk * dv + c * (c + 1) * (3 * dk + 2 * dv) +
+		c * (c + 1) * (dk + dv) + c * (c - 1) * (dk + dv) + 2 * c * c * dk;
+}
+
+static double deltanet_sweep_chunk_flops(double c, double dk, double dv)
+{
+	return c * (c - 1) * dk + c * c * c / 3 + c * (c + 1) * (dk + dv) +
+		4 * c * dk * dv;
+}
+
+/*
+ * Lightning backward as lib/cpu/lightning_bwd.c computes it, one block of
+ * b tokens: forward scan P = dO V^T b(b+1)dv, dQ = [dO | P][S^T ; K]
+ * 2b dk dv + b(b+1)dk, S^T update 2b dk dv; reverse scan V dO^T and
+ * K Q^T b(b+1)(dv+dk), dK and dV [.. | ..][.. ; G] 4b dk dv + b(b+1)(dk+dv),
+ * dS = lambda^b dS + Q^T (lambda dO) 2b dk dv.
+ */
+static double lightning_bwd_block_flops(double b, double dk, double dv)
+{
+	return 3 * b * (b + 1) * (dk + dv) + 10 * b * dk * dv;
+}
+
+double bench_flops_backward(lca_variant v, const struct bench_shape *s,
+	int64_t T)
+{
+	double H = s->H;
+
+	switch (v) {
+	case LCA_DELTANET:
+		return H * (over_pieces(T, s->chunk, s->dk, s->dv,
+			deltanet_bwd_chunk_flops) + (T > s->chunk ?
+			over_pieces(T - s->chunk, s->chunk, s->dk, s->dv,
+			deltanet_sweep_chunk_flops) : 0));
+	case LCA_LIGHTNING:
+		return H * over_pieces(T, s->block, s->dk, s->dv,
+			lightning_bwd_block_flops);
+	default:
+		return 0;
+	}
+}
+
+/* Inputs and dout read once, gradients written once. */
+double bench_bytes_backward(lca_variant v, const struct bench_shape *s,
+	int64_t T, size_t esize)
+{
+	double H = s->H, t = (double)T, e = (double)esize;
+
+	switch (v) {
+	case LCA_DELTANET:
+		return e * t * H * (4 * s->dk + 3 * s->dv + 4);
+	case LCA_LIGHTNING:
+		return e * (t * H * (4 * s->dk + 3 * s->dv) + H);
+	default:
+		return 0;
+	}
+}
+
+const char *const *bench_formulas_backward(void)
+{
+	static const char *const f[] = {
+		"backward: gradients of every input from dout (no state0, no dstate); flops as computed, recomputation included",
+		"deltanet  flops H [sum_chunks (c(c-1)(2dk+dv) + c^3/3 + c(c+1)(5dk+4dv) + 2c^2 dk + 14c dk dv)",
+		"                + sum_chunks but the last (c(c-1)dk + c^3/3 + c(c+1)(dk+dv) + 4c dk dv)]",
+		"                bytes e TH(4dk+3dv+4)",
+		"lightning flops H sum_blocks [3b(b+1)(dk+dv) + 10b dk dv]   bytes e [TH(4dk+3dv) + H]",
+		NULL
+	};
+
+	return f;
+}
+
 /* ---- inputs ------------------------------------------------------------ */
 
 enum tensor_kind { IN, OUT, SLOPE };
@@ -204,6 +296,35 @@ static int tensor_list(lca_variant v, const struct bench_shape *s, int64_t T,
 		return 6;
 	}
 	return 0;
+}
+
+/* The tensors of v's backward call, in its argument order (state0,
+ * dstate and dstate0 NULL); 0 for a variant without one here. */
+static int tensor_list_backward(lca_variant v, const struct bench_shape *s,
+	int64_t T, struct tensor *t)
+{
+	int64_t H = s->H, qk = T * H * s->dk, vo = T * H * s->dv;
+
+	switch (v) {
+	case LCA_DELTANET: /* q k v g beta dout -> dq dk dv dg dbeta */
+		tensor_list(v, s, T, t);
+		t[5] = (struct tensor){ vo, -1, 1, IN };
+		t[6] = (struct tensor){ qk, 0, 0, OUT };
+		t[7] = (struct tensor){ qk, 0, 0, OUT };
+		t[8] = (struct tensor){ vo, 0, 0, OUT };
+		t[9] = (struct tensor){ T * H, 0, 0, OUT };
+		t[10] = (struct tensor){ T * H, 0, 0, OUT };
+		return 11;
+	case LCA_LIGHTNING: /* q k v slope dout -> dq dk dv */
+		tensor_list(v, s, T, t);
+		t[4] = (struct tensor){ vo, -1, 1, IN };
+		t[5] = (struct tensor){ qk, 0, 0, OUT };
+		t[6] = (struct tensor){ qk, 0, 0, OUT };
+		t[7] = (struct tensor){ vo, 0, 0, OUT };
+		return 8;
+	default:
+		return 0;
+	}
 }
 
 /* splitmix64: seedable, fast enough for a billion values. */
@@ -303,6 +424,23 @@ static lca_status forward(const lca_plan *plan, lca_variant v, int64_t T,
 	return LCA_ERR_ARG;
 }
 
+/* The backward call of tensor_list_backward()'s buffers. */
+static lca_status backward(const lca_plan *plan, lca_variant v, int64_t T,
+	void *const *b)
+{
+	switch (v) {
+	case LCA_DELTANET:
+		return lca_deltanet_backward(plan, T, b[0], b[1], b[2], b[3], b[4],
+			NULL, 0, NULL, b[5], NULL, b[6], b[7], b[8], b[9], b[10],
+			NULL);
+	case LCA_LIGHTNING:
+		return lca_lightning_backward(plan, T, b[0], b[1], b[2], b[3],
+			NULL, 0, NULL, b[4], NULL, b[5], b[6], b[7], NULL);
+	default:
+		return LCA_ERR_UNSUPPORTED;
+	}
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -321,7 +459,8 @@ static lca_status time_calls(const lca_plan *plan, lca_variant v, int64_t T,
 
 	for (int call = 0; n < MAX_RUNS; call++) {
 		double t0 = bench_now(), dt;
-		lca_status st = forward(plan, v, T, b);
+		lca_status st = tm->backward ? backward(plan, v, T, b) :
+			forward(plan, v, T, b);
 
 		if (st != LCA_OK)
 			return st;
@@ -354,7 +493,8 @@ static void measure_child(void *arg, void *res)
 	struct bench_result *r = res;
 	struct tensor t[MAX_TENSORS];
 	void *b[MAX_TENSORS] = { 0 };
-	int nt = tensor_list(j->v, j->s, j->T, t);
+	int nt = j->tm->backward ? tensor_list_backward(j->v, j->s, j->T, t) :
+		tensor_list(j->v, j->s, j->T, t);
 	uint64_t seed = 20250101u + (uint64_t)j->T;
 	lca_plan *plan = NULL;
 

@@ -564,29 +564,6 @@ START_TEST(test_gradient_overlapping_an_input_is_refused)
 }
 END_TEST
 
-START_TEST(test_cpu_backend_has_no_backward)
-{
-	lca_params p = tu_params(LCA_DELTANET);
-	double *keep[NIN];
-	lca_plan *plan;
-	struct gio x;
-
-	p.backend = LCA_BACKEND_CPU;
-	p.H = bad.H;
-	p.Hk = bad.Hk;
-	p.dk = bad.dk;
-	p.dv = bad.dv;
-	plan = tu_plan(&p);
-	gio_alloc(&bad, &x);
-	poison(&x, keep);
-	ck_assert_int_eq(bwd_status(plan, &x, x.dout, x.dstate, x.in[IG],
-		x.grad[IQ]), LCA_ERR_UNSUPPORTED);
-	assert_untouched(&x, keep);
-	gio_free(&x);
-	lca_plan_destroy(plan);
-}
-END_TEST
-
 static Suite *grad_deltanet_suite(void)
 {
 	Suite *s = suite_create("grad_deltanet");
@@ -614,7 +591,6 @@ static Suite *grad_deltanet_suite(void)
 	tcase_add_test(tc, test_nan_in_dstate_is_refused_and_writes_nothing);
 	tcase_add_test(tc, test_positive_gate_is_refused_and_writes_nothing);
 	tcase_add_test(tc, test_gradient_overlapping_an_input_is_refused);
-	tcase_add_test(tc, test_cpu_backend_has_no_backward);
 	suite_add_tcase(s, tc);
 	return s;
 }

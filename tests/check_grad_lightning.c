@@ -567,27 +567,6 @@ START_TEST(test_gradient_overlapping_an_input_is_arg)
 }
 END_TEST
 
-START_TEST(test_cpu_backend_is_unsupported)
-{
-	lca_params p = tu_params(LCA_LIGHTNING);
-	lca_plan *plan;
-	struct gio x;
-	double *s[4];
-
-	p.backend = LCA_BACKEND_CPU;
-	p.H = bad_case.H;
-	p.dk = bad_case.dk;
-	p.dv = bad_case.dv;
-	plan = tu_plan(&p);
-	gio_alloc(&bad_case, &x);
-	snapshot(&bad_case, &x, s);
-	ck_assert_int_eq(bad_call(plan, &x, x.dout, x.dv), LCA_ERR_UNSUPPORTED);
-	assert_untouched(&bad_case, &x, s);
-	lca_plan_destroy(plan);
-	gio_free(&x);
-}
-END_TEST
-
 static Suite *grad_lightning_suite(void)
 {
 	Suite *s = suite_create("grad_lightning");
@@ -610,7 +589,6 @@ static Suite *grad_lightning_suite(void)
 	tcase_add_test(tc, test_nan_in_dstate_is_nonfinite);
 	tcase_add_test(tc, test_negative_slope_is_arg);
 	tcase_add_test(tc, test_gradient_overlapping_an_input_is_arg);
-	tcase_add_test(tc, test_cpu_backend_is_unsupported);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,9 +1,10 @@
 /*
  * backward.c - the public backward calls: the forward's argument checks,
  * plus the cotangents and the gradient buffers, then the kernel of the
- * plan's backend, dtype and algo. Only the reference has backward kernels
- * so far; the cpu and cuda backends answer LCA_ERR_UNSUPPORTED rather than
- * run something slower or different under their name.
+ * plan's backend, dtype and algo. The reference has every backward
+ * kernel; the cpu backend has deltanet's and lightning's. The others
+ * (cpu softmax and mla, all of cuda) answer LCA_ERR_UNSUPPORTED rather
+ * than run something slower or different under their name.
  */
 #include "internal.h"
 
@@ -166,6 +167,9 @@ lca_status lca_deltanet_backward(const lca_plan *plan, int64_t T, const void *q,
 	if ((s = check_args(fn, p, a, 8, 14, NULL)) ||
 	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")))
 		return s;
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_deltanet_bwd(p, cu, n, q, k, v, g, beta, state0,
+			dout, dstate, dq, dk, dv, dg, dbeta, dstate0);
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
 	if (p->dtype == LCA_F32)
@@ -212,6 +216,9 @@ lca_status lca_lightning_backward(const lca_plan *plan, int64_t T, const void *q
 	if ((s = check_args(fn, p, a, 7, 11, NULL)) ||
 	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")))
 		return s;
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_lightning_bwd(p, cu, n, q, k, v, slope, state0,
+			dout, dstate, dq, dk, dv, dstate0);
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
 	if (p->dtype == LCA_F32)

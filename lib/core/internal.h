@@ -297,6 +297,18 @@ lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
 lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const void *q, const void *k, const void *v,
 	const void *slope, const void *state0, void *o, void *state);
+/* Backward kernels (lib/cpu/NAME_bwd.c): the reference adjoints' contract
+ * (lib/ref/NAME_bwd.c), tensors of the plan's dtype; both algos run the
+ * chunked/blockwise adjoint. Deterministic whatever the thread count. */
+lca_status lcai_cpu_deltanet_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *g, const void *beta, const void *state0, const void *dout,
+	const void *dstate, void *dq, void *dk, void *dv, void *dg,
+	void *dbeta, void *dstate0);
+lca_status lcai_cpu_lightning_bwd(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *slope, const void *state0, const void *dout,
+	const void *dstate, void *dq, void *dk, void *dv, void *dstate0);
 
 /* ---- CPU decode kernels (lib/cpu/decode.c) ----
  * One sequence: tq new queries are the last tq positions of tk cached keys
