@@ -14,6 +14,7 @@
 #include "tool.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -691,11 +692,46 @@ static double seconds_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
 }
 
+/* The next seed's tokens, drawn on a second thread while the mechanisms
+ * read the current one: at T = 2^20 a draw (2^28 normal deviates, each a
+ * log and a cos) takes as long as the four mechanisms together. */
+struct drawer {
+	pthread_t th;
+	int64_t T, dk, dv;
+	double rho;
+	uint64_t seed;
+	double *k, *v;
+	lca_status st;
+	char msg[256];
+};
+
+static void *drawer_main(void *arg)
+{
+	struct drawer *w = arg;
+
+	if ((w->st = lca_probe_draw(w->T, w->dk, w->dv, w->rho, w->seed, w->k, w->v)))
+		snprintf(w->msg, sizeof w->msg, "%s", lca_last_error());
+	return NULL;
+}
+
+/* Start drawing (or, where no thread can be had, draw now): 0 or -1. */
+static int drawer_start(struct drawer *w, const struct run *r, const struct draw *d, int64_t s)
+{
+	w->T = d->T, w->dk = r->dk, w->dv = r->dv, w->rho = r->rho, w->seed = r->seed + s;
+	w->k = d->k, w->v = d->v, w->msg[0] = 0;
+	if (pthread_create(&w->th, NULL, drawer_main, w)) {
+		drawer_main(w);
+		return -1;
+	}
+	return 0;
+}
+
 /* One token's retrieval error per mechanism, averaged over the seeds. Only
  * that token is read (lca_probe_retrieval_of), each seed's tokens are drawn
- * once for every mechanism, and the writes run on --backend (cpu unless
- * told: float64 within 1e-12 of the reference, and at T = 2^20 seconds
- * where the reference takes minutes; the error is printed to 4 digits). */
+ * once for every mechanism (the next seed's while this one is read), and
+ * the writes run on --backend (cpu unless told: float64 within 1e-12 of
+ * the reference, and at T = 2^20 seconds where the reference takes
+ * minutes; the error is printed to 4 digits). */
 static int cmd_token(struct opts *o)
 {
 	int64_t T = get_int(o, "T", 4096, 1, 1 << 20), idx = get_int(o, "index", 0, 0, T - 1);
@@ -708,8 +744,9 @@ static int cmd_token(struct opts *o)
 	struct progress pg;
 	struct timespec t0;
 	struct run r;
-	struct draw d;
-	int rc;
+	struct draw d, d2;
+	struct drawer w;
+	int rc, threaded = -1;
 
 	if (!val(o, "index"))
 		bad(o, "--index N is required (0-based, 0 <= N < T)");
@@ -719,8 +756,11 @@ static int cmd_token(struct opts *o)
 		be = LCA_BACKEND_REF;
 	if ((rc = run_init(&r, o)))
 		return rc;
-	if (draw_alloc(&d, T, r.dk, r.dv))
+	memset(&d2, 0, sizeof d2);
+	if (draw_alloc(&d, T, r.dk, r.dv) || (r.seeds > 1 && draw_alloc(&d2, T, r.dk, r.dv))) {
+		draw_free(&d), draw_free(&d2);
 		return run_end(&r, fail_call(o, LCA_ERR_NOMEM));
+	}
 	for (int v = 0; v < 4; v++)
 		lo[v] = INFINITY, hi[v] = 0;
 	printf("token %lld of %lld (age %lld), dk %lld, dv %lld, rho %g, %lld seeds\n"
@@ -733,17 +773,27 @@ static int cmd_token(struct opts *o)
 		fprintf(r.csv, "mechanism,dk,dv,rho,T,index,age,seeds,threshold,err_mean,err_min,"
 			"err_max,retrieved,retrievable\n");
 	progress_start(&pg, o, "token");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	threaded = drawer_start(&w, &r, &d, 0);
 	for (int64_t s = 0; s < r.seeds && !rc; s++) {
 		lca_probe_seq q = { T, d.k, d.v, NULL, NULL, NULL };
 		lca_status st;
 		char lab[64];
+		struct draw tmp;
 
 		snprintf(lab, sizeof lab, "drawing seed %lld", (long long)s + 1);
 		progress(&pg, (double)s / r.seeds, lab);
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		if ((st = lca_probe_draw(T, r.dk, r.dv, r.rho, r.seed + s, d.k, d.v)))
-			rc = fail_call(o, st);
-		draw_sec += seconds_since(&t0);
+		if (!threaded)
+			pthread_join(w.th, NULL);
+		threaded = -1;
+		draw_sec += seconds_since(&t0); /* the wait for this seed's tokens */
+		if (w.st) {
+			fprintf(stderr, "lcattn probe token: %s: %s\n", lca_strerror(w.st), w.msg);
+			rc = 2;
+			break;
+		}
+		if (s + 1 < r.seeds)
+			threaded = drawer_start(&w, &r, &d2, s + 1);
 		for (int v = 0; v < 4 && !rc; v++) {
 			lca_probe_params pp = mech_params(o, (lca_variant)v, 0);
 			double e;
@@ -762,7 +812,11 @@ static int cmd_token(struct opts *o)
 				got[v] += e < thr;
 			}
 		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		tmp = d, d = d2, d2 = tmp;
 	}
+	if (!threaded)
+		pthread_join(w.th, NULL);
 	progress_end(&pg);
 	for (int v = 0; v < 4 && !rc; v++) {
 		double m = sum[v] / r.seeds;
@@ -779,14 +833,15 @@ static int cmd_token(struct opts *o)
 	}
 	fflush(stdout);
 	if (!rc && !o->quiet) {
-		fprintf(stderr, "lcattn probe token: %s backend, seconds over %lld seeds: draw %.1f",
+		fprintf(stderr, "lcattn probe token: %s backend, seconds over %lld seeds: "
+			"waiting for draws %.1f",
 			be == LCA_BACKEND_CPU ? "cpu" : "ref", (long long)r.seeds, draw_sec);
 		for (int v = 0; v < 4; v++)
 			if (mechs >> v & 1)
 				fprintf(stderr, ", %s %.1f", mech_names[v], sec[v]);
 		fputc('\n', stderr);
 	}
-	draw_free(&d);
+	draw_free(&d), draw_free(&d2);
 	return run_end(&r, rc);
 }
 
