@@ -389,6 +389,29 @@ START_TEST(test_retrieval_of_on_the_cpu_backend_matches)
 }
 END_TEST
 
+/* Past 65536 tokens the write runs in several forward calls (its outputs
+ * are not kept): on the reference that is the same state, bit for bit, as
+ * lca_probe_overwrite's single call that keeps them. */
+START_TEST(test_retrieval_of_a_long_write_equals_one_call)
+{
+	const int64_t T = 65536 + 77, dk = 4, dv = 4, idx[] = { 0, 65535, 65536, T - 1, 40000 };
+	lca_probe_params pp = probe_params(LCA_DELTANET, dk, dv);
+	double *k = tu_alloc(T * dk), *v = tu_alloc(T * dv), *beta = tu_alloc(T);
+	double *g = tu_alloc(T), *end = tu_alloc(T), err[5];
+
+	tu_assert_ok(lca_probe_draw(T, dk, dv, 0.0, 9, k, v));
+	tu_fill_uniform(beta, T, 0.0, 1.0);
+	tu_fill_uniform(g, T, -1e-4, 0.0);
+	lca_probe_seq s = { T, k, v, beta, g, NULL };
+	tu_assert_ok(lca_probe_overwrite(&pp, &s, NULL, NULL, NULL, end));
+	tu_assert_ok(lca_probe_retrieval_of(&pp, &s, 5, idx, err));
+	for (int j = 0; j < 5; j++)
+		ck_assert_msg(!memcmp(&err[j], &end[idx[j]], sizeof err[j]), "token %lld: %.17g != %.17g",
+			(long long)idx[j], err[j], end[idx[j]]);
+	free(k), free(v), free(beta), free(g), free(end);
+}
+END_TEST
+
 START_TEST(test_retrieval_of_refuses_bad_indices)
 {
 	lca_probe_params pp = probe_params(LCA_DELTANET, 4, 4);
@@ -574,6 +597,7 @@ static Suite *probe_suite(void)
 	tc = tu_tcase("retrieval_of");
 	tcase_add_test(tc, test_retrieval_of_equals_retrieval_bit_for_bit);
 	tcase_add_test(tc, test_retrieval_of_on_the_cpu_backend_matches);
+	tcase_add_test(tc, test_retrieval_of_a_long_write_equals_one_call);
 	tcase_add_test(tc, test_retrieval_of_refuses_bad_indices);
 	suite_add_tcase(s, tc);
 
