@@ -443,7 +443,8 @@ LCA_API lca_status lca_cache_load(lca_cache *cache, const void *buf,
 /* ---- probes (measured costs of each mechanism; see lcattn-probes(7)) ---- */
 
 /*
- * A probe measures, on the double reference, what a mechanism gives up. It
+ * A probe measures, on the double reference (or, where pp->backend says
+ * so, the cpu backend in float64), what a mechanism gives up. It
  * runs one head as a memory: the T tokens of an lca_probe_seq are written
  * in order into an empty memory, then queries read it at position T
  * without writing. Every number is scale-free, so the mechanisms compare.
@@ -475,6 +476,11 @@ typedef struct lca_probe_params {
 	                          sequence has no beta array (default 1) */
 	double g;              /* deltanet: log-decay <= 0 likewise (default 0) */
 	double slope;          /* lightning: lambda = exp(-slope), slope >= 0 (default 0) */
+	lca_backend backend;   /* where the writes and reads run, in float64:
+	                          LCA_BACKEND_REF (default) the double reference;
+	                          LCA_BACKEND_CPU the cpu backend, within 1e-12
+	                          of it by the tolerance rule and much faster on
+	                          long sequences (mla fits its latent by BLAS) */
 } lca_probe_params;
 
 /* Set every field of *pp to its default for the given variant. */
@@ -518,6 +524,16 @@ LCA_API lca_status lca_probe_draw(int64_t T, int64_t dk, int64_t dv,
  */
 LCA_API lca_status lca_probe_retrieval(const lca_probe_params *pp,
 	const lca_probe_seq *s, double *err);
+
+/*
+ * Retrieval of chosen tokens only: err[j] is err[idx[j]] of
+ * lca_probe_retrieval(), bit for bit, from one read of the n queries
+ * k_idx[j] (not T of them): O(T) per query rather than O(T^2) for softmax
+ * and mla. Indices 0 <= idx[j] < T, repeats allowed.
+ *   idx [n], err [n], n >= 1
+ */
+LCA_API lca_status lca_probe_retrieval_of(const lca_probe_params *pp,
+	const lca_probe_seq *s, int64_t n, const int64_t *idx, double *err);
 
 /*
  * DeltaNet overwrite (pp->variant LCA_DELTANET), per token i; each output

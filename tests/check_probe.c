@@ -3,8 +3,9 @@
  * (lcattn-probes(7)): DeltaNet on orthonormal keys loses nothing, a key
  * written twice loses its first value, Lightning's crosstalk grows as
  * sqrt((T-1)/dk), an undecayed Lightning memory is blind to order while
- * softmax with RoPE never is; and each probe against a direct evaluation
- * of its definition.
+ * softmax with RoPE never is; each probe against a direct evaluation of
+ * its definition; the retrieval of chosen tokens against that of all,
+ * on the reference and on the cpu backend.
  */
 #include "testutil.h"
 
@@ -291,6 +292,157 @@ START_TEST(test_mla_full_latent_equals_softmax)
 }
 END_TEST
 
+/* ---- retrieval of chosen tokens ---- */
+
+/* Each mechanism with every option the probe offers switched on, odd T
+ * across deltanet's 64-token chunks and lightning's 256-token blocks,
+ * per-token beta and g. */
+#define OF_T 301
+#define OF_D 16
+
+struct of_case {
+	double *k, *v, *beta, *g;
+	lca_probe_seq s;
+};
+
+static lca_probe_params of_params(lca_variant var)
+{
+	lca_probe_params pp = probe_params(var, OF_D, OF_D);
+
+	if (var == LCA_SOFTMAX)
+		pp.rope_dim = OF_D;
+	if (var == LCA_MLA)
+		pp.dr = 4, pp.rope_dim = 4, pp.dc = 6;
+	if (var == LCA_LIGHTNING)
+		pp.slope = 0.01;
+	return pp;
+}
+
+static struct of_case of_draw(void)
+{
+	struct of_case c;
+
+	c.k = tu_alloc(OF_T * OF_D), c.v = tu_alloc(OF_T * OF_D);
+	c.beta = tu_alloc(OF_T), c.g = tu_alloc(OF_T);
+	tu_assert_ok(lca_probe_draw(OF_T, OF_D, OF_D, 0.2, 5, c.k, c.v));
+	tu_fill_uniform(c.beta, OF_T, 0.1, 1.0);
+	tu_fill_uniform(c.g, OF_T, -0.05, 0.0);
+	c.s = (lca_probe_seq){ OF_T, c.k, c.v, c.beta, c.g, NULL };
+	return c;
+}
+
+static void of_free(struct of_case *c)
+{
+	free(c->k), free(c->v), free(c->beta), free(c->g);
+}
+
+/* First, last, a repeat and the ends of a chunk and a block. */
+static const int64_t of_idx[] = { 0, OF_T - 1, 150, 63, 64, 255, 256, 150, 299 };
+#define OF_N ((int64_t)(sizeof of_idx / sizeof of_idx[0]))
+
+START_TEST(test_retrieval_of_equals_retrieval_bit_for_bit)
+{
+	struct of_case c = of_draw();
+	double all[OF_T], some[OF_N];
+
+	for (int var = LCA_SOFTMAX; var <= LCA_LIGHTNING; var++) {
+		lca_probe_params pp = of_params((lca_variant)var);
+
+		tu_assert_ok(lca_probe_retrieval(&pp, &c.s, all));
+		tu_assert_ok(lca_probe_retrieval_of(&pp, &c.s, OF_N, of_idx, some));
+		for (int64_t j = 0; j < OF_N; j++)
+			ck_assert_msg(!memcmp(&some[j], &all[of_idx[j]], sizeof some[j]),
+				"variant %d token %lld: %.17g != %.17g", var, (long long)of_idx[j],
+				some[j], all[of_idx[j]]);
+	}
+	of_free(&c);
+}
+END_TEST
+
+/* The cpu backend in float64 is within 1e-12 of the reference (the
+ * tolerance rule) in every output it reads; an error is the sine of the
+ * angle between o and v, which moves by at most about the relative change
+ * of o, so the errors agree to 1e-12 absolute, read one by one or all T
+ * at once, and against the reference. */
+START_TEST(test_retrieval_of_on_the_cpu_backend_matches)
+{
+	struct of_case c = of_draw();
+	double ref[OF_T], all[OF_T], some[OF_N];
+
+	for (int var = LCA_SOFTMAX; var <= LCA_LIGHTNING; var++) {
+		lca_probe_params pp = of_params((lca_variant)var);
+
+		tu_assert_ok(lca_probe_retrieval(&pp, &c.s, ref));
+		pp.backend = LCA_BACKEND_CPU;
+		tu_assert_ok(lca_probe_retrieval(&pp, &c.s, all));
+		tu_assert_ok(lca_probe_retrieval_of(&pp, &c.s, OF_N, of_idx, some));
+		for (int64_t j = 0; j < OF_N; j++) {
+			double r = ref[of_idx[j]];
+
+			ck_assert_msg(fabs(some[j] - all[of_idx[j]]) <= 1e-12 &&
+				fabs(some[j] - r) <= 1e-12 && r > 1e-3,
+				"variant %d token %lld: cpu %.17g, cpu all %.17g, ref %.17g", var,
+				(long long)of_idx[j], some[j], all[of_idx[j]], r);
+		}
+	}
+	of_free(&c);
+}
+END_TEST
+
+/* Past 65536 tokens the write runs in several forward calls (its outputs
+ * are not kept): on the reference that is the same state, bit for bit, as
+ * lca_probe_overwrite's single call that keeps them. */
+START_TEST(test_retrieval_of_a_long_write_equals_one_call)
+{
+	const int64_t T = 65536 + 77, dk = 4, dv = 4, idx[] = { 0, 65535, 65536, T - 1, 40000 };
+	lca_probe_params pp = probe_params(LCA_DELTANET, dk, dv);
+	double *k = tu_alloc(T * dk), *v = tu_alloc(T * dv), *beta = tu_alloc(T);
+	double *g = tu_alloc(T), *end = tu_alloc(T), err[5];
+
+	tu_assert_ok(lca_probe_draw(T, dk, dv, 0.0, 9, k, v));
+	tu_fill_uniform(beta, T, 0.0, 1.0);
+	tu_fill_uniform(g, T, -1e-4, 0.0);
+	lca_probe_seq s = { T, k, v, beta, g, NULL };
+	tu_assert_ok(lca_probe_overwrite(&pp, &s, NULL, NULL, NULL, end));
+	tu_assert_ok(lca_probe_retrieval_of(&pp, &s, 5, idx, err));
+	for (int j = 0; j < 5; j++)
+		ck_assert_msg(!memcmp(&err[j], &end[idx[j]], sizeof err[j]), "token %lld: %.17g != %.17g",
+			(long long)idx[j], err[j], end[idx[j]]);
+	free(k), free(v), free(beta), free(g), free(end);
+}
+END_TEST
+
+START_TEST(test_retrieval_of_refuses_bad_indices)
+{
+	lca_probe_params pp = probe_params(LCA_DELTANET, 4, 4);
+	double k[8] = { 1, 0, 0, 0, 0, 1, 0, 0 }, v[8] = { 1, 0, 0, 0, 0, 1, 0, 0 }, err[2];
+	int64_t ok[2] = { 1, 0 }, neg[2] = { 0, -1 }, past[2] = { 1, 2 };
+	lca_probe_seq s = { 2, k, v, NULL, NULL, NULL };
+
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, 2, NULL, err), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("idx"));
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, 2, ok, NULL), LCA_ERR_NULL);
+	ck_assert(tu_msg_names("err"));
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, 0, ok, err), LCA_ERR_SIZE);
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, -1, ok, err), LCA_ERR_SIZE);
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, 2, neg, err), LCA_ERR_ARG);
+	ck_assert(tu_msg_names("idx[1] = -1"));
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, 2, past, err), LCA_ERR_ARG);
+	ck_assert(tu_msg_names("idx[1] = 2"));
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, NULL, 2, ok, err), LCA_ERR_NULL);
+	ck_assert_int_eq(lca_probe_retrieval_of(NULL, &s, 2, ok, err), LCA_ERR_NULL);
+	pp.backend = LCA_BACKEND_CUDA;
+	ck_assert_int_eq(lca_probe_retrieval_of(&pp, &s, 2, ok, err), LCA_ERR_UNSUPPORTED);
+	ck_assert(tu_msg_names("backend"));
+	pp.backend = (lca_backend)7;
+	ck_assert_int_eq(lca_probe_retrieval(&pp, &s, err), LCA_ERR_UNSUPPORTED);
+	/* Orthonormal keys, beta 1: both tokens come back exactly. */
+	pp.backend = LCA_BACKEND_REF;
+	tu_assert_ok(lca_probe_retrieval_of(&pp, &s, 2, ok, err));
+	ck_assert_msg(err[0] < 1e-15 && err[1] < 1e-15, "%.3e %.3e", err[0], err[1]);
+}
+END_TEST
+
 /* ---- the position probe's shared prefixes ---- */
 
 /* deltanet: the carried-state sweep equals rewriting each swapped
@@ -440,6 +592,13 @@ static Suite *probe_suite(void)
 	tcase_add_test(tc, test_softmax_with_rope_sees_order_at_every_distance);
 	tcase_add_test(tc, test_softmax_one_token_is_retrieved_exactly);
 	tcase_add_test(tc, test_mla_full_latent_equals_softmax);
+	suite_add_tcase(s, tc);
+
+	tc = tu_tcase("retrieval_of");
+	tcase_add_test(tc, test_retrieval_of_equals_retrieval_bit_for_bit);
+	tcase_add_test(tc, test_retrieval_of_on_the_cpu_backend_matches);
+	tcase_add_test(tc, test_retrieval_of_a_long_write_equals_one_call);
+	tcase_add_test(tc, test_retrieval_of_refuses_bad_indices);
 	suite_add_tcase(s, tc);
 
 	tc = tu_tcase("shared");

@@ -14,6 +14,7 @@
 #include "tool.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,7 @@ static const struct popt {
 	{ "beta", RET | OVW | POS | TOK }, { "g", RET | OVW | POS | TOK },
 	{ "slope", RET | POS | TOK }, { "loads", RET }, { "T", OVW | POS | TOK },
 	{ "rhos", OVW }, { "lengths", DIL }, { "slopes", DIL }, { "dists", POS },
-	{ "index", TOK }, { "threshold", TOK },
+	{ "index", TOK }, { "threshold", TOK }, { "backend", TOK },
 };
 #define NPOPT ((int)(sizeof popts / sizeof popts[0]))
 
@@ -683,67 +684,164 @@ static int cmd_position(struct opts *o)
 
 /* ---- token ---- */
 
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* The next seed's tokens, drawn on a second thread while the mechanisms
+ * read the current one: at T = 2^20 a draw (2^28 normal deviates, each a
+ * log and a cos) takes as long as the four mechanisms together. */
+struct drawer {
+	pthread_t th;
+	int64_t T, dk, dv;
+	double rho;
+	uint64_t seed;
+	double *k, *v;
+	lca_status st;
+	char msg[256];
+};
+
+static void *drawer_main(void *arg)
+{
+	struct drawer *w = arg;
+
+	if ((w->st = lca_probe_draw(w->T, w->dk, w->dv, w->rho, w->seed, w->k, w->v)))
+		snprintf(w->msg, sizeof w->msg, "%s", lca_last_error());
+	return NULL;
+}
+
+/* Start drawing (or, where no thread can be had, draw now): 0 or -1. */
+static int drawer_start(struct drawer *w, const struct run *r, const struct draw *d, int64_t s)
+{
+	w->T = d->T, w->dk = r->dk, w->dv = r->dv, w->rho = r->rho, w->seed = r->seed + s;
+	w->k = d->k, w->v = d->v, w->msg[0] = 0;
+	if (pthread_create(&w->th, NULL, drawer_main, w)) {
+		drawer_main(w);
+		return -1;
+	}
+	return 0;
+}
+
+/* One token's retrieval error per mechanism, averaged over the seeds. Only
+ * that token is read (lca_probe_retrieval_of), each seed's tokens are drawn
+ * once for every mechanism (the next seed's while this one is read), and
+ * the writes run on --backend (cpu unless told: float64 within 1e-12 of
+ * the reference, and at T = 2^20 seconds where the reference takes
+ * minutes; the error is printed to 4 digits). */
 static int cmd_token(struct opts *o)
 {
 	int64_t T = get_int(o, "T", 4096, 1, 1 << 20), idx = get_int(o, "index", 0, 0, T - 1);
-	double thr = get_real(o, "threshold", 0.5);
+	double thr = get_real(o, "threshold", 0.5), sum[4] = { 0 }, lo[4], hi[4], sec[4] = { 0 };
+	double draw_sec = 0;
+	const char *bk = val(o, "backend");
+	lca_backend be = LCA_BACKEND_CPU;
 	unsigned mechs = get_mechs(o);
+	int64_t got[4] = { 0 };
 	struct progress pg;
+	struct timespec t0;
 	struct run r;
-	struct draw d;
-	int rc;
+	struct draw d, d2;
+	struct drawer w;
+	int rc, threaded = -1;
 
 	if (!val(o, "index"))
 		bad(o, "--index N is required (0-based, 0 <= N < T)");
+	if (bk && strcmp(bk, "cpu") && strcmp(bk, "ref"))
+		bad(o, "--backend %s: cpu or ref", bk);
+	if (bk && !strcmp(bk, "ref"))
+		be = LCA_BACKEND_REF;
 	if ((rc = run_init(&r, o)))
 		return rc;
-	if (draw_alloc(&d, T, r.dk, r.dv))
+	memset(&d2, 0, sizeof d2);
+	if (draw_alloc(&d, T, r.dk, r.dv) || (r.seeds > 1 && draw_alloc(&d2, T, r.dk, r.dv))) {
+		draw_free(&d), draw_free(&d2);
 		return run_end(&r, fail_call(o, LCA_ERR_NOMEM));
+	}
+	for (int v = 0; v < 4; v++)
+		lo[v] = INFINITY, hi[v] = 0;
 	printf("token %lld of %lld (age %lld), dk %lld, dv %lld, rho %g, %lld seeds\n"
 		"retrievable: mean error < %g, error = min_a ||a o - v|| / ||v|| = sin(angle(o, v))\n\n"
 		"%-10s %10s %10s %10s %10s  %s\n", (long long)idx, (long long)T,
 		(long long)(T - 1 - idx), (long long)r.dk, (long long)r.dv, r.rho, (long long)r.seeds,
 		thr, "mechanism", "error", "min", "max", "retrieved", "retrievable");
+	fflush(stdout);
 	if (r.csv)
 		fprintf(r.csv, "mechanism,dk,dv,rho,T,index,age,seeds,threshold,err_mean,err_min,"
 			"err_max,retrieved,retrievable\n");
 	progress_start(&pg, o, "token");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	threaded = drawer_start(&w, &r, &d, 0);
+	for (int64_t s = 0; s < r.seeds && !rc; s++) {
+		lca_probe_seq q = { T, d.k, d.v, NULL, NULL, NULL };
+		lca_status st;
+		char lab[64];
+		struct draw tmp;
+
+		snprintf(lab, sizeof lab, "drawing seed %lld", (long long)s + 1);
+		progress(&pg, (double)s / r.seeds, lab);
+		if (!threaded)
+			pthread_join(w.th, NULL);
+		threaded = -1;
+		draw_sec += seconds_since(&t0); /* the wait for this seed's tokens */
+		if (w.st) {
+			fprintf(stderr, "lcattn probe token: %s: %s\n", lca_strerror(w.st), w.msg);
+			rc = 2;
+			break;
+		}
+		if (s + 1 < r.seeds)
+			threaded = drawer_start(&w, &r, &d2, s + 1);
+		for (int v = 0; v < 4 && !rc; v++) {
+			lca_probe_params pp = mech_params(o, (lca_variant)v, 0);
+			double e;
+
+			if (!(mechs >> v & 1))
+				continue;
+			pp.backend = be;
+			snprintf(lab, sizeof lab, "%s seed %lld", mech_names[v], (long long)s + 1);
+			progress(&pg, (s + (v + 1) / 5.0) / r.seeds, lab);
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			if ((st = lca_probe_retrieval_of(&pp, &q, 1, &idx, &e)))
+				rc = fail_call(o, st);
+			sec[v] += seconds_since(&t0);
+			if (!rc) {
+				sum[v] += e, lo[v] = fmin(lo[v], e), hi[v] = fmax(hi[v], e);
+				got[v] += e < thr;
+			}
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		tmp = d, d = d2, d2 = tmp;
+	}
+	if (!threaded)
+		pthread_join(w.th, NULL);
+	progress_end(&pg);
 	for (int v = 0; v < 4 && !rc; v++) {
-		lca_probe_params pp = mech_params(o, (lca_variant)v, 0);
-		double sum = 0, lo = INFINITY, hi = 0;
-		int64_t got = 0;
+		double m = sum[v] / r.seeds;
 
 		if (!(mechs >> v & 1))
 			continue;
-		for (int64_t s = 0; s < r.seeds && !rc; s++) {
-			lca_probe_seq q = { T, d.k, d.v, NULL, NULL, NULL };
-			lca_status st;
-			char lab[64];
-
-			snprintf(lab, sizeof lab, "%s seed %lld", mech_names[v], (long long)s + 1);
-			progress(&pg, (v + (double)s / r.seeds) / 4, lab);
-			if ((st = lca_probe_draw(T, r.dk, r.dv, r.rho, r.seed + s, d.k, d.v)) ||
-			    (st = lca_probe_retrieval(&pp, &q, d.out)))
-				rc = fail_call(o, st);
-			if (!rc) {
-				sum += d.out[idx], lo = fmin(lo, d.out[idx]), hi = fmax(hi, d.out[idx]);
-				got += d.out[idx] < thr;
-			}
-		}
-		if (rc)
-			break;
-		progress_end(&pg);
-		printf("%-10s %10.4f %10.4f %10.4f %6lld/%-3lld  %s\n", mech_names[v], sum / r.seeds,
-			lo, hi, (long long)got, (long long)r.seeds, sum / r.seeds < thr ? "yes" : "no");
+		printf("%-10s %10.4f %10.4f %10.4f %6lld/%-3lld  %s\n", mech_names[v], m, lo[v],
+			hi[v], (long long)got[v], (long long)r.seeds, m < thr ? "yes" : "no");
 		if (r.csv)
 			fprintf(r.csv, "%s,%lld,%lld,%g,%lld,%lld,%lld,%lld,%g,%.6g,%.6g,%.6g,%lld,%s\n",
 				mech_names[v], (long long)r.dk, (long long)r.dv, r.rho, (long long)T,
-				(long long)idx, (long long)(T - 1 - idx), (long long)r.seeds, thr,
-				sum / r.seeds, lo, hi, (long long)got, sum / r.seeds < thr ? "yes" : "no");
-		fflush(stdout);
+				(long long)idx, (long long)(T - 1 - idx), (long long)r.seeds, thr, m,
+				lo[v], hi[v], (long long)got[v], m < thr ? "yes" : "no");
 	}
-	progress_end(&pg);
-	draw_free(&d);
+	fflush(stdout);
+	if (!rc && !o->quiet) {
+		fprintf(stderr, "lcattn probe token: %s backend, seconds over %lld seeds: "
+			"waiting for draws %.1f",
+			be == LCA_BACKEND_CPU ? "cpu" : "ref", (long long)r.seeds, draw_sec);
+		for (int v = 0; v < 4; v++)
+			if (mechs >> v & 1)
+				fprintf(stderr, ", %s %.1f", mech_names[v], sec[v]);
+		fputc('\n', stderr);
+	}
+	draw_free(&d), draw_free(&d2);
 	return run_end(&r, rc);
 }
 
@@ -754,14 +852,16 @@ static int usage(FILE *f)
 	fprintf(f,
 		"usage: lcattn probe retrieval|overwrite|dilution|position|token [options]\n"
 		"       lcattn probe golden [--verbose] FILE.h5...\n"
-		"Measures what each mechanism gives up, on the double reference, over synthetic\n"
-		"unit keys and values (lcattn-probes(7)). Prints a summary (CSV) on stdout;\n"
+		"Measures what each mechanism gives up, on the double reference (token: the cpu\n"
+		"backend in float64 unless --backend ref), over synthetic unit keys and values\n"
+		"(lcattn-probes(7)). Prints a summary (CSV) on stdout;\n"
 		"--csv FILE writes the full table. Defaults: dk = dv = 64, rho 0, seeds from 1.\n"
 		"  retrieval  error against age and load N/dk   --loads a,b,c (default 1/8..8)\n"
 		"  overwrite  deltanet overwrite at --T (4096) for --rhos (0,0.2,..,0.8)\n"
 		"  dilution   lightning crosstalk/signal for --lengths and --slopes (0,2^-8)\n"
 		"  position   order sensitivity against distance at --T (4096), --dists log|all\n"
-		"  token      can token --index N of --T (4096) still be read? (--threshold 0.5)\n"
+		"  token      can token --index N of --T (4096, at most 2^20) still be read?\n"
+		"             (--threshold 0.5; --backend cpu (default) or ref)\n"
 		"  golden     recompute each golden file's probe metrics, compare to 1e-12\n"
 		"options: --dk --dv N  --rho X  --seeds N  --seed N  --csv FILE  --quiet\n"
 		"  --mech all|softmax,mla,deltanet,lightning   (retrieval, position, token)\n"

@@ -310,6 +310,16 @@ lca_status lcai_cpu_lightning_bwd(const lca_params *p, const int64_t *cu,
 	const void *slope, const void *state0, const void *dout,
 	const void *dstate, void *dq, void *dk, void *dv, void *dstate0);
 
+/* The probes' mla latent fit by BLAS (lib/cpu/probe.c), X = [K_nope V]
+ * with K_nope the first dn of the dk columns of k [T][dk], v [T][dv]:
+ * G [dn+dv][dn+dv] = X^T X (whole, symmetric); ckv [T][dc] = X w,
+ * w [dn+dv][dc]. */
+void lcai_cpu_probe_gram(int64_t T, int64_t dk, int64_t dn, int64_t dv,
+	const double *k, const double *v, double *G);
+void lcai_cpu_probe_latent(int64_t T, int64_t dk, int64_t dn, int64_t dv,
+	int64_t dc, const double *k, const double *v, const double *w,
+	double *ckv);
+
 /* ---- CPU decode kernels (lib/cpu/decode.c) ----
  * One sequence: tq new queries are the last tq positions of tk cached keys
  * (bottom-right alignment, tq <= tk); the cache tensors are contiguous

@@ -1,7 +1,15 @@
 /*
  * memory.c - one head of a mechanism run as a memory for the probes:
  * argument checks, the mla latent fit, and the writes and reads, all
- * through the public forward calls on a double-precision reference plan.
+ * through the public forward calls on a float64 plan of pp->backend: the
+ * reference by default, so the probes measure exactly what the oracle
+ * computes; or the cpu backend, which answers the same question within
+ * the tolerance rule's 1e-12 of float64 paths and is what makes a
+ * million-token probe take seconds: its deltanet and lightning writes run
+ * vectorised (the reference's are plain loops), and its mla latent fit
+ * runs on BLAS (lib/cpu/probe.c). A prefill of a decode cache would have
+ * run the same cpu kernels with a cache to size and fill on top; the
+ * forward calls were already here.
  *
  * Reads sit at position T, after the T written tokens, and write nothing:
  *   softmax, mla  one non-causal call with Tq = nq, Tk = T; RoPE is applied
@@ -97,6 +105,12 @@ static lca_status check_params(const char *fn, const lca_probe_params *pp, lca_p
 		return lcai_fail(LCA_ERR_ARG, "%s: beta must be finite and g finite and <= 0", fn);
 	if (!(r->slope >= 0) || !isfinite(r->slope))
 		return lcai_fail(LCA_ERR_ARG, "%s: slope must be finite and >= 0", fn);
+	/* Tensors here are host memory: the cuda backend would want device
+	 * pointers. */
+	if (r->backend != LCA_BACKEND_REF && r->backend != LCA_BACKEND_CPU)
+		return lcai_fail(LCA_ERR_UNSUPPORTED,
+			"%s: backend %d: probes run on LCA_BACKEND_REF or LCA_BACKEND_CPU", fn,
+			(int)r->backend);
 	return LCA_OK;
 }
 
@@ -228,7 +242,9 @@ static lca_status fit_latent(const char *fn, struct lcai_mem *m, const lca_probe
 
 	if (!G || !vec || !val || !x)
 		goto out;
-	for (int64_t t = 0; t < T; t++) {
+	if (m->pp.backend == LCA_BACKEND_CPU)
+		lcai_cpu_probe_gram(T, m->dk, m->dn, m->dv, s->k, s->v, G);
+	for (int64_t t = 0; m->pp.backend == LCA_BACKEND_REF && t < T; t++) {
 		memcpy(x, s->k + t * m->dk, (size_t)m->dn * sizeof *x);
 		memcpy(x + m->dn, s->v + t * m->dv, (size_t)m->dv * sizeof *x);
 		for (int64_t i = 0; i < n; i++)
@@ -250,7 +266,7 @@ out:
 	return st ? lcai_fail(st, "%s: out of memory", fn) : LCA_OK;
 }
 
-lca_status lcai_mem_open(const char *fn, struct lcai_mem *m, const lca_probe_params *pp,
+lca_status lcai_mem_check(const char *fn, struct lcai_mem *m, const lca_probe_params *pp,
 	const lca_probe_seq *s)
 {
 	lca_status st;
@@ -261,10 +277,22 @@ lca_status lcai_mem_open(const char *fn, struct lcai_mem *m, const lca_probe_par
 	if ((st = check_params(fn, pp, &m->pp)) || (st = check_seq(fn, &m->pp, s)))
 		return st;
 	m->dk = m->pp.dk, m->dv = m->pp.dv;
-	if (m->pp.variant != LCA_MLA)
-		return LCA_OK;
-	m->dr = m->pp.dr, m->dn = m->dk - m->dr, m->dc = m->pp.dc;
-	return fit_latent(fn, m, s);
+	if (m->pp.variant == LCA_MLA)
+		m->dr = m->pp.dr, m->dn = m->dk - m->dr, m->dc = m->pp.dc;
+	return LCA_OK;
+}
+
+lca_status lcai_mem_fit(const char *fn, struct lcai_mem *m, const lca_probe_seq *s)
+{
+	return m->pp.variant == LCA_MLA ? fit_latent(fn, m, s) : LCA_OK;
+}
+
+lca_status lcai_mem_open(const char *fn, struct lcai_mem *m, const lca_probe_params *pp,
+	const lca_probe_seq *s)
+{
+	lca_status st = lcai_mem_check(fn, m, pp, s);
+
+	return st ? st : lcai_mem_fit(fn, m, s);
 }
 
 void lcai_mem_close(struct lcai_mem *m)
@@ -275,7 +303,7 @@ void lcai_mem_close(struct lcai_mem *m)
 
 /* ---- plans ---- */
 
-/* A reference f64 plan for one head of m's mechanism (see the top). */
+/* An f64 plan of pp->backend for one head of m's mechanism (see the top). */
 static lca_status make_plan(const char *fn, const struct lcai_mem *m, lca_plan **plan)
 {
 	lca_params p;
@@ -283,6 +311,14 @@ static lca_status make_plan(const char *fn, const struct lcai_mem *m, lca_plan *
 	char why[512];
 
 	lca_params_init(&p, m->pp.variant);
+	p.backend = m->pp.backend;
+	/* One head of one sequence is one work item for the cpu deltanet and
+	 * lightning kernels; uncapped, they hand their 64- to 256-wide chunk
+	 * GEMMs whole to BLAS, whose threads then cost more than they bring
+	 * (lightning at T = 2^20 on the 2-core machine: 2.1 s capped, 5.8 to
+	 * 7.4 s not). The cap cuts them into calling-thread pieces. */
+	if (p.backend == LCA_BACKEND_CPU && m->pp.variant >= LCA_DELTANET)
+		p.nthreads = 1;
 	p.H = 1;
 	p.dk = m->dk, p.dv = m->dv;
 	p.rope_dim = 0;
@@ -340,9 +376,14 @@ lca_status lcai_mem_read_rotated(const char *fn, const struct lcai_mem *m, int64
 static lca_status read_softmax(const char *fn, const struct lcai_mem *m, int64_t T,
 	const double *k, const double *v, int64_t nq, const double *Q, double *O)
 {
-	double *kr = lcai_probe_alloc(T * m->dk), *qr = lcai_probe_alloc(nq * m->dk);
+	double *kr, *qr;
 	lca_status st;
 
+	/* Nothing to rotate: read the caller's keys in place rather than copy
+	 * T * dk doubles (512 MiB to fault in at T = 2^20, dk = 64). */
+	if (!m->pp.rope_dim)
+		return lcai_mem_read_rotated(fn, m, T, k, v, nq, Q, O);
+	kr = lcai_probe_alloc(T * m->dk), qr = lcai_probe_alloc(nq * m->dk);
 	if (kr && qr) {
 		memcpy(kr, k, (size_t)(T * m->dk) * sizeof *kr);
 		memcpy(qr, Q, (size_t)(nq * m->dk) * sizeof *qr);
@@ -356,15 +397,16 @@ static lca_status read_softmax(const char *fn, const struct lcai_mem *m, int64_t
 	return st;
 }
 
-/* Split rows [dn ; dr] into nope and rotary parts (dr = 0: a zero rotary
- * part of 2, which adds nothing to any logit). */
+/* Split rows [dn ; dr] into nope (unless NULL) and rotary parts (dr = 0:
+ * a zero rotary part of 2, which adds nothing to any logit). */
 static void split_rows(const struct lcai_mem *m, const double *x, int64_t rows, double *nope,
 	double *rot)
 {
 	int64_t dr = m->dr ? m->dr : 2;
 
 	for (int64_t i = 0; i < rows; i++) {
-		memcpy(nope + i * m->dn, x + i * m->dk, (size_t)m->dn * sizeof *x);
+		if (nope)
+			memcpy(nope + i * m->dn, x + i * m->dk, (size_t)m->dn * sizeof *x);
 		if (m->dr)
 			memcpy(rot + i * dr, x + i * m->dk + m->dn, (size_t)m->dr * sizeof *x);
 	}
@@ -378,16 +420,19 @@ lca_status lcai_mem_latent(const char *fn, const struct lcai_mem *m, int64_t T,
 	const double *k, const double *v, double **ckv, double **kr)
 {
 	int64_t dn = m->dn, dv = m->dv, dc = m->dc, dr = m->dr ? m->dr : 2;
-	double *kn = lcai_probe_alloc(T * dn);
+	int cpu = m->pp.backend == LCA_BACKEND_CPU;
+	double *kn = cpu ? NULL : lcai_probe_alloc(T * dn);
 
 	*ckv = lcai_probe_alloc(T * dc), *kr = lcai_probe_alloc(T * dr);
-	if (!kn || !*ckv || !*kr) {
+	if ((!cpu && !kn) || !*ckv || !*kr) {
 		free(kn), free(*ckv), free(*kr);
 		*ckv = *kr = NULL;
 		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
 	}
 	split_rows(m, k, T, kn, *kr);
-	for (int64_t t = 0; t < T; t++)
+	if (cpu)
+		lcai_cpu_probe_latent(T, m->dk, dn, dv, dc, k, v, m->w, *ckv);
+	for (int64_t t = 0; !cpu && t < T; t++)
 		for (int64_t c = 0; c < dc; c++) {
 			double acc = 0;
 
@@ -461,30 +506,54 @@ static lca_status gates(const struct lcai_mem *m, int64_t T, const double *beta,
 	return LCA_OK;
 }
 
+/* Tokens per forward call when the caller wants only the state: the
+ * outputs of a slab are thrown away, so they need not all exist at once
+ * (T * dv doubles, 512 MiB at T = 2^20). A multiple of every chunk and
+ * block size, so the cpu kernels cut the sequence where one call would;
+ * the state passes between calls exactly, so the reference's token loop
+ * gives the same bits as one call. */
+#define WRITE_SLAB ((int64_t)1 << 16)
+
 lca_status lcai_mem_write_state(const char *fn, const struct lcai_mem *m, int64_t T,
 	const double *k, const double *v, const double *beta, const double *g,
 	const double *state0, double *state, double *now)
 {
-	double *o = now ? now : lcai_probe_alloc(T * m->dv), *bb = NULL, *gb = NULL;
+	int64_t slab = now || T <= WRITE_SLAB ? T : WRITE_SLAB;
+	double *o = now ? now : lcai_probe_alloc(slab * m->dv), *bb = NULL, *gb = NULL;
+	double *s0 = NULL;
 	lca_plan *plan = NULL;
 	lca_status st = LCA_ERR_NOMEM;
 
-	if (!o)
+	if (!o || (slab < T && !(s0 = lcai_probe_alloc(m->dk * m->dv))))
 		goto out;
 	if ((st = make_plan(fn, m, &plan)))
 		goto out;
-	if (m->pp.variant == LCA_LIGHTNING) {
-		st = inner(fn, lca_lightning_forward(plan, T, k, k, v, &m->pp.slope, NULL, 0,
-			state0, o, state));
-	} else if (!(st = gates(m, T, beta, g, &bb, &gb))) {
-		st = inner(fn, lca_deltanet_forward(plan, T, k, k, v, g ? g : gb,
-			beta ? beta : bb, NULL, 0, state0, o, state));
+	if (m->pp.variant == LCA_DELTANET && (st = gates(m, T, beta, g, &bb, &gb)))
+		goto out;
+	if (bb)
+		beta = bb;
+	if (gb)
+		g = gb;
+	for (int64_t t = 0; !st && t < T; t += slab) {
+		int64_t n = T - t < slab ? T - t : slab;
+		const double *kt = k + t * m->dk, *vt = v + t * m->dv;
+
+		if (t) { /* s0 may not alias state: copy the state carried in */
+			memcpy(s0, state, (size_t)(m->dk * m->dv) * sizeof *s0);
+			state0 = s0;
+		}
+		if (m->pp.variant == LCA_LIGHTNING)
+			st = inner(fn, lca_lightning_forward(plan, n, kt, kt, vt, &m->pp.slope,
+				NULL, 0, state0, o, state));
+		else
+			st = inner(fn, lca_deltanet_forward(plan, n, kt, kt, vt, g + t, beta + t,
+				NULL, 0, state0, o, state));
 	}
 out:
 	lca_plan_destroy(plan);
 	if (o != now)
 		free(o);
-	free(bb), free(gb);
+	free(bb), free(gb), free(s0);
 	return st == LCA_ERR_NOMEM ? lcai_fail(st, "%s: out of memory", fn) : st;
 }
 

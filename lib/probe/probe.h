@@ -4,8 +4,9 @@
  * A probe treats one head of one mechanism as a memory: the T tokens of an
  * lca_probe_seq are written in order into an empty memory, then queries read
  * it at position T without writing (lcattn-probes(7)). Every write and read
- * runs through the public forward calls on a double-precision reference
- * plan, so a probe measures exactly what the reference computes.
+ * runs through the public forward calls on a float64 plan of pp->backend:
+ * by default the reference, so a probe measures exactly what the reference
+ * computes; the cpu backend where the caller asks for speed.
  */
 #ifndef LCATTN_PROBE_H
 #define LCATTN_PROBE_H
@@ -30,6 +31,11 @@ struct lcai_mem {
  * for mla, fit the latent map to s (needs s->k and s->v). */
 lca_status lcai_mem_open(const char *fn, struct lcai_mem *m,
 	const lca_probe_params *pp, const lca_probe_seq *s);
+/* lcai_mem_open in two steps, for callers with arguments of their own to
+ * check before the mla fit (O(T (dn + dv)^2)): the checks, then the fit. */
+lca_status lcai_mem_check(const char *fn, struct lcai_mem *m,
+	const lca_probe_params *pp, const lca_probe_seq *s);
+lca_status lcai_mem_fit(const char *fn, struct lcai_mem *m, const lca_probe_seq *s);
 void lcai_mem_close(struct lcai_mem *m);
 
 /* Write the T tokens (k [T][dk], v [T][dv], beta/g [T] or NULL for the
