@@ -132,8 +132,23 @@ static lca_status plan_for(const struct gradflow_draw *d, const struct gradflow_
 	return lca_plan_create(&p, pl);
 }
 
+/* ||x||, scaled so that squares of numbers near the bottom of the double
+ * range (Gated DeltaNet's products of strong gates) do not underflow. */
+static double norm(const double *x, int64_t n)
+{
+	double m = 0, s = 0;
+
+	for (int64_t i = 0; i < n; i++)
+		m = fmax(m, fabs(x[i]));
+	if (m == 0)
+		return 0;
+	for (int64_t i = 0; i < n; i++)
+		s += (x[i] / m) * (x[i] / m);
+	return m * sqrt(s);
+}
+
 lca_status gradflow_pass(struct gradflow_draw *d, const struct gradflow_curve *c,
-	double *gv2, double *gk2)
+	double *nv, double *nk)
 {
 	int64_t T = d->T, H = d->H, dk = d->dk, dv = d->dv;
 	lca_plan *pl = NULL;
@@ -158,16 +173,17 @@ lca_status gradflow_pass(struct gradflow_draw *d, const struct gradflow_curve *c
 	lca_plan_destroy(pl);
 	if (st)
 		return st;
-	for (int64_t t = 0; t < T; t++) {
-		double sv = 0, sk = 0;
-
-		for (int64_t i = 0; i < H * dv; i++)
-			sv += d->dval[t * H * dv + i] * d->dval[t * H * dv + i];
-		for (int64_t i = 0; i < H * dk; i++)
-			sk += d->dkey[t * H * dk + i] * d->dkey[t * H * dk + i];
-		gv2[t] = sv, gk2[t] = sk;
+	for (int64_t i = 0; i < T * H; i++) {
+		nv[i] = norm(d->dval + i * dv, dv);
+		nk[i] = norm(d->dkey + i * dk, dk);
 	}
 	return LCA_OK;
+}
+
+/* sqrt(mean of x[i]^2), i < n, scaled like norm(). */
+static double rms(const double *x, int64_t n)
+{
+	return norm(x, n) / sqrt((double)n);
 }
 
 lca_status gradflow_run(const struct gradflow_curve *c, int64_t T, int64_t H, int64_t dk,
@@ -175,32 +191,37 @@ lca_status gradflow_run(const struct gradflow_curve *c, int64_t T, int64_t H, in
 	double *gk)
 {
 	struct gradflow_draw d;
-	double *v2 = NULL, *k2 = NULL;
+	double *nv = NULL, *nk = NULL, *sv = NULL, *sk = NULL;
+	int64_t n = seeds * H;
 	lca_status st;
 
 	for (int j = 0; j < nd; j++)
 		if (dist[j] < 0 || dist[j] >= T)
 			return LCA_ERR_ARG;
-	if (seeds < 1)
+	if (seeds < 1 || seeds > 1000000)
 		return LCA_ERR_ARG;
 	if ((st = gradflow_alloc(&d, T, H, dk, dv)))
 		return st;
-	if (!(v2 = calloc((size_t)T, sizeof *v2)) || !(k2 = calloc((size_t)T, sizeof *k2)))
+	/* nv, nk: one pass's norms [T][H]; sv, sk: the samples [nd][seeds][H] */
+	if (!(nv = calloc((size_t)(T * H), sizeof *nv)) || !(nk = calloc((size_t)(T * H), sizeof *nk)) ||
+	    !(sv = calloc((size_t)nd * (size_t)n, sizeof *sv)) ||
+	    !(sk = calloc((size_t)nd * (size_t)n, sizeof *sk)))
 		st = LCA_ERR_NOMEM;
-	for (int j = 0; j < nd; j++)
-		gv[j] = gk[j] = 0;
 	for (int64_t s = 0; s < seeds && !st; s++) {
 		if ((st = gradflow_fill(&d, c, seed + (uint64_t)s)) ||
-		    (st = gradflow_pass(&d, c, v2, k2)))
+		    (st = gradflow_pass(&d, c, nv, nk)))
 			break;
 		for (int j = 0; j < nd; j++)
-			gv[j] += v2[T - 1 - dist[j]], gk[j] += k2[T - 1 - dist[j]];
+			for (int64_t h = 0; h < H; h++) {
+				sv[j * n + s * H + h] = nv[(T - 1 - dist[j]) * H + h];
+				sk[j * n + s * H + h] = nk[(T - 1 - dist[j]) * H + h];
+			}
 	}
 	for (int j = 0; j < nd && !st; j++) {
-		gv[j] = sqrt(gv[j] / (double)(seeds * H));
-		gk[j] = sqrt(gk[j] / (double)(seeds * H));
+		gv[j] = rms(sv + j * n, n);
+		gk[j] = rms(sk + j * n, n);
 	}
-	free(v2), free(k2);
+	free(nv), free(nk), free(sv), free(sk);
 	gradflow_free(&d);
 	return st;
 }

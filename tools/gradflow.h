@@ -49,11 +49,10 @@ void gradflow_free(struct gradflow_draw *d);
 lca_status gradflow_fill(struct gradflow_draw *d, const struct gradflow_curve *c,
 	uint64_t seed);
 
-/* One backward pass with dout zero except u at the last token: gv2[t] and
- * gk2[t] (t < T) receive the sum over heads h of ||d<u_h, o_{T-1,h}>/dv_{t,h}||^2
- * and of ||d<u_h, o_{T-1,h}>/dk_{t,h}||^2. */
+/* One backward pass with dout zero except u at the last token: nv and nk
+ * [T][H] receive ||d<u_h, o_{T-1,h}>/dv_{t,h}|| and ||d<u_h, o_{T-1,h}>/dk_{t,h}||. */
 lca_status gradflow_pass(struct gradflow_draw *d, const struct gradflow_curve *c,
-	double *gv2, double *gk2);
+	double *nv, double *nk);
 
 /* The probe: over the draws seed .. seed + seeds - 1, gv[j] and gk[j] are
  * the root mean square over draws and heads of those norms at distance
