@@ -25,6 +25,7 @@ limit=${LCA_REPORT_LIMIT:-60}
 md="$tmp/out/report.md"
 [ -f "$md" ] || fail "no report.md"
 for h in '## Per mechanism' '## Per preset' '### MiniMax' '## Hybrid stacks' '## Agreement' '## Long-run drift' \
+	'## Training signal' '| curve | grad_v d=1 |' \
 	'| mechanism | stored between tokens | bytes at 1M (modelled) |' \
 	'| preset (modelled) | n | attention FLOPs/token |' \
 	'| schedule | phase | T | measured s |' \
@@ -41,6 +42,9 @@ for s in DDDSDDDS LLLLLLLS MMMMMMMM SSSSSSSS; do
 	grep -q "^| $s .* | decode | 1024 | [0-9]" "$md" || fail "no measured decode row for stack $s"
 done
 grep -E '^\| [SMDL]{8} .*nan' "$md" && fail "a stack run failed (nan in its row)"
+for c in softmax softmax-rope deltanet-strong deltanet-weak lightning-l0 lightning-l7; do
+	grep -q "^| $c (.*) | [0-9]" "$md" || fail "no gradient-flow row for $c"
+done
 grep -q '\*\*no\*\*' "$md" && fail "a backend is outside the tolerance bound"
 grep -q "progress\|lcattn report: " "$tmp/stderr" || fail "no progress on stderr"
 for c in mechanisms presets stacks agreement; do

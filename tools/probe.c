@@ -3,7 +3,7 @@
  * loads, lengths, similarities and distances on synthetic tokens
  * (lca_probe_draw), averaged over seeds.
  *
- *   lcattn probe retrieval|overwrite|dilution|position|token [options]
+ *   lcattn probe retrieval|overwrite|dilution|position|token|gradflow [options]
  *   lcattn probe golden FILE.h5...          (probe_metrics.c)
  *
  * Each sweep prints a summary table as CSV on stdout and, with --csv FILE,
@@ -12,6 +12,7 @@
  */
 #include "lcattn.h"
 #include "tool.h"
+#include "gradflow.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -22,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { RET = 1, OVW = 2, DIL = 4, POS = 8, TOK = 16, ALL = 31 };
+enum { RET = 1, OVW = 2, DIL = 4, POS = 8, TOK = 16, GRD = 32, ALL = 63 };
 
 static const struct popt {
 	const char *name;
@@ -33,9 +34,10 @@ static const struct popt {
 	{ "dc", RET | POS | TOK }, { "dr", RET | POS | TOK }, { "rope-dim", RET | POS | TOK },
 	{ "rope-theta", RET | POS | TOK }, { "rope-style", RET | POS | TOK },
 	{ "beta", RET | OVW | POS | TOK }, { "g", RET | OVW | POS | TOK },
-	{ "slope", RET | POS | TOK }, { "loads", RET }, { "T", OVW | POS | TOK },
+	{ "slope", RET | POS | TOK }, { "loads", RET }, { "T", OVW | POS | TOK | GRD },
 	{ "rhos", OVW }, { "lengths", DIL }, { "slopes", DIL }, { "dists", POS },
 	{ "index", TOK }, { "threshold", TOK }, { "backend", TOK },
+	{ "H", GRD }, { "curves", GRD },
 };
 #define NPOPT ((int)(sizeof popts / sizeof popts[0]))
 
@@ -845,12 +847,95 @@ static int cmd_token(struct opts *o)
 	return run_end(&r, rc);
 }
 
+/* ---- gradient flow ---- */
+
+/* --curves a,b or all: a bit mask over gradflow_curves. */
+static unsigned get_curves(struct opts *o)
+{
+	const char *s = val(o, "curves");
+	unsigned m = 0;
+
+	if (!s || !strcmp(s, "all"))
+		return (1u << gradflow_ncurves) - 1;
+	while (*s) {
+		size_t n = strcspn(s, ",");
+		int c;
+
+		for (c = 0; c < gradflow_ncurves && (strlen(gradflow_curves[c].name) != n ||
+			strncmp(s, gradflow_curves[c].name, n)); c++)
+			;
+		if (c == gradflow_ncurves) {
+			bad(o, "--curves: softmax, softmax-rope, deltanet-strong, deltanet-weak, "
+				"lightning-l0, lightning-l7 or all");
+			return 0;
+		}
+		m |= 1u << c;
+		s += n + (s[n] == ',');
+	}
+	return m;
+}
+
+static void gradflow_print(const double *x, const int64_t *dist, int nd)
+{
+	for (int64_t d = 1; d <= 1000; d *= 10) {
+		double y = at_dist(dist, x, nd, d);
+
+		if (isnan(y))
+			printf(",NA");
+		else
+			printf(",%.6g", y);
+	}
+}
+
+static int cmd_gradflow(struct opts *o)
+{
+	int64_t T = get_int(o, "T", 1024, 2, 1 << 20), H = get_int(o, "H", 8, 1, 256), dist[200];
+	unsigned curves = get_curves(o);
+	double gv[200], gk[200];
+	int nd = age_grid(1, T - 1, dist), rc;
+	struct progress pg;
+	struct run r;
+
+	if ((rc = run_init(&r, o)))
+		return rc;
+	printf("curve,mechanism,H,dk,dv,T,seeds,gv_d1,gv_d10,gv_d100,gv_d1000,"
+		"gk_d1,gk_d10,gk_d100,gk_d1000\n");
+	if (r.csv)
+		fprintf(r.csv, "curve,mechanism,H,dk,dv,T,seeds,d,grad_v,grad_k\n");
+	progress_start(&pg, o, "gradflow");
+	for (int c = 0; c < gradflow_ncurves && !rc; c++) {
+		const struct gradflow_curve *cu = &gradflow_curves[c];
+		lca_status st;
+
+		if (!(curves >> c & 1))
+			continue;
+		progress(&pg, (double)c / gradflow_ncurves, cu->name);
+		if ((st = gradflow_run(cu, T, H, r.dk, r.dv, r.seeds, r.seed, nd, dist, gv, gk))) {
+			rc = fail_call(o, st);
+			break;
+		}
+		for (int j = 0; r.csv && j < nd; j++)
+			fprintf(r.csv, "%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%.6g,%.6g\n", cu->name,
+				mech_names[cu->variant], (long long)H, (long long)r.dk, (long long)r.dv,
+				(long long)T, (long long)r.seeds, (long long)dist[j], gv[j], gk[j]);
+		printf("%s,%s,%lld,%lld,%lld,%lld,%lld", cu->name, mech_names[cu->variant],
+			(long long)H, (long long)r.dk, (long long)r.dv, (long long)T,
+			(long long)r.seeds);
+		gradflow_print(gv, dist, nd);
+		gradflow_print(gk, dist, nd);
+		printf("\n");
+		fflush(stdout);
+	}
+	progress_end(&pg);
+	return run_end(&r, rc);
+}
+
 /* ---- the command ---- */
 
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn probe retrieval|overwrite|dilution|position|token [options]\n"
+		"usage: lcattn probe retrieval|overwrite|dilution|position|token|gradflow [options]\n"
 		"       lcattn probe golden [--verbose] FILE.h5...\n"
 		"Measures what each mechanism gives up, on the double reference (token: the cpu\n"
 		"backend in float64 unless --backend ref), over synthetic unit keys and values\n"
@@ -862,6 +947,8 @@ static int usage(FILE *f)
 		"  position   order sensitivity against distance at --T (4096), --dists log|all\n"
 		"  token      can token --index N of --T (4096, at most 2^20) still be read?\n"
 		"             (--threshold 0.5; --backend cpu (default) or ref)\n"
+		"  gradflow   gradient of the last output against distance at --T (1024), --H (8)\n"
+		"             heads, --curves all|softmax,softmax-rope,deltanet-strong,...\n"
 		"  golden     recompute each golden file's probe metrics, compare to 1e-12\n"
 		"options: --dk --dv N  --rho X  --seeds N  --seed N  --csv FILE  --quiet\n"
 		"  --mech all|softmax,mla,deltanet,lightning   (retrieval, position, token)\n"
@@ -877,7 +964,7 @@ int tool_probe(int argc, char **argv)
 	static const struct { const char *name; unsigned bit; int (*run)(struct opts *); } cmds[] = {
 		{ "retrieval", RET, cmd_retrieval }, { "overwrite", OVW, cmd_overwrite },
 		{ "dilution", DIL, cmd_dilution }, { "position", POS, cmd_position },
-		{ "token", TOK, cmd_token },
+		{ "token", TOK, cmd_token }, { "gradflow", GRD, cmd_gradflow },
 	};
 	struct opts o;
 

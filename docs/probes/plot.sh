@@ -105,5 +105,29 @@ set format y "%.0e"
 set key bottom left
 plot for [m in mech] "position-dist.csv" using 6:(strcol(1) eq m ? $7 : NaN) \
 	with lines lw 2 title m, 0.01 with lines dt 2 lc "black" title "1%"
+
+# ---- gradient of the last output against distance ----
+set terminal pngcairo size 1200,560 font ",11" noenhanced
+set output "gradflow.png"
+set multiplot layout 1,2 title "gradient of the last output of one layer against distance (T = 1024, 8 heads, dk = dv = 64, random unit inputs, RMS over heads and 8 seeds)"
+set xlabel "distance d = T - 1 - t"
+set logscale xy
+set xrange [1:1023]
+set yrange [1e-20:1]
+set format y "%.0e"
+set key bottom left
+curves = "softmax softmax-rope deltanet-strong deltanet-weak lightning-l0 lightning-l7"
+# deltanet-strong goes on below the frame and underflows to 0 near d = 570;
+# zeros cannot be drawn on a log scale. softmax-rope (dashed) lies on softmax.
+set title "values: ||d o_{T-1} / d v_t||_F / sqrt(dv)"
+set ylabel "gradient norm"
+plot for [i=1:words(curves)] "gradflow-dist.csv" \
+	using 8:(strcol(1) eq word(curves, i) && $9 > 0 ? $9 : NaN) \
+	with lines lw 2 dt 1 + (i == 2) title word(curves, i)
+set title "keys: ||d o_{T-1} / d k_t||_F / sqrt(dv) (one random cotangent per draw)"
+plot for [i=1:words(curves)] "gradflow-dist.csv" \
+	using 8:(strcol(1) eq word(curves, i) && $10 > 0 ? $10 : NaN) \
+	with lines lw 2 dt 1 + (i == 2) title word(curves, i)
+unset multiplot
 GP
 echo "plot.sh: wrote the PNG plots in $dir" >&2

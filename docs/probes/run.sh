@@ -9,6 +9,7 @@
 #   NAME.csv        the summary each probe prints
 #   NAME-*.csv      its full table (--csv)
 #   token.txt       the answer for token 847 of 4096
+#   gradflow.csv    the gradient of the last output against distance (T 1024)
 #   *.png           the plots (plot.sh, gnuplot)
 # The tool is $LCATTN if set, else ./tools/lcattn, else the tree's. The
 # numbers come from seeded draws and the double reference: a rerun on the
@@ -36,5 +37,7 @@ echo "run.sh: order sensitivity against distance" >&2
 "$tool" probe position --csv position-dist.csv >position.csv
 echo "run.sh: token 847 of 4096" >&2
 "$tool" probe token --index 847 --T 4096 --csv token.csv >token.txt
+echo "run.sh: gradient of the last output against distance" >&2
+"$tool" probe gradflow --csv gradflow-dist.csv >gradflow.csv
 sh "$here/plot.sh" "$dir"
 echo "run.sh: wrote the probe tables and plots in $dir" >&2

@@ -1,0 +1,288 @@
+/*
+ * check_gradflow.c - the gradient-flow probe (tools/gradflow.c,
+ * lcattn-probes(7)) against closed forms derived by hand, one per
+ * mechanism. With u the unit cotangent of head h's o_{T-1} and d = T-1-t:
+ *
+ *   lightning (scale 1, lambda = exp(-s_h)): o = sum_t lambda^d <q, k_t> v_t,
+ *     so d<u,o>/dv_t = lambda^d <q, k_t> u and d<u,o>/dk_t = lambda^d <u, v_t> q:
+ *     ||.||_v = exp(-s_h d) |<q, k_t>|, ||.||_k = exp(-s_h d) |<u, v_t>| ||q||.
+ *   softmax (p_t = softmax of scale <R_{T-1} q, R_t k_t>, o = sum p_t v_t):
+ *     d<u,o>/dv_t = p_t u, d<u,o>/dk_t = p_t scale <u, v_t - o> R_t^T R_{T-1} q:
+ *     ||.||_v = p_t and ||.||_k = p_t scale |<u, v_t - o>| ||q|| <= 2 scale p_t:
+ *     the gradient is bounded by the attention weight.
+ *   deltanet (S_j = A_j S_{j-1} + beta_j k_j v_j^T, A_j = e^{g_j}(I - beta_j k_j k_j^T),
+ *     q and k L2-normalised, q scaled): d<u,o>/dv_t = beta_t <w_t, k_t> u with
+ *     w_t = A_{t+1}^T ... A_{T-1}^T q, so ||.||_v = beta_t |<w_t, k_t>|.
+ *
+ * The seed is the test seed; the probe's own draws come from it.
+ */
+#include "testutil.h"
+#include "gradflow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { T = 300, H = 4, DK = 16, DV = 16 };
+
+static const struct gradflow_curve *curve(const char *name)
+{
+	for (int c = 0; c < gradflow_ncurves; c++)
+		if (!strcmp(gradflow_curves[c].name, name))
+			return &gradflow_curves[c];
+	ck_abort_msg("no curve %s", name);
+	return NULL;
+}
+
+static double dot(const double *a, const double *b, int64_t n)
+{
+	double s = 0;
+
+	for (int64_t i = 0; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+/* Relative agreement of the probe's norm with the closed form's;
+ * the reference multiplies lambda d times where the closed form takes
+ * exp(-s d), so allow d roundings. */
+static void close_to(double got, double want, const char *what, int64_t t)
+{
+	ck_assert_msg(isfinite(got) && fabs(got - want) <= 1e-10 * want + 1e-300,
+		"%s at t = %lld: probe %.17g, closed form %.17g", what, (long long)t, got, want);
+}
+
+static void draw_and_pass(struct gradflow_draw *d, const struct gradflow_curve *c,
+	double *nv, double *nk)
+{
+	tu_assert_ok(gradflow_alloc(d, T, H, DK, DV));
+	tu_assert_ok(gradflow_fill(d, c, tu_next()));
+	tu_assert_ok(gradflow_pass(d, c, nv, nk));
+}
+
+static void check_lightning(const char *name)
+{
+	const struct gradflow_curve *c = curve(name);
+	struct gradflow_draw d;
+	double *nv = tu_alloc(T * H), *nk = tu_alloc(T * H);
+
+	draw_and_pass(&d, c, nv, nk);
+	/* MiniMax's slopes of layer l of 8, H a power of two (DESIGN.md) */
+	for (int64_t h = 0; h < H; h++)
+		ck_assert_double_eq_tol(d.slope[h], pow(2, -8.0 * (double)(h + 1) / H) *
+			(1 - c->layer / 7.0 + 1e-5), 1e-15);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t h = 0; h < H; h++) {
+			const double *q = d.q + ((T - 1) * H + h) * DK;
+			double lam = exp(-d.slope[h] * (double)(T - 1 - t));
+			double qk = dot(q, d.k + (t * H + h) * DK, DK);
+			double uv = dot(d.u + h * DV, d.v + (t * H + h) * DV, DV);
+
+			close_to(nv[t * H + h], lam * fabs(qk), "||d<u,o>/dv_t||", t);
+			close_to(nk[t * H + h], lam * fabs(uv) * sqrt(dot(q, q, DK)),
+				"||d<u,o>/dk_t||", t);
+		}
+	gradflow_free(&d);
+	free(nv), free(nk);
+}
+
+START_TEST(test_lightning_layer0_decays_as_exp_minus_slope_times_distance)
+{
+	check_lightning("lightning-l0");
+}
+END_TEST
+
+START_TEST(test_lightning_layer7_decays_as_exp_minus_slope_times_distance)
+{
+	check_lightning("lightning-l7");
+}
+END_TEST
+
+/* Head h's attention weights p [T] of the last query and its output o [DV]. */
+static void softmax_head(const struct gradflow_draw *d, int64_t h, int rope, double *q,
+	double *p, double *o)
+{
+	const double scale = 1 / sqrt((double)DK);
+	double mx = -INFINITY, z = 0, kr[DK];
+
+	memcpy(q, d->q + ((T - 1) * H + h) * DK, DK * sizeof *q);
+	if (rope)
+		tu_rope(q, DK, LCA_ROPE_HALF, 10000.0, T - 1);
+	for (int64_t t = 0; t < T; t++) {
+		memcpy(kr, d->k + (t * H + h) * DK, sizeof kr);
+		if (rope)
+			tu_rope(kr, DK, LCA_ROPE_HALF, 10000.0, t);
+		p[t] = scale * dot(q, kr, DK);
+		mx = fmax(mx, p[t]);
+	}
+	for (int64_t t = 0; t < T; t++)
+		z += p[t] = exp(p[t] - mx);
+	memset(o, 0, DV * sizeof *o);
+	for (int64_t t = 0; t < T; t++) {
+		p[t] /= z;
+		for (int j = 0; j < DV; j++)
+			o[j] += p[t] * d->v[(t * H + h) * DV + j];
+	}
+}
+
+static void check_softmax(const char *name, int rope)
+{
+	const struct gradflow_curve *c = curve(name);
+	const double scale = 1 / sqrt((double)DK);
+	struct gradflow_draw d;
+	double *nv = tu_alloc(T * H), *nk = tu_alloc(T * H), *p = tu_alloc(T);
+	double q[DK], o[DV];
+
+	draw_and_pass(&d, c, nv, nk);
+	for (int64_t h = 0; h < H; h++) {
+		softmax_head(&d, h, rope, q, p, o);
+		for (int64_t t = 0; t < T; t++) {
+			const double *u = d.u + h * DV, *v = d.v + (t * H + h) * DV;
+			double gk = p[t] * scale * fabs(dot(u, v, DV) - dot(u, o, DV)) *
+				sqrt(dot(q, q, DK));
+
+			close_to(nv[t * H + h], p[t], "||d<u,o>/dv_t||", t);
+			close_to(nk[t * H + h], gk, "||d<u,o>/dk_t||", t);
+			/* the bound: ||q|| = ||v_t|| = 1 and ||o|| <= 1 */
+			ck_assert(nk[t * H + h] <= 2 * scale * nv[t * H + h] * (1 + 1e-12));
+		}
+	}
+	gradflow_free(&d);
+	free(nv), free(nk), free(p);
+}
+
+START_TEST(test_softmax_gradient_is_the_attention_weight)
+{
+	check_softmax("softmax", 0);
+}
+END_TEST
+
+START_TEST(test_softmax_rope_gradient_is_the_attention_weight)
+{
+	check_softmax("softmax-rope", 1);
+}
+END_TEST
+
+static void l2norm(double *x, int64_t n)
+{
+	double r = sqrt(dot(x, x, n) + 1e-6);
+
+	for (int64_t i = 0; i < n; i++)
+		x[i] /= r;
+}
+
+static void check_deltanet(const char *name)
+{
+	const struct gradflow_curve *c = curve(name);
+	struct gradflow_draw d;
+	double *nv = tu_alloc(T * H), *nk = tu_alloc(T * H);
+	double w[DK], k[DK];
+
+	draw_and_pass(&d, c, nv, nk);
+	for (int64_t h = 0; h < H; h++) {
+		memcpy(w, d.q + ((T - 1) * H + h) * DK, sizeof w);
+		l2norm(w, DK);
+		for (int i = 0; i < DK; i++)
+			w[i] /= sqrt((double)DK);
+		for (int64_t t = T - 1; t >= 0; t--) {
+			double b = d.beta[t * H + h], kw, want;
+
+			memcpy(k, d.k + (t * H + h) * DK, sizeof k);
+			l2norm(k, DK);
+			kw = dot(k, w, DK);
+			want = b * fabs(kw);
+			/* near the bottom of the double range the reference's
+			 * products of gates and ours round differently */
+			if (want < 1e-290)
+				ck_assert(nv[t * H + h] < 1e-280);
+			else
+				close_to(nv[t * H + h], want, "||d<u,o>/dv_t||", t);
+			ck_assert(isfinite(nk[t * H + h]));
+			/* w <- A_t^T w, to reach the earlier tokens */
+			for (int i = 0; i < DK; i++)
+				w[i] = exp(d.g[t * H + h]) * (w[i] - b * k[i] * kw);
+		}
+	}
+	gradflow_free(&d);
+	free(nv), free(nk);
+}
+
+START_TEST(test_deltanet_strong_value_gradient_is_the_carried_query)
+{
+	check_deltanet("deltanet-strong");
+}
+END_TEST
+
+START_TEST(test_deltanet_weak_value_gradient_is_the_carried_query)
+{
+	check_deltanet("deltanet-weak");
+}
+END_TEST
+
+/* gradflow_run is the root mean square of the passes over draws and
+ * heads, read at distance d = T - 1 - t. */
+START_TEST(test_run_is_the_rms_over_draws_and_heads_at_each_distance)
+{
+	const struct gradflow_curve *c = curve("lightning-l0");
+	const int64_t dist[] = { 0, 1, 7, 100, T - 1 };
+	const int nd = (int)(sizeof dist / sizeof dist[0]);
+	uint64_t seed = tu_next();
+	double gv[5], gk[5], sv[5] = { 0 }, sk[5] = { 0 };
+	double *nv = tu_alloc(T * H), *nk = tu_alloc(T * H);
+	struct gradflow_draw d;
+
+	tu_assert_ok(gradflow_run(c, T, H, DK, DV, 3, seed, nd, dist, gv, gk));
+	tu_assert_ok(gradflow_alloc(&d, T, H, DK, DV));
+	for (uint64_t s = 0; s < 3; s++) {
+		tu_assert_ok(gradflow_fill(&d, c, seed + s));
+		tu_assert_ok(gradflow_pass(&d, c, nv, nk));
+		for (int j = 0; j < nd; j++)
+			for (int64_t h = 0; h < H; h++) {
+				double x = nv[(T - 1 - dist[j]) * H + h], y = nk[(T - 1 - dist[j]) * H + h];
+
+				sv[j] += x * x, sk[j] += y * y;
+			}
+	}
+	for (int j = 0; j < nd; j++) {
+		ck_assert_double_eq_tol(gv[j], sqrt(sv[j] / (3 * H)), 1e-14 * gv[j]);
+		ck_assert_double_eq_tol(gk[j], sqrt(sk[j] / (3 * H)), 1e-14 * gk[j]);
+	}
+	gradflow_free(&d);
+	free(nv), free(nk);
+}
+END_TEST
+
+/* Strong gates take the gradient below 1e-150 within a few hundred
+ * tokens, where its square underflows: the mean of squares is scaled. */
+START_TEST(test_run_keeps_gradients_whose_squares_underflow)
+{
+	const struct gradflow_curve *c = curve("deltanet-strong");
+	const int64_t dist[] = { 300, 350, 399 };
+	double gv[3], gk[3];
+
+	tu_assert_ok(gradflow_run(c, 400, H, DK, DV, 2, tu_next(), 3, dist, gv, gk));
+	for (int j = 0; j < 3; j++)
+		ck_assert_msg(gv[j] > 0 && gk[j] > 0 && gv[j] < 1e-120,
+			"d = %lld: grad_v %g, grad_k %g", (long long)dist[j], gv[j], gk[j]);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("gradflow");
+	TCase *tc = tu_tcase("gradflow");
+
+	tu_init();
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_lightning_layer0_decays_as_exp_minus_slope_times_distance);
+	tcase_add_test(tc, test_lightning_layer7_decays_as_exp_minus_slope_times_distance);
+	tcase_add_test(tc, test_softmax_gradient_is_the_attention_weight);
+	tcase_add_test(tc, test_softmax_rope_gradient_is_the_attention_weight);
+	tcase_add_test(tc, test_deltanet_strong_value_gradient_is_the_carried_query);
+	tcase_add_test(tc, test_deltanet_weak_value_gradient_is_the_carried_query);
+	tcase_add_test(tc, test_run_is_the_rms_over_draws_and_heads_at_each_distance);
+	tcase_add_test(tc, test_run_keeps_gradients_whose_squares_underflow);
+	suite_add_tcase(s, tc);
+	return tu_run(s);
+}
