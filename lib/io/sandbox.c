@@ -372,9 +372,16 @@ static int status_msg(int st, const char *path, char *err, size_t errlen)
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 3)
 		return failf(path, err, errlen, "the reader could not confine itself "
 			"(not because of the file)"), LCIO_OWN_FAULT;
-	return failf(path, err, errlen, "the reader stopped without a reply "
-		"(exit status %d; not a verdict on the file)",
-		WIFEXITED(st) ? WEXITSTATUS(st) : -1), LCIO_OWN_FAULT;
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 4)
+		return failf(path, err, errlen, "the reader could not send its reply "
+			"(not because of the file)"), LCIO_OWN_FAULT;
+	/* The child itself exits only with the codes above: another came from
+	 * code it called while parsing (a sanitizer's report, a library that
+	 * exits), as a crash does. */
+	return failf(path, err, errlen, "the reader was ended with exit status %d "
+		"while parsing: the file is damaged, or HDF5 or lcattn has a bug; "
+		"nothing of it was used", WIFEXITED(st) ? WEXITSTATUS(st) : -1),
+		LCIO_BAD_FILE;
 }
 
 int lcio_sandbox(const char *path, const struct lcio_reader *rd, void *arg,
