@@ -6,8 +6,9 @@
  *
  * Inputs per task (one sequence and one query head) are the forward's:
  * query rows [a ; b] (b's first rope_dim rotated), a packed kv slot, and
- * the forward's output o and lse, recomputed by the caller with the
- * forward engine (the API saves no activations). The task then walks its
+ * the forward's output o and lse (with its rounding residual lse_lo),
+ * recomputed by the caller with the forward engine (the API saves no
+ * activations). The task then walks its
  * visible key tiles j in order and, for each, the query tiles i that see
  * them, recomputing P_ij = exp(S_ij - lse_i) from the same logits as the
  * forward (bit for bit: flash_tile.h), and
@@ -36,14 +37,14 @@ struct lcai_flash_bwd_pack {
 
 /* One (sequence, query head). Query i sits at position tk - tq + i (as in
  * the forward). o, lse: the forward's output rows (o + i * ldo, dv values;
- * lse[i * ldlse]); dout rows likewise. Outputs: dq rows split as the query
+ * lse[i * ldlse], lse_lo likewise); dout rows likewise. Outputs: dq rows split as the query
  * rows are (dqa: da values, dqb: db values with the rotation undone), and
  * the task's partial key and value gradients dk, dv: every one of the
  * slot's padded rows written ([a ; b] in the rotated domain, dkp apart;
  * values dvp apart). */
 struct lcai_flash_bwd_task {
 	struct lcai_flash_src q;
-	const void *o, *dout, *lse;
+	const void *o, *dout, *lse, *lse_lo;
 	int64_t ldo, lddo, ldlse;
 	const void *kr, *vr;
 	int64_t tq, tk;

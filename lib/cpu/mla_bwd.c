@@ -72,7 +72,7 @@ struct mla_bwd {
 	int64_t nseq, G, rows;
 	const void *q_nope, *q_rope, *ckv, *k_rope, *w_uk, *w_uv, *dout;
 	void *dq_nope, *dq_rope, *dckv, *dk_rope, *dw_uk, *dw_uv;
-	void *o, *lse;           /* the forward's */
+	void *o, *lse, *lse_lo;  /* the forward's */
 	void *kn, *vh;           /* [G][Tk][dn], [G][Tk][dv] */
 	void *slots, *parts;     /* [G][rows][dkp + dvp] each */
 	int64_t *off;
@@ -84,6 +84,7 @@ static void mla_bwd_free(struct mla_bwd *c)
 {
 	free(c->o);
 	free(c->lse);
+	free(c->lse_lo);
 	free(c->kn);
 	free(c->vh);
 	free(c->slots);
@@ -179,6 +180,7 @@ static void mla_bwd_plan(struct mla_bwd *c, const struct lcai_flash_bwd *b,
 			t->dout = lcai_flash_at(c->dout, es, (q0 * H + h) * dv);
 			t->lddo = H * dv;
 			t->lse = lcai_flash_at(c->lse, es, q0 * H + h);
+			t->lse_lo = lcai_flash_at(c->lse_lo, es, q0 * H + h);
 			t->ldlse = H;
 			t->kr = j->kr;
 			t->vr = j->vr;
@@ -256,7 +258,7 @@ lca_status lcai_cpu_mla_bwd(const lca_params *p, const int64_t *cu_q,
 	struct mla_bwd c = {
 		p, cu_q, cu_k, nseq, 0, 0, q_nope, q_rope, ckv, k_rope, w_uk, w_uv,
 		dout, dq_nope, dq_rope, dckv, dk_rope, dw_uk, dw_uv,
-		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	};
 	lca_params naive = *p;
 	struct lcai_flash f;
@@ -267,13 +269,14 @@ lca_status lcai_cpu_mla_bwd(const lca_params *p, const int64_t *cu_q,
 	/* The forward in the naive form: its logits are the ones recomputed. */
 	naive.algo = LCA_ALGO_NAIVE;
 	if (!lcai_mul_n(&no, 4, Tq, p->H, p->dv, (int64_t)es) ||
-	    !(c.o = malloc((size_t)no + 1)) || !(c.lse = malloc((size_t)(Tq * p->H) * es + 1))) {
+	    !(c.o = malloc((size_t)no + 1)) || !(c.lse = malloc((size_t)(Tq * p->H) * es + 1)) ||
+	    !(c.lse_lo = malloc((size_t)(Tq * p->H) * es + 1))) {
 		mla_bwd_free(&c);
 		return lcai_fail(LCA_ERR_NOMEM, "cpu mla backward: no memory for %lld queries",
 			(long long)Tq);
 	}
-	if ((st = lcai_cpu_mla(&naive, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope,
-			w_uk, w_uv, c.o, c.lse)) != LCA_OK) {
+	if ((st = lcai_cpu_mla_lse2(&naive, cu_q, cu_k, nseq, q_nope, q_rope, ckv,
+			k_rope, w_uk, w_uv, c.o, c.lse, c.lse_lo)) != LCA_OK) {
 		mla_bwd_free(&c);
 		return st;
 	}

@@ -401,7 +401,8 @@ lca_status lcai_flash_run(const struct lcai_flash *f,
  * and query head) of a softmax call; off from lcai_flash_offsets. */
 static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const int64_t *off, const void *q,
-	const void *k, const void *v, void *o, void *lse, void *kt, void *vp,
+	const void *k, const void *v, void *o, void *lse, void *lse_lo,
+	void *kt, void *vp,
 	struct lcai_flash_pack *jobs, struct lcai_flash_task *tasks)
 {
 	const lca_params *p = f->p;
@@ -441,6 +442,7 @@ static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
 			t->ldo = H * dv;
 			t->lse = lse ? lcai_flash_at_w(lse, es, q0 * H + h) : NULL;
 			t->ldlse = H;
+			t->lse_lo = lse_lo ? lcai_flash_at_w(lse_lo, es, q0 * H + h) : NULL;
 		}
 	}
 }
@@ -448,6 +450,13 @@ static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
 lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
 	const void *v, void *o, void *lse)
+{
+	return lcai_cpu_softmax_lse2(p, cu_q, cu_k, nseq, q, k, v, o, lse, NULL);
+}
+
+lca_status lcai_cpu_softmax_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse, void *lse_lo)
 {
 	struct lcai_flash f;
 	struct lcai_flash_pack *jobs = NULL;
@@ -475,7 +484,7 @@ lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	}
 	if ((st = lcai_flash_alloc(&f, p->Hkv, off[nseq], &kt, &vp)) != LCA_OK)
 		goto out;
-	softmax_plan(&f, cu_q, cu_k, nseq, off, q, k, v, o, lse, kt, vp, jobs,
+	softmax_plan(&f, cu_q, cu_k, nseq, off, q, k, v, o, lse, lse_lo, kt, vp, jobs,
 		tasks);
 	lcai_flash_pack_all(&f, jobs, njobs);
 	st = lcai_flash_run(&f, tasks, ntasks);
@@ -634,24 +643,29 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 {
 	const FT *acc = ws->o, *m = ws->m;
 	const VEC *lv = ws->l;
-	FT *lse = t->lse;
+	FT *lse = t->lse, *lse_lo = t->lse_lo;
 
 	for (int64_t r = 0; r < nq; r++) {
 		FT *orow = (FT *)t->o + (i0 + r) * t->ldo;
 		const FT *arow = acc + r * f->dvp;
-		FT ls = -INFINITY, l = FN(lane_sum)(lv[r]);
+		FT ls = -INFINITY, lo = 0, l = FN(lane_sum)(lv[r]);
 
 		if (l > 0) {
+			double full = (double)m[r] + log((double)l);
+
 			#pragma omp simd
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = arow[c] / l;
-			ls = (FT)((double)m[r] + log((double)l));
+			ls = (FT)full;
+			lo = (FT)(full - (double)ls);
 		} else {
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = 0;
 		}
 		if (lse)
 			lse[(i0 + r) * t->ldlse] = ls;
+		if (lse_lo)
+			lse_lo[(i0 + r) * t->ldlse] = lo;
 	}
 }
 
@@ -688,7 +702,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 	/* Rows nq..nr are zero queries: their logits are 0, never turned
 	 * into weights, so they add nothing to the output. */
 	for (int64_t r = 0; r < nq; r++) {
-		FN(load_row)(f, &t->q, i0 + r, pos0 + r, f->scale, q + r * dk, 1);
+		FN(load_row)(f, &t->q, i0 + r, pos0 + r, 1.0, q + r * dk, 1);
 		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
 		((FT *)ws->m)[r] = -INFINITY;
 		((VEC *)ws->l)[r] = (VEC){ 0 };
@@ -713,6 +727,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 			for (int64_t c = 0; c < BK; c += NC)
 				FN(qk_block)(q + r * dk, dk, kt + c, s + r * BK + c);
 		}
+		FN(scale_tile)(s, nr * BK, (FT)f->scale);
 		if (j0 < inner_lo || j0 + BK > inner_hi)
 			FN(mask)(ws, nq, j0, s);
 		FN(online)(ws, nq, dvp, s, o);

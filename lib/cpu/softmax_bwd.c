@@ -48,12 +48,13 @@
 
 /* A thread's buffers for one task (sized for max_tq queries). */
 struct lcai_flash_bwd_ws {
-	void *qs;      /* [tqp][dkp] rotated, scaled query rows */
+	void *qs;      /* [tqp][dkp] rotated query rows */
 	void *qt;      /* [tqp/BQ][dkp][BQ] the same, transposed per tile */
 	void *dor;     /* [tqp][dvp] dout rows */
 	void *dot;     /* [tqp/BQ][dvp][BQ] transposed per tile */
 	void *dq;      /* [tqp][dkp] dQ accumulator */
 	void *lse;     /* [tqp] lse, +inf for rows that see no key */
+	void *lsl;     /* [tqp] its rounding residual */
 	void *dd;      /* [tqp] D = rowsum(dout .* o) */
 	int64_t *lo, *hi; /* [tqp] visible keys per row */
 	void *st, *dst, *ds;  /* [BK][BQ] P^T, dS^T; [BQ][BK] dS */
@@ -153,9 +154,9 @@ static struct lcai_flash_bwd_ws *bwd_ws_new(const struct lcai_flash_bwd *b)
 {
 	const int64_t es = (int64_t)b->f->ops->esize, BQ = LCAI_FLASH_BQ;
 	const int64_t tqp = round_up(b->max_tq, BQ), dkp = b->dkp, dvp = b->dvp;
-	int64_t sz[13], total = 0, off = 0;
+	int64_t sz[14], total = 0, off = 0;
 	struct lcai_flash_bwd_ws *ws;
-	void **dst[13];
+	void **dst[14];
 
 	if (!lcai_mul_n(&sz[0], 3, tqp, dkp, es) || !lcai_mul_n(&sz[2], 3, tqp, dvp, es))
 		return NULL;
@@ -165,7 +166,8 @@ static struct lcai_flash_bwd_ws *bwd_ws_new(const struct lcai_flash_bwd *b)
 	sz[7] = sz[8] = tqp * (int64_t)sizeof(int64_t);
 	sz[9] = sz[10] = sz[11] = BQ * LCAI_FLASH_BK * es;
 	sz[12] = LCAI_FLASH_BK * (dkp + dvp) * es;
-	for (int i = 0; i < 13; i++) {
+	sz[13] = tqp * es;
+	for (int i = 0; i < 14; i++) {
 		sz[i] = round_up(sz[i], FLASH_ALIGN);
 		if (sz[i] > INT64_MAX / 16 - total)
 			return NULL;
@@ -181,7 +183,8 @@ static struct lcai_flash_bwd_ws *bwd_ws_new(const struct lcai_flash_bwd *b)
 	dst[4] = &ws->dq, dst[5] = &ws->lse, dst[6] = &ws->dd;
 	dst[7] = (void **)&ws->lo, dst[8] = (void **)&ws->hi;
 	dst[9] = &ws->st, dst[10] = &ws->dst, dst[11] = &ws->ds, dst[12] = &ws->dka;
-	for (int i = 0; i < 13; i++) {
+	dst[13] = &ws->lsl;
+	for (int i = 0; i < 14; i++) {
 		*dst[i] = ws->base + off;
 		off += sz[i];
 	}
@@ -323,7 +326,7 @@ static void softmax_reduce(const struct lcai_flash_bwd *b, const int64_t *cu_k,
 
 /* Everything the softmax backward allocates besides the forward's. */
 struct softmax_bufs {
-	void *o, *lse;          /* the forward's outputs */
+	void *o, *lse, *lse_lo; /* the forward's outputs */
 	void *slots, *parts;    /* packed kv heads; partial dk, dv per head */
 	int64_t *off;           /* packed rows of each sequence */
 	void **pdk, **pdv;      /* [nseq * H] partial pointers */
@@ -335,6 +338,7 @@ static void softmax_bufs_free(struct softmax_bufs *m)
 {
 	free(m->o);
 	free(m->lse);
+	free(m->lse_lo);
 	free(m->slots);
 	free(m->parts);
 	free(m->off);
@@ -415,6 +419,7 @@ static void softmax_bwd_plan(const struct lcai_flash_bwd *b, const int64_t *cu_q
 			t->dout = lcai_flash_at(dout, es, (q0 * H + h) * dv);
 			t->lddo = H * dv;
 			t->lse = lcai_flash_at(m->lse, es, q0 * H + h);
+			t->lse_lo = lcai_flash_at(m->lse_lo, es, q0 * H + h);
 			t->ldlse = H;
 			t->kr = j->kr;
 			t->vr = j->vr;
@@ -444,12 +449,14 @@ lca_status lcai_cpu_softmax_bwd(const lca_params *p, const int64_t *cu_q,
 	/* The forward's o and lse first: until every buffer exists, nothing
 	 * but scratch is written. */
 	if (!lcai_mul_n(&no, 4, Tq, p->H, p->dv, (int64_t)es) ||
-	    !(m.o = malloc((size_t)no + 1)) || !(m.lse = malloc((size_t)(Tq * p->H) * es + 1))) {
+	    !(m.o = malloc((size_t)no + 1)) || !(m.lse = malloc((size_t)(Tq * p->H) * es + 1)) ||
+	    !(m.lse_lo = malloc((size_t)(Tq * p->H) * es + 1))) {
 		softmax_bufs_free(&m);
 		return lcai_fail(LCA_ERR_NOMEM, "cpu softmax backward: no memory for %lld queries",
 			(long long)Tq);
 	}
-	if ((st = lcai_cpu_softmax(p, cu_q, cu_k, nseq, q, k, v, m.o, m.lse)) != LCA_OK) {
+	if ((st = lcai_cpu_softmax_lse2(p, cu_q, cu_k, nseq, q, k, v, m.o, m.lse,
+			m.lse_lo)) != LCA_OK) {
 		softmax_bufs_free(&m);
 		return st;
 	}
@@ -573,7 +580,7 @@ FLASH_TARGET static void FN(bwd_load)(const struct lcai_flash_bwd *b,
 {
 	const struct lcai_flash *f = b->f;
 	const int64_t dk = f->dk, dv = f->dv, dkp = b->dkp, dvp = b->dvp;
-	FT *qs = ws->qs, *dor = ws->dor, *lse = ws->lse, *dd = ws->dd;
+	FT *qs = ws->qs, *dor = ws->dor, *lse = ws->lse, *lsl = ws->lsl, *dd = ws->dd;
 
 	for (int64_t i = 0; i < tqp; i++) {
 		FT *qrow = qs + i * dkp, *drow = dor + i * dvp;
@@ -581,23 +588,26 @@ FLASH_TARGET static void FN(bwd_load)(const struct lcai_flash_bwd *b,
 
 		ws->lo[i] = ws->hi[i] = 0;
 		lse[i] = (FT)INFINITY;
+		lsl[i] = 0;
 		dd[i] = 0;
 		if (i < t->tq) {
 			const int64_t pos = t->tk - t->tq + i;
 			const FT *orow = (const FT *)t->o + i * t->ldo;
 			const FT *grow = (const FT *)t->dout + i * t->lddo;
-			FT acc = 0;
+			double acc = 0;
 
 			lcai_ref_key_range(f->p, pos, t->tk, &ws->lo[i], &ws->hi[i]);
-			FN(load_row)(f, &t->q, i, pos, f->scale, qrow, 1);
+			FN(load_row)(f, &t->q, i, pos, 1.0, qrow, 1);
 			memcpy(drow, grow, (size_t)dv * sizeof(FT));
 			ck = dk;
 			cv = dv;
 			for (int64_t c = 0; c < dv; c++)
-				acc += grow[c] * orow[c];
-			dd[i] = acc;
-			if (ws->lo[i] < ws->hi[i])
+				acc += (double)grow[c] * orow[c];
+			dd[i] = (FT)acc;
+			if (ws->lo[i] < ws->hi[i]) {
 				lse[i] = ((const FT *)t->lse)[i * t->ldlse];
+				lsl[i] = ((const FT *)t->lse_lo)[i * t->ldlse];
+			}
 		}
 		memset(qrow + ck, 0, (size_t)(dkp - ck) * sizeof(FT));
 		memset(drow + cv, 0, (size_t)(dvp - cv) * sizeof(FT));
@@ -639,7 +649,8 @@ INLINE void FN(bwd_pair)(const struct lcai_flash_bwd *b,
 	const int64_t dkp = b->dkp, dvp = b->dvp;
 	const FT *qt = (const FT *)ws->qt + i0 * dkp, *dt = (const FT *)ws->dot + i0 * dvp;
 	const FT *qs = (const FT *)ws->qs + i0 * dkp, *dor = (const FT *)ws->dor + i0 * dvp;
-	const FT *lse = (const FT *)ws->lse + i0, *dd = (const FT *)ws->dd + i0;
+	const FT *lse = (const FT *)ws->lse + i0, *lsl = (const FT *)ws->lsl + i0;
+	const FT *dd = (const FT *)ws->dd + i0;
 	FT *st = ws->st, *dst = ws->dst, *ds = ws->ds;
 	FT *dka = ws->dka, *dva = ws->dva, *dq = (FT *)ws->dq + i0 * dkp;
 
@@ -648,17 +659,22 @@ INLINE void FN(bwd_pair)(const struct lcai_flash_bwd *b,
 			FN(qk_block)(kj + r * dkp, dkp, qt + c, st + r * BQ + c);
 			FN(qk_block)(vj + r * dvp, dvp, dt + c, dst + r * BQ + c);
 		}
+	FN(scale_tile)(st, BK * BQ, (FT)b->f->scale);
 	if (!full)
 		FN(bwd_mask)(ws, i0, j0, st);
 	for (int64_t r = 0; r < BK; r++)
 		for (int64_t c = 0; c < BQ; c += VW) {
-			VEC s, l, dp, d, pr;
+			VEC s, l, ll, dp, d, pr;
 
 			VLOAD(s, st + r * BQ + c);
 			VLOAD(l, lse + c);
+			VLOAD(ll, lsl + c);
 			VLOAD(dp, dst + r * BQ + c);
 			VLOAD(d, dd + c);
-			pr = FN(exp_vec)(s - l);
+			/* s - l is exact near the row's largest logits
+			 * (Sterbenz); the residual then carries lse's
+			 * precision beyond FT's */
+			pr = FN(exp_vec)((s - l) - ll);
 			dp = pr * (dp - d);
 			VSTORE(st + r * BQ + c, pr);
 			VSTORE(dst + r * BQ + c, dp);
@@ -719,6 +735,8 @@ FLASH_TARGET static void FN(bwd_task)(const struct lcai_flash_bwd *b,
 			full = ws->lo[last] <= j0 && ws->hi[i0] >= j0 + BK;
 			FN(bwd_pair)(b, ws, kr + j0 * dkp, vr + j0 * dvp, i0, j0, full);
 		}
+		/* dK = scale dS^T q (the queries are unscaled) */
+		FN(scale_tile)(ws->dka, BK * dkp, (FT)f->scale);
 		memcpy(pdk + j0 * dkp, ws->dka, (size_t)(BK * dkp) * sizeof(FT));
 		memcpy(pdv + j0 * dvp, ws->dva, (size_t)(BK * dvp) * sizeof(FT));
 	}
