@@ -321,9 +321,12 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
  * as for the forward. Everything the forward accepts is accepted:
  * cu_seqlens with empty sequences, windows, bottom-right alignment,
  * grouped heads (dk, dv of a shared head sum over its group), partial and
- * interleaved RoPE, qk L2 norm, state0. ref backend only for now (f64,
- * and f32 for the tolerance rule); other backends return
- * LCA_ERR_UNSUPPORTED.
+ * interleaved RoPE, qk L2 norm, state0. Backends: ref (f64, and f32 for
+ * the tolerance rule), all four mechanisms; cpu (f32, f64) softmax and
+ * mla: FlashAttention-2's backward, which reruns the forward for o and
+ * lse (about 3.5 forward calls' work), memory O(T), bitwise the same for
+ * every nthreads; mla runs the naive form's adjoint whatever the algo
+ * (the same gradient). Other pairs return LCA_ERR_UNSUPPORTED.
  */
 LCA_API lca_status lca_softmax_backward(const lca_plan *plan,
 	int64_t Tq, int64_t Tk, const void *q, const void *k, const void *v,
