@@ -39,7 +39,9 @@ struct options {
 	const char *csv;
 	const char *peer_script;
 	int decode;         /* --phase decode: bench/decode.c */
+	int backward;       /* --phase backward: softmax and mla gradients */
 	int T_given;        /* --T was given */
+	int mech_given;     /* --mech was given */
 };
 
 struct row {
@@ -50,6 +52,7 @@ struct row {
 	struct bench_result cpu;
 	int cpu_rc;            /* bench_measure()'s return */
 	double ref_s;          /* 0: not measured */
+	double fwd_s;          /* --phase backward: the forward's seconds */
 	double peer_s;         /* 0: not measured */
 };
 
@@ -66,7 +69,7 @@ struct bench {
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn bench [--phase prefill|decode] [--T 1024,4096,16384,65536]\n"
+		"usage: lcattn bench [--phase prefill|decode|backward] [--T 1024,4096,16384,65536]\n"
 		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64] [--reps 3]\n"
 		"         [--csv FILE] [--no-torch] [--torch-script FILE] [--ref-limit SECONDS]\n"
 		"         [--no-finite-check] [--quick]\n"
@@ -78,7 +81,10 @@ static int usage(FILE *f)
 		"reference over 2 s.\n"
 		"--phase decode: seconds per generated token through the cache API at\n"
 		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps;\n"
-		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n");
+		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n"
+		"--phase backward: the backward call of the prefill (softmax and mla unless\n"
+		"--mech says otherwise), FlashAttention-2's flop count, and the forward's\n"
+		"time beside it (bwd/fwd); no peer.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -137,7 +143,7 @@ static int option_value(const char *a, const char *val, struct options *o,
 	if (!strcmp(a, "--T"))
 		return *T_given = 1, parse_T(val, o);
 	if (!strcmp(a, "--mech"))
-		return parse_mech(val, o);
+		return o->mech_given = 1, parse_mech(val, o);
 	if (!strcmp(a, "--dtype")) {
 		o->dtype = !strcmp(val, "f32") ? LCA_F32 : !strcmp(val, "f64") ? LCA_F64 : LCA_BF16;
 		return o->dtype == LCA_BF16 ? -1 : 0;
@@ -153,7 +159,8 @@ static int option_value(const char *a, const char *val, struct options *o,
 	}
 	if (!strcmp(a, "--phase")) {
 		o->decode = !strcmp(val, "decode");
-		return o->decode || !strcmp(val, "prefill") ? 0 : -1;
+		o->backward = !strcmp(val, "backward");
+		return o->decode || o->backward || !strcmp(val, "prefill") ? 0 : -1;
 	}
 	if (!strcmp(a, "--csv"))
 		return o->csv = val, 0;
@@ -189,6 +196,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	o->T_given = T_given;
+	if (o->backward) {
+		o->torch = 0;  /* the peer times forward calls only */
+		if (!o->mech_given)
+			o->mech[LCA_DELTANET] = o->mech[LCA_LIGHTNING] = 0;
+	}
 	if (o->quick) {
 		if (!T_given)
 			memcpy(o->T, quick_T, sizeof quick_T), o->nT = 2;
@@ -256,7 +268,7 @@ static void progress(const struct row *r, const char *backend, double wall,
  * before the first run 1 GFLOP/s is assumed. */
 static void measure_ref(struct bench *b, struct row *r, double *ref_rate)
 {
-	struct bench_timing tm = { 1, 0, 0, b->o.check_finite };
+	struct bench_timing tm = { 1, 0, 0, b->o.check_finite, b->o.backward };
 	struct bench_result res;
 	double rate = ref_rate[r->v] > 0 ? ref_rate[r->v] : 1e9, t0;
 	int rc;
@@ -278,14 +290,27 @@ static void measure_ref(struct bench *b, struct row *r, double *ref_rate)
 static void measure_row(struct bench *b, struct row *r, double *ref_rate)
 {
 	struct bench_timing tm = { b->o.reps, LONG_RUN_S, b->o.quick ? 0 : 1.0,
-		b->o.check_finite };
+		b->o.check_finite, b->o.backward };
 	double t0 = bench_now();
 
-	r->flops = bench_flops(r->v, &b->s, r->T);
-	r->bytes = bench_bytes(r->v, &b->s, r->T, esize(b->o.dtype));
+	r->flops = b->o.backward ? bench_flops_bwd(r->v, &b->s, r->T) :
+		bench_flops(r->v, &b->s, r->T);
+	r->bytes = b->o.backward ? bench_bytes_bwd(r->v, &b->s, r->T, esize(b->o.dtype)) :
+		bench_bytes(r->v, &b->s, r->T, esize(b->o.dtype));
 	r->cpu_rc = bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
 		&tm, 3 * 3600, &r->cpu);
 	progress(r, "cpu", bench_now() - t0, &r->cpu, r->cpu_rc);
+	if (b->o.backward && r->cpu_rc == 0 && r->cpu.status == LCA_OK) {
+		/* the forward of the same case, timed the same way, for the
+		 * ratio bwd/fwd */
+		struct bench_result fr;
+
+		tm.backward = 0;
+		if (bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
+				&tm, 3 * 3600, &fr) == 0 && fr.status == LCA_OK)
+			r->fwd_s = fr.seconds;
+		tm.backward = 1;
+	}
 	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK)
 		measure_ref(b, r, ref_rate);
 }
@@ -315,7 +340,8 @@ static void print_title(const struct bench *b)
 {
 	printf("lcattn %s bench: %s, causal, cpu backend, %s; H=%lld dk=dv=%lld; "
 	       "mla dn=%lld dr=%lld dc=%lld dv=%lld; deltanet chunk %lld, lightning block %lld\n",
-		lca_version(), b->o.decode ? "decode" : "prefill", b->o.dtype == LCA_F32 ? "f32" : "f64",
+		lca_version(), b->o.decode ? "decode" : b->o.backward ? "backward of prefill" : "prefill",
+		b->o.dtype == LCA_F32 ? "f32" : "f64",
 		(long long)b->s.H, (long long)b->s.dk, (long long)b->s.dn,
 		(long long)b->s.dr, (long long)b->s.dc, (long long)b->s.dv,
 		(long long)b->s.chunk, (long long)b->s.block);
@@ -348,13 +374,14 @@ static void print_header(const struct bench *b)
 	       "bytes = 2 x size)\n",
 		b->c.sgemm_gflops, b->c.dgemm_gflops, b->c.gemm_n, b->c.bw_gbs,
 		b->c.copy_mib, b->c.copy_threads);
-	for (const char *const *f = bench_formulas(); *f; f++)
+	for (const char *const *f = b->o.backward ? bench_formulas_bwd() : bench_formulas(); *f; f++)
 		printf("  %s\n", *f);
 	printf("seconds: median of >= %d calls (fewer when a call exceeds %d s); "
 	       "roofline = max(flops/peak, bytes/bw) / seconds (peak: %s)\n\n",
 		b->o.reps, LONG_RUN_S, b->o.dtype == LCA_F32 ? "sgemm" : "dgemm");
-	printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s\n", "mechanism", "T", "calls",
-		"seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref", "peak MiB");
+	printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s%s\n", "mechanism", "T", "calls",
+		"seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref", "peak MiB",
+		b->o.backward ? "   fwd s  bwd/fwd" : "");
 }
 
 static void print_row(const struct bench *b, const struct row *r)
@@ -371,7 +398,10 @@ static void print_row(const struct bench *b, const struct row *r)
 		printf("%10.4g %8.1f", r->ref_s, r->ref_s / r->cpu.seconds);
 	else
 		printf("%10s %8s", "-", "-");
-	printf(" %9.1f%s\n", r->cpu.rss_mb, r->for_peer ? "  (for the peer)" : "");
+	printf(" %9.1f", r->cpu.rss_mb);
+	if (b->o.backward && r->fwd_s > 0)
+		printf(" %8.4g %8.2f", r->fwd_s, r->cpu.seconds / r->fwd_s);
+	printf("%s\n", r->for_peer ? "  (for the peer)" : "");
 	fflush(stdout);
 }
 
@@ -389,7 +419,8 @@ static int write_csv(const struct bench *b, const char *path)
 		const struct row *r = &b->rows[i];
 		int64_t dk = r->v == LCA_MLA ? b->s.dn + b->s.dr : b->s.dk;
 
-		fprintf(f, "%s,prefill,cpu,%s,%lld,%lld,%lld,%lld,", mech_names[r->v],
+		fprintf(f, "%s,%s,cpu,%s,%lld,%lld,%lld,%lld,", mech_names[r->v],
+			b->o.backward ? "backward" : "prefill",
 			b->o.dtype == LCA_F32 ? "f32" : "f64", (long long)r->T,
 			(long long)b->s.H, (long long)dk, (long long)b->s.dv);
 		if (cpu_ok(r))
@@ -458,8 +489,9 @@ static void print_memory(const struct bench *b)
 		if (b->rows[i].v == LCA_SOFTMAX && cpu_ok(&b->rows[i]) && b->rows[i].cpu.rss_mb > 0)
 			r = &b->rows[i];
 	if (r)
-		printf("memory: softmax T=%lld peak RSS %.0f MiB = %.2f x its inputs + outputs (%.0f MiB)\n",
+		printf("memory: softmax T=%lld peak RSS %.0f MiB = %.2f x its %s (%.0f MiB)\n",
 			(long long)r->T, r->cpu.rss_mb, r->cpu.rss_mb * 1048576 / r->bytes,
+			b->o.backward ? "inputs + dout + gradients" : "inputs + outputs",
 			r->bytes / 1048576);
 }
 

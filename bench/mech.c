@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 enum {
-	MAX_TENSORS = 8,
+	MAX_TENSORS = 14,
 	MAX_RUNS = 100
 };
 
@@ -151,6 +151,60 @@ const char *const *bench_formulas(void)
 	return f;
 }
 
+/* The backward (FlashAttention-2, Dao 2023, sec. 3.2): recompute S = Q K^T,
+ * then dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q: 2.5 times the
+ * forward's two products (the usual count, which leaves out the forward
+ * the API's backward must rerun for o and lse: the times include it).
+ * mla adds its naive decompression (w_uk, w_uv: as the forward) and the
+ * adjoint's two products per decompression (dckv; dw_uk, dw_uv). */
+double bench_flops_bwd(lca_variant v, const struct bench_shape *s, int64_t T)
+{
+	double H = s->H, P = causal_pairs(T), t = (double)T;
+
+	switch (v) {
+	case LCA_SOFTMAX:
+		return 2.5 * 2 * H * P * (s->dk + s->dv);
+	case LCA_MLA:
+		return 2.5 * 2 * H * P * (s->dn + s->dr + s->dv) +
+			3 * 2 * t * H * s->dc * (s->dn + s->dv);
+	default:
+		return 0;
+	}
+}
+
+/* Inputs and dout read once, gradients (shaped like the inputs) written
+ * once. */
+double bench_bytes_bwd(lca_variant v, const struct bench_shape *s, int64_t T,
+	size_t esize)
+{
+	double H = s->H, t = (double)T, e = (double)esize;
+
+	switch (v) {
+	case LCA_SOFTMAX:
+		return e * t * H * (4 * s->dk + 3 * s->dv);
+	case LCA_MLA:
+		return e * (2 * (t * H * (s->dn + s->dr) + t * (s->dc + s->dr) +
+			H * s->dc * (s->dn + s->dv)) + t * H * s->dv);
+	default:
+		return 0;
+	}
+}
+
+const char *const *bench_formulas_bwd(void)
+{
+	static const char *const f[] = {
+		"P = T(T+1)/2 causal (q,k) pairs; e = bytes per element; backward = FlashAttention-2's count:",
+		"2.5 x the forward's attention products (S=QK^T, dP=dO V^T, dV=P^T dO, dQ=dS K, dK=dS^T Q);",
+		"the times include the forward the call reruns for o and lse (not counted)",
+		"softmax   flops 2.5 x 2 H P (dk+dv)                           bytes e T H (4dk+3dv)",
+		"mla       flops 2.5 x 2 H P (dn+dr+dv) + 3 x 2TH dc(dn+dv)    bytes e [2(TH(dn+dr) + T(dc+dr) + H dc(dn+dv)) + TH dv]",
+		"          (naive adjoint: decompression, then dckv and dw_uk, dw_uv by BLAS)",
+		NULL
+	};
+
+	return f;
+}
+
 /* ---- inputs ------------------------------------------------------------ */
 
 enum tensor_kind { IN, OUT, SLOPE };
@@ -204,6 +258,24 @@ static int tensor_list(lca_variant v, const struct bench_shape *s, int64_t T,
 		return 6;
 	}
 	return 0;
+}
+
+/* The tensors of v's backward call in argument order: the forward's
+ * inputs, dout, the gradients; 0 for a mechanism not benchmarked
+ * backward. */
+static int tensor_list_bwd(lca_variant v, const struct bench_shape *s,
+	int64_t T, struct tensor *t)
+{
+	int nin, n;
+
+	if (v != LCA_SOFTMAX && v != LCA_MLA)
+		return 0;
+	n = tensor_list(v, s, T, t);
+	nin = n - 1;                    /* the last one is o */
+	t[nin] = (struct tensor){ t[nin].n, -1, 1, IN };  /* dout */
+	for (int i = 0; i < nin; i++)
+		t[nin + 1 + i] = (struct tensor){ t[i].n, 0, 0, OUT };
+	return 2 * nin + 1;
 }
 
 /* splitmix64: seedable, fast enough for a billion values. */
@@ -303,6 +375,23 @@ static lca_status forward(const lca_plan *plan, lca_variant v, int64_t T,
 	return LCA_ERR_ARG;
 }
 
+/* The backward of a causal prefill (softmax, mla), tensors as
+ * tensor_list_bwd lays them out. */
+static lca_status backward(const lca_plan *plan, lca_variant v, int64_t T,
+	void *const *b)
+{
+	switch (v) {
+	case LCA_SOFTMAX:
+		return lca_softmax_backward(plan, T, T, b[0], b[1], b[2], NULL, 0,
+			b[3], b[4], b[5], b[6]);
+	case LCA_MLA:
+		return lca_mla_backward(plan, T, T, b[0], b[1], b[2], b[3], b[4], b[5],
+			NULL, 0, b[6], b[7], b[8], b[9], b[10], b[11], b[12]);
+	default:
+		return LCA_ERR_UNSUPPORTED;
+	}
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -321,7 +410,8 @@ static lca_status time_calls(const lca_plan *plan, lca_variant v, int64_t T,
 
 	for (int call = 0; n < MAX_RUNS; call++) {
 		double t0 = bench_now(), dt;
-		lca_status st = forward(plan, v, T, b);
+		lca_status st = tm->backward ? backward(plan, v, T, b) :
+			forward(plan, v, T, b);
 
 		if (st != LCA_OK)
 			return st;
@@ -354,7 +444,8 @@ static void measure_child(void *arg, void *res)
 	struct bench_result *r = res;
 	struct tensor t[MAX_TENSORS];
 	void *b[MAX_TENSORS] = { 0 };
-	int nt = tensor_list(j->v, j->s, j->T, t);
+	int nt = j->tm->backward ? tensor_list_bwd(j->v, j->s, j->T, t) :
+		tensor_list(j->v, j->s, j->T, t);
 	uint64_t seed = 20250101u + (uint64_t)j->T;
 	lca_plan *plan = NULL;
 
