@@ -85,10 +85,6 @@ lca_status lcai_flash_bwd_init(struct lcai_flash_bwd *b,
 	const struct lcai_flash *f, int64_t max_tq, int64_t ntasks);
 void lcai_flash_bwd_free(struct lcai_flash_bwd *b);
 
-/* Bytes of one slot's packed keys and values (kr, vr together), and of
- * one task's partial dk and dv: the same. 0 on overflow. */
-int64_t lcai_flash_bwd_slot_bytes(const struct lcai_flash_bwd *b, int64_t tk);
-
 void lcai_flash_bwd_pack_all(const struct lcai_flash_bwd *b,
 	const struct lcai_flash_bwd_pack *jobs, int64_t njobs);
 /* Run the tasks over the workspaces of lcai_flash_bwd_init; cannot fail. */

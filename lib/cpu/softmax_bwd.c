@@ -228,16 +228,6 @@ void lcai_flash_bwd_free(struct lcai_flash_bwd *b)
 	b->ws = NULL;
 }
 
-int64_t lcai_flash_bwd_slot_bytes(const struct lcai_flash_bwd *b, int64_t tk)
-{
-	int64_t n;
-
-	if (!lcai_mul_n(&n, 3, lcai_flash_padded(tk), b->dkp + b->dvp,
-			(int64_t)b->f->ops->esize))
-		return 0;
-	return n;
-}
-
 void lcai_flash_bwd_pack_all(const struct lcai_flash_bwd *b,
 	const struct lcai_flash_bwd_pack *jobs, int64_t njobs)
 {
@@ -249,8 +239,10 @@ void lcai_flash_bwd_pack_all(const struct lcai_flash_bwd *b,
 void lcai_flash_bwd_run(const struct lcai_flash_bwd *b,
 	const struct lcai_flash_bwd_task *tasks, int64_t ntasks)
 {
-	/* Longest tasks first (visible pairs); which thread runs a task
-	 * does not change its numbers. */
+	/* Tasks in order, one at a time to whichever thread is free
+	 * (balanced when sequences are alike; a longest-first order would
+	 * help varlen batches); which thread runs a task does not change
+	 * its numbers. */
 	#pragma omp parallel num_threads(b->nthreads)
 	{
 		int me = 0;
