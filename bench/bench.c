@@ -39,7 +39,7 @@ struct options {
 	const char *csv;
 	const char *peer_script;
 	int decode;         /* --phase decode: bench/decode.c */
-	int backward;       /* --phase backward: the backward calls */
+	int backward;       /* --phase backward: softmax and mla gradients */
 	int T_given;        /* --T was given */
 };
 
@@ -51,8 +51,8 @@ struct row {
 	struct bench_result cpu;
 	int cpu_rc;            /* bench_measure()'s return */
 	double ref_s;          /* 0: not measured */
-	double peer_s;         /* 0: not measured */
 	double fwd_s;          /* --phase backward: the forward's seconds */
+	double peer_s;         /* 0: not measured */
 };
 
 struct bench {
@@ -81,9 +81,9 @@ static int usage(FILE *f)
 		"--phase decode: seconds per generated token through the cache API at\n"
 		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps;\n"
 		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n"
-		"--phase backward: the backward call of the mechanisms that have one on\n"
-		"the cpu backend (deltanet, lightning), with the forward's time beside it\n"
-		"(bwd/fwd); no reference, no peer.\n");
+		"--phase backward: the backward call of the prefill, flops as stated per\n"
+		"mechanism (softmax, mla: FlashAttention-2's count), and the forward's\n"
+		"time beside it (bwd/fwd); no peer.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -195,6 +195,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	o->T_given = T_given;
+	if (o->backward)
+		o->torch = 0;  /* the peer times forward calls only */
 	if (o->quick) {
 		if (!T_given)
 			memcpy(o->T, quick_T, sizeof quick_T), o->nT = 2;
@@ -262,7 +264,7 @@ static void progress(const struct row *r, const char *backend, double wall,
  * before the first run 1 GFLOP/s is assumed. */
 static void measure_ref(struct bench *b, struct row *r, double *ref_rate)
 {
-	struct bench_timing tm = { 1, 0, 0, b->o.check_finite, 0 };
+	struct bench_timing tm = { 1, 0, 0, b->o.check_finite, b->o.backward };
 	struct bench_result res;
 	double rate = ref_rate[r->v] > 0 ? ref_rate[r->v] : 1e9, t0;
 	int rc;
@@ -284,26 +286,28 @@ static void measure_ref(struct bench *b, struct row *r, double *ref_rate)
 static void measure_row(struct bench *b, struct row *r, double *ref_rate)
 {
 	struct bench_timing tm = { b->o.reps, LONG_RUN_S, b->o.quick ? 0 : 1.0,
-		b->o.check_finite, 0 };
+		b->o.check_finite, b->o.backward };
 	double t0 = bench_now();
 
-	if (b->o.backward) {
-		struct bench_result fwd;
-
-		r->flops = bench_flops_backward(r->v, &b->s, r->T);
-		r->bytes = bench_bytes_backward(r->v, &b->s, r->T, esize(b->o.dtype));
-		if (bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
-		    &tm, 3 * 3600, &fwd) == 0 && fwd.status == LCA_OK)
-			r->fwd_s = fwd.seconds;
-		tm.backward = 1;
-	} else {
-		r->flops = bench_flops(r->v, &b->s, r->T);
-		r->bytes = bench_bytes(r->v, &b->s, r->T, esize(b->o.dtype));
-	}
+	r->flops = b->o.backward ? bench_flops_bwd(r->v, &b->s, r->T) :
+		bench_flops(r->v, &b->s, r->T);
+	r->bytes = b->o.backward ? bench_bytes_bwd(r->v, &b->s, r->T, esize(b->o.dtype)) :
+		bench_bytes(r->v, &b->s, r->T, esize(b->o.dtype));
 	r->cpu_rc = bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
 		&tm, 3 * 3600, &r->cpu);
 	progress(r, "cpu", bench_now() - t0, &r->cpu, r->cpu_rc);
-	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK && !b->o.backward)
+	if (b->o.backward && r->cpu_rc == 0 && r->cpu.status == LCA_OK) {
+		/* the forward of the same case, timed the same way, for the
+		 * ratio bwd/fwd */
+		struct bench_result fr;
+
+		tm.backward = 0;
+		if (bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, b->o.dtype,
+				&tm, 3 * 3600, &fr) == 0 && fr.status == LCA_OK)
+			r->fwd_s = fr.seconds;
+		tm.backward = 1;
+	}
+	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK)
 		measure_ref(b, r, ref_rate);
 }
 
@@ -332,7 +336,8 @@ static void print_title(const struct bench *b)
 {
 	printf("lcattn %s bench: %s, causal, cpu backend, %s; H=%lld dk=dv=%lld; "
 	       "mla dn=%lld dr=%lld dc=%lld dv=%lld; deltanet chunk %lld, lightning block %lld\n",
-		lca_version(), b->o.decode ? "decode" : b->o.backward ? "backward" : "prefill", b->o.dtype == LCA_F32 ? "f32" : "f64",
+		lca_version(), b->o.decode ? "decode" : b->o.backward ? "backward of prefill" : "prefill",
+		b->o.dtype == LCA_F32 ? "f32" : "f64",
 		(long long)b->s.H, (long long)b->s.dk, (long long)b->s.dn,
 		(long long)b->s.dr, (long long)b->s.dc, (long long)b->s.dv,
 		(long long)b->s.chunk, (long long)b->s.block);
@@ -365,20 +370,14 @@ static void print_header(const struct bench *b)
 	       "bytes = 2 x size)\n",
 		b->c.sgemm_gflops, b->c.dgemm_gflops, b->c.gemm_n, b->c.bw_gbs,
 		b->c.copy_mib, b->c.copy_threads);
-	for (const char *const *f = b->o.backward ? bench_formulas_backward() :
-	     bench_formulas(); *f; f++)
+	for (const char *const *f = b->o.backward ? bench_formulas_bwd() : bench_formulas(); *f; f++)
 		printf("  %s\n", *f);
 	printf("seconds: median of >= %d calls (fewer when a call exceeds %d s); "
 	       "roofline = max(flops/peak, bytes/bw) / seconds (peak: %s)\n\n",
 		b->o.reps, LONG_RUN_S, b->o.dtype == LCA_F32 ? "sgemm" : "dgemm");
-	if (b->o.backward)
-		printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s\n", "mechanism", "T",
-			"calls", "seconds", "GFLOP/s", "roofline", "fwd s", "bwd/fwd",
-			"peak MiB");
-	else
-		printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s\n", "mechanism", "T",
-			"calls", "seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref",
-			"peak MiB");
+	printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s%s\n", "mechanism", "T", "calls",
+		"seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref", "peak MiB",
+		b->o.backward ? "   fwd s  bwd/fwd" : "");
 }
 
 static void print_row(const struct bench *b, const struct row *r)
@@ -391,13 +390,14 @@ static void print_row(const struct bench *b, const struct row *r)
 	}
 	printf("%5d %10.4g %9.1f %8.3f ", r->cpu.runs, r->cpu.seconds,
 		r->flops / r->cpu.seconds / 1e9, roofline(b, r));
-	if (b->o.backward && r->fwd_s > 0)
-		printf("%10.4g %8.2f", r->fwd_s, r->cpu.seconds / r->fwd_s);
-	else if (r->ref_s > 0)
+	if (r->ref_s > 0)
 		printf("%10.4g %8.1f", r->ref_s, r->ref_s / r->cpu.seconds);
 	else
 		printf("%10s %8s", "-", "-");
-	printf(" %9.1f%s\n", r->cpu.rss_mb, r->for_peer ? "  (for the peer)" : "");
+	printf(" %9.1f", r->cpu.rss_mb);
+	if (b->o.backward && r->fwd_s > 0)
+		printf(" %8.4g %8.2f", r->fwd_s, r->cpu.seconds / r->fwd_s);
+	printf("%s\n", r->for_peer ? "  (for the peer)" : "");
 	fflush(stdout);
 }
 
@@ -485,8 +485,9 @@ static void print_memory(const struct bench *b)
 		if (b->rows[i].v == LCA_SOFTMAX && cpu_ok(&b->rows[i]) && b->rows[i].cpu.rss_mb > 0)
 			r = &b->rows[i];
 	if (r)
-		printf("memory: softmax T=%lld peak RSS %.0f MiB = %.2f x its inputs + outputs (%.0f MiB)\n",
+		printf("memory: softmax T=%lld peak RSS %.0f MiB = %.2f x its %s (%.0f MiB)\n",
 			(long long)r->T, r->cpu.rss_mb, r->cpu.rss_mb * 1048576 / r->bytes,
+			b->o.backward ? "inputs + dout + gradients" : "inputs + outputs",
 			r->bytes / 1048576);
 }
 
@@ -698,8 +699,6 @@ static int measure_all(struct bench *b)
 
 	for (int m = 0; m < 4; m++)
 		for (int i = 0; b->o.mech[m] && i < nT && b->nrows < MAX_ROWS; i++) {
-			if (b->o.backward && bench_flops_backward((lca_variant)m, &b->s, 1) == 0)
-				break;  /* no backward of this mechanism here */
 			struct row *r = &b->rows[b->nrows++];
 
 			r->v = (lca_variant)m;

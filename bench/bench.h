@@ -27,7 +27,7 @@ struct bench_timing {
 	double long_s;      /* ... unless one call takes longer: stop there */
 	double min_total_s; /* fast cases: keep calling until this much time */
 	int check_finite;   /* params.check_finite of the plan */
-	int backward;       /* time the backward call instead (--phase backward) */
+	int backward;       /* time the backward call (softmax, mla) */
 };
 
 /* What a measurement child reports back. */
@@ -63,16 +63,16 @@ double bench_bytes(lca_variant v, const struct bench_shape *s, int64_t T,
 /* Human-readable statement of both formulas, one line each. */
 const char *const *bench_formulas(void);
 
-/* The same for one backward call (--phase backward): gradients of every
- * input from dout, no state0 or dstate; flops 0 for a mechanism without a
- * backward formula here. */
-double bench_flops_backward(lca_variant v, const struct bench_shape *s,
-	int64_t T);
-double bench_bytes_backward(lca_variant v, const struct bench_shape *s,
-	int64_t T, size_t esize);
-const char *const *bench_formulas_backward(void);
+/* The same for the backward call (--phase backward; softmax and mla):
+ * FlashAttention-2's count, 2.5 times the forward's attention products,
+ * plus for mla the decompression and its adjoint. */
+double bench_flops_bwd(lca_variant v, const struct bench_shape *s, int64_t T);
+double bench_bytes_bwd(lca_variant v, const struct bench_shape *s, int64_t T,
+	size_t esize);
+const char *const *bench_formulas_bwd(void);
 
-/* Time prefill of T tokens on backend/dtype in a forked child (so the
+/* Time prefill of T tokens (its backward with tm->backward) on
+ * backend/dtype in a forked child (so the
  * peak RSS is this measurement's own); alarm_s > 0 kills it after that
  * many seconds. Fills *r; returns as bench_fork(). */
 int bench_measure(lca_variant v, const struct bench_shape *s, int64_t T,

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 enum {
-	MAX_TENSORS = 12,
+	MAX_TENSORS = 14,
 	MAX_RUNS = 100
 };
 
@@ -194,12 +194,22 @@ static double lightning_bwd_block_flops(double b, double dk, double dv)
 	return 3 * b * (b + 1) * (dk + dv) + 10 * b * dk * dv;
 }
 
-double bench_flops_backward(lca_variant v, const struct bench_shape *s,
-	int64_t T)
+/* The backward (FlashAttention-2, Dao 2023, sec. 3.2): recompute S = Q K^T,
+ * then dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q: 2.5 times the
+ * forward's two products (the usual count, which leaves out the forward
+ * the API's backward must rerun for o and lse: the times include it).
+ * mla adds its naive decompression (w_uk, w_uv: as the forward) and the
+ * adjoint's two products per decompression (dckv; dw_uk, dw_uv). */
+double bench_flops_bwd(lca_variant v, const struct bench_shape *s, int64_t T)
 {
-	double H = s->H;
+	double H = s->H, P = causal_pairs(T), t = (double)T;
 
 	switch (v) {
+	case LCA_SOFTMAX:
+		return 2.5 * 2 * H * P * (s->dk + s->dv);
+	case LCA_MLA:
+		return 2.5 * 2 * H * P * (s->dn + s->dr + s->dv) +
+			3 * 2 * t * H * s->dc * (s->dn + s->dv);
 	case LCA_DELTANET:
 		return H * (over_pieces(T, s->chunk, s->dk, s->dv,
 			deltanet_bwd_chunk_flops) + (T > s->chunk ?
@@ -213,13 +223,19 @@ double bench_flops_backward(lca_variant v, const struct bench_shape *s,
 	}
 }
 
-/* Inputs and dout read once, gradients written once. */
-double bench_bytes_backward(lca_variant v, const struct bench_shape *s,
-	int64_t T, size_t esize)
+/* Inputs and dout read once, gradients (shaped like the inputs) written
+ * once. */
+double bench_bytes_bwd(lca_variant v, const struct bench_shape *s, int64_t T,
+	size_t esize)
 {
 	double H = s->H, t = (double)T, e = (double)esize;
 
 	switch (v) {
+	case LCA_SOFTMAX:
+		return e * t * H * (4 * s->dk + 3 * s->dv);
+	case LCA_MLA:
+		return e * (2 * (t * H * (s->dn + s->dr) + t * (s->dc + s->dr) +
+			H * s->dc * (s->dn + s->dv)) + t * H * s->dv);
 	case LCA_DELTANET:
 		return e * t * H * (4 * s->dk + 3 * s->dv + 4);
 	case LCA_LIGHTNING:
@@ -229,10 +245,16 @@ double bench_bytes_backward(lca_variant v, const struct bench_shape *s,
 	}
 }
 
-const char *const *bench_formulas_backward(void)
+const char *const *bench_formulas_bwd(void)
 {
 	static const char *const f[] = {
-		"backward: gradients of every input from dout (no state0, no dstate); flops as computed, recomputation included",
+		"P = T(T+1)/2 causal (q,k) pairs; e = bytes per element; backward = FlashAttention-2's count:",
+		"2.5 x the forward's attention products (S=QK^T, dP=dO V^T, dV=P^T dO, dQ=dS K, dK=dS^T Q);",
+		"the times include the forward the call reruns for o and lse (not counted)",
+		"softmax   flops 2.5 x 2 H P (dk+dv)                           bytes e T H (4dk+3dv)",
+		"mla       flops 2.5 x 2 H P (dn+dr+dv) + 3 x 2TH dc(dn+dv)    bytes e [2(TH(dn+dr) + T(dc+dr) + H dc(dn+dv)) + TH dv]",
+		"          (naive adjoint: decompression, then dckv and dw_uk, dw_uv by BLAS)",
+		"deltanet and lightning: flops as lib/cpu computes them, recomputation included; no state0, no dstate",
 		"deltanet  flops H [sum_chunks (c(c-1)(2dk+dv) + c^3/3 + c(c+1)(5dk+4dv) + 2c^2 dk + 14c dk dv)",
 		"                + sum_chunks but the last (c(c-1)dk + c^3/3 + c(c+1)(dk+dv) + 4c dk dv)]",
 		"                bytes e TH(4dk+3dv+4)",
@@ -298,33 +320,21 @@ static int tensor_list(lca_variant v, const struct bench_shape *s, int64_t T,
 	return 0;
 }
 
-/* The tensors of v's backward call, in its argument order (state0,
- * dstate and dstate0 NULL); 0 for a variant without one here. */
-static int tensor_list_backward(lca_variant v, const struct bench_shape *s,
+/* The tensors of v's backward call in argument order: the forward's
+ * inputs, dout, a gradient per input (lightning's slope gets one it does
+ * not use: no state0, dstate or dstate0). */
+static int tensor_list_bwd(lca_variant v, const struct bench_shape *s,
 	int64_t T, struct tensor *t)
 {
-	int64_t H = s->H, qk = T * H * s->dk, vo = T * H * s->dv;
+	int nin = 0, n = tensor_list(v, s, T, t);
 
-	switch (v) {
-	case LCA_DELTANET: /* q k v g beta dout -> dq dk dv dg dbeta */
-		tensor_list(v, s, T, t);
-		t[5] = (struct tensor){ vo, -1, 1, IN };
-		t[6] = (struct tensor){ qk, 0, 0, OUT };
-		t[7] = (struct tensor){ qk, 0, 0, OUT };
-		t[8] = (struct tensor){ vo, 0, 0, OUT };
-		t[9] = (struct tensor){ T * H, 0, 0, OUT };
-		t[10] = (struct tensor){ T * H, 0, 0, OUT };
-		return 11;
-	case LCA_LIGHTNING: /* q k v slope dout -> dq dk dv */
-		tensor_list(v, s, T, t);
-		t[4] = (struct tensor){ vo, -1, 1, IN };
-		t[5] = (struct tensor){ qk, 0, 0, OUT };
-		t[6] = (struct tensor){ qk, 0, 0, OUT };
-		t[7] = (struct tensor){ vo, 0, 0, OUT };
-		return 8;
-	default:
-		return 0;
-	}
+	while (nin < n && t[nin].kind != OUT)
+		nin++;
+	/* dout takes o's place (the first output); state is not needed */
+	t[nin] = (struct tensor){ t[nin].n, -1, 1, IN };
+	for (int i = 0; i < nin; i++)
+		t[nin + 1 + i] = (struct tensor){ t[i].n, 0, 0, OUT };
+	return 2 * nin + 1;
 }
 
 /* splitmix64: seedable, fast enough for a billion values. */
@@ -424,11 +434,18 @@ static lca_status forward(const lca_plan *plan, lca_variant v, int64_t T,
 	return LCA_ERR_ARG;
 }
 
-/* The backward call of tensor_list_backward()'s buffers. */
+/* The backward of a causal prefill, tensors as tensor_list_bwd lays them
+ * out. */
 static lca_status backward(const lca_plan *plan, lca_variant v, int64_t T,
 	void *const *b)
 {
 	switch (v) {
+	case LCA_SOFTMAX:
+		return lca_softmax_backward(plan, T, T, b[0], b[1], b[2], NULL, 0,
+			b[3], b[4], b[5], b[6]);
+	case LCA_MLA:
+		return lca_mla_backward(plan, T, T, b[0], b[1], b[2], b[3], b[4], b[5],
+			NULL, 0, b[6], b[7], b[8], b[9], b[10], b[11], b[12]);
 	case LCA_DELTANET:
 		return lca_deltanet_backward(plan, T, b[0], b[1], b[2], b[3], b[4],
 			NULL, 0, NULL, b[5], NULL, b[6], b[7], b[8], b[9], b[10],
@@ -493,7 +510,7 @@ static void measure_child(void *arg, void *res)
 	struct bench_result *r = res;
 	struct tensor t[MAX_TENSORS];
 	void *b[MAX_TENSORS] = { 0 };
-	int nt = j->tm->backward ? tensor_list_backward(j->v, j->s, j->T, t) :
+	int nt = j->tm->backward ? tensor_list_bwd(j->v, j->s, j->T, t) :
 		tensor_list(j->v, j->s, j->T, t);
 	uint64_t seed = 20250101u + (uint64_t)j->T;
 	lca_plan *plan = NULL;

@@ -322,11 +322,14 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
  * cu_seqlens with empty sequences, windows, bottom-right alignment,
  * grouped heads (dk, dv of a shared head sum over its group), partial and
  * interleaved RoPE, qk L2 norm, state0. Backends: ref (f64, and f32 for
- * the tolerance rule) for all four; cpu (f32, f64) for deltanet and
- * lightning, which run the chunked/blockwise adjoint whatever the algo,
- * deterministic and independent of the thread count (cpu deltanet keeps
- * the state entering every chunk: ceil(T / chunk) dk dv elements per
- * thread); others return LCA_ERR_UNSUPPORTED.
+ * the tolerance rule), all four mechanisms; cpu (f32, f64), all four:
+ * softmax and mla by FlashAttention-2's backward, which reruns the
+ * forward for o and lse (about 3.5 forward calls' work, memory O(T); mla
+ * runs the naive form's adjoint whatever the algo, the same gradient),
+ * deltanet and lightning by the chunked/blockwise adjoint whatever the
+ * algo (cpu deltanet keeps the state entering every chunk: ceil(T /
+ * chunk) dk dv elements per thread); every cpu backward is bitwise the
+ * same for every nthreads. cuda returns LCA_ERR_UNSUPPORTED.
  */
 LCA_API lca_status lca_softmax_backward(const lca_plan *plan,
 	int64_t Tq, int64_t Tk, const void *q, const void *k, const void *v,

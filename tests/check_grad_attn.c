@@ -917,33 +917,38 @@ START_TEST(test_mla_bad_input_refused_untouched)
 }
 END_TEST
 
-/* The cpu backend has no backward kernel: it says so, writes nothing. */
-static void check_cpu_unsupported(struct cfg c)
+/* The cpu backend's backward is this gradient too (its edge cases, f32
+ * and thread counts: check_grad_cpu_attn.c). */
+static void check_cpu_matches_ref(struct cfg c)
 {
 	struct prob pb;
-	double *g[MAXIN];
+	double *g[MAXIN], *gc[MAXIN];
 	lca_params p = cfg_params(&c, LCA_F64);
 	lca_plan *cpu;
 
 	p.backend = LCA_BACKEND_CPU;
 	cpu = tu_plan(&p);
 	prob_make(&pb, &c);
-	sentinel(g, &pb);
-	ck_assert_int_eq(call_bwd(cpu, &c, (void *const *)pb.x, pb.dout,
-		(void *const *)g), LCA_ERR_UNSUPPORTED);
-	assert_untouched(g, &pb);
+	grads(&pb, g);
+	for (int i = 0; i < pb.nin; i++)
+		gc[i] = tu_alloc(pb.n[i]);
+	tu_assert_ok(call_bwd(cpu, &c, (void *const *)pb.x, pb.dout,
+		(void *const *)gc));
+	for (int i = 0; i < pb.nin; i++)
+		tu_assert_close(gc[i], g[i], pb.n[i], 1e-12, pb.name[i]);
 	free_all(g, pb.nin);
+	free_all(gc, pb.nin);
 	prob_free(&pb);
 	lca_plan_destroy(cpu);
 }
 
-START_TEST(test_cpu_backend_is_unsupported)
+START_TEST(test_cpu_backend_matches_ref)
 {
 	struct cfg c = mla_base("cpu", 4, 4);
 
-	check_cpu_unsupported(sm_base("cpu", 4, 4));
+	check_cpu_matches_ref(sm_base("cpu", 4, 4));
 	c.algo = LCA_ALGO_ABSORBED;
-	check_cpu_unsupported(c);
+	check_cpu_matches_ref(c);
 }
 END_TEST
 
@@ -995,7 +1000,7 @@ static Suite *grad_suite(void)
 	tc = tu_tcase("refusals");
 	tcase_add_test(tc, test_softmax_bad_input_refused_untouched);
 	tcase_add_test(tc, test_mla_bad_input_refused_untouched);
-	tcase_add_test(tc, test_cpu_backend_is_unsupported);
+	tcase_add_test(tc, test_cpu_backend_matches_ref);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -12,7 +12,7 @@
  * fallback), the outputs are those of the call without failures.
  * Calls: lca_plan_create, the forward call, lca_cache_create, a prefill
  * step on an empty cache and a single-token step that makes the cache
- * grow (softmax and mla).
+ * grow (softmax and mla); and the backward calls of softmax and mla.
  *
  * What is covered: allocations made by liblcattn's own code (its malloc,
  * calloc, realloc, aligned_alloc, posix_memalign calls), including those
@@ -358,6 +358,99 @@ static void every_conf(lca_variant v)
 	ck_assert_int_gt(injected_total, 0);
 }
 
+/* ---- the backward calls (softmax, mla) ----------------------------------- */
+
+static lca_status backward(const struct mf *m, const lca_plan *plan,
+	const void *dout, void *const *g)
+{
+	void *const *x = m->in;
+
+	if (m->p.variant == LCA_SOFTMAX)
+		return lca_softmax_backward(plan, m->T, m->T, x[0], x[1], x[2], NULL,
+			0, dout, g[0], g[1], g[2]);
+	return lca_mla_backward(plan, m->T, m->T, x[0], x[1], x[2], x[3], x[4],
+		x[5], NULL, 0, dout, g[0], g[1], g[2], g[3], g[4], g[5]);
+}
+
+/* Elements of input i (and of its gradient). */
+static int64_t in_count(const struct mf *m, int i)
+{
+	return m->perm[i] ? m->row[i] : m->row[i] * m->T;
+}
+
+/* Fail each allocation of the backward call in turn: LCA_ERR_NOMEM with
+ * every gradient untouched, or LCA_OK with the gradients of a run without
+ * failures. */
+static void backward_fail_each(lca_variant v, const struct conf *cf)
+{
+	struct mf m;
+	void *g[MF_MAXIN], *want[MF_MAXIN], *dout;
+	char name[40];
+	lca_plan *plan;
+	long k, injected = 0;
+
+	mf_init(&m, v, cf->backend, cf->dtype, T);
+	m.p.nthreads = 2;
+	snprintf(name, sizeof name, "%s %s", mf_name(v), cf->name);
+	plan = tu_plan(&m.p);
+	dout = mf_alloc_out(&m, m.no);
+	tu_assert_ok(mf_forward(&m, plan, dout, NULL));  /* any cotangent */
+	for (int i = 0; i < m.nin; i++) {
+		g[i] = mf_alloc_out(&m, in_count(&m, i));
+		want[i] = mf_alloc_out(&m, in_count(&m, i));
+	}
+	tu_assert_ok(backward(&m, plan, dout, want));
+	for (k = 1;; k++) {
+		lca_status s;
+		long made;
+
+		for (int i = 0; i < m.nin; i++)
+			memset(g[i], SENTINEL, (size_t)in_count(&m, i) * m.elt);
+		atomic_store(&nalloc, 0);
+		atomic_store(&fail_at, k);
+		atomic_store(&armed, 1);
+		s = backward(&m, plan, dout, g);
+		atomic_store(&armed, 0);
+		made = atomic_load(&nalloc);
+		if (made < k) {
+			tu_assert_ok(s);
+			break;
+		}
+		injected++;
+		for (int i = 0; i < m.nin; i++)
+			if (s == LCA_OK)
+				ck_assert_msg(mf_same(&m, g[i], want[i], in_count(&m, i)),
+					"%s backward: allocation %ld failed, LCA_OK, wrong "
+					"gradient %d", name, k, i);
+			else
+				ck_assert_msg(s == LCA_ERR_NOMEM && untouched(g[i],
+					in_count(&m, i), m.elt), "%s backward: allocation "
+					"%ld failed: %s, gradient %d %s", name, k,
+					lca_strerror(s), i, "written or wrong status");
+	}
+	printf("nomem: %-24s %-16s %3ld allocations, %3ld failed in turn\n",
+		name, "backward", k - 1, injected);
+	ck_assert_int_gt(injected, 0);
+	for (int i = 0; i < m.nin; i++) {
+		free(g[i]);
+		free(want[i]);
+	}
+	free(dout);
+	lca_plan_destroy(plan);
+	mf_free(&m);
+}
+
+START_TEST(test_backward_reports_every_failed_allocation)
+{
+	ck_assert_msg(dl_iterate_phdr(find_lib, (void *)(uintptr_t)lca_version),
+		"liblcattn's code not found");
+	for (size_t i = 0; i < sizeof confs / sizeof confs[0]; i++) {
+		backward_fail_each(LCA_SOFTMAX, &confs[i]);
+		backward_fail_each(LCA_MLA, &confs[i]);
+	}
+}
+END_TEST
+
 START_TEST(test_softmax_reports_every_failed_allocation)
 {
 	every_conf(LCA_SOFTMAX);
@@ -392,6 +485,7 @@ int main(void)
 	tcase_add_test(tc, test_mla_reports_every_failed_allocation);
 	tcase_add_test(tc, test_deltanet_reports_every_failed_allocation);
 	tcase_add_test(tc, test_lightning_reports_every_failed_allocation);
+	tcase_add_test(tc, test_backward_reports_every_failed_allocation);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

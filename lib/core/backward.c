@@ -1,10 +1,9 @@
 /*
  * backward.c - the public backward calls: the forward's argument checks,
  * plus the cotangents and the gradient buffers, then the kernel of the
- * plan's backend, dtype and algo. The reference has every backward
- * kernel; the cpu backend has deltanet's and lightning's. The others
- * (cpu softmax and mla, all of cuda) answer LCA_ERR_UNSUPPORTED rather
- * than run something slower or different under their name.
+ * plan's backend, dtype and algo. The reference and the cpu backend have
+ * every backward kernel; cuda answers LCA_ERR_UNSUPPORTED rather than run
+ * something slower or different under its name.
  */
 #include "internal.h"
 
@@ -64,6 +63,8 @@ lca_status lca_softmax_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	a[4].n = a[0].n, a[5].n = a[1].n, a[6].n = a[2].n;
 	if ((s = check_args(fn, p, a, 4, 7, m)) || (s = lcai_check_range_softmax(fn, p, m, Tk)))
 		return s;
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_softmax_bwd(p, cuq, cuk, n, q, k, v, dout, dq, dk, dv);
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
 	if (p->dtype == LCA_F32)
@@ -115,6 +116,9 @@ lca_status lca_mla_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 		a[7 + i].n = a[i].n;
 	if ((s = check_args(fn, p, a, 7, 13, m)) || (s = lcai_check_range_mla(fn, p, m, Tk)))
 		return s;
+	if (p->backend == LCA_BACKEND_CPU)
+		return lcai_cpu_mla_bwd(p, cuq, cuk, n, q_nope, q_rope, ckv, k_rope,
+			w_uk, w_uv, dout, dq_nope, dq_rope, dckv, dk_rope, dw_uk, dw_uv);
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
 	if (p->dtype == LCA_F32)

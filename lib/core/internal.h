@@ -286,6 +286,17 @@ lca_status lcai_cpu_probe_threads(const lca_params *p);
 lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
 	const void *v, void *o, void *lse);
+/* Backward kernels (lib/cpu/NAME_bwd.c): the reference backward's
+ * contract (gradients overwritten, shaped like their inputs), written only
+ * when the call succeeds. Bitwise the same for every p->nthreads. */
+lca_status lcai_cpu_softmax_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, const void *dout, void *dq, void *dk, void *dv);
+lca_status lcai_cpu_mla_bwd(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, const void *dout, void *dq_nope,
+	void *dq_rope, void *dckv, void *dk_rope, void *dw_uk, void *dw_uv);
 lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q_nope,
 	const void *q_rope, const void *ckv, const void *k_rope,

@@ -70,6 +70,12 @@ struct lcai_flash_task {
 	int64_t ldo;
 	void *lse;
 	int64_t ldlse;
+	/* NULL, or lse's rounding residual (same stride): lse + lse_lo is
+	 * m + log l to about twice the element's precision, which the
+	 * backward needs where logits are large (P = exp(S - lse), and the
+	 * rounding of a float lse of 80 is a relative error of 2.4e-6 in
+	 * every weight of its row). */
+	void *lse_lo;
 };
 
 struct lcai_flash;
@@ -94,7 +100,7 @@ struct lcai_flash {
 	int64_t da, db, dk;     /* row parts of q and k; dk = da + db */
 	int64_t dv, dvp;        /* value width, padded to a multiple of ops->nc */
 	int64_t rope_dim;       /* rotated leading coordinates of the b part */
-	double scale;           /* applied to the query rows once */
+	double scale;           /* applied to each tile of <q, k> (flash_tile.h) */
 	double *rope;           /* [npos][rope_dim/2][cos, sin]; NULL if no RoPE */
 	int64_t pmin, npos;     /* positions pmin .. pmin + npos - 1 */
 };
@@ -127,6 +133,16 @@ void lcai_flash_pack_all(const struct lcai_flash *f,
 	const struct lcai_flash_pack *jobs, int64_t njobs);
 lca_status lcai_flash_run(const struct lcai_flash *f,
 	const struct lcai_flash_task *tasks, int64_t ntasks);
+
+/* lcai_cpu_softmax and lcai_cpu_mla with lse's rounding residual lse_lo
+ * (lcai_flash_task) as well; lse and lse_lo are then required. */
+lca_status lcai_cpu_softmax_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse, void *lse_lo);
+lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, void *o, void *lse, void *lse_lo);
 
 /* Threads for n independent items under p->nthreads (>= 1). */
 int lcai_flash_team(const lca_params *p, int64_t n);

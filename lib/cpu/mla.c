@@ -47,7 +47,7 @@ struct mla_call {
 	const int64_t *cu_q, *cu_k;
 	int64_t nseq;
 	const void *q_nope, *q_rope, *ckv, *k_rope, *w_uk, *w_uv;
-	void *o, *lse;
+	void *o, *lse, *lse_lo;
 };
 
 /*
@@ -102,6 +102,7 @@ static void mla_task(const struct mla_call *c, const struct lcai_flash *f,
 	t->ldo = ldo;
 	t->lse = c->lse ? lcai_flash_at_w(c->lse, f->ops->esize, q0 * H + h) : NULL;
 	t->ldlse = H;
+	t->lse_lo = c->lse_lo ? lcai_flash_at_w(c->lse_lo, f->ops->esize, q0 * H + h) : NULL;
 }
 
 /* ---- absorbed ---------------------------------------------------------- */
@@ -327,8 +328,18 @@ lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
 	const void *q_rope, const void *ckv, const void *k_rope,
 	const void *w_uk, const void *w_uv, void *o, void *lse)
 {
+	return lcai_cpu_mla_lse2(p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope,
+		w_uk, w_uv, o, lse, NULL);
+}
+
+lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, void *o, void *lse, void *lse_lo)
+{
 	const struct mla_call c = {
 		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
+		lse_lo,
 	};
 	const int naive = mla_algo(p, cu_q, cu_k, nseq) == LCA_ALGO_NAIVE;
 	struct lcai_flash f;

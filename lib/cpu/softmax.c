@@ -401,7 +401,8 @@ lca_status lcai_flash_run(const struct lcai_flash *f,
  * and query head) of a softmax call; off from lcai_flash_offsets. */
 static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const int64_t *off, const void *q,
-	const void *k, const void *v, void *o, void *lse, void *kt, void *vp,
+	const void *k, const void *v, void *o, void *lse, void *lse_lo,
+	void *kt, void *vp,
 	struct lcai_flash_pack *jobs, struct lcai_flash_task *tasks)
 {
 	const lca_params *p = f->p;
@@ -441,6 +442,7 @@ static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
 			t->ldo = H * dv;
 			t->lse = lse ? lcai_flash_at_w(lse, es, q0 * H + h) : NULL;
 			t->ldlse = H;
+			t->lse_lo = lse_lo ? lcai_flash_at_w(lse_lo, es, q0 * H + h) : NULL;
 		}
 	}
 }
@@ -448,6 +450,13 @@ static void softmax_plan(const struct lcai_flash *f, const int64_t *cu_q,
 lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
 	const void *v, void *o, void *lse)
+{
+	return lcai_cpu_softmax_lse2(p, cu_q, cu_k, nseq, q, k, v, o, lse, NULL);
+}
+
+lca_status lcai_cpu_softmax_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse, void *lse_lo)
 {
 	struct lcai_flash f;
 	struct lcai_flash_pack *jobs = NULL;
@@ -475,7 +484,7 @@ lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	}
 	if ((st = lcai_flash_alloc(&f, p->Hkv, off[nseq], &kt, &vp)) != LCA_OK)
 		goto out;
-	softmax_plan(&f, cu_q, cu_k, nseq, off, q, k, v, o, lse, kt, vp, jobs,
+	softmax_plan(&f, cu_q, cu_k, nseq, off, q, k, v, o, lse, lse_lo, kt, vp, jobs,
 		tasks);
 	lcai_flash_pack_all(&f, jobs, njobs);
 	st = lcai_flash_run(&f, tasks, ntasks);
@@ -517,114 +526,7 @@ typedef FI IVEC __attribute__((vector_size(FLASH_VB)));
 
 #include "vexp.h"
 
-/* s[FLASH_ROWS][NC] = q[FLASH_ROWS][dk] kt[dk][NC], kt and s with row
- * stride BK: each step broadcasts one query value against NC keys. The
- * unrolled loops keep the FLASH_ROWS x FLASH_NB accumulators in
- * registers at -O2 as well (a loop over them would live in memory). */
-INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
-{
-	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
-
-#pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
-#pragma GCC unroll 8
-		for (int v = 0; v < FLASH_NB; v++)
-			acc[r][v] = (VEC){ 0 };
-	for (int64_t c = 0; c < dk; c++) {
-#pragma GCC unroll 8
-		for (int v = 0; v < FLASH_NB; v++)
-			VLOAD(b[v], kt + c * BK + v * VW);
-#pragma GCC unroll 8
-		for (int r = 0; r < FLASH_ROWS; r++) {
-			VEC a = q[r * dk + c] - (VEC){ 0 };
-
-#pragma GCC unroll 8
-			for (int v = 0; v < FLASH_NB; v++)
-				acc[r][v] = VFMA(a, b[v], acc[r][v]);
-		}
-	}
-#pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
-#pragma GCC unroll 8
-		for (int v = 0; v < FLASH_NB; v++)
-			VSTORE(s + r * BK + v * VW, acc[r][v]);
-}
-
-/* o[FLASH_ROWS][NC] += p[FLASH_ROWS][BK] vp[BK][NC], o and vp with row
- * stride dvp. */
-INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
-{
-	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
-
-#pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
-#pragma GCC unroll 8
-		for (int v = 0; v < FLASH_NB; v++)
-			VLOAD(acc[r][v], o + r * dvp + v * VW);
-	for (int j = 0; j < BK; j++) {
-#pragma GCC unroll 8
-		for (int v = 0; v < FLASH_NB; v++)
-			VLOAD(b[v], vp + j * dvp + v * VW);
-#pragma GCC unroll 8
-		for (int r = 0; r < FLASH_ROWS; r++) {
-			VEC a = p[r * BK + j] - (VEC){ 0 };
-
-#pragma GCC unroll 8
-			for (int v = 0; v < FLASH_NB; v++)
-				acc[r][v] = VFMA(a, b[v], acc[r][v]);
-		}
-	}
-#pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
-#pragma GCC unroll 8
-		for (int v = 0; v < FLASH_NB; v++)
-			VSTORE(o + r * dvp + v * VW, acc[r][v]);
-}
-
-/* Row i of src as [a ; rope(b)] times mult into dst[c * stride], rotated
- * as at position pos with the table of f (double arithmetic, rounded
- * once). Inlined, so that the contiguous calls (stride 1) vectorise:
- * lanes compute exactly what the scalar loop would. */
-INLINE void FN(load_row)(const struct lcai_flash *f,
-	const struct lcai_flash_src *src, int64_t i, int64_t pos, double mult,
-	FT *dst, int64_t stride)
-{
-	const int64_t da = src->da, db = src->db, rot = f->rope_dim, h = rot / 2;
-
-	if (da > 0) {
-		const FT *a = (const FT *)src->a + i * src->lda;
-
-		#pragma omp simd
-		for (int64_t c = 0; c < da; c++)
-			dst[c * stride] = (FT)(mult * a[c]);
-		dst += da * stride;
-	}
-	if (db > 0) {
-		const FT *b = (const FT *)src->b + i * src->ldb;
-		const double *cs = rot > 0 ? f->rope + (pos - f->pmin) * rot : NULL;
-
-		if (f->p->rope_style == LCA_ROPE_INTERLEAVED) {
-			#pragma omp simd
-			for (int64_t j = 0; j < h; j++) {
-				double x = b[2 * j], y = b[2 * j + 1];
-
-				dst[2 * j * stride] = (FT)(mult * (x * cs[2 * j] - y * cs[2 * j + 1]));
-				dst[(2 * j + 1) * stride] = (FT)(mult * (x * cs[2 * j + 1] + y * cs[2 * j]));
-			}
-		} else {
-			#pragma omp simd
-			for (int64_t j = 0; j < h; j++) {
-				double x = b[j], y = b[j + h];
-
-				dst[j * stride] = (FT)(mult * (x * cs[2 * j] - y * cs[2 * j + 1]));
-				dst[(j + h) * stride] = (FT)(mult * (x * cs[2 * j + 1] + y * cs[2 * j]));
-			}
-		}
-		#pragma omp simd
-		for (int64_t c = rot; c < db; c++)
-			dst[c * stride] = (FT)(mult * b[c]);
-	}
-}
+#include "flash_tile.h"
 
 /* Keys into transposed tiles [tile][dk][BK] and values into rows of dvp,
  * both zero-padded to whole tiles (zeros, not garbage: padded keys meet
@@ -741,24 +643,29 @@ FLASH_TARGET static void FN(finish)(const struct lcai_flash *f,
 {
 	const FT *acc = ws->o, *m = ws->m;
 	const VEC *lv = ws->l;
-	FT *lse = t->lse;
+	FT *lse = t->lse, *lse_lo = t->lse_lo;
 
 	for (int64_t r = 0; r < nq; r++) {
 		FT *orow = (FT *)t->o + (i0 + r) * t->ldo;
 		const FT *arow = acc + r * f->dvp;
-		FT ls = -INFINITY, l = FN(lane_sum)(lv[r]);
+		FT ls = -INFINITY, lo = 0, l = FN(lane_sum)(lv[r]);
 
 		if (l > 0) {
+			double full = (double)m[r] + log((double)l);
+
 			#pragma omp simd
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = arow[c] / l;
-			ls = (FT)((double)m[r] + log((double)l));
+			ls = (FT)full;
+			lo = (FT)(full - (double)ls);
 		} else {
 			for (int64_t c = 0; c < f->dv; c++)
 				orow[c] = 0;
 		}
 		if (lse)
 			lse[(i0 + r) * t->ldlse] = ls;
+		if (lse_lo)
+			lse_lo[(i0 + r) * t->ldlse] = lo;
 	}
 }
 
@@ -795,7 +702,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 	/* Rows nq..nr are zero queries: their logits are 0, never turned
 	 * into weights, so they add nothing to the output. */
 	for (int64_t r = 0; r < nq; r++) {
-		FN(load_row)(f, &t->q, i0 + r, pos0 + r, f->scale, q + r * dk, 1);
+		FN(load_row)(f, &t->q, i0 + r, pos0 + r, 1.0, q + r * dk, 1);
 		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
 		((FT *)ws->m)[r] = -INFINITY;
 		((VEC *)ws->l)[r] = (VEC){ 0 };
@@ -820,6 +727,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 			for (int64_t c = 0; c < BK; c += NC)
 				FN(qk_block)(q + r * dk, dk, kt + c, s + r * BK + c);
 		}
+		FN(scale_tile)(s, nr * BK, (FT)f->scale);
 		if (j0 < inner_lo || j0 + BK > inner_hi)
 			FN(mask)(ws, nq, j0, s);
 		FN(online)(ws, nq, dvp, s, o);
