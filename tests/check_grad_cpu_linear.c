@@ -362,23 +362,6 @@ START_TEST(test_cpu_lightning_backward_matches_reference)
 }
 END_TEST
 
-/* The cpu backend keeps its UNSUPPORTED answer for the mechanisms it has
- * no backward for. */
-START_TEST(test_cpu_softmax_backward_is_unsupported)
-{
-	lca_params p = tu_params(LCA_SOFTMAX);
-	double x[4] = { 0.5, -1, 2, 0.25 }, d1[4], d2[4], d3[4];
-	lca_plan *plan;
-
-	p.backend = LCA_BACKEND_CPU;
-	p.H = 1, p.dk = 2, p.dv = 2;
-	plan = tu_plan(&p);
-	ck_assert_int_eq(lca_softmax_backward(plan, 2, 2, x, x, x, NULL, 0, x,
-		d1, d2, d3), LCA_ERR_UNSUPPORTED);
-	lca_plan_destroy(plan);
-}
-END_TEST
-
 static Suite *cpu_linear_suite(void)
 {
 	Suite *s = suite_create("grad_cpu_linear");
@@ -388,7 +371,6 @@ static Suite *cpu_linear_suite(void)
 		(int)(sizeof dn_cases / sizeof dn_cases[0]));
 	tcase_add_loop_test(tc, test_cpu_lightning_backward_matches_reference, 0,
 		(int)(sizeof lt_cases / sizeof lt_cases[0]));
-	tcase_add_test(tc, test_cpu_softmax_backward_is_unsupported);
 	suite_add_tcase(s, tc);
 	return s;
 }
