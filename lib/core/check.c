@@ -163,6 +163,35 @@ lca_status lcai_resolve_cu(const char *fn, const int64_t *cu_seqlens,
 	return LCA_OK;
 }
 
+lca_status lcai_check_attn_call(const char *fn, const lca_plan *plan, lca_variant v,
+	int64_t Tq, int64_t Tk, const int64_t *cu_seqlens, int64_t nseq,
+	int64_t oneq[2], int64_t onek[2], const int64_t **cuq, const int64_t **cuk,
+	int64_t *n)
+{
+	lca_status s;
+
+	if ((s = lcai_check_plan(fn, plan, v)) || (s = lcai_check_len(fn, "Tq", Tq)) ||
+	    (s = lcai_check_len(fn, "Tk", Tk)))
+		return s;
+	if (cu_seqlens && Tq != Tk)
+		return lcai_fail(LCA_ERR_SIZE, "%s: with cu_seqlens Tq (%lld) must equal Tk (%lld)",
+			fn, (long long)Tq, (long long)Tk);
+	if ((s = lcai_resolve_cu(fn, cu_seqlens, nseq, Tq, oneq, cuq, n)))
+		return s;
+	return lcai_resolve_cu(fn, cu_seqlens, nseq, Tk, onek, cuk, n);
+}
+
+lca_status lcai_check_linear_call(const char *fn, const lca_plan *plan, lca_variant v,
+	int64_t T, const int64_t *cu_seqlens, int64_t nseq, int64_t one[2],
+	const int64_t **cu, int64_t *n)
+{
+	lca_status s;
+
+	if ((s = lcai_check_plan(fn, plan, v)) || (s = lcai_check_len(fn, "T", T)))
+		return s;
+	return lcai_resolve_cu(fn, cu_seqlens, nseq, T, one, cu, n);
+}
+
 lca_status lcai_check_sign(const char *fn, const char *name, const void *x,
 	int64_t n, const lca_params *p, int sign, const char *rule)
 {

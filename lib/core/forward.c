@@ -21,16 +21,10 @@ lca_status lca_softmax_forward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	lca_status s;
 
 	lcai_clear_error();
-	if ((s = lcai_check_plan(fn, plan, LCA_SOFTMAX)) || (s = lcai_check_len(fn, "Tq", Tq)) ||
-	    (s = lcai_check_len(fn, "Tk", Tk)))
+	if ((s = lcai_check_attn_call(fn, plan, LCA_SOFTMAX, Tq, Tk, cu_seqlens, nseq,
+	    oneq, onek, &cuq, &cuk, &n)))
 		return s;
 	p = &plan->p;
-	if (cu_seqlens && Tq != Tk)
-		return lcai_fail(LCA_ERR_SIZE, "%s: with cu_seqlens Tq (%lld) must equal Tk (%lld)",
-			fn, (long long)Tq, (long long)Tk);
-	if ((s = lcai_resolve_cu(fn, cu_seqlens, nseq, Tq, oneq, &cuq, &n)) ||
-	    (s = lcai_resolve_cu(fn, cu_seqlens, nseq, Tk, onek, &cuk, &n)))
-		return s;
 	struct lcai_targ a[] = {
 		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 },
 		{ "o", o, 0, 0, 0 }, { "lse", lse, 0, 1, 0 },
@@ -66,16 +60,10 @@ lca_status lca_mla_forward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	lca_status s;
 
 	lcai_clear_error();
-	if ((s = lcai_check_plan(fn, plan, LCA_MLA)) || (s = lcai_check_len(fn, "Tq", Tq)) ||
-	    (s = lcai_check_len(fn, "Tk", Tk)))
+	if ((s = lcai_check_attn_call(fn, plan, LCA_MLA, Tq, Tk, cu_seqlens, nseq,
+	    oneq, onek, &cuq, &cuk, &n)))
 		return s;
 	p = &plan->p;
-	if (cu_seqlens && Tq != Tk)
-		return lcai_fail(LCA_ERR_SIZE, "%s: with cu_seqlens Tq (%lld) must equal Tk (%lld)",
-			fn, (long long)Tq, (long long)Tk);
-	if ((s = lcai_resolve_cu(fn, cu_seqlens, nseq, Tq, oneq, &cuq, &n)) ||
-	    (s = lcai_resolve_cu(fn, cu_seqlens, nseq, Tk, onek, &cuk, &n)))
-		return s;
 	struct lcai_targ a[] = {
 		{ "q_nope", q_nope, 0, 0, 0 }, { "q_rope", q_rope, 0, 0, 0 }, { "ckv", ckv, 0, 0, 0 },
 		{ "k_rope", k_rope, 0, 0, 0 }, { "w_uk", w_uk, 0, 0, 0 }, { "w_uv", w_uv, 0, 0, 0 },
@@ -132,11 +120,10 @@ lca_status lca_deltanet_forward(const lca_plan *plan, int64_t T,
 	lca_status s;
 
 	lcai_clear_error();
-	if ((s = lcai_check_plan(fn, plan, LCA_DELTANET)) || (s = lcai_check_len(fn, "T", T)))
+	if ((s = lcai_check_linear_call(fn, plan, LCA_DELTANET, T, cu_seqlens, nseq, one,
+	    &cu, &n)))
 		return s;
 	p = &plan->p;
-	if ((s = lcai_resolve_cu(fn, cu_seqlens, nseq, T, one, &cu, &n)))
-		return s;
 	struct lcai_targ a[] = {
 		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 }, { "g", g, 0, 0, 0 },
 		{ "beta", beta, 0, 0, 0 }, { "state0", state0, 0, 1, 1 }, { "o", o, 0, 0, 0 },
@@ -178,11 +165,10 @@ lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
 	lca_status s;
 
 	lcai_clear_error();
-	if ((s = lcai_check_plan(fn, plan, LCA_LIGHTNING)) || (s = lcai_check_len(fn, "T", T)))
+	if ((s = lcai_check_linear_call(fn, plan, LCA_LIGHTNING, T, cu_seqlens, nseq, one,
+	    &cu, &n)))
 		return s;
 	p = &plan->p;
-	if ((s = lcai_resolve_cu(fn, cu_seqlens, nseq, T, one, &cu, &n)))
-		return s;
 	struct lcai_targ a[] = {
 		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 }, { "slope", slope, p->H, 0, 0 },
 		{ "state0", state0, 0, 1, 1 }, { "o", o, 0, 0, 0 }, { "state", state, 0, 1, 1 },

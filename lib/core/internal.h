@@ -60,6 +60,17 @@ size_t lcai_dtype_size(lca_dtype t);
 /* NULL pointers (unless optional) and byte sizes that overflow size_t. */
 lca_status lcai_check_targs(const char *fn, const lca_params *p,
 	const struct lcai_targ *a, int na);
+/* What a softmax or mla call (forward or backward) checks first: a plan of
+ * variant v, Tq and Tk >= 1, Tq = Tk under cu_seqlens; then the query and
+ * key offsets resolved as lcai_resolve_cu() does. */
+lca_status lcai_check_attn_call(const char *fn, const lca_plan *plan, lca_variant v,
+	int64_t Tq, int64_t Tk, const int64_t *cu_seqlens, int64_t nseq,
+	int64_t oneq[2], int64_t onek[2], const int64_t **cuq, const int64_t **cuk,
+	int64_t *n);
+/* The same for deltanet and lightning: T >= 1, one set of offsets. */
+lca_status lcai_check_linear_call(const char *fn, const lca_plan *plan, lca_variant v,
+	int64_t T, const int64_t *cu_seqlens, int64_t nseq, int64_t one[2],
+	const int64_t **cu, int64_t *n);
 /* No output a[nin .. na) may share a byte with any other argument, since
  * kernels read inputs after writing outputs; the exception is a state
  * output that is exactly its state input (is_state both). LCA_ERR_ARG. */
