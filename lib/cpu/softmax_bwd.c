@@ -67,60 +67,8 @@ struct lcai_flash_bwd_ws {
 #define FLASH_X86 1
 #endif
 
-#define FLASH_TEMPLATE
-#define FLASH_VB 16
-#define FLASH_NB 2
-#define FLASH_TARGET
-#define FT float
-#define FI int32_t
-#define FN(name) name##_f32_sse
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#include "softmax_bwd.c"
-#define FT double
-#define FI int64_t
-#define FN(name) name##_f64_sse
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#include "softmax_bwd.c"
-#undef FLASH_VB
-#undef FLASH_NB
-#undef FLASH_TARGET
-
-#ifdef FLASH_X86
-#define FLASH_VB 32
-#define FLASH_NB 2
-#define FLASH_TARGET __attribute__((target("avx2,fma")))
-#define FT float
-#define FI int32_t
-#define FN(name) name##_f32_avx2
-#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#include "softmax_bwd.c"
-#define FT double
-#define FI int64_t
-#define FN(name) name##_f64_avx2
-#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
-#include "softmax_bwd.c"
-#undef FLASH_VB
-#undef FLASH_NB
-#undef FLASH_TARGET
-
-#define FLASH_VB 64
-#define FLASH_NB 4
-#define FLASH_TARGET __attribute__((target("avx512f")))
-#define FT float
-#define FI int32_t
-#define FN(name) name##_f32_avx512
-#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#include "softmax_bwd.c"
-#define FT double
-#define FI int64_t
-#define FN(name) name##_f64_avx512
-#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
-#include "softmax_bwd.c"
-#undef FLASH_VB
-#undef FLASH_NB
-#undef FLASH_TARGET
-#endif /* FLASH_X86 */
-#undef FLASH_TEMPLATE
+#define FLASH_SELF "softmax_bwd.c"
+#include "flash_instances.h"
 
 /* The same ISA choice as the forward (softmax.c's flash_pick), and the
  * register-block width of that build. */
