@@ -13,6 +13,14 @@
  *   deltanet (S_j = A_j S_{j-1} + beta_j k_j v_j^T, A_j = e^{g_j}(I - beta_j k_j k_j^T),
  *     q and k L2-normalised, q scaled): d<u,o>/dv_t = beta_t <w_t, k_t> u with
  *     w_t = A_{t+1}^T ... A_{T-1}^T q, so ||.||_v = beta_t |<w_t, k_t>|.
+ *   mla (head h: k_t = [w_uk ckv_t ; R_t k_rope_t], v_t = w_uv ckv_t, q = [q_nope ;
+ *     R_{T-1} q_rope], p_t and o as softmax's): the chain rule through the
+ *     decompression gives d<u,o>/dckv_t = p_t (w_uv^T u + scale <u, v_t - o> w_uk^T q_nope)
+ *     and ||d<u,o>/dk_rope_t|| = p_t scale |<u, v_t - o>| ||q_rope||. With the
+ *     identity decompression (ckv_t the concatenation of every head's k_nope
+ *     and v, w_uk[h] and w_uv[h] picking head h's) mla is softmax, and its
+ *     two norms are softmax's gradient split into the latent's coordinates
+ *     and the rotary key's.
  *
  * The seed is the test seed; the probe's own draws come from it.
  */
@@ -220,6 +228,157 @@ START_TEST(test_deltanet_weak_value_gradient_is_the_carried_query)
 }
 END_TEST
 
+/* ||x|| of n numbers */
+static double len(const double *x, int64_t n)
+{
+	return sqrt(dot(x, x, n));
+}
+
+static void close_rel(double got, double want, double tol, const char *what, int64_t t,
+	int64_t h)
+{
+	ck_assert_msg(isfinite(got) && fabs(got - want) <= tol,
+		"%s at t = %lld, head %lld: probe %.17g, want %.17g", what, (long long)t,
+		(long long)h, got, want);
+}
+
+/* The mla curves with their random decompression and RoPE against the
+ * chain rule written out, head by head. */
+static void check_mla(const char *name)
+{
+	const struct gradflow_curve *c = curve(name);
+	const double scale = 1 / sqrt((double)DK);
+	struct gradflow_draw d;
+	double *nv = tu_alloc(T * H), *nk = tu_alloc(T * H), *p = tu_alloc(T), *lg = tu_alloc(T);
+	int64_t dr, dc, dn;
+
+	tu_assert_ok(gradflow_mla_shape(c, DK, &dr, &dc));
+	ck_assert_int_eq(dr, DK / 4);
+	ck_assert_int_eq(dc, DK / c->dc_div);
+	dn = DK - dr;
+	tu_assert_ok(gradflow_alloc(&d, T, H, DK, DV));
+	tu_assert_ok(gradflow_alloc_mla(&d, dr, dc));
+	tu_assert_ok(gradflow_fill(&d, c, tu_next()));
+	tu_assert_ok(gradflow_pass(&d, c, nv, nk));
+	for (int64_t h = 0; h < H; h++) {
+		const double *wk = d.w_uk + h * dn * dc, *wv = d.w_uv + h * DV * dc, *u = d.u + h * DV;
+		double q[DK], kt[DK], o[DV] = { 0 }, wvu[64], wkq[64], g[64], mx = -INFINITY, z = 0;
+		double *v = tu_alloc(T * DV);
+
+		memcpy(q, d.q + ((T - 1) * H + h) * DK, sizeof q);
+		tu_rope(q + dn, dr, LCA_ROPE_INTERLEAVED, 10000.0, T - 1);
+		for (int64_t t = 0; t < T; t++) {
+			for (int64_t i = 0; i < dn; i++)
+				kt[i] = dot(wk + i * dc, d.ckv + t * dc, dc);
+			memcpy(kt + dn, d.k_rope + t * dr, (size_t)dr * sizeof *kt);
+			tu_rope(kt + dn, dr, LCA_ROPE_INTERLEAVED, 10000.0, t);
+			for (int64_t j = 0; j < DV; j++)
+				v[t * DV + j] = dot(wv + j * dc, d.ckv + t * dc, dc);
+			lg[t] = scale * dot(q, kt, DK);
+			mx = fmax(mx, lg[t]);
+		}
+		for (int64_t t = 0; t < T; t++)
+			z += p[t] = exp(lg[t] - mx);
+		for (int64_t t = 0; t < T; t++) {
+			p[t] /= z;
+			for (int64_t j = 0; j < DV; j++)
+				o[j] += p[t] * v[t * DV + j];
+		}
+		/* w_uv^T u and w_uk^T q_nope */
+		for (int64_t a = 0; a < dc; a++) {
+			wvu[a] = wkq[a] = 0;
+			for (int64_t j = 0; j < DV; j++)
+				wvu[a] += wv[j * dc + a] * u[j];
+			for (int64_t i = 0; i < dn; i++)
+				wkq[a] += wk[i * dc + a] * q[i];
+		}
+		for (int64_t t = 0; t < T; t++) {
+			double e = scale * (dot(u, v + t * DV, DV) - dot(u, o, DV));
+
+			for (int64_t a = 0; a < dc; a++)
+				g[a] = p[t] * (wvu[a] + e * wkq[a]);
+			close_rel(nv[t * H + h], len(g, dc), 1e-10 * len(g, dc),
+				"||d<u,o>/dckv_t||", t, h);
+			close_rel(nk[t * H + h], p[t] * fabs(e) * len(q + dn, dr),
+				1e-10 * p[t] * scale, "||d<u,o>/dk_rope_t||", t, h);
+		}
+		free(v);
+	}
+	gradflow_free(&d);
+	free(nv), free(nk), free(p), free(lg);
+}
+
+START_TEST(test_mla_gradient_is_softmax_s_through_the_decompression)
+{
+	check_mla("mla");
+}
+END_TEST
+
+START_TEST(test_mla_compressed_gradient_is_softmax_s_through_the_decompression)
+{
+	check_mla("mla-compressed");
+}
+END_TEST
+
+/* mla without RoPE whose latent holds every head's non-rotary key and
+ * value side by side, w_uk[h] and w_uv[h] reading head h's: the softmax
+ * curve, drawn from the same seed with the rotary key coordinates shared
+ * by the heads, as mla's are. The probe's two mla norms are then softmax's
+ * gradient of (v_t, k_t) split after the first dn key coordinates. */
+START_TEST(test_mla_with_identity_decompression_is_the_softmax_curve)
+{
+	const struct gradflow_curve mla_plain = { "mla-identity", LCA_MLA, 0, GF_GATE_NONE, 0,
+		"mla, no RoPE", 1 };
+	const int64_t dr = DK / 4, dn = DK - dr, dc = H * (dn + DV);
+	struct gradflow_draw s, m;
+	double *nv = tu_alloc(T * H), *nk = tu_alloc(T * H);
+	uint64_t seed = tu_next();
+
+	tu_assert_ok(gradflow_alloc(&s, T, H, DK, DV));
+	tu_assert_ok(gradflow_fill(&s, curve("softmax"), seed));
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t h = 1; h < H; h++)
+			memcpy(s.k + (t * H + h) * DK + dn, s.k + t * H * DK + dn,
+				(size_t)dr * sizeof(double));
+	tu_assert_ok(gradflow_pass(&s, curve("softmax"), nv, nk));
+
+	tu_assert_ok(gradflow_alloc(&m, T, H, DK, DV));
+	tu_assert_ok(gradflow_alloc_mla(&m, dr, dc));
+	tu_assert_ok(gradflow_fill(&m, &mla_plain, seed));
+	ck_assert_mem_eq(m.q, s.q, (size_t)(T * H * DK) * sizeof(double));
+	ck_assert_mem_eq(m.u, s.u, (size_t)(H * DV) * sizeof(double));
+	memset(m.w_uk, 0, (size_t)(H * dn * dc) * sizeof(double));
+	memset(m.w_uv, 0, (size_t)(H * DV * dc) * sizeof(double));
+	for (int64_t h = 0; h < H; h++) {
+		for (int64_t i = 0; i < dn; i++)
+			m.w_uk[(h * dn + i) * dc + h * (dn + DV) + i] = 1;
+		for (int64_t j = 0; j < DV; j++)
+			m.w_uv[(h * DV + j) * dc + h * (dn + DV) + dn + j] = 1;
+	}
+	for (int64_t t = 0; t < T; t++) {
+		for (int64_t h = 0; h < H; h++) {
+			memcpy(m.ckv + t * dc + h * (dn + DV), s.k + (t * H + h) * DK,
+				(size_t)dn * sizeof(double));
+			memcpy(m.ckv + t * dc + h * (dn + DV) + dn, s.v + (t * H + h) * DV,
+				DV * sizeof(double));
+		}
+		memcpy(m.k_rope + t * dr, s.k + t * H * DK + dn, (size_t)dr * sizeof(double));
+	}
+	tu_assert_ok(gradflow_pass(&m, &mla_plain, nv, nk));
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t h = 0; h < H; h++) {
+			const double *gk = s.dkey + (t * H + h) * DK, *gv = s.dval + (t * H + h) * DV;
+			double lat = sqrt(dot(gv, gv, DV) + dot(gk, gk, dn));
+
+			close_rel(nv[t * H + h], lat, 1e-10 * lat, "||d<u,o>/dckv_t||", t, h);
+			close_rel(nk[t * H + h], len(gk + dn, dr), 1e-10 * lat,
+				"||d<u,o>/dk_rope_t||", t, h);
+		}
+	gradflow_free(&s), gradflow_free(&m);
+	free(nv), free(nk);
+}
+END_TEST
+
 /* gradflow_run is the root mean square of the passes over draws and
  * heads, read at distance d = T - 1 - t. */
 START_TEST(test_run_is_the_rms_over_draws_and_heads_at_each_distance)
@@ -281,6 +440,9 @@ int main(void)
 	tcase_add_test(tc, test_softmax_rope_gradient_is_the_attention_weight);
 	tcase_add_test(tc, test_deltanet_strong_value_gradient_is_the_carried_query);
 	tcase_add_test(tc, test_deltanet_weak_value_gradient_is_the_carried_query);
+	tcase_add_test(tc, test_mla_gradient_is_softmax_s_through_the_decompression);
+	tcase_add_test(tc, test_mla_compressed_gradient_is_softmax_s_through_the_decompression);
+	tcase_add_test(tc, test_mla_with_identity_decompression_is_the_softmax_curve);
 	tcase_add_test(tc, test_run_is_the_rms_over_draws_and_heads_at_each_distance);
 	tcase_add_test(tc, test_run_keeps_gradients_whose_squares_underflow);
 	suite_add_tcase(s, tc);

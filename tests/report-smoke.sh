@@ -42,7 +42,7 @@ for s in DDDSDDDS LLLLLLLS MMMMMMMM SSSSSSSS; do
 	grep -q "^| $s .* | decode | 1024 | [0-9]" "$md" || fail "no measured decode row for stack $s"
 done
 grep -E '^\| [SMDL]{8} .*nan' "$md" && fail "a stack run failed (nan in its row)"
-for c in softmax softmax-rope deltanet-strong deltanet-weak lightning-l0 lightning-l7; do
+for c in softmax softmax-rope deltanet-strong deltanet-weak lightning-l0 lightning-l7 mla mla-compressed; do
 	grep -q "^| $c (.*) | [0-9]" "$md" || fail "no gradient-flow row for $c"
 done
 grep -q '\*\*no\*\*' "$md" && fail "a backend is outside the tolerance bound"

@@ -10,6 +10,20 @@
  * d o_{T-1} / d v_t is a multiple of the identity (softmax p_t I,
  * lightning lambda^d <q, k_t> I, deltanet beta_t <P^T q, k_t> I), so
  * ||d<u, o>/dv_t|| = ||d o / dv_t||_F / sqrt(dv) for every unit u.
+ *
+ * MLA (DeepSeek-V2 sec. 2.1) has no per-head value or key to differentiate:
+ * its tokens are a latent ckv_t that all heads decompress into keys and
+ * values, and a rotary key k_rope_t that all heads read. The probe asks
+ * what the softmax curves ask, head by head: the gradient of <u_h, o_{T-1,h}>
+ * with respect to ckv_t and k_rope_t, one backward call per head with a
+ * one-head plan (the gradient of one head's output involves that head's
+ * weights alone). With p_t head h's attention weight,
+ *   d<u,o>/dckv_t   = p_t (w_uv^T u + scale <u, v_t - o> w_uk^T q_nope)
+ *   d<u,o>/dk_rope_t = p_t scale <u, v_t - o> R_t^T R_{T-1} q_rope,
+ * softmax's p_t u and p_t scale <u, v_t - o> q carried back through the
+ * decompression: w_uv^T with rows of variance 1/dc keeps E||w_uv^T u||^2
+ * = ||u||^2 = 1, so the latent's gradient compares with softmax's grad_v,
+ * and the rotary key's with softmax's grad_k on dr of dk coordinates.
  */
 #include "gradflow.h"
 
@@ -18,21 +32,27 @@
 #include <string.h>
 
 const struct gradflow_curve gradflow_curves[] = {
-	{ "softmax", LCA_SOFTMAX, 0, GF_GATE_NONE, 0, "softmax, no RoPE" },
-	{ "softmax-rope", LCA_SOFTMAX, 1, GF_GATE_NONE, 0, "softmax, RoPE on all of dk" },
+	{ "softmax", LCA_SOFTMAX, 0, GF_GATE_NONE, 0, "softmax, no RoPE", 0 },
+	{ "softmax-rope", LCA_SOFTMAX, 1, GF_GATE_NONE, 0, "softmax, RoPE on all of dk", 0 },
 	{ "deltanet-strong", LCA_DELTANET, 0, GF_GATE_STRONG, 0,
-	  "deltanet, g = log sigmoid(x), x ~ U(-4.99, 5); beta ~ U(0, 1)" },
+	  "deltanet, g = log sigmoid(x), x ~ U(-4.99, 5); beta ~ U(0, 1)", 0 },
 	{ "deltanet-weak", LCA_DELTANET, 0, GF_GATE_WEAK, 0,
-	  "deltanet, g ~ U(-0.05, 0); beta ~ U(0, 1)" },
+	  "deltanet, g ~ U(-0.05, 0); beta ~ U(0, 1)", 0 },
 	{ "lightning-l0", LCA_LIGHTNING, 0, GF_GATE_NONE, 0,
-	  "lightning, MiniMax slopes of layer 0 of 8" },
+	  "lightning, MiniMax slopes of layer 0 of 8", 0 },
 	{ "lightning-l7", LCA_LIGHTNING, 0, GF_GATE_NONE, 7,
-	  "lightning, MiniMax slopes of layer 7 of 8" },
+	  "lightning, MiniMax slopes of layer 7 of 8", 0 },
+	/* appended: the curves above keep their numbers */
+	{ "mla", LCA_MLA, 1, GF_GATE_NONE, 0,
+	  "mla, dr = dk/4 with RoPE, dc = dk", 1 },
+	{ "mla-compressed", LCA_MLA, 1, GF_GATE_NONE, 0,
+	  "mla, dr = dk/4 with RoPE, dc = dk/4", 4 },
 };
 const int gradflow_ncurves = (int)(sizeof gradflow_curves / sizeof gradflow_curves[0]);
 
 /* Streams of one seed, so that q, k, v and u never share numbers. */
-enum { SALT_Q = 0x51, SALT_U = 0x75, SALT_GATE = 0x67 };
+enum { SALT_Q = 0x51, SALT_U = 0x75, SALT_GATE = 0x67, SALT_LATENT = 0x63, SALT_WUK = 0x4b,
+	SALT_WUV = 0x56 };
 
 lca_status gradflow_alloc(struct gradflow_draw *d, int64_t T, int64_t H, int64_t dk,
 	int64_t dv)
@@ -70,7 +90,50 @@ void gradflow_free(struct gradflow_draw *d)
 	free(d->q), free(d->k), free(d->v), free(d->u), free(d->g), free(d->beta);
 	free(d->slope), free(d->dout), free(d->dq), free(d->dkey), free(d->dval);
 	free(d->dg), free(d->dbeta);
+	free(d->ckv), free(d->k_rope), free(d->w_uk), free(d->w_uv), free(d->qn), free(d->qr);
+	free(d->dqn), free(d->dqr), free(d->dckv), free(d->dk_rope), free(d->dw_uk);
+	free(d->dw_uv);
 	memset(d, 0, sizeof *d);
+}
+
+lca_status gradflow_mla_shape(const struct gradflow_curve *c, int64_t dk, int64_t *dr,
+	int64_t *dc)
+{
+	if (c->variant != LCA_MLA || c->dc_div < 1)
+		return LCA_ERR_ARG;
+	if (dk < 8)
+		return LCA_ERR_SIZE;
+	*dr = dk / 8 * 2;
+	*dc = dk / c->dc_div > 0 ? dk / c->dc_div : 1;
+	return LCA_OK;
+}
+
+lca_status gradflow_alloc_mla(struct gradflow_draw *d, int64_t dr, int64_t dc)
+{
+	size_t T = (size_t)d->T, H = (size_t)d->H, dv = (size_t)d->dv, dn, c = (size_t)dc;
+
+	if (!d->q || dr < 1 || dr >= d->dk || dc < 1 || dc > 65536)
+		return LCA_ERR_SIZE;
+	d->dr = dr, d->dn = d->dk - dr, d->dc = dc;
+	dn = (size_t)d->dn;
+	d->ckv = calloc(T * c, sizeof(double));
+	d->k_rope = calloc(T * (size_t)dr, sizeof(double));
+	d->w_uk = calloc(H * dn * c, sizeof(double));
+	d->w_uv = calloc(H * dv * c, sizeof(double));
+	d->qn = calloc(dn, sizeof(double));
+	d->qr = calloc((size_t)dr, sizeof(double));
+	d->dqn = calloc(dn, sizeof(double));
+	d->dqr = calloc((size_t)dr, sizeof(double));
+	d->dckv = calloc(T * c, sizeof(double));
+	d->dk_rope = calloc(T * (size_t)dr, sizeof(double));
+	d->dw_uk = calloc(dn * c, sizeof(double));
+	d->dw_uv = calloc(dv * c, sizeof(double));
+	if (!d->ckv || !d->k_rope || !d->w_uk || !d->w_uv || !d->qn || !d->qr || !d->dqn ||
+	    !d->dqr || !d->dckv || !d->dk_rope || !d->dw_uk || !d->dw_uv) {
+		gradflow_free(d);
+		return LCA_ERR_NOMEM;
+	}
+	return LCA_OK;
 }
 
 /* splitmix64 (Steele, Lea and Flood 2014): the gates need uniforms only. */
@@ -82,6 +145,32 @@ static double uniform(uint64_t *x)
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	z ^= z >> 31;
 	return ((double)(z >> 11) + 0.5) * 0x1p-53;
+}
+
+static void scale_by(double *x, int64_t n, double a)
+{
+	for (int64_t i = 0; i < n; i++)
+		x[i] *= a;
+}
+
+/* gradflow.h: unit draws scaled so that the decompressed keys and values
+ * have the coordinate variance 1/dk of softmax's unit rows, whatever dc. */
+static lca_status fill_mla(struct gradflow_draw *d, uint64_t seed)
+{
+	lca_status st;
+
+	if (!d->ckv)
+		return LCA_ERR_ARG;
+	if ((st = lca_probe_draw(d->T, d->dc, d->dr, 0, seed ^ ((uint64_t)SALT_LATENT << 56),
+	    d->ckv, d->k_rope)) ||
+	    (st = lca_probe_draw(d->H * d->dn, d->dc, 1, 0, seed ^ ((uint64_t)SALT_WUK << 56),
+	    d->w_uk, NULL)) ||
+	    (st = lca_probe_draw(d->H * d->dv, d->dc, 1, 0, seed ^ ((uint64_t)SALT_WUV << 56),
+	    d->w_uv, NULL)))
+		return st;
+	scale_by(d->ckv, d->T * d->dc, sqrt((double)d->dc / (double)d->dk));
+	scale_by(d->k_rope, d->T * d->dr, sqrt((double)d->dr / (double)d->dk));
+	return LCA_OK;
 }
 
 lca_status gradflow_fill(struct gradflow_draw *d, const struct gradflow_curve *c,
@@ -111,7 +200,7 @@ lca_status gradflow_fill(struct gradflow_draw *d, const struct gradflow_curve *c
 	if (c->variant == LCA_LIGHTNING)
 		return lca_minimax_slopes(d->H, c->layer, 8, d->slope);
 	memset(d->slope, 0, (size_t)d->H * sizeof(double));
-	return LCA_OK;
+	return c->variant == LCA_MLA ? fill_mla(d, seed) : LCA_OK;
 }
 
 static lca_status plan_for(const struct gradflow_draw *d, const struct gradflow_curve *c,
@@ -129,6 +218,15 @@ static lca_status plan_for(const struct gradflow_draw *d, const struct gradflow_
 	p.dv = d->dv;
 	if (c->variant == LCA_SOFTMAX)
 		p.rope_dim = c->rope ? LCA_ROPE_FULL : 0;
+	if (c->variant == LCA_MLA) {
+		/* one head per call (gradflow_pass); RoPE on all of the rotary
+		 * part, DeepSeek's interleaved style, theta 1e4; softmax's scale */
+		p.H = 1;
+		p.dk = 0;
+		p.dn = d->dn, p.dr = d->dr, p.dc = d->dc;
+		p.rope_dim = c->rope ? LCA_ROPE_FULL : 0;
+		p.scale = 1 / sqrt((double)d->dk);
+	}
 	return lca_plan_create(&p, pl);
 }
 
@@ -147,6 +245,31 @@ static double norm(const double *x, int64_t n)
 	return m * sqrt(s);
 }
 
+/* gradflow_pass for mla: head h's last query, weights and cotangent, the
+ * shared tokens; one call per head. */
+static lca_status pass_mla(struct gradflow_draw *d, const lca_plan *pl, double *nv,
+	double *nk)
+{
+	int64_t T = d->T, H = d->H, dk = d->dk, dv = d->dv, dn = d->dn, dr = d->dr, dc = d->dc;
+	lca_status st;
+
+	for (int64_t h = 0; h < H; h++) {
+		const double *q = d->q + ((T - 1) * H + h) * dk;
+
+		memcpy(d->qn, q, (size_t)dn * sizeof(double));
+		memcpy(d->qr, q + dn, (size_t)dr * sizeof(double));
+		if ((st = lca_mla_backward(pl, 1, T, d->qn, d->qr, d->ckv, d->k_rope,
+		    d->w_uk + h * dn * dc, d->w_uv + h * dv * dc, NULL, 0, d->u + h * dv, d->dqn,
+		    d->dqr, d->dckv, d->dk_rope, d->dw_uk, d->dw_uv)))
+			return st;
+		for (int64_t t = 0; t < T; t++) {
+			nv[t * H + h] = norm(d->dckv + t * dc, dc);
+			nk[t * H + h] = norm(d->dk_rope + t * dr, dr);
+		}
+	}
+	return LCA_OK;
+}
+
 lca_status gradflow_pass(struct gradflow_draw *d, const struct gradflow_curve *c,
 	double *nv, double *nk)
 {
@@ -155,10 +278,17 @@ lca_status gradflow_pass(struct gradflow_draw *d, const struct gradflow_curve *c
 	lca_status st;
 
 	if (c->variant != LCA_SOFTMAX && c->variant != LCA_DELTANET &&
-	    c->variant != LCA_LIGHTNING)
+	    c->variant != LCA_LIGHTNING && c->variant != LCA_MLA)
 		return LCA_ERR_UNSUPPORTED;
+	if (c->variant == LCA_MLA && !d->ckv)
+		return LCA_ERR_ARG;
 	if ((st = plan_for(d, c, &pl)))
 		return st;
+	if (c->variant == LCA_MLA) {
+		st = pass_mla(d, pl, nv, nk);
+		lca_plan_destroy(pl);
+		return st;
+	}
 	memset(d->dout, 0, (size_t)(T * H * dv) * sizeof(double));
 	memcpy(d->dout + (T - 1) * H * dv, d->u, (size_t)(H * dv) * sizeof(double));
 	if (c->variant == LCA_SOFTMAX) /* the last query alone (bottom-right alignment) */
@@ -202,6 +332,15 @@ lca_status gradflow_run(const struct gradflow_curve *c, int64_t T, int64_t H, in
 		return LCA_ERR_ARG;
 	if ((st = gradflow_alloc(&d, T, H, dk, dv)))
 		return st;
+	if (c->variant == LCA_MLA) {
+		int64_t dr, dc;
+
+		if ((st = gradflow_mla_shape(c, dk, &dr, &dc)) ||
+		    (st = gradflow_alloc_mla(&d, dr, dc))) {
+			gradflow_free(&d);
+			return st;
+		}
+	}
 	/* nv, nk: one pass's norms [T][H]; sv, sk: the samples [nd][seeds][H] */
 	if (!(nv = calloc((size_t)(T * H), sizeof *nv)) || !(nk = calloc((size_t)(T * H), sizeof *nk)) ||
 	    !(sv = calloc((size_t)nd * (size_t)n, sizeof *sv)) ||

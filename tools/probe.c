@@ -866,7 +866,7 @@ static unsigned get_curves(struct opts *o)
 			;
 		if (c == gradflow_ncurves) {
 			bad(o, "--curves: softmax, softmax-rope, deltanet-strong, deltanet-weak, "
-				"lightning-l0, lightning-l7 or all");
+				"lightning-l0, lightning-l7, mla, mla-compressed or all");
 			return 0;
 		}
 		m |= 1u << c;
@@ -948,7 +948,7 @@ static int usage(FILE *f)
 		"  token      can token --index N of --T (4096, at most 2^20) still be read?\n"
 		"             (--threshold 0.5; --backend cpu (default) or ref)\n"
 		"  gradflow   gradient of the last output against distance at --T (1024), --H (8)\n"
-		"             heads, --curves all|softmax,softmax-rope,deltanet-strong,...\n"
+		"             heads, --curves all|softmax,softmax-rope,deltanet-strong,...,mla\n"
 		"  golden     recompute each golden file's probe metrics, compare to 1e-12\n"
 		"options: --dk --dv N  --rho X  --seeds N  --seed N  --csv FILE  --quiet\n"
 		"  --mech all|softmax,mla,deltanet,lightning   (retrieval, position, token)\n"

@@ -116,18 +116,21 @@ set xrange [1:1023]
 set yrange [1e-20:1]
 set format y "%.0e"
 set key bottom left
-curves = "softmax softmax-rope deltanet-strong deltanet-weak lightning-l0 lightning-l7"
+curves = "softmax softmax-rope deltanet-strong deltanet-weak lightning-l0 lightning-l7 mla mla-compressed"
 # deltanet-strong goes on below the frame and underflows to 0 near d = 570;
-# zeros cannot be drawn on a log scale. softmax-rope (dashed) lies on softmax.
-set title "values: ||d o_{T-1} / d v_t||_F / sqrt(dv)"
+# zeros cannot be drawn on a log scale. softmax-rope (dashed) lies on softmax;
+# mla and mla-compressed (dashed) lie on it for the values (the gradient
+# reaching the latent ckv_t) and near half of it for the keys (the rotary
+# key k_rope_t, dr = 16 of dk = 64 coordinates).
+set title "values: ||d o_{T-1} / d v_t||_F / sqrt(dv) (mla: the latent ckv_t)"
 set ylabel "gradient norm"
 plot for [i=1:words(curves)] "gradflow-dist.csv" \
 	using 8:(strcol(1) eq word(curves, i) && $9 > 0 ? $9 : NaN) \
-	with lines lw 2 dt 1 + (i == 2) title word(curves, i)
-set title "keys: ||d o_{T-1} / d k_t||_F / sqrt(dv) (one random cotangent per draw)"
+	with lines lw 2 dt 1 + (i == 2 || i >= 7) title word(curves, i)
+set title "keys: ||d o_{T-1} / d k_t||_F / sqrt(dv), sampled (mla: k_rope_t)"
 plot for [i=1:words(curves)] "gradflow-dist.csv" \
 	using 8:(strcol(1) eq word(curves, i) && $10 > 0 ? $10 : NaN) \
-	with lines lw 2 dt 1 + (i == 2) title word(curves, i)
+	with lines lw 2 dt 1 + (i == 2 || i >= 7) title word(curves, i)
 unset multiplot
 GP
 echo "plot.sh: wrote the PNG plots in $dir" >&2

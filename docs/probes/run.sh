@@ -9,7 +9,8 @@
 #   NAME.csv        the summary each probe prints
 #   NAME-*.csv      its full table (--csv)
 #   token.txt       the answer for token 847 of 4096
-#   gradflow.csv    the gradient of the last output against distance (T 1024)
+#   gradflow.csv    the gradient of the last output against distance (T 1024;
+#                   for mla, of the latent ckv and the rotary key k_rope)
 #   *.png           the plots (plot.sh, gnuplot)
 # The tool is $LCATTN if set, else ./tools/lcattn, else the tree's. The
 # numbers come from seeded draws and the double reference: a rerun on the
