@@ -109,8 +109,15 @@ static void lio_make(const struct lc *c, struct lio *x)
 	x->n[IS] = nseq_of(c) * c->H * c->dk * c->dv;
 	for (int i = 0; i < NIN; i++)
 		x->in[i] = tu_alloc(x->n[i]);
-	tu_fill_normal(x->in[IQ], x->n[IQ], 1.0);
-	tu_fill_normal(x->in[IK], x->n[IK], 1.0);
+	/* Without the L2 norm, keys of norm near 1, as lcattn gen draws them:
+	 * with beta ||k||^2 > 2 the delta rule (I - beta k k^T) expands, the
+	 * rounding error of any float32 kernel grows geometrically with T, and
+	 * two float32 computations differ by whatever that growth makes of
+	 * their first roundings (lca_deltanet_backward(3), CAVEATS). */
+	double sd = is_dn(c) && !c->l2 ? 1 / sqrt((double)c->dk) : 1.0;
+
+	tu_fill_normal(x->in[IQ], x->n[IQ], sd);
+	tu_fill_normal(x->in[IK], x->n[IK], sd);
 	tu_fill_normal(x->in[IV], x->n[IV], 1.0);
 	if (is_dn(c)) {
 		fill_gates(c, x->in[IG], x->n[IG]);

@@ -280,14 +280,17 @@ static void FN(db_ws_carve)(struct FN(db_ws) *ws, const lca_params *p,
 	ws->Tm = db_take(&c, cap * db_pad(cap), sizeof(real));
 }
 
-static real FN(db_dot)(const real *a, const real *b, int64_t n)
+/* Summed in double: these dots feed dg, whose entries are small
+ * differences of large terms (the decays' adjoint), so float sums would
+ * cost the float kernel more than the float reference loses. */
+static double FN(db_dot)(const real *a, const real *b, int64_t n)
 {
-	real s = 0;
+	double s = 0;
 	int64_t i;
 
 	#pragma omp simd reduction(+:s)
 	for (i = 0; i < n; i++)
-		s += a[i] * b[i];
+		s += (double)a[i] * (double)b[i];
 	return s;
 }
 
