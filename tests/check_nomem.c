@@ -12,7 +12,7 @@
  * fallback), the outputs are those of the call without failures.
  * Calls: lca_plan_create, the forward call, lca_cache_create, a prefill
  * step on an empty cache and a single-token step that makes the cache
- * grow (softmax and mla); and the backward calls of softmax and mla.
+ * grow (softmax and mla); and the backward calls of every mechanism.
  *
  * What is covered: allocations made by liblcattn's own code (its malloc,
  * calloc, realloc, aligned_alloc, posix_memalign calls), including those
@@ -358,23 +358,49 @@ static void every_conf(lca_variant v)
 	ck_assert_int_gt(injected_total, 0);
 }
 
-/* ---- the backward calls (softmax, mla) ----------------------------------- */
+/* ---- the backward calls ------------------------------------------------- */
+
+/* The gradients a backward call writes: one per input (lightning's slopes
+ * have none), then dstate0 for the two linear mechanisms. */
+static int ngrad(const struct mf *m)
+{
+	switch (m->p.variant) {
+	case LCA_DELTANET:
+		return m->nin + 1;
+	case LCA_LIGHTNING:
+		return m->nin;       /* q k v, not slope; dstate0 */
+	default:
+		return m->nin;
+	}
+}
 
 static lca_status backward(const struct mf *m, const lca_plan *plan,
 	const void *dout, void *const *g)
 {
 	void *const *x = m->in;
 
-	if (m->p.variant == LCA_SOFTMAX)
+	switch (m->p.variant) {
+	case LCA_SOFTMAX:
 		return lca_softmax_backward(plan, m->T, m->T, x[0], x[1], x[2], NULL,
 			0, dout, g[0], g[1], g[2]);
-	return lca_mla_backward(plan, m->T, m->T, x[0], x[1], x[2], x[3], x[4],
-		x[5], NULL, 0, dout, g[0], g[1], g[2], g[3], g[4], g[5]);
+	case LCA_MLA:
+		return lca_mla_backward(plan, m->T, m->T, x[0], x[1], x[2], x[3], x[4],
+			x[5], NULL, 0, dout, g[0], g[1], g[2], g[3], g[4], g[5]);
+	case LCA_DELTANET:
+		return lca_deltanet_backward(plan, m->T, x[0], x[1], x[2], x[3], x[4],
+			NULL, 0, NULL, dout, NULL, g[0], g[1], g[2], g[3], g[4], g[5]);
+	default:
+		return lca_lightning_backward(plan, m->T, x[0], x[1], x[2], x[3], NULL,
+			0, NULL, dout, NULL, g[0], g[1], g[2], g[3]);
+	}
 }
 
-/* Elements of input i (and of its gradient). */
+/* Elements of gradient i: shaped like input i; the last one of a linear
+ * mechanism is dstate0, shaped like the final state. */
 static int64_t in_count(const struct mf *m, int i)
 {
+	if (m->p.variant >= LCA_DELTANET && i == ngrad(m) - 1)
+		return m->naux;
 	return m->perm[i] ? m->row[i] : m->row[i] * m->T;
 }
 
@@ -395,7 +421,7 @@ static void backward_fail_each(lca_variant v, const struct conf *cf)
 	plan = tu_plan(&m.p);
 	dout = mf_alloc_out(&m, m.no);
 	tu_assert_ok(mf_forward(&m, plan, dout, NULL));  /* any cotangent */
-	for (int i = 0; i < m.nin; i++) {
+	for (int i = 0; i < ngrad(&m); i++) {
 		g[i] = mf_alloc_out(&m, in_count(&m, i));
 		want[i] = mf_alloc_out(&m, in_count(&m, i));
 	}
@@ -404,7 +430,7 @@ static void backward_fail_each(lca_variant v, const struct conf *cf)
 		lca_status s;
 		long made;
 
-		for (int i = 0; i < m.nin; i++)
+		for (int i = 0; i < ngrad(&m); i++)
 			memset(g[i], SENTINEL, (size_t)in_count(&m, i) * m.elt);
 		atomic_store(&nalloc, 0);
 		atomic_store(&fail_at, k);
@@ -417,7 +443,7 @@ static void backward_fail_each(lca_variant v, const struct conf *cf)
 			break;
 		}
 		injected++;
-		for (int i = 0; i < m.nin; i++)
+		for (int i = 0; i < ngrad(&m); i++)
 			if (s == LCA_OK)
 				ck_assert_msg(mf_same(&m, g[i], want[i], in_count(&m, i)),
 					"%s backward: allocation %ld failed, LCA_OK, wrong "
@@ -431,7 +457,7 @@ static void backward_fail_each(lca_variant v, const struct conf *cf)
 	printf("nomem: %-24s %-16s %3ld allocations, %3ld failed in turn\n",
 		name, "backward", k - 1, injected);
 	ck_assert_int_gt(injected, 0);
-	for (int i = 0; i < m.nin; i++) {
+	for (int i = 0; i < ngrad(&m); i++) {
 		free(g[i]);
 		free(want[i]);
 	}
@@ -445,8 +471,8 @@ START_TEST(test_backward_reports_every_failed_allocation)
 	ck_assert_msg(dl_iterate_phdr(find_lib, (void *)(uintptr_t)lca_version),
 		"liblcattn's code not found");
 	for (size_t i = 0; i < sizeof confs / sizeof confs[0]; i++) {
-		backward_fail_each(LCA_SOFTMAX, &confs[i]);
-		backward_fail_each(LCA_MLA, &confs[i]);
+		for (int v = 0; v < 4; v++)
+			backward_fail_each(mf_variants[v], &confs[i]);
 	}
 }
 END_TEST
