@@ -124,6 +124,21 @@ void dn_zero_grads(const lca_params *p, int64_t T, real *dq, real *dk)
 	memset(dk, 0, len * sizeof(*dk));
 }
 
+void dn_read_slices(const lca_params *p, int64_t n, int64_t h,
+	const real *state0, const real *dstate, real *S, real *dS)
+{
+	int64_t kv = p->dk * p->dv, off = (n * p->H + h) * kv;
+
+	if (state0)
+		memcpy(S, state0 + off, (size_t)kv * sizeof(*S));
+	else
+		memset(S, 0, (size_t)kv * sizeof(*S));
+	if (dstate)
+		memcpy(dS, dstate + off, (size_t)kv * sizeof(*dS));
+	else
+		memset(dS, 0, (size_t)kv * sizeof(*dS));
+}
+
 void dn_write_dstate0(const lca_params *p, int64_t n, int64_t h,
 	const real *dS, real *dstate0)
 {
@@ -287,7 +302,7 @@ lca_status REF(deltanet_recurrent_bwd)(const lca_params *p, const int64_t *cu,
 	real *dbeta, real *dstate0)
 {
 	struct dn_rec_ws ws = { 0 };
-	int64_t kv = p->dk * p->dv, n, h, off;
+	int64_t n, h;
 	lca_status st;
 
 	st = dn_rec_ws_init(&ws, p, dn_max_len(cu, nseq));
@@ -296,17 +311,7 @@ lca_status REF(deltanet_recurrent_bwd)(const lca_params *p, const int64_t *cu,
 	dn_zero_grads(p, cu[nseq], dq, dk);
 	for (n = 0; n < nseq; n++) {
 		for (h = 0; h < p->H; h++) {
-			off = (n * p->H + h) * kv;
-			if (state0)
-				memcpy(ws.S, state0 + off,
-					(size_t)kv * sizeof(*ws.S));
-			else
-				memset(ws.S, 0, (size_t)kv * sizeof(*ws.S));
-			if (dstate)
-				memcpy(ws.dS, dstate + off,
-					(size_t)kv * sizeof(*ws.dS));
-			else
-				memset(ws.dS, 0, (size_t)kv * sizeof(*ws.dS));
+			dn_read_slices(p, n, h, state0, dstate, ws.S, ws.dS);
 			dn_rec_head(p, cu[n], cu[n + 1], h, q, k, v, g, beta,
 				dout, &ws, dq, dk, dv, dg, dbeta);
 			dn_write_dstate0(p, n, h, ws.dS, dstate0);

@@ -21,6 +21,7 @@
 #define dn_max_len REF(dnb_max_len)
 #define dn_zero_grads REF(dnb_zero_grads)
 #define dn_write_dstate0 REF(dnb_write_dstate0)
+#define dn_read_slices REF(dnb_read_slices)
 
 /* q and k of one token as the recurrence sees them: optional
  * x / sqrt(sum x^2 + eps), then q *= scale; the same operations, in the
@@ -41,6 +42,11 @@ int64_t dn_max_len(const int64_t *cu, int64_t nseq);
 
 /* Zero dq and dk: they accumulate over the value heads of a qk head. */
 void dn_zero_grads(const lca_params *p, int64_t T, real *dq, real *dk);
+
+/* S = state0[n][h] and dS = dstate[n][h], zeros where not given: where
+ * both adjoints start a (sequence, head). */
+void dn_read_slices(const lca_params *p, int64_t n, int64_t h,
+	const real *state0, const real *dstate, real *S, real *dS);
 
 /* dstate0[n][h] = dS, the gradient carried back to the start state. */
 void dn_write_dstate0(const lca_params *p, int64_t n, int64_t h,

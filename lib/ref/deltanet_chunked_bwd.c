@@ -412,7 +412,7 @@ lca_status REF(deltanet_chunked_bwd)(const lca_params *p, const int64_t *cu,
 	real *dbeta, real *dstate0)
 {
 	struct dn_cws ws = { 0 };
-	int64_t kv = p->dk * p->dv, maxlen, cap, nck, n, h, off;
+	int64_t maxlen, cap, nck, n, h;
 	lca_status st;
 
 	/* No chunk is longer than the longest sequence; >= 1 keeps the
@@ -428,17 +428,7 @@ lca_status REF(deltanet_chunked_bwd)(const lca_params *p, const int64_t *cu,
 	dn_zero_grads(p, cu[nseq], dq, dk);
 	for (n = 0; n < nseq; n++) {
 		for (h = 0; h < p->H; h++) {
-			off = (n * p->H + h) * kv;
-			if (state0)
-				memcpy(ws.S, state0 + off,
-					(size_t)kv * sizeof(*ws.S));
-			else
-				memset(ws.S, 0, (size_t)kv * sizeof(*ws.S));
-			if (dstate)
-				memcpy(ws.dS, dstate + off,
-					(size_t)kv * sizeof(*ws.dS));
-			else
-				memset(ws.dS, 0, (size_t)kv * sizeof(*ws.dS));
+			dn_read_slices(p, n, h, state0, dstate, ws.S, ws.dS);
 			dn_chead_adj(p, cu[n], cu[n + 1], h, q, k, v, g, beta,
 				dout, &ws, dq, dk, dv, dg, dbeta);
 			dn_write_dstate0(p, n, h, ws.dS, dstate0);
