@@ -83,7 +83,8 @@ static int usage(FILE *f)
 		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n"
 		"--phase backward: the backward call of the prefill, flops as stated per\n"
 		"mechanism (softmax, mla: FlashAttention-2's count), and the forward's\n"
-		"time beside it (bwd/fwd); no peer.\n");
+		"time beside it (bwd/fwd); then the mla backward of 16 queries over T\n"
+		"keys (AUTO's absorbed form against the named forms); no peer.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -799,6 +800,11 @@ int tool_bench(int argc, char **argv)
 	print_scaling(b);
 	print_memory(b);
 	print_roofline_note(b);
+	if (b->o.backward && b->o.mech[LCA_MLA]) {
+		int64_t T[MAX_T];
+
+		bench_mla_forms(&b->s, b->o.dtype, T, measure_list(&b->o, T));
+	}
 	if (!b->o.backward)
 		run_peer(b);
 	if (b->o.csv && write_csv(b, b->o.csv))

@@ -126,4 +126,9 @@ struct bench_stack {
 int bench_stack_run(const char *sched, const struct bench_shape *s, int64_t T,
 	int steps, struct bench_stack *r);
 
+/* The cpu mla backward of a few queries over each T keys, in the form
+ * AUTO picks and in both named forms (mla_forms.c). */
+void bench_mla_forms(const struct bench_shape *s, lca_dtype dtype,
+	const int64_t *T, int nT);
+
 #endif

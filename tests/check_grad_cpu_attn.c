@@ -24,7 +24,9 @@
 struct cfg {
 	const char *name;
 	lca_variant variant;
-	lca_algo algo;             /* mla: the cpu plan's (ref: NAIVE if AUTO) */
+	lca_algo algo;             /* mla: the cpu plan's */
+	lca_algo ref_algo;         /* mla: the ref's when algo is AUTO (the
+	                              form cpu AUTO picks; 0: NAIVE) */
 	int64_t Tq, Tk, H, Hkv, dk, dv, dn, dr, dc;
 	int causal;
 	int64_t window;
@@ -109,8 +111,9 @@ static lca_params cfg_params(const struct cfg *c, lca_backend be,
 		p.Hkv = c->Hkv;
 		p.dk = c->dk;
 	} else {
-		p.algo = be == LCA_BACKEND_REF && c->algo == LCA_ALGO_AUTO ?
-			LCA_ALGO_NAIVE : c->algo;
+		p.algo = c->algo;
+		if (be == LCA_BACKEND_REF && c->algo == LCA_ALGO_AUTO)
+			p.algo = c->ref_algo ? c->ref_algo : LCA_ALGO_NAIVE;
 		p.dn = c->dn;
 		p.dr = c->dr;
 		p.dc = c->dc;
@@ -194,11 +197,12 @@ static double maxabs_of(const double *x, int64_t n)
 	return m;
 }
 
-/* cpu f64 within 1e-12 of ref f64; cpu f32 within the f32 rule. A
+/* cpu f64 within 1e-12 of ref f64; cpu f32 within factor times the f32
+ * reference's error (the rule's factor is 2, check_case). A
  * gradient that is zero in exact arithmetic is judged by max-abs against
  * the rounding its largest neighbour allows (DESIGN.md: a relative rule
  * cannot judge it). */
-static void check_case(const struct cfg *c)
+static void check_case_within(const struct cfg *c, double factor)
 {
 	struct prob pb;
 	double *r64[MAXIN], *c64[MAXIN], *r32[MAXIN], *c32[MAXIN];
@@ -234,7 +238,7 @@ static void check_case(const struct cfg *c)
 		double e64 = tu_relerr(c64[i], r64[i], n);
 		double eref = tu_relerr(r32[i], r64[i], n);
 		double e32 = tu_relerr(c32[i], r64[i], n);
-		double bound = fmax(2 * eref, 1e-6);
+		double bound = fmax(factor * eref, 1e-6);
 
 		report("CPUGRAD %s f64 %s %.3e 1e-12\n", c->name, pb.name[i], e64);
 		report("CPUGRAD %s f32 %s %.3e %.3e (f32 ref %.3e)\n", c->name,
@@ -251,6 +255,12 @@ static void check_case(const struct cfg *c)
 		free(c32[i]);
 	}
 	prob_free(&pb);
+}
+
+/* The rule: factor 2. */
+static void check_case(const struct cfg *c)
+{
+	check_case_within(c, 2.0);
 }
 
 /* Bitwise the same gradients for 1, 2 and 3 threads, f32 and f64. */
@@ -357,27 +367,65 @@ END_TEST
 /* ---- mla -------------------------------------------------------------- */
 
 static const int64_t cu_mla[] = { 0, 70, 70, 141 };
+static const int64_t cu_mla_short[] = { 0, 9, 9, 30, 31 };
 
 #define MLA(...) { .variant = LCA_MLA, __VA_ARGS__ }
 
+/* The first two are prefills AUTO runs naive, the next two decode
+ * shapes AUTO runs absorbed (test_mla_auto_is_the_forwards_form checks
+ * both picks); the rest name their form. */
 static const struct cfg mla_cases[] = {
 	MLA(.name = "mla-t70", .Tq = 70, .Tk = 70, .H = 3, .dn = 32, .dr = 16,
 		.dc = 48, .dv = 24, .causal = 1, .rope_dim = LCA_ROPE_FULL,
 		.style = LCA_ROPE_INTERLEAVED),
-	/* decode-like: AUTO picks absorbed for the forward; the backward is
-	 * the naive adjoint and must still agree */
-	MLA(.name = "mla-decode", .Tq = 2, .Tk = 100, .H = 4, .dn = 16, .dr = 16,
-		.dc = 64, .dv = 16, .causal = 1, .rope_dim = 8),
 	MLA(.name = "mla-varlen-window", .Tq = 141, .Tk = 141, .H = 2, .dn = 24,
 		.dr = 8, .dc = 40, .dv = 32, .causal = 1, .window = 20,
 		.rope_dim = LCA_ROPE_FULL, .cu = cu_mla, .nseq = 3),
+	MLA(.name = "mla-decode", .ref_algo = LCA_ALGO_ABSORBED, .Tq = 2,
+		.Tk = 100, .H = 4, .dn = 16, .dr = 16, .dc = 64, .dv = 16,
+		.causal = 1, .rope_dim = 8),
+	/* one new token over 300 keys (more than four key tiles), partial
+	 * interleaved RoPE, a window that cuts the context */
+	MLA(.name = "mla-decode-t1-window", .ref_algo = LCA_ALGO_ABSORBED,
+		.Tq = 1, .Tk = 300, .H = 5, .dn = 8, .dr = 12, .dc = 96, .dv = 24,
+		.causal = 1, .window = 130, .rope_dim = 8,
+		.style = LCA_ROPE_INTERLEAVED),
 	MLA(.name = "mla-absorbed-plan", .algo = LCA_ALGO_ABSORBED, .Tq = 65,
 		.Tk = 65, .H = 2, .dn = 16, .dr = 16, .dc = 32, .dv = 16,
 		.causal = 1, .rope_dim = LCA_ROPE_FULL),
+	/* short packed sequences, one empty, one of a single token */
+	MLA(.name = "mla-absorbed-varlen", .algo = LCA_ALGO_ABSORBED, .Tq = 31,
+		.Tk = 31, .H = 3, .dn = 12, .dr = 8, .dc = 40, .dv = 20,
+		.causal = 1, .window = 6, .rope_dim = LCA_ROPE_FULL,
+		.cu = cu_mla_short, .nseq = 4),
+	MLA(.name = "mla-absorbed-t1", .algo = LCA_ALGO_ABSORBED, .Tq = 1,
+		.Tk = 1, .H = 2, .dn = 8, .dr = 8, .dc = 16, .dv = 8, .causal = 1,
+		.rope_dim = LCA_ROPE_FULL, .zero = 3 | 1u << 4),
+	MLA(.name = "mla-absorbed-cross", .algo = LCA_ALGO_ABSORBED, .Tq = 20,
+		.Tk = 75, .H = 3, .dn = 16, .dr = 8, .dc = 24, .dv = 40,
+		.rope_dim = 4),
+};
+
+/* Logits near 80 (q of sd 12): a row whose weight sits on one key makes
+ * dS a difference of nearly equal numbers, where the float32 reference's
+ * rounding cancels and FlashAttention-2's D = rowsum(dout * o) does not
+ * (lca_mla_backward(3) CAVEATS): over 200 seeds these 40-row cases reached
+ * 2.8 times the float32 reference's error, so they are held to the 4 the
+ * page states, not to the rule's 2. */
+static const struct cfg mla_extreme[] = {
 	MLA(.name = "mla-logits80", .Tq = 40, .Tk = 40, .H = 2, .dn = 16,
 		.dr = 16, .dc = 32, .dv = 16, .causal = 1, .qsd = 12,
 		.rope_dim = LCA_ROPE_FULL),
+	MLA(.name = "mla-absorbed-logits80", .algo = LCA_ALGO_ABSORBED,
+		.Tq = 40, .Tk = 40, .H = 2, .dn = 16, .dr = 16, .dc = 32, .dv = 16,
+		.causal = 1, .qsd = 12, .rope_dim = LCA_ROPE_FULL),
 };
+
+START_TEST(test_mla_extreme_logits_within_caveat)
+{
+	check_case_within(&mla_extreme[_i], 4.0);
+}
+END_TEST
 
 START_TEST(test_mla_cpu_matches_ref)
 {
@@ -387,7 +435,48 @@ END_TEST
 
 START_TEST(test_mla_threads_bitwise)
 {
-	check_threads(&mla_cases[2]);
+	check_threads(&mla_cases[1]);  /* naive */
+	check_threads(&mla_cases[5]);  /* absorbed */
+}
+END_TEST
+
+/* cpu AUTO runs the backward in the form its forward picks: bitwise the
+ * gradients of the named form (naive for a prefill, absorbed for decode
+ * shapes), and those two differ, so the comparison can fail. */
+static void check_auto_form(const struct cfg *c, lca_algo want, lca_algo other)
+{
+	struct cfg named = *c, wrong = *c;
+	struct prob pb;
+	void *ga[MAXIN], *gn[MAXIN], *gw[MAXIN];
+	int differs = 0;
+
+	named.algo = want;
+	wrong.algo = other;
+	prob_make(&pb, c);
+	run_bwd(&pb, LCA_BACKEND_CPU, LCA_F64, 0, NULL, ga);
+	pb.c = named;
+	run_bwd(&pb, LCA_BACKEND_CPU, LCA_F64, 0, NULL, gn);
+	pb.c = wrong;
+	run_bwd(&pb, LCA_BACKEND_CPU, LCA_F64, 0, NULL, gw);
+	for (int i = 0; i < pb.nin; i++) {
+		ck_assert_msg(!memcmp(ga[i], gn[i], (size_t)pb.n[i] * sizeof(double)),
+			"%s: AUTO's %s differs from the %s form's", c->name, pb.name[i],
+			want == LCA_ALGO_NAIVE ? "naive" : "absorbed");
+		differs |= memcmp(ga[i], gw[i], (size_t)pb.n[i] * sizeof(double)) != 0;
+		free(ga[i]);
+		free(gn[i]);
+		free(gw[i]);
+	}
+	ck_assert_msg(differs, "%s: the two forms gave the same bits", c->name);
+	prob_free(&pb);
+}
+
+START_TEST(test_mla_auto_is_the_forwards_form)
+{
+	for (int i = 0; i < 2; i++)
+		check_auto_form(&mla_cases[i], LCA_ALGO_NAIVE, LCA_ALGO_ABSORBED);
+	for (int i = 2; i < 4; i++)
+		check_auto_form(&mla_cases[i], LCA_ALGO_ABSORBED, LCA_ALGO_NAIVE);
 }
 END_TEST
 
@@ -404,7 +493,10 @@ int main(void)
 	tc = tu_tcase("mla");
 	tcase_add_loop_test(tc, test_mla_cpu_matches_ref, 0,
 		(int)(sizeof mla_cases / sizeof mla_cases[0]));
+	tcase_add_loop_test(tc, test_mla_extreme_logits_within_caveat, 0,
+		(int)(sizeof mla_extreme / sizeof mla_extreme[0]));
 	tcase_add_test(tc, test_mla_threads_bitwise);
+	tcase_add_test(tc, test_mla_auto_is_the_forwards_form);
 	suite_add_tcase(s, tc);
 	tu_init();
 	return tu_run(s);

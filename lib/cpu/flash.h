@@ -144,6 +144,19 @@ lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
 	const void *q_rope, const void *ckv, const void *k_rope,
 	const void *w_uk, const void *w_uv, void *o, void *lse, void *lse_lo);
 
+/* The computation cpu mla runs for this call: p->algo, or AUTO's pick
+ * for its query, key and visible-pair counts (lcai_mla_pick). */
+lca_algo lcai_cpu_mla_algo(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq);
+
+/* MLA's absorbed form up to its latent sum, for the backward: lat
+ * [Tq][H][dc] = the softmax-weighted sum of ckv rows of each query and
+ * head (before w_uv), with lse and lse_lo [Tq][H] as lcai_cpu_mla_lse2. */
+lca_status lcai_cpu_mla_latent(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, void *lat, void *lse, void *lse_lo);
+
 /* Threads for n independent items under p->nthreads (>= 1). */
 int lcai_flash_team(const lca_params *p, int64_t n);
 

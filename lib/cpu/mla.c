@@ -48,6 +48,7 @@ struct mla_call {
 	int64_t nseq;
 	const void *q_nope, *q_rope, *ckv, *k_rope, *w_uk, *w_uv;
 	void *o, *lse, *lse_lo;
+	void *lat;  /* NULL, or absorbed only: stop at the latent sum, [Tq][H][dc] */
 };
 
 /*
@@ -108,7 +109,8 @@ static void mla_task(const struct mla_call *c, const struct lcai_flash *f,
 /* ---- absorbed ---------------------------------------------------------- */
 
 /* Heads h0 .. h0+G-1: q_lat by GEMM into ql, attention into lat, then
- * o = lat w_uv^T by GEMM. jobs holds the packed latent cache per sequence. */
+ * o = lat w_uv^T by GEMM (or, with c->lat, attention into c->lat and no
+ * o). jobs holds the packed latent cache per sequence. */
 static lca_status absorbed_group(const struct mla_call *c,
 	const struct lcai_flash *f, const struct lcai_flash_pack *jobs,
 	int64_t h0, int64_t G, void *ql, void *lat,
@@ -133,11 +135,16 @@ static lca_status absorbed_group(const struct mla_call *c,
 				lcai_flash_at(c->q_rope, es, (q0 * H + h) * dr), H * dr, dr,
 			};
 
-			mla_task(c, f, n, h, &q, &jobs[n],
-				lcai_flash_at_w(lat, es, (g * Tq + q0) * dc), dc,
-				&tasks[n * G + g]);
+			if (c->lat)
+				mla_task(c, f, n, h, &q, &jobs[n],
+					lcai_flash_at_w(c->lat, es, (q0 * H + h) * dc), H * dc,
+					&tasks[n * G + g]);
+			else
+				mla_task(c, f, n, h, &q, &jobs[n],
+					lcai_flash_at_w(lat, es, (g * Tq + q0) * dc), dc,
+					&tasks[n * G + g]);
 		}
-	if ((st = lcai_flash_run(f, tasks, c->nseq * G)) != LCA_OK)
+	if ((st = lcai_flash_run(f, tasks, c->nseq * G)) != LCA_OK || c->lat)
 		return st;
 	for (int64_t g = 0; g < G; g++)
 		mla_gemm(p->dtype, 1, Tq, dv, dc,
@@ -195,7 +202,8 @@ static lca_status mla_absorbed(const struct mla_call *c, struct lcai_flash *f,
 	    !lcai_mul_n(&ntasks, 3, c->nseq, G, (int64_t)sizeof *tasks) ||
 	    !(jobs = malloc((size_t)c->nseq * sizeof *jobs)) ||
 	    !(tasks = malloc((size_t)ntasks)) ||
-	    !(ql = malloc((size_t)nbuf + 1)) || !(lat = malloc((size_t)nbuf + 1))) {
+	    !(ql = malloc((size_t)nbuf + 1)) ||
+	    (!c->lat && !(lat = malloc((size_t)nbuf + 1)))) {
 		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla: no memory for %lld queries of %lld heads",
 			(long long)Tq, (long long)G);
 		goto out;
@@ -311,7 +319,7 @@ out:
 
 /* The computation of this call: p->algo, or AUTO's pick for its query,
  * key and visible-pair counts (lcai_mla_pick). */
-static lca_algo mla_algo(const lca_params *p, const int64_t *cu_q,
+lca_algo lcai_cpu_mla_algo(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq)
 {
 	double pairs = 0;
@@ -321,6 +329,37 @@ static lca_algo mla_algo(const lca_params *p, const int64_t *cu_q,
 	for (int64_t n = 0; n < nseq; n++)
 		pairs += lcai_mla_pairs(p, cu_q[n + 1] - cu_q[n], cu_k[n + 1] - cu_k[n]);
 	return lcai_mla_pick(p, (double)cu_q[nseq], (double)cu_k[nseq], pairs);
+}
+
+/* Call c in the naive or the absorbed form. */
+static lca_status mla_run(const struct mla_call *c, int naive)
+{
+	const lca_params *p = c->p;
+	struct lcai_flash f;
+	int64_t *off;
+	lca_status st;
+
+	/* Rows [a ; b]: naive [q_nope ; q_rope] against decompressed heads,
+	 * absorbed [q_lat ; q_rope] against the latent cache. */
+	st = lcai_flash_init(&f, p, naive ? p->dn : p->dc, p->dr,
+		naive ? p->dv : p->dc, p->rope_dim, p->scale, c->cu_q, c->cu_k, c->nseq);
+	if (st != LCA_OK)
+		return st;
+	if ((uint64_t)c->nseq >= SIZE_MAX / sizeof *off ||
+	    !(off = malloc((size_t)(c->nseq + 1) * sizeof *off))) {
+		lcai_flash_free(&f);
+		return lcai_fail(LCA_ERR_NOMEM, "cpu mla: no memory for %lld sequences",
+			(long long)c->nseq);
+	}
+	if (!lcai_flash_offsets(c->cu_k, c->nseq, off))
+		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla: packed key count overflows");
+	else if (naive)
+		st = mla_naive(c, &f, off);
+	else
+		st = mla_absorbed(c, &f, off);
+	free(off);
+	lcai_flash_free(&f);
+	return st;
 }
 
 lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
@@ -339,32 +378,21 @@ lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
 {
 	const struct mla_call c = {
 		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
-		lse_lo,
+		lse_lo, NULL,
 	};
-	const int naive = mla_algo(p, cu_q, cu_k, nseq) == LCA_ALGO_NAIVE;
-	struct lcai_flash f;
-	int64_t *off;
-	lca_status st;
 
-	/* Rows [a ; b]: naive [q_nope ; q_rope] against decompressed heads,
-	 * absorbed [q_lat ; q_rope] against the latent cache. */
-	st = lcai_flash_init(&f, p, naive ? p->dn : p->dc, p->dr,
-		naive ? p->dv : p->dc, p->rope_dim, p->scale, cu_q, cu_k, nseq);
-	if (st != LCA_OK)
-		return st;
-	if ((uint64_t)nseq >= SIZE_MAX / sizeof *off ||
-	    !(off = malloc((size_t)(nseq + 1) * sizeof *off))) {
-		lcai_flash_free(&f);
-		return lcai_fail(LCA_ERR_NOMEM, "cpu mla: no memory for %lld sequences",
-			(long long)nseq);
-	}
-	if (!lcai_flash_offsets(cu_k, nseq, off))
-		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla: packed key count overflows");
-	else if (naive)
-		st = mla_naive(&c, &f, off);
-	else
-		st = mla_absorbed(&c, &f, off);
-	free(off);
-	lcai_flash_free(&f);
-	return st;
+	return mla_run(&c, lcai_cpu_mla_algo(p, cu_q, cu_k, nseq) == LCA_ALGO_NAIVE);
+}
+
+lca_status lcai_cpu_mla_latent(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, void *lat, void *lse, void *lse_lo)
+{
+	const struct mla_call c = {
+		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, NULL, NULL,
+		lse, lse_lo, lat,
+	};
+
+	return mla_run(&c, 0);
 }
