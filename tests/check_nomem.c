@@ -407,7 +407,8 @@ static int64_t in_count(const struct mf *m, int i)
 /* Fail each allocation of the backward call in turn: LCA_ERR_NOMEM with
  * every gradient untouched, or LCA_OK with the gradients of a run without
  * failures. */
-static void backward_fail_each(lca_variant v, const struct conf *cf)
+static void backward_fail_each(lca_variant v, const struct conf *cf,
+	lca_algo algo)
 {
 	struct mf m;
 	void *g[MF_MAXIN], *want[MF_MAXIN], *dout;
@@ -417,7 +418,11 @@ static void backward_fail_each(lca_variant v, const struct conf *cf)
 
 	mf_init(&m, v, cf->backend, cf->dtype, T);
 	m.p.nthreads = 2;
-	snprintf(name, sizeof name, "%s %s", mf_name(v), cf->name);
+	if (algo != LCA_ALGO_AUTO)
+		m.p.algo = algo;
+	snprintf(name, sizeof name, "%s %s%s", mf_name(v), cf->name,
+		algo == LCA_ALGO_ABSORBED ? " absorbed" : algo == LCA_ALGO_NAIVE ?
+		" naive" : "");
 	plan = tu_plan(&m.p);
 	dout = mf_alloc_out(&m, m.no);
 	tu_assert_ok(mf_forward(&m, plan, dout, NULL));  /* any cotangent */
@@ -472,7 +477,9 @@ START_TEST(test_backward_reports_every_failed_allocation)
 		"liblcattn's code not found");
 	for (size_t i = 0; i < sizeof confs / sizeof confs[0]; i++) {
 		for (int v = 0; v < 4; v++)
-			backward_fail_each(mf_variants[v], &confs[i]);
+			backward_fail_each(mf_variants[v], &confs[i],
+				mf_variants[v] == LCA_MLA ? LCA_ALGO_NAIVE : LCA_ALGO_AUTO);
+		backward_fail_each(LCA_MLA, &confs[i], LCA_ALGO_ABSORBED);
 	}
 }
 END_TEST
