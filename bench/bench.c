@@ -341,6 +341,9 @@ static void print_title(const struct bench *b)
 		(long long)b->s.H, (long long)b->s.dk, (long long)b->s.dn,
 		(long long)b->s.dr, (long long)b->s.dc, (long long)b->s.dv,
 		(long long)b->s.chunk, (long long)b->s.block);
+	/* The level the cpu kernels dispatched to (LCA_CPU_ISA caps it): a
+	 * bench read on another machine, or under a cap, says so. */
+	printf("cpu isa: %s (lca_cpu_isa(3))\n", lca_cpu_isa());
 }
 
 static void print_ceiling(const char *when, const struct bench_ceiling *c)

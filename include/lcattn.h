@@ -219,6 +219,13 @@ LCA_API lca_status lca_plan_params(const lca_plan *plan, lca_params *p);
  * a device is present), else 0. */
 LCA_API int lca_backend_available(lca_backend backend);
 
+/* Name of the x86-64 level the cpu backend's vector kernels run at in this
+ * process: "avx512", "avx2" or "sse" ("generic" off x86-64). The widest
+ * level the CPU runs, capped by the environment variable
+ * LCA_CPU_ISA=sse|avx2|avx512 (other values ignored), read once, at the
+ * first cpu call; never NULL. */
+LCA_API const char *lca_cpu_isa(void);
+
 /* ---- buffers ------------------------------------------------------------
  * The cuda backend takes device pointers, as cuBLAS does. These helpers
  * let a caller that does not include CUDA headers allocate and copy for any
