@@ -10,7 +10,9 @@
  *   - Tensors are dense, row-major (C order). Per-token tensors are
  *     [T][heads][dim]: token-major.
  *   - The element type of every tensor argument is the plan's dtype:
- *     LCA_F64 = double, LCA_F32 = float, LCA_BF16 = uint16_t (bfloat16 bits).
+ *     LCA_F64 = double, LCA_F32 = float, LCA_BF16 = uint16_t (bfloat16 bits;
+ *     recurrent state0 and state stay float). ref: f64, f32; cpu: f64,
+ *     f32, bf16 (forward calls); cuda: f32, bf16 (forward calls).
  *     cu_seqlens is always int64_t. Tensors are untyped pointers, so float
  *     data given to a double plan cannot be detected (it is read as other
  *     numbers, often finite): match the plan's dtype.
@@ -294,7 +296,7 @@ LCA_API lca_status lca_mla_forward(const lca_plan *plan,
  *   o      [T][H][dv]
  *   state  [N][H][dk][dv] final state per sequence; may be NULL
  * N = nseq with cu_seqlens, else 1. state0 and state may be the same buffer.
- * On the cuda backend state0 and state are float32 whatever the dtype.
+ * On the cuda backend, and in bf16 plans, state0 and state are float32.
  */
 LCA_API lca_status lca_deltanet_forward(const lca_plan *plan, int64_t T,
 	const void *q, const void *k, const void *v, const void *g,
@@ -336,7 +338,8 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
  * deltanet and lightning by the chunked/blockwise adjoint whatever the
  * algo (cpu deltanet keeps the state entering every chunk: ceil(T /
  * chunk) dk dv elements per thread); every cpu backward is bitwise the
- * same for every nthreads. cuda returns LCA_ERR_UNSUPPORTED.
+ * same for every nthreads. cuda, and bf16 plans, return
+ * LCA_ERR_UNSUPPORTED.
  */
 LCA_API lca_status lca_softmax_backward(const lca_plan *plan,
 	int64_t Tq, int64_t Tk, const void *q, const void *k, const void *v,
