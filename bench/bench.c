@@ -53,6 +53,7 @@ struct row {
 	double ref_s;          /* 0: not measured */
 	double fwd_s;          /* --phase backward: the forward's seconds */
 	double peer_s;         /* 0: not measured */
+	double f32_s;          /* --dtype bf16: the f32 call's seconds; 0: not measured */
 };
 
 struct bench {
@@ -69,7 +70,7 @@ static int usage(FILE *f)
 {
 	fprintf(f,
 		"usage: lcattn bench [--phase prefill|decode|backward] [--T 1024,4096,16384,65536]\n"
-		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64] [--reps 3]\n"
+		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64|bf16] [--reps 3]\n"
 		"         [--csv FILE] [--no-torch] [--torch-script FILE] [--ref-limit SECONDS]\n"
 		"         [--no-finite-check] [--quick]\n"
 		"Times causal prefill on the cpu backend (H=8, d=128; mla dn=128 dr=64 dc=512\n"
@@ -77,7 +78,8 @@ static int usage(FILE *f)
 		"and copy bandwidth measured in the same run, the f64 reference where it\n"
 		"is predicted to finish within --ref-limit (30 s) and a PyTorch peer where\n"
 		"python3 can import torch. --quick: T=1024,4096, one call each, no\n"
-		"reference over 2 s.\n"
+		"reference over 2 s. --dtype bf16 (prefill only) also times f32 in the\n"
+		"same run and prints bf16/f32.\n"
 		"--phase decode: seconds per generated token through the cache API at\n"
 		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps;\n"
 		"then the drift of a f32 decode from f64 over 1M tokens (--quick 20K).\n"
@@ -145,8 +147,7 @@ static int option_value(const char *a, const char *val, struct options *o,
 	if (!strcmp(a, "--mech"))
 		return parse_mech(val, o);
 	if (!strcmp(a, "--dtype")) {
-		o->dtype = !strcmp(val, "f32") ? LCA_F32 : !strcmp(val, "f64") ? LCA_F64 : LCA_BF16;
-		return o->dtype == LCA_BF16 ? -1 : 0;
+		return tool_parse_dtype(val, &o->dtype);
 	}
 	if (!strcmp(a, "--reps")) {
 		o->reps = (int)strtol(val, &end, 10);
@@ -196,6 +197,13 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	o->T_given = T_given;
+	if (o->dtype == LCA_BF16 && (o->decode || o->backward)) {
+		fprintf(stderr, "lcattn bench: --dtype bf16 times prefill only (no bf16 "
+			"backward or cache on the cpu backend)\n");
+		return usage(stderr);
+	}
+	if (o->dtype == LCA_BF16)
+		o->torch = 0;  /* the peer runs f32 and f64 */
 	if (o->backward)
 		o->torch = 0;  /* the peer times forward calls only */
 	if (o->quick) {
@@ -213,7 +221,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 static size_t esize(lca_dtype dt)
 {
-	return dt == LCA_F32 ? sizeof(float) : sizeof(double);
+	return dt == LCA_F64 ? 8 : dt == LCA_F32 ? 4 : 2;
 }
 
 static int has_T(const struct options *o, int64_t T)
@@ -308,6 +316,14 @@ static void measure_row(struct bench *b, struct row *r, double *ref_rate)
 			r->fwd_s = fr.seconds;
 		tm.backward = 1;
 	}
+	if (b->o.dtype == LCA_BF16 && r->cpu_rc == 0 && r->cpu.status == LCA_OK) {
+		/* f32 on the same shape, timed the same way, for bf16/f32 */
+		struct bench_result fr;
+
+		if (bench_measure(r->v, &b->s, r->T, LCA_BACKEND_CPU, LCA_F32,
+				&tm, 3 * 3600, &fr) == 0 && fr.status == LCA_OK)
+			r->f32_s = fr.seconds;
+	}
 	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK)
 		measure_ref(b, r, ref_rate);
 }
@@ -321,7 +337,7 @@ static int cpu_ok(const struct row *r)
 
 static double peak_gflops(const struct bench *b)
 {
-	return b->o.dtype == LCA_F32 ? b->c.sgemm_gflops : b->c.dgemm_gflops;
+	return b->o.dtype == LCA_F64 ? b->c.dgemm_gflops : b->c.sgemm_gflops;
 }
 
 /* max(flops / peak_flops, bytes / peak_bw) / seconds: the fraction of the
@@ -338,10 +354,13 @@ static void print_title(const struct bench *b)
 	printf("lcattn %s bench: %s, causal, cpu backend, %s; H=%lld dk=dv=%lld; "
 	       "mla dn=%lld dr=%lld dc=%lld dv=%lld; deltanet chunk %lld, lightning block %lld\n",
 		lca_version(), b->o.decode ? "decode" : b->o.backward ? "backward of prefill" : "prefill",
-		b->o.dtype == LCA_F32 ? "f32" : "f64",
+		tool_dtype_name(b->o.dtype),
 		(long long)b->s.H, (long long)b->s.dk, (long long)b->s.dn,
 		(long long)b->s.dr, (long long)b->s.dc, (long long)b->s.dv,
 		(long long)b->s.chunk, (long long)b->s.block);
+	/* The level the cpu kernels dispatched to (LCA_CPU_ISA caps it): a
+	 * bench read on another machine, or under a cap, says so. */
+	printf("cpu isa: %s (lca_cpu_isa(3))\n", lca_cpu_isa());
 }
 
 static void print_ceiling(const char *when, const struct bench_ceiling *c)
@@ -375,10 +394,11 @@ static void print_header(const struct bench *b)
 		printf("  %s\n", *f);
 	printf("seconds: median of >= %d calls (fewer when a call exceeds %d s); "
 	       "roofline = max(flops/peak, bytes/bw) / seconds (peak: %s)\n\n",
-		b->o.reps, LONG_RUN_S, b->o.dtype == LCA_F32 ? "sgemm" : "dgemm");
+		b->o.reps, LONG_RUN_S, b->o.dtype == LCA_F64 ? "dgemm" : "sgemm");
 	printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s%s\n", "mechanism", "T", "calls",
 		"seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref", "peak MiB",
-		b->o.backward ? "   fwd s  bwd/fwd" : "");
+		b->o.backward ? "   fwd s  bwd/fwd" :
+		b->o.dtype == LCA_BF16 ? "   f32 s bf16/f32" : "");
 }
 
 static void print_row(const struct bench *b, const struct row *r)
@@ -398,6 +418,8 @@ static void print_row(const struct bench *b, const struct row *r)
 	printf(" %9.1f", r->cpu.rss_mb);
 	if (b->o.backward && r->fwd_s > 0)
 		printf(" %8.4g %8.2f", r->fwd_s, r->cpu.seconds / r->fwd_s);
+	if (r->f32_s > 0)
+		printf(" %8.4g %8.3f", r->f32_s, r->cpu.seconds / r->f32_s);
 	printf("%s\n", r->for_peer ? "  (for the peer)" : "");
 	fflush(stdout);
 }
@@ -418,7 +440,7 @@ static int write_csv(const struct bench *b, const char *path)
 
 		fprintf(f, "%s,%s,cpu,%s,%lld,%lld,%lld,%lld,", mech_names[r->v],
 			b->o.backward ? "backward" : "prefill",
-			b->o.dtype == LCA_F32 ? "f32" : "f64", (long long)r->T,
+			tool_dtype_name(b->o.dtype), (long long)r->T,
 			(long long)b->s.H, (long long)dk, (long long)b->s.dv);
 		if (cpu_ok(r))
 			fprintf(f, "%.6g,%.0f,%.0f,%.6g,%.4f,", r->cpu.seconds, r->flops,

@@ -350,18 +350,26 @@ static double rnd(uint64_t *s)
 
 static void store(void *x, lca_dtype dt, int64_t i, double val)
 {
-	if (dt == LCA_F32)
+	if (dt == LCA_F32) {
 		((float *)x)[i] = (float)val;
-	else
+	} else if (dt == LCA_BF16) { /* nearest, ties to even: finite values */
+		float f = (float)val;
+		uint32_t u;
+
+		memcpy(&u, &f, sizeof u);
+		((uint16_t *)x)[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+	} else {
 		((double *)x)[i] = val;
+	}
 }
 
 /* Allocate and fill one tensor; outputs are zeroed so that their pages
- * are touched before any timing. */
+ * are touched before any timing. A bf16 plan's outputs get float room:
+ * its recurrent state is float32. */
 static void *make_tensor(const struct tensor *t, lca_dtype dt, int64_t H,
 	uint64_t *seed)
 {
-	size_t es = dt == LCA_F32 ? sizeof(float) : sizeof(double);
+	size_t es = dt == LCA_F64 ? 8 : dt == LCA_F32 || t->kind == OUT ? 4 : 2;
 	void *x = malloc((size_t)t->n * es);
 	double *sl;
 

@@ -10,7 +10,9 @@
  *   - Tensors are dense, row-major (C order). Per-token tensors are
  *     [T][heads][dim]: token-major.
  *   - The element type of every tensor argument is the plan's dtype:
- *     LCA_F64 = double, LCA_F32 = float, LCA_BF16 = uint16_t (bfloat16 bits).
+ *     LCA_F64 = double, LCA_F32 = float, LCA_BF16 = uint16_t (bfloat16 bits;
+ *     recurrent state0 and state stay float). ref: f64, f32; cpu: f64,
+ *     f32, bf16 (forward calls); cuda: f32, bf16 (forward calls).
  *     cu_seqlens is always int64_t. Tensors are untyped pointers, so float
  *     data given to a double plan cannot be detected (it is read as other
  *     numbers, often finite): match the plan's dtype.
@@ -219,6 +221,13 @@ LCA_API lca_status lca_plan_params(const lca_plan *plan, lca_params *p);
  * a device is present), else 0. */
 LCA_API int lca_backend_available(lca_backend backend);
 
+/* Name of the x86-64 level the cpu backend's vector kernels run at in this
+ * process: "avx512", "avx2" or "sse" ("generic" off x86-64). The widest
+ * level the CPU runs, capped by the environment variable
+ * LCA_CPU_ISA=sse|avx2|avx512 (other values ignored), read once, at the
+ * first cpu call; never NULL. */
+LCA_API const char *lca_cpu_isa(void);
+
 /* ---- buffers ------------------------------------------------------------
  * The cuda backend takes device pointers, as cuBLAS does. These helpers
  * let a caller that does not include CUDA headers allocate and copy for any
@@ -287,7 +296,7 @@ LCA_API lca_status lca_mla_forward(const lca_plan *plan,
  *   o      [T][H][dv]
  *   state  [N][H][dk][dv] final state per sequence; may be NULL
  * N = nseq with cu_seqlens, else 1. state0 and state may be the same buffer.
- * On the cuda backend state0 and state are float32 whatever the dtype.
+ * On the cuda backend, and in bf16 plans, state0 and state are float32.
  */
 LCA_API lca_status lca_deltanet_forward(const lca_plan *plan, int64_t T,
 	const void *q, const void *k, const void *v, const void *g,
@@ -329,7 +338,8 @@ LCA_API lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
  * deltanet and lightning by the chunked/blockwise adjoint whatever the
  * algo (cpu deltanet keeps the state entering every chunk: ceil(T /
  * chunk) dk dv elements per thread); every cpu backward is bitwise the
- * same for every nthreads. cuda returns LCA_ERR_UNSUPPORTED.
+ * same for every nthreads. cuda, and bf16 plans, return
+ * LCA_ERR_UNSUPPORTED.
  */
 LCA_API lca_status lca_softmax_backward(const lca_plan *plan,
 	int64_t Tq, int64_t Tk, const void *q, const void *k, const void *v,

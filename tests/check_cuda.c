@@ -19,6 +19,9 @@
  * Without a usable GPU the program exits 77 (skipped). CUDA is probed in a
  * child process so that the forked Check tests each initialise CUDA
  * themselves (a CUDA context does not survive fork()).
+ *
+ * tests/check_bf16.c includes this file with CHECK_ON_CPU defined, to hold the cpu backend's bf16 path (which shares the
+ * cuda backend's contract) to the same cases; it brings its own main.
  */
 #include "testutil.h"
 
@@ -29,6 +32,13 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifdef CHECK_ON_CPU
+#define CHECK_TARGET LCA_BACKEND_CPU
+#else
+#define CHECK_TARGET LCA_BACKEND_CUDA
+#endif
+static const char *const target_name = CHECK_TARGET == LCA_BACKEND_CUDA ? "cuda" : "cpu";
 
 /* ---- element types ---- */
 
@@ -175,21 +185,22 @@ static int64_t token_width(const struct kase *c, int i, int is_out)
 	}
 }
 
+/* Recurrent state is f32 on the cuda backend, and in every bf16 run. */
 static lca_dtype elem_type(const struct tensor *t, lca_backend b, lca_dtype d)
 {
-	return t->state && b == LCA_BACKEND_CUDA ? LCA_F32 : d;
+	return t->state && (b == LCA_BACKEND_CUDA || d == LCA_BF16) ? LCA_F32 : d;
 }
 
 /* Run case c on backend b, dtype d with inputs in (values per tensor) and
- * write the outputs as doubles to res[k]. Outputs on the cuda backend are
- * NaN-poisoned first and must come back without a NaN. */
+ * write the outputs as doubles to res[k]. Outputs on the target backend
+ * are NaN-poisoned first and must come back without a NaN. */
 static void run(const struct kase *c, lca_backend b, lca_dtype d,
 	double *const *vals, double **res)
 {
 	lca_params p = c->p;
 	lca_plan *plan;
 	void *hin[MAXIN] = { 0 }, *din[MAXIN] = { 0 }, *hout[2] = { 0 }, *dout[2] = { 0 };
-	int cuda = b == LCA_BACKEND_CUDA;
+	int cuda = b == LCA_BACKEND_CUDA, target = b == CHECK_TARGET;
 
 	p.backend = b;
 	p.dtype = d;
@@ -219,7 +230,7 @@ static void run(const struct kase *c, lca_backend b, lca_dtype d,
 			tu_assert_ok(lca_buffer_copy(b, dout[k], hout[k], bytes, LCA_COPY_HOST_TO_DEVICE));
 		}
 	}
-	if (cuda && c->split > 0) {
+	if (target && c->split > 0) {
 		/* Two calls; the state passes through dout[1], which is also the
 		 * second call's state0 (the aliasing the API allows). */
 		int64_t one[2] = { 0, c->split }, two[2] = { 0, c->T - c->split };
@@ -244,9 +255,9 @@ static void run(const struct kase *c, lca_backend b, lca_dtype d,
 			tu_assert_ok(lca_buffer_copy(b, hout[k], dout[k],
 				(size_t)c->out[k].n * esize(t), LCA_COPY_DEVICE_TO_HOST));
 		host_uncast(hout[k], c->out[k].n, t, res[k]);
-		for (int64_t e = 0; cuda && e < c->out[k].n; e++)
-			ck_assert_msg(!isnan(res[k][e]), "%s: cuda left %s[%lld] unwritten (NaN)",
-				c->what, c->out[k].name, (long long)e);
+		for (int64_t e = 0; target && e < c->out[k].n; e++)
+			ck_assert_msg(!isnan(res[k][e]), "%s: %s left %s[%lld] unwritten (NaN)",
+				c->what, target_name, c->out[k].name, (long long)e);
 	}
 	for (int i = 0; i < c->nin; i++) {
 		if (cuda)
@@ -298,7 +309,7 @@ static void compare(struct kase *c, lca_dtype d)
 	}
 	run(c, LCA_BACKEND_REF, LCA_F64, orig, R);
 	run(c, LCA_BACKEND_REF, LCA_F32, rounded, B);
-	run(c, LCA_BACKEND_CUDA, d, rounded, X);
+	run(c, CHECK_TARGET, d, rounded, X);
 	for (int k = 0; k < c->nout; k++) {
 		const char *name = c->out[k].name;
 		double eb, ex, tol;
@@ -310,8 +321,9 @@ static void compare(struct kase *c, lca_dtype d)
 		eb = tu_relerr(B[k], R[k], c->out[k].n);
 		ex = tu_relerr(X[k], R[k], c->out[k].n);
 		tol = 2.0 * eb > 1e-6 ? 2.0 * eb : 1e-6;
-		printf("%-44s %-4s %-5s cuda %.3e  baseline %.3e  ratio %.2f\n", c->what,
-			d == LCA_BF16 ? "bf16" : "f32", name, ex, eb, eb > 0 ? ex / eb : 0.0);
+		printf("%-44s %-4s %-5s %s %.3e  baseline %.3e  ratio %.2f\n", c->what,
+			d == LCA_BF16 ? "bf16" : "f32", name, target_name, ex, eb,
+			eb > 0 ? ex / eb : 0.0);
 		fflush(stdout);
 		ck_assert_msg(ex <= tol, "%s %s %s: normwise error %.3e > %.3e (2x the "
 			"float32 baseline %.3e; max-abs %.3e)", c->what,
@@ -546,6 +558,7 @@ START_TEST(linear_matches_reference)
 }
 END_TEST
 
+#ifndef CHECK_ON_CPU
 /* ---- errors and buffers ---- */
 
 START_TEST(cuda_refuses_f64)
@@ -700,3 +713,4 @@ int main(void)
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
+#endif /* CHECK_ON_CPU */

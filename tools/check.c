@@ -7,8 +7,8 @@
  *         the same inputs (the FlashAttention rule), floored at 1e-6
  *   bf16: 2x the error of a bf16-input, float32-accumulate naive run: the
  *         reference in float32 on the inputs rounded to bfloat16 as the
- *         cuda backend receives them, its outputs rounded to bfloat16 as
- *         that backend returns them (recurrent state stays float32 there).
+ *         bf16 backends (cpu, cuda) receive them, its outputs rounded to
+ *         bfloat16 as they return them (recurrent state stays float32).
  * NaN never passes; -inf entries of lse (fully masked rows) must match
  * exactly and the finite entries are compared.
  */
@@ -73,8 +73,8 @@ double tool_normwise(const double *x, const double *ref, int64_t n,
 	return den > 0 ? sqrt(num / den) : sqrt(num) * s;
 }
 
-/* The bf16 copy of a case: the inputs rounded to bfloat16 wherever the
- * cuda backend takes them in bf16 (everything but state0). Shares all
+/* The bf16 copy of a case: the inputs rounded to bfloat16 wherever a
+ * bf16 plan takes them in bf16 (everything but state0). Shares all
  * else with g; free with bf16_case_free. */
 static int bf16_case(const struct lcio_case *g, struct lcio_case *r)
 {
@@ -107,7 +107,7 @@ static void bf16_case_free(const struct lcio_case *g, struct lcio_case *r)
 /* The float32 bound (bf16 = 0): run the reference in float32 on the golden
  * inputs and measure its own error against the golden outputs. The bf16
  * bound (bf16 = 1): the same on the bf16 copy of the case, the outputs
- * rounded to bfloat16 where the cuda backend returns bf16. */
+ * rounded to bfloat16 where a bf16 plan returns bf16. */
 static int ref_bounds(const char *path, const struct lcio_case *g, int bf16, double bound[])
 {
 	double *buf[LCIO_MAX_OUT] = { 0 };

@@ -122,10 +122,12 @@ static void from_dtype(const void *y, int64_t n, lca_dtype t, double *x)
 }
 
 /* Element type of a tensor on a backend: the plan's dtype, except that the
- * cuda backend keeps recurrent state (state0, state) in float32. */
+ * cuda backend keeps recurrent state (state0, state) in float32, and so
+ * do bf16 plans on every backend. */
 static lca_dtype elem_type(const struct lcio_tensor *t, lca_backend b, lca_dtype d)
 {
-	return b == LCA_BACKEND_CUDA && !tool_bf16_stored(t->name) ? LCA_F32 : d;
+	return (b == LCA_BACKEND_CUDA || d == LCA_BF16) && !tool_bf16_stored(t->name) ?
+		LCA_F32 : d;
 }
 
 /* A backend buffer holding the n doubles of x converted to dtype t. */

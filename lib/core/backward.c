@@ -7,12 +7,21 @@
  */
 #include "internal.h"
 
-/* The backends without backward kernels yet. */
+/* The backends and dtypes without backward kernels yet: cuda, and bf16
+ * on the cpu backend. */
 static lca_status no_kernel(const char *fn, const lca_params *p)
 {
-	return lcai_fail(LCA_ERR_UNSUPPORTED, "%s: the %s backend has no backward "
-		"kernel yet (the ref backend has)", fn,
-		p->backend == LCA_BACKEND_CPU ? "cpu" : "cuda");
+	return lcai_fail(LCA_ERR_UNSUPPORTED, "%s: the %s backend has no %sbackward "
+		"kernel yet (the ref backend has, in f64 and f32)", fn,
+		p->backend == LCA_BACKEND_CPU ? "cpu" : "cuda",
+		p->dtype == LCA_BF16 ? "bf16 " : "");
+}
+
+/* Does the cpu backend have backward kernels for p's dtype? (bf16 plans
+ * are refused before this is asked.) */
+static int cpu_kernel(const lca_params *p)
+{
+	return p->backend == LCA_BACKEND_CPU && p->dtype != LCA_BF16;
 }
 
 /* Inputs a[0 .. nin) are scanned for non-finite values (their max |x|
@@ -44,6 +53,8 @@ lca_status lca_softmax_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	    oneq, onek, &cuq, &cuk, &n)))
 		return s;
 	p = &plan->p;
+	if (p->dtype == LCA_BF16) /* before the scans: what is bf16 here is undefined */
+		return no_kernel(fn, p);
 	struct lcai_targ a[] = {
 		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 },
 		{ "dout", dout, 0, 0, 0 },
@@ -57,7 +68,7 @@ lca_status lca_softmax_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	a[4].n = a[0].n, a[5].n = a[1].n, a[6].n = a[2].n;
 	if ((s = check_args(fn, p, a, 4, 7, m)) || (s = lcai_check_range_softmax(fn, p, m, Tk)))
 		return s;
-	if (p->backend == LCA_BACKEND_CPU)
+	if (cpu_kernel(p))
 		return lcai_cpu_softmax_bwd(p, cuq, cuk, n, q, k, v, dout, dq, dk, dv);
 	if (p->backend != LCA_BACKEND_REF)
 		return no_kernel(fn, p);
@@ -84,6 +95,8 @@ lca_status lca_mla_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	    oneq, onek, &cuq, &cuk, &n)))
 		return s;
 	p = &plan->p;
+	if (p->dtype == LCA_BF16) /* before the scans: what is bf16 here is undefined */
+		return no_kernel(fn, p);
 	struct lcai_targ a[] = {
 		{ "q_nope", q_nope, 0, 0, 0 }, { "q_rope", q_rope, 0, 0, 0 },
 		{ "ckv", ckv, 0, 0, 0 }, { "k_rope", k_rope, 0, 0, 0 },
@@ -104,7 +117,7 @@ lca_status lca_mla_backward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 		a[7 + i].n = a[i].n;
 	if ((s = check_args(fn, p, a, 7, 13, m)) || (s = lcai_check_range_mla(fn, p, m, Tk)))
 		return s;
-	if (p->backend == LCA_BACKEND_CPU)
+	if (cpu_kernel(p))
 		return lcai_cpu_mla_bwd(p, cuq, cuk, n, q_nope, q_rope, ckv, k_rope,
 			w_uk, w_uv, dout, dq_nope, dq_rope, dckv, dk_rope, dw_uk, dw_uv);
 	if (p->backend != LCA_BACKEND_REF)
@@ -135,6 +148,8 @@ lca_status lca_deltanet_backward(const lca_plan *plan, int64_t T, const void *q,
 	    &cu, &n)))
 		return s;
 	p = &plan->p;
+	if (p->dtype == LCA_BF16) /* before the scans: what is bf16 here is undefined */
+		return no_kernel(fn, p);
 	struct lcai_targ a[] = {
 		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 },
 		{ "g", g, 0, 0, 0 }, { "beta", beta, 0, 0, 0 },
@@ -158,7 +173,7 @@ lca_status lca_deltanet_backward(const lca_plan *plan, int64_t T, const void *q,
 	if ((s = check_args(fn, p, a, 8, 14, NULL)) ||
 	    (s = lcai_check_sign(fn, "g", g, a[3].n, p, -1, "g <= 0")))
 		return s;
-	if (p->backend == LCA_BACKEND_CPU)
+	if (cpu_kernel(p))
 		return lcai_cpu_deltanet_bwd(p, cu, n, q, k, v, g, beta, state0,
 			dout, dstate, dq, dk, dv, dg, dbeta, dstate0);
 	if (p->backend != LCA_BACKEND_REF)
@@ -188,6 +203,8 @@ lca_status lca_lightning_backward(const lca_plan *plan, int64_t T, const void *q
 	    &cu, &n)))
 		return s;
 	p = &plan->p;
+	if (p->dtype == LCA_BF16) /* before the scans: what is bf16 here is undefined */
+		return no_kernel(fn, p);
 	struct lcai_targ a[] = {
 		{ "q", q, 0, 0, 0 }, { "k", k, 0, 0, 0 }, { "v", v, 0, 0, 0 },
 		{ "slope", slope, p->H, 0, 0 }, { "state0", state0, 0, 1, 0 },
@@ -206,7 +223,7 @@ lca_status lca_lightning_backward(const lca_plan *plan, int64_t T, const void *q
 	if ((s = check_args(fn, p, a, 7, 11, NULL)) ||
 	    (s = lcai_check_sign(fn, "slope", slope, p->H, p, 1, "slope >= 0")))
 		return s;
-	if (p->backend == LCA_BACKEND_CPU)
+	if (cpu_kernel(p))
 		return lcai_cpu_lightning_bwd(p, cu, n, q, k, v, slope, state0,
 			dout, dstate, dq, dk, dv, dstate0);
 	if (p->backend != LCA_BACKEND_REF)

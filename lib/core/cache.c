@@ -156,6 +156,9 @@ lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
 	if (plan->p.backend == LCA_BACKEND_CUDA)
 		return lcai_fail(LCA_ERR_UNSUPPORTED,
 			"%s: caches are not offered on the cuda backend yet (use ref or cpu)", fn);
+	if (plan->p.dtype == LCA_BF16)
+		return lcai_fail(LCA_ERR_UNSUPPORTED,
+			"%s: caches are not offered in bf16 yet (use f32 or f64)", fn);
 	if (nseq < 1 || capacity < 1)
 		return lcai_fail(LCA_ERR_SIZE, "%s: %s = %lld must be >= 1", fn,
 			nseq < 1 ? "nseq" : "capacity", (long long)(nseq < 1 ? nseq : capacity));

@@ -10,10 +10,12 @@
 #include <string.h>
 
 /* Element type of a tensor argument: the plan's dtype, except that the
- * cuda backend keeps recurrent state in f32 whatever the input dtype. */
+ * cuda backend keeps recurrent state in f32 whatever the input dtype, and
+ * so does every backend for bf16 (cpu and cuda). */
 static lca_dtype targ_dtype(const lca_params *p, const struct lcai_targ *a)
 {
-	return a->is_state && p->backend == LCA_BACKEND_CUDA ? LCA_F32 : p->dtype;
+	return a->is_state && (p->backend == LCA_BACKEND_CUDA || p->dtype == LCA_BF16) ?
+		LCA_F32 : p->dtype;
 }
 
 size_t lcai_dtype_size(lca_dtype t)

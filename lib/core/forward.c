@@ -41,7 +41,8 @@ lca_status lca_softmax_forward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	if (p->backend == LCA_BACKEND_CUDA)
 		return lcai_cuda_softmax(p, cuq, cuk, n, q, k, v, o, lse);
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_softmax(p, cuq, cuk, n, q, k, v, o, lse);
+		return (p->dtype == LCA_BF16 ? lcai_cpu_bf16_softmax : lcai_cpu_softmax)(p,
+			cuq, cuk, n, q, k, v, o, lse);
 	if (p->dtype == LCA_F32)
 		return lcai_ref32_softmax(p, cuq, cuk, n, q, k, v, o, lse);
 	return lcai_ref_softmax(p, cuq, cuk, n, q, k, v, o, lse);
@@ -84,7 +85,8 @@ lca_status lca_mla_forward(const lca_plan *plan, int64_t Tq, int64_t Tk,
 	if (p->backend == LCA_BACKEND_CUDA)
 		return lcai_cuda_mla(p, cuq, cuk, n, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse);
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_mla(p, cuq, cuk, n, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse);
+		return (p->dtype == LCA_BF16 ? lcai_cpu_bf16_mla : lcai_cpu_mla)(p, cuq, cuk, n,
+			q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse);
 	if (p->dtype == LCA_F32)
 		return p->algo == LCA_ALGO_NAIVE ?
 			lcai_ref32_mla_naive(p, cuq, cuk, n, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse) :
@@ -143,7 +145,8 @@ lca_status lca_deltanet_forward(const lca_plan *plan, int64_t T,
 	if (p->backend == LCA_BACKEND_CUDA)
 		return lcai_cuda_deltanet(p, cu, n, q, k, v, g, beta, state0, o, state);
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_deltanet(p, cu, n, q, k, v, g, beta, state0, o, state);
+		return (p->dtype == LCA_BF16 ? lcai_cpu_bf16_deltanet : lcai_cpu_deltanet)(p, cu,
+			n, q, k, v, g, beta, state0, o, state);
 	if (p->dtype == LCA_F32)
 		return p->algo == LCA_ALGO_CHUNKED ?
 			lcai_ref32_deltanet_chunked(p, cu, n, q, k, v, g, beta, state0, o, state) :
@@ -185,7 +188,8 @@ lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
 	if (p->backend == LCA_BACKEND_CUDA)
 		return lcai_cuda_lightning(p, cu, n, q, k, v, slope, state0, o, state);
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_lightning(p, cu, n, q, k, v, slope, state0, o, state);
+		return (p->dtype == LCA_BF16 ? lcai_cpu_bf16_lightning : lcai_cpu_lightning)(p, cu,
+			n, q, k, v, slope, state0, o, state);
 	if (p->dtype == LCA_F32)
 		return p->algo == LCA_ALGO_CHUNKED ?
 			lcai_ref32_lightning_blockwise(p, cu, n, q, k, v, slope, state0, o, state) :

@@ -281,7 +281,8 @@ lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs);
 /* ---- CPU kernels (lib/cpu), OpenMP + CBLAS ----
  *
  * Same contract as the reference kernels, but tensors are of the plan's
- * dtype (LCA_F64: double, LCA_F32: float; the plan never asks for others)
+ * dtype (LCA_F64: double, LCA_F32: float; bf16 plans go through
+ * lcai_cpu_bf16_*() below, which call these in float32)
  * and p->algo selects the computation (mla: NAIVE/ABSORBED, or AUTO:
  * lcai_mla_pick() per call; deltanet and lightning: RECURRENT/CHUNKED).
  * p->nthreads > 0 caps the OpenMP threads.
@@ -331,6 +332,24 @@ lca_status lcai_cpu_lightning_bwd(const lca_params *p, const int64_t *cu,
 	int64_t nseq, const void *q, const void *k, const void *v,
 	const void *slope, const void *state0, const void *dout,
 	const void *dstate, void *dq, void *dk, void *dv, void *dstate0);
+
+/* bf16 plans (lib/cpu/bf16.c): the float32 kernels above on inputs
+ * widened from bf16, outputs o and lse rounded to bf16; state0 and state
+ * are float32, as on the cuda backend. */
+lca_status lcai_cpu_bf16_softmax(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse);
+lca_status lcai_cpu_bf16_mla(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, void *o, void *lse);
+lca_status lcai_cpu_bf16_deltanet(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *g, const void *beta, const void *state0, void *o,
+	void *state);
+lca_status lcai_cpu_bf16_lightning(const lca_params *p, const int64_t *cu,
+	int64_t nseq, const void *q, const void *k, const void *v,
+	const void *slope, const void *state0, void *o, void *state);
 
 /* The probes' mla latent fit by BLAS (lib/cpu/probe.c), X = [K_nope V]
  * with K_nope the first dn of the dk columns of k [T][dk], v [T][dv]:

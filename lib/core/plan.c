@@ -182,9 +182,6 @@ static lca_status check_backend(const lca_params *p)
 				"lca_plan_create: dtype bf16: the ref backend takes LCA_F64 (the ground truth) or LCA_F32");
 		return LCA_OK;
 	case LCA_BACKEND_CPU:
-		if (p->dtype == LCA_BF16)
-			return lcai_fail(LCA_ERR_UNSUPPORTED,
-				"lca_plan_create: dtype bf16: the cpu backend takes LCA_F64 or LCA_F32");
 		/* Here, once, rather than per call: a failed thread creation
 		 * inside libgomp is an exit(1). */
 		return lcai_cpu_probe_threads(p);
