@@ -48,6 +48,7 @@ struct mla_call {
 	int64_t nseq;
 	const void *q_nope, *q_rope, *ckv, *k_rope, *w_uk, *w_uv;
 	void *o, *lse, *lse_lo;
+	const struct lcai_pos *at; /* NULL: bottom-right; else nseq = 1 here */
 };
 
 /*
@@ -332,24 +333,24 @@ lca_status lcai_cpu_mla(const lca_params *p, const int64_t *cu_q,
 		w_uk, w_uv, o, lse, NULL);
 }
 
-lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
-	const int64_t *cu_k, int64_t nseq, const void *q_nope,
-	const void *q_rope, const void *ckv, const void *k_rope,
-	const void *w_uk, const void *w_uv, void *o, void *lse, void *lse_lo)
+static lca_status mla_run(const struct mla_call *c)
 {
-	const struct mla_call c = {
-		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
-		lse_lo,
-	};
+	const lca_params *p = c->p;
+	const int64_t *cu_q = c->cu_q, *cu_k = c->cu_k, nseq = c->nseq;
+	/* AUTO's pick counts bottom-right pairs: at other positions it is
+	 * only a guess at the cheaper computation, never a different result */
 	const int naive = mla_algo(p, cu_q, cu_k, nseq) == LCA_ALGO_NAIVE;
+	const int64_t da = naive ? p->dn : p->dc, dv = naive ? p->dv : p->dc;
 	struct lcai_flash f;
 	int64_t *off;
 	lca_status st;
 
 	/* Rows [a ; b]: naive [q_nope ; q_rope] against decompressed heads,
 	 * absorbed [q_lat ; q_rope] against the latent cache. */
-	st = lcai_flash_init(&f, p, naive ? p->dn : p->dc, p->dr,
-		naive ? p->dv : p->dc, p->rope_dim, p->scale, cu_q, cu_k, nseq);
+	st = c->at ? lcai_flash_init_at(&f, p, da, p->dr, dv, p->rope_dim,
+		p->scale, c->at, cu_q[1], cu_k[1]) :
+		lcai_flash_init(&f, p, da, p->dr, dv, p->rope_dim, p->scale, cu_q,
+		cu_k, nseq);
 	if (st != LCA_OK)
 		return st;
 	if ((uint64_t)nseq >= SIZE_MAX / sizeof *off ||
@@ -361,10 +362,37 @@ lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
 	if (!lcai_flash_offsets(cu_k, nseq, off))
 		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla: packed key count overflows");
 	else if (naive)
-		st = mla_naive(&c, &f, off);
+		st = mla_naive(c, &f, off);
 	else
-		st = mla_absorbed(&c, &f, off);
+		st = mla_absorbed(c, &f, off);
 	free(off);
 	lcai_flash_free(&f);
 	return st;
+}
+
+lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope,
+	const void *w_uk, const void *w_uv, void *o, void *lse, void *lse_lo)
+{
+	const struct mla_call c = {
+		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
+		lse_lo, NULL,
+	};
+
+	return mla_run(&c);
+}
+
+lca_status lcai_cpu_mla_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const void *q_nope, const void *q_rope,
+	const void *ckv, const void *k_rope, const void *w_uk,
+	const void *w_uv, void *o, void *lse)
+{
+	const int64_t cu_q[2] = { 0, tq }, cu_k[2] = { 0, tk };
+	const struct mla_call c = {
+		p, cu_q, cu_k, 1, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
+		NULL, at,
+	};
+
+	return mla_run(&c);
 }
