@@ -1,19 +1,29 @@
 /*
  * summary.c - range summaries of the two linear mechanisms on the CPU
- * (context parallelism), float32 and float64, computed by the forward
- * kernels themselves (lib/cpu/deltanet.c, lightning.c: chunked WY/UT and
- * blockwise, BLAS) rather than a second implementation.
+ * (context parallelism), computed by the forward kernels themselves
+ * (lib/cpu/deltanet.c, lightning.c: chunked WY/UT and blockwise, BLAS)
+ * rather than by a second implementation.
  *
  *   lightning  b is the final state of the range run from a zero state;
  *              a = exp(-slope T).
- *   deltanet   the map S -> A S + B acts on each column of S alone, so a
- *              forward over values [0 | v] (dk + dv columns) started
- *              from the state [I | 0] ends in [A | B].
+ *   deltanet   b likewise; the per-token decays exp(g) are scalars, so
+ *              they leave the product:
+ *                A = prod_t exp(g_t) (I - beta_t k_t k_t^T) = exp(sum g) M,
+ *              M the final state of dk columns run from I with v = 0 and
+ *              g = 0 (the map acts on each column of S alone), the total
+ *              decay one exp of a sum.
+ *
+ * Whatever the plan's dtype the kernels run in double and the summary is
+ * rounded once. A summary stands for a whole range, and in float32 the
+ * strongly contracting product M (and any decay carried token by token,
+ * DESIGN.md "Tolerance rule") lose accuracy that a float32 forward keeps
+ * only because its state is dominated by recent tokens; the cost is that
+ * of a float64 forward over the range.
  *
  * The range runs in pieces of about SUMMARY_PIECE tokens, the state
  * carried from piece to piece (state0 == state is allowed), so the
- * scratch (outputs nobody reads, and deltanet's widened values) stays
- * O(piece) at any T.
+ * scratch (inputs in double, outputs nobody reads) stays O(piece) at any
+ * T.
  */
 #include "internal.h"
 
@@ -32,119 +42,155 @@ static int64_t piece_len(int64_t tile, int64_t T)
 	return n < T ? n : T;
 }
 
-static void *alloc_elts(int64_t n, size_t es)
+static double *alloc_doubles(int64_t n)
 {
 	if (n < 1)
 		n = 1;
-	if ((uint64_t)n > SIZE_MAX / es)
+	if ((uint64_t)n > SIZE_MAX / sizeof(double))
 		return NULL;
-	return malloc((size_t)n * es);
+	return malloc((size_t)n * sizeof(double));
+}
+
+/* d[0 .. n) = x[off .. off + n) of dtype t (f64 or f32). */
+static void widen(lca_dtype t, const void *x, int64_t off, int64_t n, double *d)
+{
+	if (t == LCA_F64)
+		memcpy(d, (const double *)x + off, (size_t)n * sizeof *d);
+	else
+		for (int64_t i = 0; i < n; i++)
+			d[i] = ((const float *)x)[off + i];
+}
+
+static void narrow(lca_dtype t, const double *d, int64_t n, void *x)
+{
+	if (t == LCA_F64)
+		memcpy(x, d, (size_t)n * sizeof *d);
+	else
+		for (int64_t i = 0; i < n; i++)
+			((float *)x)[i] = (float)d[i];
 }
 
 lca_status lcai_cpu_lightning_summary(const lca_params *p, int64_t T,
 	const void *k, const void *v, const void *slope, void *a, void *b)
 {
-	const size_t es = lcai_dtype_size(p->dtype);
-	const int64_t H = p->H, dk = p->dk, dv = p->dv;
-	const int64_t P = piece_len(p->block, T);
-	int64_t no;
-	void *o;
+	const int64_t H = p->H, dk = p->dk, dv = p->dv, P = piece_len(p->block, T);
+	lca_params pd = *p;
+	int64_t nk, nv, ns;
+	double *kd = NULL, *vd = NULL, *od = NULL, *sd = NULL, *slopes = NULL;
 	lca_status st = LCA_OK;
 
-	if (!lcai_mul_n(&no, 3, P, H, dv) || !(o = alloc_elts(no, es)))
-		return lcai_fail(LCA_ERR_NOMEM, "cpu lightning summary: no memory for %lld outputs",
+	pd.dtype = LCA_F64;
+	if (!lcai_mul_n(&nk, 3, P, H, dk) || !lcai_mul_n(&nv, 3, P, H, dv) ||
+	    !lcai_mul_n(&ns, 3, H, dk, dv) || !(kd = alloc_doubles(nk)) ||
+	    !(vd = alloc_doubles(nv)) || !(od = alloc_doubles(nv)) ||
+	    !(sd = alloc_doubles(ns)) || !(slopes = alloc_doubles(H))) {
+		st = lcai_fail(LCA_ERR_NOMEM, "cpu lightning summary: no memory for %lld tokens",
 			(long long)P);
+		goto out;
+	}
+	widen(p->dtype, slope, 0, H, slopes);
 	for (int64_t t0 = 0; t0 < T && st == LCA_OK; t0 += P) {
 		const int64_t n = T - t0 < P ? T - t0 : P, cu[2] = { 0, n };
-		const char *kt = (const char *)k + (size_t)(t0 * H * dk) * es;
-		const char *vt = (const char *)v + (size_t)(t0 * H * dv) * es;
 
+		widen(p->dtype, k, t0 * H * dk, n * H * dk, kd);
+		widen(p->dtype, v, t0 * H * dv, n * H * dv, vd);
 		/* q is not needed: the keys stand in for it */
-		st = lcai_cpu_lightning(p, cu, 1, kt, kt, vt, slope, t0 ? b : NULL, o, b);
+		st = lcai_cpu_lightning(&pd, cu, 1, kd, kd, vd, slopes, t0 ? sd : NULL, od, sd);
 	}
-	free(o);
 	if (st != LCA_OK)
-		return st;
-	for (int64_t h = 0; h < H; h++) {
-		double s = p->dtype == LCA_F64 ? ((const double *)slope)[h] :
-			((const float *)slope)[h];
+		goto out;
+	narrow(p->dtype, sd, ns, b);
+	for (int64_t h = 0; h < H; h++)
+		slopes[h] = exp(-slopes[h] * (double)T);
+	narrow(p->dtype, slopes, H, a);
+out:
+	free(slopes);
+	free(sd);
+	free(od);
+	free(vd);
+	free(kd);
+	return st;
+}
 
-		if (p->dtype == LCA_F64)
-			((double *)a)[h] = exp(-s * (double)T);
-		else
-			((float *)a)[h] = (float)exp(-s * (double)T);
+/* Scratch of one deltanet summary, in double. */
+struct dn_work {
+	double *k, *v, *g, *beta, *zv, *zg, *o, *M, *B;
+};
+
+static void dn_work_free(struct dn_work *w)
+{
+	free(w->k), free(w->v), free(w->g), free(w->beta), free(w->zv);
+	free(w->zg), free(w->o), free(w->M), free(w->B);
+}
+
+static lca_status dn_work_alloc(const lca_params *p, int64_t P, struct dn_work *w)
+{
+	const int64_t H = p->H, dk = p->dk, dv = p->dv, dw = dk > dv ? dk : dv;
+	int64_t nk, nv, nz, no, ng, nm, nb;
+
+	memset(w, 0, sizeof *w);
+	if (!lcai_mul_n(&nk, 3, P, p->Hk, dk) || !lcai_mul_n(&nv, 3, P, H, dv) ||
+	    !lcai_mul_n(&nz, 3, P, H, dk) || !lcai_mul_n(&no, 3, P, H, dw) ||
+	    !lcai_mul(P, H, &ng) || !lcai_mul_n(&nm, 3, H, dk, dk) ||
+	    !lcai_mul_n(&nb, 3, H, dk, dv) || !(w->k = alloc_doubles(nk)) ||
+	    !(w->v = alloc_doubles(nv)) || !(w->g = alloc_doubles(ng)) ||
+	    !(w->beta = alloc_doubles(ng)) || !(w->zv = calloc((size_t)nz, sizeof(double))) ||
+	    !(w->zg = calloc((size_t)ng, sizeof(double))) || !(w->o = alloc_doubles(no)) ||
+	    !(w->M = alloc_doubles(nm)) || !(w->B = alloc_doubles(nb))) {
+		dn_work_free(w);
+		return lcai_fail(LCA_ERR_NOMEM, "cpu deltanet summary: no memory for %lld tokens",
+			(long long)P);
 	}
 	return LCA_OK;
 }
 
-/* Values [0 | v] of tokens t0 .. t0+n-1 into w [n][H][dk + dv]. */
-static void widen_values(const lca_params *p, const void *v, int64_t t0,
-	int64_t n, void *w)
-{
-	const size_t es = lcai_dtype_size(p->dtype);
-	const int64_t H = p->H, dk = p->dk, dv = p->dv, dw = dk + dv;
-
-	for (int64_t r = 0; r < n * H; r++) {
-		char *row = (char *)w + (size_t)(r * dw) * es;
-
-		memset(row, 0, (size_t)dk * es);
-		memcpy(row + (size_t)dk * es, (const char *)v + (size_t)((t0 * H + r) * dv) * es,
-			(size_t)dv * es);
-	}
-}
-
-/* [A | B] [H][dk][dk + dv] from [I | 0] through the range, then split. */
 lca_status lcai_cpu_deltanet_summary(const lca_params *p, int64_t T,
 	const void *k, const void *v, const void *g, const void *beta,
 	void *A, void *B)
 {
-	const size_t es = lcai_dtype_size(p->dtype);
-	const int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv, dw = dk + dv;
+	const int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv;
 	const int64_t P = piece_len(p->chunk, T);
-	lca_params wide = *p;
-	int64_t nw, ns;
-	void *w = NULL, *o = NULL, *S = NULL;
-	lca_status st = LCA_OK;
+	lca_params pb = *p, pm;
+	struct dn_work w;
+	lca_status st;
 
-	wide.dv = dw;
-	if (!lcai_mul_n(&nw, 3, P, H, dw) || !lcai_mul_n(&ns, 3, H, dk, dw) ||
-	    !(w = alloc_elts(nw, es)) || !(o = alloc_elts(nw, es)) ||
-	    !(S = alloc_elts(ns, es))) {
-		st = lcai_fail(LCA_ERR_NOMEM, "cpu deltanet summary: no memory for %lld "
-			"tokens of %lld columns", (long long)P, (long long)dw);
-		goto out;
-	}
-	memset(S, 0, (size_t)ns * es);
+	pb.dtype = LCA_F64;
+	pm = pb;
+	pm.dv = dk; /* M is a state of dk columns */
+	if ((st = dn_work_alloc(p, P, &w)) != LCA_OK)
+		return st;
+	memset(w.M, 0, (size_t)(H * dk * dk) * sizeof *w.M);
 	for (int64_t h = 0; h < H; h++)
-		for (int64_t i = 0; i < dk; i++) {
-			const int64_t at = (h * dk + i) * dw + i;
-
-			if (p->dtype == LCA_F64)
-				((double *)S)[at] = 1.0;
-			else
-				((float *)S)[at] = 1.0f;
-		}
+		for (int64_t i = 0; i < dk; i++)
+			w.M[(h * dk + i) * dk + i] = 1.0;
 	for (int64_t t0 = 0; t0 < T && st == LCA_OK; t0 += P) {
 		const int64_t n = T - t0 < P ? T - t0 : P, cu[2] = { 0, n };
-		const char *kt = (const char *)k + (size_t)(t0 * Hk * dk) * es;
 
-		widen_values(p, v, t0, n, w);
+		widen(p->dtype, k, t0 * Hk * dk, n * Hk * dk, w.k);
+		widen(p->dtype, v, t0 * H * dv, n * H * dv, w.v);
+		widen(p->dtype, g, t0 * H, n * H, w.g);
+		widen(p->dtype, beta, t0 * H, n * H, w.beta);
 		/* q is not needed: the keys stand in for it */
-		st = lcai_cpu_deltanet(&wide, cu, 1, kt, kt, w,
-			(const char *)g + (size_t)(t0 * H) * es,
-			(const char *)beta + (size_t)(t0 * H) * es, S, o, S);
+		st = lcai_cpu_deltanet(&pb, cu, 1, w.k, w.k, w.v, w.g, w.beta,
+			t0 ? w.B : NULL, w.o, w.B);
+		if (st == LCA_OK)
+			st = lcai_cpu_deltanet(&pm, cu, 1, w.k, w.k, w.zv, w.zg, w.beta,
+				w.M, w.o, w.M);
 	}
-	if (st != LCA_OK)
-		goto out;
-	for (int64_t r = 0; r < H * dk; r++) {
-		const char *row = (const char *)S + (size_t)(r * dw) * es;
+	if (st == LCA_OK) {
+		for (int64_t h = 0; h < H; h++) {
+			double sum = 0, decay;
 
-		memcpy((char *)A + (size_t)(r * dk) * es, row, (size_t)dk * es);
-		memcpy((char *)B + (size_t)(r * dv) * es, row + (size_t)dk * es, (size_t)dv * es);
+			for (int64_t t = 0; t < T; t++)
+				sum += p->dtype == LCA_F64 ? ((const double *)g)[t * H + h] :
+					(double)((const float *)g)[t * H + h];
+			decay = exp(sum);
+			for (int64_t i = 0; i < dk * dk; i++)
+				w.M[h * dk * dk + i] *= decay;
+		}
+		narrow(p->dtype, w.M, H * dk * dk, A);
+		narrow(p->dtype, w.B, H * dk * dv, B);
 	}
-out:
-	free(S);
-	free(o);
-	free(w);
+	dn_work_free(&w);
 	return st;
 }
