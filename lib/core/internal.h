@@ -314,8 +314,8 @@ lca_status lcai_cpu_mla_at(const lca_params *p, const struct lcai_pos *at,
 /* Range summaries of one sequence's T tokens (lca_lightning_summary(3),
  * lca_deltanet_summary(3)): the map S -> a S + b of the range per head.
  * lightning: a [H] the total decay, b [H][dk][dv] the state from zero;
- * deltanet: a [H][dk][dk], b [H][dk][dv]. ref in real, cpu in the plan's
- * dtype (through its forward kernels). */
+ * deltanet: a [H][dk][dk], b [H][dk][dv]. ref in real; cpu through its
+ * forward kernels run in double, tensors of the plan's dtype. */
 lca_status lcai_ref_lightning_summary(const lca_params *p, int64_t T,
 	const double *k, const double *v, const double *slope, double *a,
 	double *b);
