@@ -453,6 +453,114 @@ LCA_API lca_status lca_cache_save(const lca_cache *cache, void *buf,
 LCA_API lca_status lca_cache_load(lca_cache *cache, const void *buf,
 	size_t size);
 
+/* ---- context parallelism: the pieces ------------------------------------
+ *
+ * One sequence split over many workers (ranks), each holding a range of
+ * its tokens. These calls are the local computations; the caller moves
+ * the results between ranks (liblcattn itself never communicates). All
+ * take one sequence (no cu_seqlens), positions are global, and the ref
+ * and cpu backends offer them (cuda: LCA_ERR_UNSUPPORTED). See lcattn(7),
+ * "Context parallelism".
+ *
+ * softmax, mla: a rank's queries attend to each rank's key range with a
+ * partial call, and lca_attn_merge() joins the partial (o, lse) of the
+ * same queries into the full attention.
+ */
+
+/*
+ * Softmax attention of Tq queries over one range of Tk keys, query i at
+ * global position q_pos0 + i and key s at k_pos0 + s (RoPE turns each
+ * vector by its global position; the causal mask keeps keys at or before
+ * the query and the window keys with 0 <= pos_q - pos_k < W). Shapes as
+ * for lca_softmax_forward():
+ *   q [Tq][H][dk]   k [Tk][Hkv][dk]   v [Tk][Hkv][dv]
+ *   o [Tq][H][dv]   lse [Tq][H] (required)
+ * lse is the log-sum-exp of the visible scaled logits; a row that sees no
+ * key of the range gets o = 0 and lse = -inf. With q_pos0 = Tk - Tq and
+ * k_pos0 = 0 this is lca_softmax_forward() without cu_seqlens.
+ */
+LCA_API lca_status lca_softmax_partial(const lca_plan *plan,
+	int64_t Tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, const void *q,
+	const void *k, const void *v, void *o, void *lse);
+
+/*
+ * The same for mla; shapes as for lca_mla_forward():
+ *   q_nope [Tq][H][dn]  q_rope [Tq][H][dr]  ckv [Tk][dc]  k_rope [Tk][dr]
+ *   w_uk [H][dn][dc]    w_uv [H][dv][dc]    o [Tq][H][dv]  lse [Tq][H]
+ */
+LCA_API lca_status lca_mla_partial(const lca_plan *plan,
+	int64_t Tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0,
+	const void *q_nope, const void *q_rope, const void *ckv,
+	const void *k_rope, const void *w_uk, const void *w_uv, void *o,
+	void *lse);
+
+/*
+ * Join nparts partial results of the same Tq queries over disjoint key
+ * ranges (softmax or mla plan: H and dv from it):
+ *   o_parts[i] [Tq][H][dv]   lse_parts[i] [Tq][H]   i < nparts
+ *   o [Tq][H][dv]            lse [Tq][H]
+ *   o = sum_i exp(lse_i - lse) o_i,  lse = log sum_i exp(lse_i)
+ * computed with every exponent <= 0. Parts with lse = -inf (rows that saw
+ * no key) weigh nothing; a row no part saw gets o = 0 and lse = -inf.
+ * o and lse may be o_parts[j] and lse_parts[j] themselves (one j), for a
+ * running merge in place.
+ */
+LCA_API lca_status lca_attn_merge(const lca_plan *plan, int64_t Tq,
+	int64_t nparts, const void *const *o_parts,
+	const void *const *lse_parts, void *o, void *lse);
+
+/*
+ * deltanet, lightning: a range of tokens maps the state S entering it to
+ *   S -> a S + b      per head, S [dk][dv] as state0 of the forward calls
+ * (its summary). A rank summarises its range, the summaries of the ranks
+ * before it are composed in order and applied to the sequence's state0,
+ * and the rank's forward call started from that state gives its outputs
+ * and final state.
+ *
+ * Lightning summary of T tokens of one sequence (positions do not
+ * matter: lambda_h is the same at every token):
+ *   k [T][H][dk]  v [T][H][dv]  slope [H]
+ *   a [H]          the range's total decay lambda_h^T = exp(-slope_h T)
+ *   b [H][dk][dv]  its contribution: the final state of the range run from
+ *                  a zero state (as lca_lightning_forward() with state0
+ *                  NULL would end)
+ */
+LCA_API lca_status lca_lightning_summary(const lca_plan *plan, int64_t T,
+	const void *k, const void *v, const void *slope, void *a, void *b);
+
+/*
+ * Gated DeltaNet summary of T tokens of one sequence; each token maps
+ * S -> exp(g) (I - beta k k^T) S + beta k v^T (k after the plan's L2 norm;
+ * value head h reads qk head h / (H / Hk)), and the range their product
+ * in order (later tokens on the left):
+ *   k [T][Hk][dk]  v [T][H][dv]  g, beta [T][H]  (g <= 0)
+ *   a [H][dk][dk]  A, acting on the left of S
+ *   b [H][dk][dv]  B, the final state of the range run from zero
+ */
+LCA_API lca_status lca_deltanet_summary(const lca_plan *plan, int64_t T,
+	const void *k, const void *v, const void *g, const void *beta, void *a,
+	void *b);
+
+/*
+ * Summary of range 1 followed by range 2 (deltanet or lightning plan;
+ * every tensor of the summary's shapes above):
+ *   a = a2 a1,  b = a2 b1 + b2
+ * (matrix products for deltanet, scalars times matrices for lightning).
+ * Associative, not commutative. a may be a1 or a2 itself, b may be b1 or
+ * b2 itself.
+ */
+LCA_API lca_status lca_summary_compose(const lca_plan *plan,
+	const void *a1, const void *b1, const void *a2, const void *b2,
+	void *a, void *b);
+
+/*
+ * state = a state0 + b for every head: the state after the summarised
+ * range, entered with state0 [H][dk][dv] (NULL = zeros). state [H][dk][dv]
+ * may be state0 or b itself.
+ */
+LCA_API lca_status lca_summary_apply(const lca_plan *plan, const void *a,
+	const void *b, const void *state0, void *state);
+
 /* ---- probes (measured costs of each mechanism; see lcattn-probes(7)) ---- */
 
 /*

@@ -268,6 +268,71 @@ lca_status lcai_ref32_lightning_blockwise_bwd(const lca_params *p, const int64_t
 	const float *slope, const float *state0, const float *dout,
 	const float *dstate, float *dq, float *dk, float *dv, float *dstate0);
 
+/* ---- context parallelism pieces (lib/core/partial.c, summary.c) ----
+ *
+ * Partial attention: one sequence whose query i sits at global position
+ * at->q + i and key s at at->k + s. RoPE turns each vector by its own
+ * position; the masks see the distance (query minus key position), so
+ * with at = { tk - tq, 0 } these are the bottom-right kernels above.
+ */
+struct lcai_pos {
+	int64_t q, k;
+};
+
+lca_status lcai_ref_softmax_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const double *q, const double *k,
+	const double *v, double *o, double *lse);
+lca_status lcai_ref32_softmax_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const float *q, const float *k,
+	const float *v, float *o, float *lse);
+lca_status lcai_ref_mla_naive_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const double *q_nope, const double *q_rope,
+	const double *ckv, const double *k_rope, const double *w_uk,
+	const double *w_uv, double *o, double *lse);
+lca_status lcai_ref_mla_absorbed_at(const lca_params *p,
+	const struct lcai_pos *at, int64_t tq, int64_t tk,
+	const double *q_nope, const double *q_rope, const double *ckv,
+	const double *k_rope, const double *w_uk, const double *w_uv,
+	double *o, double *lse);
+lca_status lcai_ref32_mla_naive_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const float *q_nope, const float *q_rope,
+	const float *ckv, const float *k_rope, const float *w_uk,
+	const float *w_uv, float *o, float *lse);
+lca_status lcai_ref32_mla_absorbed_at(const lca_params *p,
+	const struct lcai_pos *at, int64_t tq, int64_t tk,
+	const float *q_nope, const float *q_rope, const float *ckv,
+	const float *k_rope, const float *w_uk, const float *w_uv,
+	float *o, float *lse);
+lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const void *q, const void *k, const void *v,
+	void *o, void *lse);
+lca_status lcai_cpu_mla_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const void *q_nope, const void *q_rope,
+	const void *ckv, const void *k_rope, const void *w_uk,
+	const void *w_uv, void *o, void *lse);
+
+/* Range summaries of one sequence's T tokens (lca_lightning_summary(3),
+ * lca_deltanet_summary(3)): the map S -> a S + b of the range per head.
+ * lightning: a [H] the total decay, b [H][dk][dv] the state from zero;
+ * deltanet: a [H][dk][dk], b [H][dk][dv]. ref in real; cpu through its
+ * forward kernels run in double, tensors of the plan's dtype. */
+lca_status lcai_ref_lightning_summary(const lca_params *p, int64_t T,
+	const double *k, const double *v, const double *slope, double *a,
+	double *b);
+lca_status lcai_ref32_lightning_summary(const lca_params *p, int64_t T,
+	const float *k, const float *v, const float *slope, float *a, float *b);
+lca_status lcai_ref_deltanet_summary(const lca_params *p, int64_t T,
+	const double *k, const double *v, const double *g, const double *beta,
+	double *A, double *B);
+lca_status lcai_ref32_deltanet_summary(const lca_params *p, int64_t T,
+	const float *k, const float *v, const float *g, const float *beta,
+	float *A, float *B);
+lca_status lcai_cpu_lightning_summary(const lca_params *p, int64_t T,
+	const void *k, const void *v, const void *slope, void *a, void *b);
+lca_status lcai_cpu_deltanet_summary(const lca_params *p, int64_t T,
+	const void *k, const void *v, const void *g, const void *beta,
+	void *A, void *B);
+
 /* ---- mla's per-call choice (lib/core/cost.c) ---- */
 
 /* Visible (query, key) pairs of tq queries at the last tq of tk positions

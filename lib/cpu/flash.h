@@ -59,7 +59,8 @@ struct lcai_flash_pack {
 };
 
 /* One (sequence, query head): tq queries against tk keys of a packed kv
- * head; query i sits at position tk - tq + i, key s at s. Output row i is
+ * head; query i sits at position tk - tq + i, key s at s (or where the
+ * call's lcai_pos puts them: lcai_flash_init_at). Output row i is
  * o + i * ldo (dv values), lse[i * ldlse] its log-sum-exp (lse may be
  * NULL). */
 struct lcai_flash_task {
@@ -101,9 +102,39 @@ struct lcai_flash {
 	int64_t dv, dvp;        /* value width, padded to a multiple of ops->nc */
 	int64_t rope_dim;       /* rotated leading coordinates of the b part */
 	double scale;           /* applied to each tile of <q, k> (flash_tile.h) */
-	double *rope;           /* [npos][rope_dim/2][cos, sin]; NULL if no RoPE */
-	int64_t pmin, npos;     /* positions pmin .. pmin + npos - 1 */
+	/* RoPE table [npos + n2][rope_dim/2][cos, sin] (NULL if no RoPE):
+	 * rows 0 .. npos-1 for positions pmin .. pmin + npos - 1, then n2
+	 * rows for positions p2 .. p2 + n2 - 1 (n2 = 0, p2 = INT64_MAX but
+	 * for a call whose queries sit far from its keys: lcai_flash_init_at). */
+	double *rope;
+	int64_t pmin, npos, p2, n2;
+	/* NULL: every sequence bottom-right aligned (query i of a task at
+	 * tk - tq + i, key s at s); else one sequence at these positions. */
+	const struct lcai_pos *at;
 };
+
+/* Position of query 0 of task t minus that of its key 0: what the masks
+ * see. */
+static inline int64_t lcai_flash_qrel(const struct lcai_flash *f,
+	const struct lcai_flash_task *t)
+{
+	return f->at ? f->at->q - f->at->k : t->tk - t->tq;
+}
+
+/* Position of key 0 of every task (RoPE). */
+static inline int64_t lcai_flash_kpos(const struct lcai_flash *f)
+{
+	return f->at ? f->at->k : 0;
+}
+
+/* cos and sin of the pairs at position pos (rope_dim values). */
+static inline const double *lcai_flash_cs(const struct lcai_flash *f,
+	int64_t pos)
+{
+	int64_t row = pos >= f->p2 ? f->npos + (pos - f->p2) : pos - f->pmin;
+
+	return f->rope + row * f->rope_dim;
+}
 
 /* Fill *f for p->dtype with rows [da ; db], values of dv, rope_dim rotated
  * coordinates (0 = none) and logit scale, and tabulate RoPE for every
@@ -112,6 +143,11 @@ struct lcai_flash {
 lca_status lcai_flash_init(struct lcai_flash *f, const lca_params *p,
 	int64_t da, int64_t db, int64_t dv, int64_t rope_dim, double scale,
 	const int64_t *cu_q, const int64_t *cu_k, int64_t nseq);
+/* The same for one sequence (nseq = 1) at the positions *at, which must
+ * outlive f. */
+lca_status lcai_flash_init_at(struct lcai_flash *f, const lca_params *p,
+	int64_t da, int64_t db, int64_t dv, int64_t rope_dim, double scale,
+	const struct lcai_pos *at, int64_t tq, int64_t tk);
 void lcai_flash_free(struct lcai_flash *f);
 
 /* Keys of a sequence of tk rounded up to whole key tiles: the rows of its

@@ -92,7 +92,7 @@ INLINE void FN(load_row)(const struct lcai_flash *f,
 	}
 	if (db > 0) {
 		const FT *b = (const FT *)src->b + i * src->ldb;
-		const double *cs = rot > 0 ? f->rope + (pos - f->pmin) * rot : NULL;
+		const double *cs = rot > 0 ? lcai_flash_cs(f, pos) : NULL;
 
 		if (f->p->rope_style == LCA_ROPE_INTERLEAVED) {
 			#pragma omp simd

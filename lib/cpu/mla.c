@@ -49,6 +49,7 @@ struct mla_call {
 	const void *q_nope, *q_rope, *ckv, *k_rope, *w_uk, *w_uv;
 	void *o, *lse, *lse_lo;
 	void *lat;  /* NULL, or absorbed only: stop at the latent sum, [Tq][H][dc] */
+	const struct lcai_pos *at; /* NULL: bottom-right; else nseq = 1 here */
 };
 
 /*
@@ -335,14 +336,17 @@ lca_algo lcai_cpu_mla_algo(const lca_params *p, const int64_t *cu_q,
 static lca_status mla_run(const struct mla_call *c, int naive)
 {
 	const lca_params *p = c->p;
+	const int64_t da = naive ? p->dn : p->dc, dv = naive ? p->dv : p->dc;
 	struct lcai_flash f;
 	int64_t *off;
 	lca_status st;
 
 	/* Rows [a ; b]: naive [q_nope ; q_rope] against decompressed heads,
 	 * absorbed [q_lat ; q_rope] against the latent cache. */
-	st = lcai_flash_init(&f, p, naive ? p->dn : p->dc, p->dr,
-		naive ? p->dv : p->dc, p->rope_dim, p->scale, c->cu_q, c->cu_k, c->nseq);
+	st = c->at ? lcai_flash_init_at(&f, p, da, p->dr, dv, p->rope_dim,
+		p->scale, c->at, c->cu_q[1], c->cu_k[1]) :
+		lcai_flash_init(&f, p, da, p->dr, dv, p->rope_dim, p->scale, c->cu_q,
+		c->cu_k, c->nseq);
 	if (st != LCA_OK)
 		return st;
 	if ((uint64_t)c->nseq >= SIZE_MAX / sizeof *off ||
@@ -378,7 +382,7 @@ lca_status lcai_cpu_mla_lse2(const lca_params *p, const int64_t *cu_q,
 {
 	const struct mla_call c = {
 		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
-		lse_lo, NULL,
+		lse_lo, NULL, NULL,
 	};
 
 	return mla_run(&c, lcai_cpu_mla_algo(p, cu_q, cu_k, nseq) == LCA_ALGO_NAIVE);
@@ -391,8 +395,25 @@ lca_status lcai_cpu_mla_latent(const lca_params *p, const int64_t *cu_q,
 {
 	const struct mla_call c = {
 		p, cu_q, cu_k, nseq, q_nope, q_rope, ckv, k_rope, w_uk, NULL, NULL,
-		lse, lse_lo, lat,
+		lse, lse_lo, lat, NULL,
 	};
 
 	return mla_run(&c, 0);
+}
+
+/* One sequence at the positions of *at (lca_softmax_partial's mla twin).
+ * AUTO's pick counts bottom-right pairs: at other positions it is only a
+ * guess at the cheaper computation, never a different result. */
+lca_status lcai_cpu_mla_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const void *q_nope, const void *q_rope,
+	const void *ckv, const void *k_rope, const void *w_uk,
+	const void *w_uv, void *o, void *lse)
+{
+	const int64_t cu_q[2] = { 0, tq }, cu_k[2] = { 0, tk };
+	const struct mla_call c = {
+		p, cu_q, cu_k, 1, q_nope, q_rope, ckv, k_rope, w_uk, w_uv, o, lse,
+		NULL, NULL, at,
+	};
+
+	return mla_run(&c, lcai_cpu_mla_algo(p, cu_q, cu_k, 1) == LCA_ALGO_NAIVE);
 }

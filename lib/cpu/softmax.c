@@ -114,16 +114,37 @@ static void *flash_alloc_bytes(int64_t n)
 	return aligned_alloc(FLASH_ALIGN, n ? (size_t)n : FLASH_ALIGN);
 }
 
-/* cos and sin of every (position, pair), as lcai_rope_apply computes them,
- * so the f64 path rotates to the reference's bits. Positions span the
- * keys 0..tk-1 and the queries tk-tq..tk-1 (negative when tq > tk). */
-static lca_status flash_rope_table(struct lcai_flash *f, const int64_t *cu_q,
+/* The positions the RoPE table covers: one run (f->pmin, f->npos), or two
+ * when a call's queries sit far from its keys (f->p2, f->n2), so that the
+ * table never spans the gap between them. Bottom-right sequences span
+ * the keys 0..tk-1 and the queries tk-tq..tk-1 (negative when tq > tk). */
+static void flash_rope_span(struct lcai_flash *f, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq)
 {
-	const lca_params *p = f->p;
-	const int64_t half = f->rope_dim / 2;
-	int64_t lo = 0, hi = 0, n;
+	int64_t lo = 0, hi = 0;
 
+	f->p2 = INT64_MAX;
+	f->n2 = 0;
+	if (f->at) {
+		const int64_t tq = cu_q[1], tk = cu_k[1];
+		/* a the run that starts first, b the other */
+		int64_t alo = f->at->k, ahi = f->at->k + tk;
+		int64_t blo = f->at->q, bhi = f->at->q + tq;
+
+		if (blo < alo) {
+			alo = f->at->q, ahi = f->at->q + tq;
+			blo = f->at->k, bhi = f->at->k + tk;
+		}
+		f->pmin = alo;
+		if (blo <= ahi) { /* the runs touch: one */
+			f->npos = (bhi > ahi ? bhi : ahi) - alo;
+		} else {
+			f->npos = ahi - alo;
+			f->p2 = blo;
+			f->n2 = bhi - blo;
+		}
+		return;
+	}
 	for (int64_t s = 0; s < nseq; s++) {
 		int64_t tq = cu_q[s + 1] - cu_q[s], tk = cu_k[s + 1] - cu_k[s];
 
@@ -134,18 +155,32 @@ static lca_status flash_rope_table(struct lcai_flash *f, const int64_t *cu_q,
 	}
 	f->pmin = lo;
 	f->npos = hi - lo;
-	if (!lcai_mul_n(&n, 3, f->npos, f->rope_dim, (int64_t)sizeof(double)) ||
+}
+
+/* cos and sin of every (position, pair), as lcai_rope_apply computes them,
+ * so the f64 path rotates to the reference's bits. */
+static lca_status flash_rope_table(struct lcai_flash *f, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq)
+{
+	const lca_params *p = f->p;
+	const int64_t half = f->rope_dim / 2;
+	int64_t rows, n;
+
+	flash_rope_span(f, cu_q, cu_k, nseq);
+	rows = f->npos + f->n2;
+	if (!lcai_mul_n(&n, 3, rows, f->rope_dim, (int64_t)sizeof(double)) ||
 	    !(f->rope = flash_alloc_bytes(n)))
 		return lcai_fail(LCA_ERR_NOMEM, "cpu attention: no memory for the RoPE table of %lld positions",
-			(long long)f->npos);
-	#pragma omp parallel for num_threads(lcai_flash_team(p, f->npos / 256 + 1))
-	for (int64_t i = 0; i < f->npos; i++) {
+			(long long)rows);
+	#pragma omp parallel for num_threads(lcai_flash_team(p, rows / 256 + 1))
+	for (int64_t i = 0; i < rows; i++) {
 		double *cs = f->rope + i * f->rope_dim;
+		const int64_t pos = i < f->npos ? f->pmin + i : f->p2 + (i - f->npos);
 
 		for (int64_t j = 0; j < half; j++) {
 			double freq = pow(p->rope_theta, -2.0 * (double)j /
 				(double)f->rope_dim);
-			double ang = (double)(i + lo) * freq;
+			double ang = (double)pos * freq;
 
 			cs[2 * j] = cos(ang);
 			cs[2 * j + 1] = sin(ang);
@@ -154,12 +189,15 @@ static lca_status flash_rope_table(struct lcai_flash *f, const int64_t *cu_q,
 	return LCA_OK;
 }
 
-lca_status lcai_flash_init(struct lcai_flash *f, const lca_params *p,
+static lca_status flash_init(struct lcai_flash *f, const lca_params *p,
 	int64_t da, int64_t db, int64_t dv, int64_t rope_dim, double scale,
-	const int64_t *cu_q, const int64_t *cu_k, int64_t nseq)
+	const int64_t *cu_q, const int64_t *cu_k, int64_t nseq,
+	const struct lcai_pos *at)
 {
 	memset(f, 0, sizeof *f);
 	f->p = p;
+	f->at = at;
+	f->p2 = INT64_MAX;
 	f->ops = flash_pick(p->dtype);
 	f->da = da;
 	f->db = db;
@@ -171,6 +209,23 @@ lca_status lcai_flash_init(struct lcai_flash *f, const lca_params *p,
 	if (rope_dim > 0)
 		return flash_rope_table(f, cu_q, cu_k, nseq);
 	return LCA_OK;
+}
+
+lca_status lcai_flash_init(struct lcai_flash *f, const lca_params *p,
+	int64_t da, int64_t db, int64_t dv, int64_t rope_dim, double scale,
+	const int64_t *cu_q, const int64_t *cu_k, int64_t nseq)
+{
+	return flash_init(f, p, da, db, dv, rope_dim, scale, cu_q, cu_k, nseq,
+		NULL);
+}
+
+lca_status lcai_flash_init_at(struct lcai_flash *f, const lca_params *p,
+	int64_t da, int64_t db, int64_t dv, int64_t rope_dim, double scale,
+	const struct lcai_pos *at, int64_t tq, int64_t tk)
+{
+	const int64_t cu_q[2] = { 0, tq }, cu_k[2] = { 0, tk };
+
+	return flash_init(f, p, da, db, dv, rope_dim, scale, cu_q, cu_k, 1, at);
 }
 
 void lcai_flash_free(struct lcai_flash *f)
@@ -257,13 +312,14 @@ static struct flash_item *flash_items(const struct lcai_flash *f,
 	n = 0;
 	for (int64_t t = 0; t < ntasks; t++) {
 		const int64_t tq = tasks[t].tq, tk = tasks[t].tk;
+		const int64_t qrel = lcai_flash_qrel(f, &tasks[t]);
 
 		for (int64_t i0 = 0; i0 < tq; i0 += BQ) {
 			int64_t last = i0 + BQ < tq ? i0 + BQ - 1 : tq - 1;
 			int64_t lo, hi, l2, h2;
 
-			lcai_ref_key_range(f->p, tk - tq + i0, tk, &lo, &h2);
-			lcai_ref_key_range(f->p, tk - tq + last, tk, &l2, &hi);
+			lcai_ref_key_range(f->p, qrel + i0, tk, &lo, &h2);
+			lcai_ref_key_range(f->p, qrel + last, tk, &l2, &hi);
 			it[n].task = t;
 			it[n].i0 = i0;
 			it[n].cost = hi > lo ? (hi + BK - 1) / BK - lo / BK : 0;
@@ -402,9 +458,11 @@ lca_status lcai_cpu_softmax(const lca_params *p, const int64_t *cu_q,
 	return lcai_cpu_softmax_lse2(p, cu_q, cu_k, nseq, q, k, v, o, lse, NULL);
 }
 
-lca_status lcai_cpu_softmax_lse2(const lca_params *p, const int64_t *cu_q,
-	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
-	const void *v, void *o, void *lse, void *lse_lo)
+/* A call over sequences cu_q/cu_k, bottom-right (at NULL) or, for one
+ * sequence, at the positions *at. */
+static lca_status softmax_run(const lca_params *p, const struct lcai_pos *at,
+	const int64_t *cu_q, const int64_t *cu_k, int64_t nseq, const void *q,
+	const void *k, const void *v, void *o, void *lse, void *lse_lo)
 {
 	struct lcai_flash f;
 	struct lcai_flash_pack *jobs = NULL;
@@ -413,7 +471,9 @@ lca_status lcai_cpu_softmax_lse2(const lca_params *p, const int64_t *cu_q,
 	void *kt = NULL, *vp = NULL;
 	lca_status st;
 
-	st = lcai_flash_init(&f, p, 0, p->dk, p->dv, p->rope_dim, p->scale,
+	st = at ? lcai_flash_init_at(&f, p, 0, p->dk, p->dv, p->rope_dim, p->scale,
+		at, cu_q[1], cu_k[1]) :
+		lcai_flash_init(&f, p, 0, p->dk, p->dv, p->rope_dim, p->scale,
 		cu_q, cu_k, nseq);
 	if (st != LCA_OK)
 		return st;
@@ -444,6 +504,22 @@ out:
 	free(off);
 	lcai_flash_free(&f);
 	return st;
+}
+
+lca_status lcai_cpu_softmax_lse2(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, const void *q, const void *k,
+	const void *v, void *o, void *lse, void *lse_lo)
+{
+	return softmax_run(p, NULL, cu_q, cu_k, nseq, q, k, v, o, lse, lse_lo);
+}
+
+lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const void *q, const void *k, const void *v,
+	void *o, void *lse)
+{
+	const int64_t cu_q[2] = { 0, tq }, cu_k[2] = { 0, tk };
+
+	return softmax_run(p, at, cu_q, cu_k, 1, q, k, v, o, lse, NULL);
 }
 
 #else /* FLASH_TEMPLATE: the typed engine for element type FT */
@@ -487,7 +563,7 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	const struct lcai_flash_pack *job)
 {
 	const int64_t dk = f->dk, dv = f->dv, dvp = f->dvp, tk = job->tk;
-	const int64_t rows = lcai_flash_padded(tk);
+	const int64_t rows = lcai_flash_padded(tk), kpos = lcai_flash_kpos(f);
 	const FT *v = job->v;
 	FT *kt = job->kt, *vp = job->vp, tmp[FLASH_PACK_ROW];
 
@@ -500,11 +576,11 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 			for (int64_t d = 0; d < dk; d++)
 				kcol[d * BK] = 0;
 		} else if (dk <= FLASH_PACK_ROW) {
-			FN(load_row)(f, &job->k, s, s, 1.0, tmp, 1);
+			FN(load_row)(f, &job->k, s, kpos + s, 1.0, tmp, 1);
 			for (int64_t d = 0; d < dk; d++)
 				kcol[d * BK] = tmp[d];
 		} else {
-			FN(load_row)(f, &job->k, s, s, 1.0, kcol, BK);
+			FN(load_row)(f, &job->k, s, kpos + s, 1.0, kcol, BK);
 		}
 		if (s < tk) {
 			memcpy(vrow, v + s * job->ldv, (size_t)dv * sizeof(FT));
@@ -643,14 +719,14 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 	const int64_t nblk = nr / FLASH_ROWS;
 	const int64_t kbytes = BK * dk * (int64_t)sizeof(FT);
 	const int64_t vbytes = BK * dvp * (int64_t)sizeof(FT);
-	const int64_t pos0 = t->tk - t->tq + i0;
+	const int64_t pos0 = lcai_flash_qrel(f, t) + i0, kpos = lcai_flash_kpos(f);
 	FT *q = ws->q, *s = ws->s, *o = ws->o;
 	int64_t first, end, inner_lo, inner_hi;
 
 	/* Rows nq..nr are zero queries: their logits are 0, never turned
 	 * into weights, so they add nothing to the output. */
 	for (int64_t r = 0; r < nq; r++) {
-		FN(load_row)(f, &t->q, i0 + r, pos0 + r, 1.0, q + r * dk, 1);
+		FN(load_row)(f, &t->q, i0 + r, kpos + pos0 + r, 1.0, q + r * dk, 1);
 		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
 		((FT *)ws->m)[r] = -INFINITY;
 		((VEC *)ws->l)[r] = (VEC){ 0 };

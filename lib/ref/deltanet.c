@@ -535,3 +535,80 @@ lca_status REF(deltanet_chunked)(const lca_params *p, const int64_t *cu,
 	free(ws.block);
 	return LCA_OK;
 }
+
+/* ---- range summary (context parallelism) -------------------------------
+ *
+ * One token of the gated delta rule is an affine map of the state:
+ *   S' = exp(g) S + beta k (v - exp(g) S^T k)^T
+ *      = exp(g) (I - beta k k^T) S + beta k v^T,
+ * so T tokens compose to S -> A S + B with A [dk][dk] and B [dk][dv] per
+ * value head. A and B follow the rule's own steps: B is the state run
+ * from zero, and A the state of dk columns run from the identity with
+ * v = 0 (each column of S evolves alone). Written out here rather than
+ * through dn_token, which would also form the unused outputs.
+ */
+
+/* X = exp(g) X; X += k (beta (y - X^T k))^T for X [dk][n] and y [n], or
+ * y = 0 when y is NULL; w holds n values. */
+static void dn_affine_step(real *X, int64_t n, const real *k, const real *y,
+	real g, real beta, int64_t dk, real *w)
+{
+	real decay = exp(g);
+
+	FLOPS(1);
+	for (int64_t i = 0; i < dk * n; i++) {
+		X[i] *= decay;
+		FLOPS(1);
+	}
+	for (int64_t j = 0; j < n; j++) {
+		real sk = 0.0;
+
+		for (int64_t i = 0; i < dk; i++) {
+			sk += X[i * n + j] * k[i];
+			FLOPS(2);
+		}
+		w[j] = beta * ((y ? y[j] : (real)0.0) - sk);
+		FLOPS(2);
+	}
+	for (int64_t i = 0; i < dk; i++)
+		for (int64_t j = 0; j < n; j++) {
+			X[i * n + j] += k[i] * w[j];
+			FLOPS(2);
+		}
+}
+
+lca_status REF(deltanet_summary)(const lca_params *p, int64_t T,
+	const real *k, const real *v, const real *g, const real *beta,
+	real *A, real *B)
+{
+	const int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv;
+	int64_t len = 0;
+	real *work;
+
+	/* the prepared q and k, and w: dk, dk and max(dk, dv) */
+	if (!dn_add_size(&len, 3, dk) || !dn_add_size(&len, 1, dv))
+		return lcai_fail(LCA_ERR_NOMEM, "deltanet ref: summary workspace size overflows");
+	if (!(work = malloc((size_t)len * sizeof *work)))
+		return lcai_fail(LCA_ERR_NOMEM, "deltanet ref: cannot allocate %lld values",
+			(long long)len);
+	for (int64_t h = 0; h < H; h++) {
+		const int64_t hk = dn_qk_head(p, h);
+		real *a = A + h * dk * dk, *b = B + h * dk * dv;
+		real *qt = work, *kt = work + dk, *w = work + 2 * dk;
+
+		for (int64_t i = 0; i < dk * dk; i++)
+			a[i] = (real)(i / dk == i % dk);
+		memset(b, 0, (size_t)(dk * dv) * sizeof *b);
+		for (int64_t t = 0; t < T; t++) {
+			const real *kk = k + (t * Hk + hk) * dk;
+
+			/* q is not used: prepare k alongside a copy of itself */
+			dn_prepare_qk(p, kk, kk, qt, kt);
+			dn_affine_step(a, dk, kt, NULL, g[t * H + h], beta[t * H + h], dk, w);
+			dn_affine_step(b, dv, kt, v + (t * H + h) * dv, g[t * H + h],
+				beta[t * H + h], dk, w);
+		}
+	}
+	free(work);
+	return LCA_OK;
+}

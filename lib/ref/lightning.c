@@ -296,3 +296,28 @@ lca_status REF(lightning_blockwise)(const lca_params *p, const int64_t *cu,
 	free(pw);
 	return LCA_OK;
 }
+
+/* ---- range summary (context parallelism) -------------------------------
+ *
+ * T tokens of one sequence map a state S entering them, per head, to
+ *	S_T = lambda^T S + sum_t lambda^(T-1-t) k_t v_t^T,
+ * the decay a = lambda^T = exp(-slope T) (one exp, as decay_powers) and
+ * the contribution b: the recurrence run from S = 0, token by token.
+ */
+lca_status REF(lightning_summary)(const lca_params *p, int64_t T,
+	const real *k, const real *v, const real *slope, real *a, real *b)
+{
+	struct lt_dims d = lt_dims_of(p);
+	const size_t len = (size_t)d.dk * (size_t)d.dv;
+
+	for (int64_t h = 0; h < d.H; h++) {
+		real lambda = exp(-slope[h]), *S = b + (size_t)h * len;
+
+		a[h] = exp(-slope[h] * (real)T);
+		memset(S, 0, len * sizeof *S);
+		for (int64_t t = 0; t < T; t++)
+			state_update(S, lambda, k + ((size_t)t * d.H + h) * d.dk,
+				v + ((size_t)t * d.H + h) * d.dv, &d);
+	}
+	return LCA_OK;
+}

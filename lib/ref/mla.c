@@ -57,17 +57,14 @@ static void scratch_free(struct scratch *sc)
 
 /* Allocate the scratch of one path (absorbed != 0 picks which). Unused
  * members stay NULL. Returns LCA_ERR_NOMEM with everything freed. */
-static lca_status scratch_alloc(const lca_params *p, const int64_t *cu_k,
-	int64_t nseq, int absorbed, struct scratch *sc)
+static lca_status scratch_alloc(const lca_params *p, int64_t max_tk,
+	int absorbed, struct scratch *sc)
 {
 	const int64_t dqk = p->dn + p->dr;
-	int64_t max_tk = 0, nk, nv, nr;
+	int64_t nk, nv, nr;
 	int ok;
 
 	memset(sc, 0, sizeof *sc);
-	for (int64_t n = 0; n < nseq; n++)
-		if (cu_k[n + 1] - cu_k[n] > max_tk)
-			max_tk = cu_k[n + 1] - cu_k[n];
 	/* tk * (dn + dr) and tk * dv bound no input tensor: check them. */
 	if (!lcai_mul(max_tk, dqk, &nk) || !lcai_mul(max_tk, p->dv, &nv) ||
 	    !lcai_mul(max_tk, p->dr, &nr))
@@ -108,9 +105,10 @@ static real dot(const real *a, const real *b, int64_t n)
 /* ---- naive: decompress K and V of one head ---------------------------- */
 
 /* kh[s] = [w_uk[h] ckv[s] ; rope(k_rope[s])], vh[s] = w_uv[h] ckv[s] for the
- * tk keys of a sequence (ckv, k_rope point at its first token). */
+ * tk keys of a sequence (ckv, k_rope point at its first token; key s at
+ * position k0 + s). */
 static void decompress_head(const lca_params *p, int64_t h, const real *ckv,
-	const real *k_rope, int64_t tk, const real *w_uk,
+	const real *k_rope, int64_t k0, int64_t tk, const real *w_uk,
 	const real *w_uv, real *kh, real *vh)
 {
 	const int64_t dn = p->dn, dr = p->dr, dc = p->dc, dv = p->dv;
@@ -124,17 +122,18 @@ static void decompress_head(const lca_params *p, int64_t h, const real *ckv,
 			ks[j] = dot(wk + j * dc, c, dc);
 		memcpy(ks + dn, k_rope + s * dr, (size_t)dr * sizeof(real));
 		ref_rope(ks + dn, p->rope_dim, p->rope_style,
-			p->rope_theta, s);
+			p->rope_theta, k0 + s);
 		for (int64_t d = 0; d < dv; d++)
 			vh[s * dv + d] = dot(wv + d * dc, c, dc);
 	}
 }
 
-/* One query at position pq against the decompressed head in sc; returns its
- * log-sum-exp and writes orow (o = 0, -inf when every key is masked). */
+/* One query at position pq against the decompressed head in sc (key s at
+ * position k0 + s); returns its log-sum-exp and writes orow (o = 0, -inf
+ * when every key is masked). */
 static real naive_row(const lca_params *p, const real *qn,
-	const real *qrope, int64_t pq, int64_t tk, struct scratch *sc,
-	real *orow)
+	const real *qrope, int64_t pq, int64_t k0, int64_t tk,
+	struct scratch *sc, real *orow)
 {
 	const int64_t dn = p->dn, dr = p->dr, dqk = dn + dr;
 	int64_t lo, hi;
@@ -144,7 +143,7 @@ static real naive_row(const lca_params *p, const real *qn,
 	memcpy(sc->q + dn, qrope, (size_t)dr * sizeof(real));
 	ref_rope(sc->q + dn, p->rope_dim, p->rope_style, p->rope_theta, pq);
 
-	REF(key_range)(p, pq, tk, &lo, &hi);
+	REF(key_range)(p, pq - k0, tk, &lo, &hi);
 	for (int64_t s = lo; s < hi; s++) {
 		sc->logit[s - lo] = (real)p->scale * dot(sc->q, sc->kh + s * dqk, dqk);
 		FLOPS(1);
@@ -155,35 +154,75 @@ static real naive_row(const lca_params *p, const real *qn,
 	return l;
 }
 
+/* Longest key run of nseq sequences. */
+static int64_t max_len(const int64_t *cu, int64_t nseq)
+{
+	int64_t m = 0;
+
+	for (int64_t n = 0; n < nseq; n++)
+		if (cu[n + 1] - cu[n] > m)
+			m = cu[n + 1] - cu[n];
+	return m;
+}
+
+/* Every head of one sequence: queries from token q0 of the tensors, keys
+ * from k0, query i at position at->q + i, key s at at->k + s. */
+static void naive_seq(const lca_params *p, const struct lcai_pos *at,
+	int64_t q0, int64_t tq, int64_t k0, int64_t tk, const real *q_nope,
+	const real *q_rope, const real *ckv, const real *k_rope,
+	const real *w_uk, const real *w_uv, real *o, real *lse,
+	struct scratch *sc)
+{
+	const int64_t H = p->H, dn = p->dn, dr = p->dr, dc = p->dc, dv = p->dv;
+
+	for (int64_t h = 0; h < H; h++) {
+		decompress_head(p, h, ckv + k0 * dc, k_rope + k0 * dr, at->k, tk,
+			w_uk, w_uv, sc->kh, sc->vh);
+		for (int64_t i = 0; i < tq; i++) {
+			const int64_t t = (q0 + i) * H + h;
+			real l = naive_row(p, q_nope + t * dn, q_rope + t * dr,
+				at->q + i, at->k, tk, sc, o + t * dv);
+
+			if (lse)
+				lse[t] = l;
+		}
+	}
+}
+
 lca_status REF(mla_naive)(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const real *q_nope,
 	const real *q_rope, const real *ckv, const real *k_rope,
 	const real *w_uk, const real *w_uv, real *o, real *lse)
 {
-	const int64_t H = p->H, dn = p->dn, dr = p->dr, dc = p->dc, dv = p->dv;
 	struct scratch sc;
-	lca_status st = scratch_alloc(p, cu_k, nseq, 0, &sc);
+	lca_status st = scratch_alloc(p, max_len(cu_k, nseq), 0, &sc);
 
 	if (st != LCA_OK)
 		return st;
 	for (int64_t n = 0; n < nseq; n++) {
-		const int64_t q0 = cu_q[n], tq = cu_q[n + 1] - q0;
-		const int64_t k0 = cu_k[n], tk = cu_k[n + 1] - k0;
+		const int64_t tq = cu_q[n + 1] - cu_q[n], tk = cu_k[n + 1] - cu_k[n];
+		/* bottom-right alignment: the queries are the last tq of tk */
+		const struct lcai_pos at = { tk - tq, 0 };
 
-		for (int64_t h = 0; h < H; h++) {
-			decompress_head(p, h, ckv + k0 * dc, k_rope + k0 * dr, tk,
-				w_uk, w_uv, sc.kh, sc.vh);
-			for (int64_t i = 0; i < tq; i++) {
-				const int64_t t = (q0 + i) * H + h;
-				real l = naive_row(p, q_nope + t * dn,
-					q_rope + t * dr, tk - tq + i, tk, &sc,
-					o + t * dv);
-
-				if (lse)
-					lse[t] = l;
-			}
-		}
+		naive_seq(p, &at, cu_q[n], tq, cu_k[n], tk, q_nope, q_rope, ckv,
+			k_rope, w_uk, w_uv, o, lse, &sc);
 	}
+	scratch_free(&sc);
+	return LCA_OK;
+}
+
+lca_status REF(mla_naive_at)(const lca_params *p, const struct lcai_pos *at,
+	int64_t tq, int64_t tk, const real *q_nope, const real *q_rope,
+	const real *ckv, const real *k_rope, const real *w_uk,
+	const real *w_uv, real *o, real *lse)
+{
+	struct scratch sc;
+	lca_status st = scratch_alloc(p, tk, 0, &sc);
+
+	if (st != LCA_OK)
+		return st;
+	naive_seq(p, at, 0, tq, 0, tk, q_nope, q_rope, ckv, k_rope, w_uk, w_uv,
+		o, lse, &sc);
 	scratch_free(&sc);
 	return LCA_OK;
 }
@@ -197,7 +236,7 @@ lca_status REF(mla_naive)(const lca_params *p, const int64_t *cu_q,
  * q_nope . (w_uk[h] ckv[s]) = (w_uk[h]^T q_nope) . ckv[s]. Likewise
  * sum_s p_s w_uv[h] ckv[s] = w_uv[h] (sum_s p_s ckv[s]). */
 static real absorbed_row(const lca_params *p, int64_t h, const real *qn,
-	const real *qrope, int64_t pq, int64_t tk, const real *ckv,
+	const real *qrope, int64_t pq, int64_t k0, int64_t tk, const real *ckv,
 	const real *w_uk, const real *w_uv, struct scratch *sc,
 	real *orow)
 {
@@ -216,7 +255,7 @@ static real absorbed_row(const lca_params *p, int64_t h, const real *qn,
 	memcpy(sc->qr, qrope, (size_t)dr * sizeof(real));
 	ref_rope(sc->qr, p->rope_dim, p->rope_style, p->rope_theta, pq);
 
-	REF(key_range)(p, pq, tk, &lo, &hi);
+	REF(key_range)(p, pq - k0, tk, &lo, &hi);
 	for (int64_t s = lo; s < hi; s++) {
 		sc->logit[s - lo] = (real)p->scale * (dot(sc->q, ckv + s * dc, dc) +
 			dot(sc->qr, sc->kr + s * dr, dr));
@@ -230,40 +269,67 @@ static real absorbed_row(const lca_params *p, int64_t h, const real *qn,
 	return l;
 }
 
+/* Every head of one sequence, positions as for naive_seq. */
+static void absorbed_seq(const lca_params *p, const struct lcai_pos *at,
+	int64_t q0, int64_t tq, int64_t k0, int64_t tk, const real *q_nope,
+	const real *q_rope, const real *ckv, const real *k_rope,
+	const real *w_uk, const real *w_uv, real *o, real *lse,
+	struct scratch *sc)
+{
+	const int64_t H = p->H, dn = p->dn, dr = p->dr, dc = p->dc, dv = p->dv;
+
+	/* k_rope is shared by all heads: rotate it once per sequence. */
+	for (int64_t s = 0; s < tk; s++) {
+		real *dst = sc->kr + s * dr;
+
+		memcpy(dst, k_rope + (k0 + s) * dr, (size_t)dr * sizeof(real));
+		ref_rope(dst, p->rope_dim, p->rope_style, p->rope_theta, at->k + s);
+	}
+	for (int64_t h = 0; h < H; h++)
+		for (int64_t i = 0; i < tq; i++) {
+			const int64_t t = (q0 + i) * H + h;
+			real l = absorbed_row(p, h, q_nope + t * dn, q_rope + t * dr,
+				at->q + i, at->k, tk, ckv + k0 * dc, w_uk, w_uv, sc,
+				o + t * dv);
+
+			if (lse)
+				lse[t] = l;
+		}
+}
+
 lca_status REF(mla_absorbed)(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const real *q_nope,
 	const real *q_rope, const real *ckv, const real *k_rope,
 	const real *w_uk, const real *w_uv, real *o, real *lse)
 {
-	const int64_t H = p->H, dn = p->dn, dr = p->dr, dc = p->dc, dv = p->dv;
 	struct scratch sc;
-	lca_status st = scratch_alloc(p, cu_k, nseq, 1, &sc);
+	lca_status st = scratch_alloc(p, max_len(cu_k, nseq), 1, &sc);
 
 	if (st != LCA_OK)
 		return st;
 	for (int64_t n = 0; n < nseq; n++) {
-		const int64_t q0 = cu_q[n], tq = cu_q[n + 1] - q0;
-		const int64_t k0 = cu_k[n], tk = cu_k[n + 1] - k0;
+		const int64_t tq = cu_q[n + 1] - cu_q[n], tk = cu_k[n + 1] - cu_k[n];
+		const struct lcai_pos at = { tk - tq, 0 };
 
-		/* k_rope is shared by all heads: rotate it once per sequence. */
-		for (int64_t s = 0; s < tk; s++) {
-			real *dst = sc.kr + s * dr;
-
-			memcpy(dst, k_rope + (k0 + s) * dr, (size_t)dr * sizeof(real));
-			ref_rope(dst, p->rope_dim, p->rope_style,
-				p->rope_theta, s);
-		}
-		for (int64_t h = 0; h < H; h++)
-			for (int64_t i = 0; i < tq; i++) {
-				const int64_t t = (q0 + i) * H + h;
-				real l = absorbed_row(p, h, q_nope + t * dn,
-					q_rope + t * dr, tk - tq + i, tk,
-					ckv + k0 * dc, w_uk, w_uv, &sc, o + t * dv);
-
-				if (lse)
-					lse[t] = l;
-			}
+		absorbed_seq(p, &at, cu_q[n], tq, cu_k[n], tk, q_nope, q_rope, ckv,
+			k_rope, w_uk, w_uv, o, lse, &sc);
 	}
+	scratch_free(&sc);
+	return LCA_OK;
+}
+
+lca_status REF(mla_absorbed_at)(const lca_params *p,
+	const struct lcai_pos *at, int64_t tq, int64_t tk, const real *q_nope,
+	const real *q_rope, const real *ckv, const real *k_rope,
+	const real *w_uk, const real *w_uv, real *o, real *lse)
+{
+	struct scratch sc;
+	lca_status st = scratch_alloc(p, tk, 1, &sc);
+
+	if (st != LCA_OK)
+		return st;
+	absorbed_seq(p, at, 0, tq, 0, tk, q_nope, q_rope, ckv, k_rope, w_uk,
+		w_uv, o, lse, &sc);
 	scratch_free(&sc);
 	return LCA_OK;
 }

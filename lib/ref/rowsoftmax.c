@@ -17,6 +17,11 @@ void REF(key_range)(const lca_params *p, int64_t pq, int64_t tk,
 	 * and W as large as INT64_MAX. */
 	if (p->window > 0 && pq >= p->window)
 		a = pq - p->window + 1;
+	/* A window can end before the first key or, for a query far after
+	 * the keys (partial attention), start after the last: the empty
+	 * range then stays within [0, tk], where tiled kernels may index. */
+	if (a > tk)
+		a = tk;
 	if (b < a)
 		b = a;
 	*lo = a;

@@ -14,7 +14,8 @@
 /* Keys a query at position pq may see within a sequence of tk keys, as the
  * half-open range [*lo, *hi) of key positions. Causal keeps pos_k <= pq; a
  * window W > 0 keeps 0 <= pq - pos_k < W. pq may be negative (more queries
- * than keys), in which case a causal row is empty: *lo >= *hi. */
+ * than keys), in which case a causal row is empty: *lo >= *hi. Always
+ * 0 <= *lo <= *hi <= tk. */
 void REF(key_range)(const lca_params *p, int64_t pq, int64_t tk,
 	int64_t *lo, int64_t *hi);
 
