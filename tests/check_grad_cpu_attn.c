@@ -316,13 +316,26 @@ static const struct cfg softmax_cases[] = {
 	SM(.name = "varlen-empty", .Tq = 180, .Tk = 180, .H = 4, .Hkv = 2,
 		.dk = 32, .dv = 32, .causal = 1, .rope_dim = LCA_ROPE_FULL,
 		.style = LCA_ROPE_INTERLEAVED, .cu = cu_empty, .nseq = 4),
-	/* logits reach +-80: q of sd 22 against keys of sd 1, dk = 32 */
-	SM(.name = "logits80", .Tq = 90, .Tk = 90, .H = 2, .Hkv = 2, .dk = 32,
-		.dv = 32, .causal = 1, .qsd = 22),
 	/* several full tiles at the engine's head size */
 	SM(.name = "t300-d128", .Tq = 300, .Tk = 300, .H = 2, .Hkv = 2,
 		.dk = 128, .dv = 128, .causal = 1),
 };
+
+/* Logits reach +-80: q of sd 22 against keys of sd 1, dk = 32. A row
+ * whose weight rounds to 1 on one key has dS of that key a difference of
+ * nearly equal numbers, where the float32 reference's rounding cancels and
+ * FlashAttention-2's D = rowsum(dout * o) does not (lca_softmax_backward(3)
+ * CAVEATS): measured up to 2.04 times the float32 reference's error over
+ * 160 seeds, so held to the 4 the page states, not to the rule's 2. */
+static const struct cfg softmax_extreme =
+	SM(.name = "logits80", .Tq = 90, .Tk = 90, .H = 2, .Hkv = 2, .dk = 32,
+		.dv = 32, .causal = 1, .qsd = 22);
+
+START_TEST(test_softmax_extreme_logits_within_caveat)
+{
+	check_case_within(&softmax_extreme, 4.0);
+}
+END_TEST
 
 START_TEST(test_softmax_cpu_matches_ref)
 {
@@ -333,7 +346,7 @@ END_TEST
 START_TEST(test_softmax_logits_reach_80)
 {
 	/* the extreme case really is extreme: some logit beyond 60 */
-	const struct cfg *c = &softmax_cases[6];
+	const struct cfg *c = &softmax_extreme;
 	struct prob pb;
 	double m = 0;
 
@@ -398,9 +411,11 @@ static const struct cfg mla_cases[] = {
 		.Tk = 31, .H = 3, .dn = 12, .dr = 8, .dc = 40, .dv = 20,
 		.causal = 1, .window = 6, .rope_dim = LCA_ROPE_FULL,
 		.cu = cu_mla_short, .nseq = 4),
+	/* one token: P = 1 and dS = 0, so the query gradients, dk_rope and
+	 * dw_uk are 0 exactly */
 	MLA(.name = "mla-absorbed-t1", .algo = LCA_ALGO_ABSORBED, .Tq = 1,
 		.Tk = 1, .H = 2, .dn = 8, .dr = 8, .dc = 16, .dv = 8, .causal = 1,
-		.rope_dim = LCA_ROPE_FULL, .zero = 3 | 1u << 4),
+		.rope_dim = LCA_ROPE_FULL, .zero = 3 | 1u << 3 | 1u << 4),
 	MLA(.name = "mla-absorbed-cross", .algo = LCA_ALGO_ABSORBED, .Tq = 20,
 		.Tk = 75, .H = 3, .dn = 16, .dr = 8, .dc = 24, .dv = 40,
 		.rope_dim = 4),
@@ -488,6 +503,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_softmax_cpu_matches_ref, 0,
 		(int)(sizeof softmax_cases / sizeof softmax_cases[0]));
 	tcase_add_test(tc, test_softmax_logits_reach_80);
+	tcase_add_test(tc, test_softmax_extreme_logits_within_caveat);
 	tcase_add_test(tc, test_softmax_threads_bitwise);
 	suite_add_tcase(s, tc);
 	tc = tu_tcase("mla");
