@@ -327,7 +327,7 @@ static const struct cfg softmax_cases[] = {
  * nearly equal numbers, where the float32 reference's rounding cancels and
  * FlashAttention-2's D = rowsum(dout * o) does not (lca_softmax_backward(3)
  * CAVEATS). The float32 reference's own error then varies a lot from
- * seed to seed while the cpu's stays near 3e-6 (at most 4.3e-6 over 160
+ * seed to seed while the cpu's stays near 3e-6 (at most 5.8e-6 over 200
  * seeds, up to 2.04 times the reference's), so the page states an
  * absolute bound, 1e-5, where the rule has its floor of 1e-6. */
 static const struct cfg softmax_extreme =
