@@ -6,7 +6,8 @@
  * give a valid plan and reach the kernels) and call sizes; then
  * lca_plan_create, one forward call, and a cache create, two steps and a
  * save/load round trip, every tensor allocated to exactly what the plan
- * and sizes imply. The library must return a status for each call, a
+ * and sizes imply, and the backward call of another forward-shaped call.
+ * The library must return a status for each call, a
  * failed call must leave its outputs alone (lcattn.h), and AddressSanitizer
  * and UBSan watch everything else.
  */
@@ -135,6 +136,29 @@ static lca_status forward(const lca_plan *plan, const struct fz_call *c,
 	}
 }
 
+static lca_status backward(const lca_plan *plan, const struct fz_call *c,
+	const int64_t *cu, int64_t nseq)
+{
+	switch (c->p.variant) {
+	case LCA_SOFTMAX:
+		return lca_softmax_backward(plan, c->Tq, c->Tk, D("q"), D("k"), D("v"),
+			cu, nseq, D("do"), D("dq"), D("dk"), D("dv"));
+	case LCA_MLA:
+		return lca_mla_backward(plan, c->Tq, c->Tk, D("q_nope"), D("q_rope"),
+			D("ckv"), D("k_rope"), D("w_uk"), D("w_uv"), cu, nseq, D("do"),
+			D("dq_nope"), D("dq_rope"), D("dckv"), D("dk_rope"), D("dw_uk"),
+			D("dw_uv"));
+	case LCA_DELTANET:
+		return lca_deltanet_backward(plan, c->Tq, D("q"), D("k"), D("v"),
+			D("g"), D("beta"), cu, nseq, D("state0"), D("do"), D("dstate"),
+			D("dq"), D("dk"), D("dv"), D("dg"), D("dbeta"), D("dstate0"));
+	default:
+		return lca_lightning_backward(plan, c->Tq, D("q"), D("k"), D("v"),
+			D("slope"), cu, nseq, D("state0"), D("do"), D("dstate"), D("dq"),
+			D("dk"), D("dv"), D("dstate0"));
+	}
+}
+
 static lca_status step(const lca_plan *plan, lca_cache *cache,
 	const struct fz_call *c, const int64_t *cu)
 {
@@ -195,12 +219,12 @@ static void expect_unchanged(const lca_cache *cache, const unsigned char *before
 	free(after);
 }
 
-/* Run one call (forward when cache is NULL, else a step) with sizes Tq,
- * Tk over nseq sequences, decoded from in. */
+/* Run one call (forward, or backward with bwd, when cache is NULL, else a
+ * step) with sizes Tq, Tk over nseq sequences, decoded from in. */
 static void run_call(const lca_plan *plan, const lca_params *p, lca_cache *cache,
-	int64_t cache_nseq, struct fz_in *in)
+	int64_t cache_nseq, int bwd, struct fz_in *in)
 {
-	struct fz_call c = { .p = *p, .step = cache != NULL };
+	struct fz_call c = { .p = *p, .step = cache != NULL, .backward = bwd };
 	int64_t nseq = cache ? cache_nseq : fz_size(in), *cu = NULL;
 	int use_cu = cache ? cache_nseq > 1 || fz_u8(in) < 32 : fz_u8(in) < 96;
 	lca_status s;
@@ -218,7 +242,8 @@ static void run_call(const lca_plan *plan, const lca_params *p, lca_cache *cache
 		unsigned char *before = saved(cache, &n);
 
 		maybe_null(in, &c);
-		s = cache ? step(plan, cache, &c, cu) : forward(plan, &c, cu, nseq);
+		s = cache ? step(plan, cache, &c, cu) : bwd ? backward(plan, &c, cu, nseq) :
+			forward(plan, &c, cu, nseq);
 		check_status(s);
 		if (s != LCA_OK && s != LCA_ERR_NOMEM) {
 			expect(fz_outputs_untouched(&c), "a failed call wrote an output", s);
@@ -270,7 +295,7 @@ static void run_cache(const lca_plan *plan, const lca_params *p, struct fz_in *i
 	if (s)
 		return;
 	for (int i = 0; i < 2; i++)
-		run_call(plan, p, cache, nseq, in);
+		run_call(plan, p, cache, nseq, 0, in);
 	round_trip(cache);
 	check_status(lca_cache_reset(cache));
 	lca_cache_destroy(cache);
@@ -294,8 +319,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_status(s = lca_plan_params(plan, &resolved));
 	expect(s == LCA_OK, "lca_plan_params of a valid plan", s);
 	check_status(lca_plan_cost(plan, (lca_phase)(fz_u8(&in) % 4), fz_size(&in), &cost));
-	run_call(plan, &resolved, NULL, 0, &in);
+	run_call(plan, &resolved, NULL, 0, 0, &in);
 	run_cache(plan, &resolved, &in);
+	run_call(plan, &resolved, NULL, 0, 1, &in);
 	lca_plan_destroy(plan);
 	return 0;
 }

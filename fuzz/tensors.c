@@ -40,6 +40,45 @@ static void layout_states(struct fz_call *c)
 	add(c, "state", 1, count(c->N, p->H, p->dk, p->dv));
 }
 
+/* The gradient of input name (lcattn.h's argument names), or NULL for
+ * an input with none (lightning's slopes). */
+static const char *grad_name(const char *name)
+{
+	static const char *const map[][2] = {
+		{ "q", "dq" }, { "k", "dk" }, { "v", "dv" }, { "g", "dg" },
+		{ "beta", "dbeta" }, { "state0", "dstate0" }, { "q_nope", "dq_nope" },
+		{ "q_rope", "dq_rope" }, { "ckv", "dckv" }, { "k_rope", "dk_rope" },
+		{ "w_uk", "dw_uk" }, { "w_uv", "dw_uv" },
+	};
+
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (strcmp(map[i][0], name) == 0)
+			return map[i][1];
+	return NULL;
+}
+
+/* The backward call's tensors from the forward's: its inputs, do shaped
+ * like o, dstate like state, then one gradient per input that has one. */
+static void layout_backward(struct fz_call *c)
+{
+	struct fz_tensor fwd[FZ_MAX_TENSORS];
+	int n = c->nt;
+
+	memcpy(fwd, c->t, sizeof fwd);
+	c->nt = 0;
+	for (int i = 0; i < n; i++)
+		if (!fwd[i].output)
+			add(c, fwd[i].name, 0, fwd[i].n);
+	for (int i = 0; i < n; i++)
+		if (strcmp(fwd[i].name, "o") == 0)
+			add(c, "do", 0, fwd[i].n);
+		else if (strcmp(fwd[i].name, "state") == 0)
+			add(c, "dstate", 0, fwd[i].n);
+	for (int i = 0; i < n; i++)
+		if (!fwd[i].output && grad_name(fwd[i].name))
+			add(c, grad_name(fwd[i].name), 1, fwd[i].n);
+}
+
 void fz_layout(struct fz_call *c)
 {
 	const lca_params *p = &c->p;
@@ -82,6 +121,8 @@ void fz_layout(struct fz_call *c)
 		layout_states(c);
 		break;
 	}
+	if (c->backward)
+		layout_backward(c);
 }
 
 static size_t elt(lca_dtype t)
@@ -124,22 +165,33 @@ static void fill(void *data, int64_t n, lca_dtype t, int sign, struct fz_in *in)
 	}
 }
 
+/* Bytes of an element of tensor t: bf16 plans keep their states in
+ * float32 (lcattn.h), and bf16 and unknown dtypes otherwise size by the
+ * widest element, so an out-of-domain dtype cannot make the library read
+ * past a buffer. */
+static size_t tensor_elt(const struct fz_call *c, const struct fz_tensor *t)
+{
+	if (c->p.dtype == LCA_BF16 && strstr(t->name, "state"))
+		return 4;
+	return c->p.dtype == LCA_F32 || c->p.dtype == LCA_BF16 ? elt(c->p.dtype) : 8;
+}
+
 int fz_alloc(struct fz_call *c, struct fz_in *in)
 {
-	/* bf16 and unknown dtypes: size by the widest element, so an
-	 * out-of-domain dtype cannot make the library read past a buffer. */
-	size_t e = c->p.dtype == LCA_F32 || c->p.dtype == LCA_BF16 ? elt(c->p.dtype) : 8;
 	int64_t total = 0;
 
 	for (int i = 0; i < c->nt; i++) {
-		if (c->t[i].n > FZ_MAX_BYTES / (int64_t)e)
+		const int64_t e = (int64_t)tensor_elt(c, &c->t[i]);
+
+		if (c->t[i].n > FZ_MAX_BYTES / e)
 			return -1;
-		total += c->t[i].n > 0 ? c->t[i].n : 0;
+		total += c->t[i].n > 0 ? c->t[i].n * e : 0;
 	}
-	if (total > FZ_MAX_BYTES / (int64_t)e)
+	if (total > FZ_MAX_BYTES)
 		return -1;
 	for (int i = 0; i < c->nt; i++) {
 		struct fz_tensor *t = &c->t[i];
+		const size_t e = tensor_elt(c, t);
 		size_t bytes = t->n > 0 ? (size_t)t->n * e : 1;
 
 		if (!(t->data = malloc(bytes))) {
@@ -148,18 +200,17 @@ int fz_alloc(struct fz_call *c, struct fz_in *in)
 		}
 		memset(t->data, SENTINEL, bytes);
 		if (!t->output && t->n > 0)
-			fill(t->data, t->n, c->p.dtype, c->raw_signs ? 0 : t->sign, in);
+			fill(t->data, t->n, e == 4 && c->p.dtype == LCA_BF16 ? LCA_F32 :
+				c->p.dtype, c->raw_signs ? 0 : t->sign, in);
 	}
 	return 0;
 }
 
 int fz_outputs_untouched(const struct fz_call *c)
 {
-	size_t e = c->p.dtype == LCA_F32 || c->p.dtype == LCA_BF16 ? elt(c->p.dtype) : 8;
-
 	for (int i = 0; i < c->nt; i++) {
 		const unsigned char *d = c->t[i].data;
-		size_t bytes = c->t[i].n > 0 ? (size_t)c->t[i].n * e : 1;
+		size_t bytes = c->t[i].n > 0 ? (size_t)c->t[i].n * tensor_elt(c, &c->t[i]) : 1;
 
 		if (!c->t[i].output || !d)
 			continue;

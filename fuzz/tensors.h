@@ -10,7 +10,7 @@
 #include "bytes.h"
 #include "lcattn.h"
 
-#define FZ_MAX_TENSORS 9
+#define FZ_MAX_TENSORS 16
 
 /* Largest call the fuzzer runs: bigger ones are skipped, not refused,
  * since the library may rightly accept them (a fuzz input must stay fast). */
@@ -28,12 +28,15 @@ struct fz_call {
 	lca_params p;  /* the plan's resolved parameters */
 	int64_t Tq, Tk, N; /* N: sequences of the states (deltanet, lightning) */
 	int step;      /* a cache step: no state0/state, mla keeps weights */
+	int backward;  /* the backward call: the forward's inputs, do (and
+	                  dstate), a gradient per floating input */
 	int raw_signs; /* fill g and slope ignoring their sign rule */
 	struct fz_tensor t[FZ_MAX_TENSORS];
 	int nt;
 };
 
-/* Name and size every tensor of the call (c->p, Tq, Tk, N, step set). */
+/* Name and size every tensor of the call (c->p, Tq, Tk, N, step and
+ * backward set). */
 void fz_layout(struct fz_call *c);
 
 /* Allocate every tensor and fill inputs from the value stream `in`,
