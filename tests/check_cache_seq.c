@@ -5,6 +5,8 @@
  * four mechanisms (_i = variant * NCONF + conf):
  *   - after any per-sequence call the other sequences give the bits of a
  *     cache that never saw it;
+ *   - requests admitted into and retired from a pool of slots while others
+ *     run (continuous batching) give the bits of a cache each;
  *   - fork then diverge gives the bits of two independent caches;
  *   - truncate then replay, and restore then replay, give the bits of a
  *     cache that never went back;
@@ -20,6 +22,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,6 +280,89 @@ START_TEST(test_untouched_sequences_are_bit_identical)
 			free(ob[n]);
 		}
 	}
+	rig_free(&r);
+}
+END_TEST
+
+/* ---- continuous batching ----------------------------------------------------- */
+
+enum { NREQ = 5 };
+/* Request r: a prompt then single tokens, case r % NCASE from token 0. */
+static const int64_t req_prompt[NREQ] = { 7, 1, 12, 3, 5 }, req_total[NREQ] = { 12, 9, 15, 4, 10 };
+
+/* One request alone in a one-sequence cache, stepped as the pool steps it:
+ * the prompt, then one token at a time. */
+static void run_alone(const struct rig *r, int q, void *o)
+{
+	lca_cache *c = new_cache(r, 1);
+	void *out[1] = { o };
+
+	for (int64_t t = 0; t < req_total[q];) {
+		int64_t n = t == 0 ? req_prompt[q] : 1;
+		const struct feed f = { q % NCASE, t, n };
+
+		must_step(r, c, 1, &f, out);
+		t += n;
+	}
+	lca_cache_destroy(c);
+}
+
+/* Five requests through a pool of 3 slots: admitted when a slot is free,
+ * prefilled in the same step as the others decode, retired when done.
+ * Each request's outputs are those of a cache of its own, bit for bit. */
+START_TEST(test_continuous_batching_equals_one_cache_per_request)
+{
+	struct rig r;
+	lca_cache *c;
+	void *o[NREQ], *alone;
+	int owner[3] = { -1, -1, -1 }, next = 0, done = 0;
+	int64_t at[NREQ] = { 0 }, slot;
+
+	rig_init(&r, _i);
+	c = new_cache(&r, 3);
+	for (int n = 0; n < 3; n++)
+		tu_assert_ok(lca_cache_retire(c, n));
+	for (int q = 0; q < NREQ; q++)
+		o[q] = outbuf(&r);
+	while (done < NREQ) {
+		struct feed f[3];
+		void *out[3];
+
+		while (next < NREQ && lca_cache_admit(c, &slot) == LCA_OK)
+			owner[slot] = next++;
+		for (int n = 0; n < 3; n++) {
+			int q = owner[n];
+
+			f[n].src = q < 0 ? 0 : q % NCASE;
+			f[n].at = q < 0 ? 0 : at[q];
+			f[n].cnt = q < 0 ? 0 : at[q] == 0 ? req_prompt[q] : 1;
+			out[n] = q < 0 ? NULL : o[q];
+		}
+		must_step(&r, c, 3, f, out);
+		for (int n = 0; n < 3; n++) {
+			int q = owner[n];
+
+			if (q < 0)
+				continue;
+			at[q] += f[n].cnt;
+			if (at[q] == req_total[q]) {
+				tu_assert_ok(lca_cache_retire(c, n));
+				owner[n] = -1;
+				done++;
+			}
+		}
+	}
+	alone = outbuf(&r);
+	for (int q = 0; q < NREQ; q++) {
+		char what[64];
+
+		run_alone(&r, q, alone);
+		snprintf(what, sizeof what, "request %d", q);
+		assert_same_rows(&r, o[q], alone, 0, req_total[q], what);
+		free(o[q]);
+	}
+	free(alone);
+	lca_cache_destroy(c);
 	rig_free(&r);
 }
 END_TEST
@@ -819,6 +905,7 @@ static Suite *cache_seq_suite(void)
 	const int all = 4 * NCONF, linear = 2 * NCONF;
 
 	tcase_add_loop_test(tc, test_untouched_sequences_are_bit_identical, 0, all);
+	tcase_add_loop_test(tc, test_continuous_batching_equals_one_cache_per_request, 0, all);
 	tcase_add_loop_test(tc, test_fork_then_diverge_equals_two_independent_caches, 0, all);
 	tcase_add_loop_test(tc, test_truncate_then_replay_equals_never_truncated, 0, all);
 	tcase_add_loop_test(tc, test_restore_then_replay_equals_original, 0, all);
