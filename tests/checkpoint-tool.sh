@@ -121,6 +121,24 @@ expect 2 "raw deltanet whose states outgrow the file" "fit" -- \
 	"$tool" checkpoint verify "$tmp/flip.raw"
 flip "$tmp/deltanet-f64.raw" 55 "$tmp/flip.raw"   # H, high byte: negative
 expect 2 "raw with a negative H" "plan" -- "$tool" checkpoint verify "$tmp/flip.raw"
+# every byte of the header and the lengths, flipped in turn: the values
+# used before the checksum is checked (sizes, nseq, capacity) never crash
+# or allocate wildly; verify refuses each file, info shows or refuses it
+dn="$tmp/deltanet-f32.raw"
+at=0
+while [ $at -lt 136 ]; do
+	flip "$dn" $at "$tmp/flip.raw"
+	expect 2 "raw deltanet with header byte $at flipped" "." -- \
+		"$tool" checkpoint verify "$tmp/flip.raw"
+	n=$((n + 1))
+	timeout 60 "$tool" checkpoint info "$tmp/flip.raw" >/dev/null 2>"$tmp/err"
+	rc=$?
+	if [ $rc -ne 0 ] && { [ $rc -ne 2 ] || [ "$(wc -l <"$tmp/err")" -ne 1 ]; }; then
+		fail "info of raw deltanet with header byte $at flipped: exit $rc"
+		cat "$tmp/err"
+	fi
+	at=$((at + 1))
+done
 cat "$sm" "$sm" >"$tmp/twice.raw"
 expect 2 "raw with bytes appended" "extended" -- "$tool" checkpoint verify "$tmp/twice.raw"
 
