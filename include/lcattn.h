@@ -476,7 +476,8 @@ LCA_API lca_status lca_cache_set_state(lca_cache *cache, int64_t seq,
 
 /* A snapshot of one sequence, to go back to it (speculative decoding).
  * softmax, mla: the length (O(1)); restoring truncates the same sequence
- * of the same cache to it, refused once the sequence lost tokens since
+ * of the same cache to it (O(1), where lca_cache_truncate makes a pass over
+ * the tokens kept), refused once the sequence lost tokens since
  * (truncate, restore, reset...: take a new snapshot after a restore).
  * deltanet, lightning: a copy of the state, H dk dv elements; restoring
  * copies it back into any sequence of a cache of the same variant, dtype

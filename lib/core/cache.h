@@ -83,6 +83,8 @@ struct lca_snapshot {
 	int64_t seq;          /* belongs to, and the epoch */
 	uint64_t epoch;
 	int64_t len;
+	double amax[2];       /* softmax, mla: the sequence's amax then, exact
+	                         again once it is cut back to len */
 	size_t bytes;         /* of state */
 	void *state;          /* deltanet, lightning: [H][dk][dv] */
 };

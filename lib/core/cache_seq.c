@@ -117,13 +117,22 @@ lca_status lca_cache_admit(lca_cache *cache, int64_t *seq)
 
 /* ---- softmax, mla: truncate ------------------------------------------------ */
 
-/* Keep the first n tokens of live sequence seq (n <= its length). */
-static void cut(lca_cache *c, int64_t seq, int64_t n)
+/* Keep the first n tokens of live sequence seq (n <= its length). The
+ * magnitudes of the kept tokens are amax when given (a snapshot's: O(1)),
+ * else found by a pass over them. */
+static void cut(lca_cache *c, int64_t seq, int64_t n, const double *amax)
 {
-	if (n == c->seq[seq].len)
+	struct lcai_cache_seq *s = &c->seq[seq];
+
+	if (n == s->len)
 		return;
-	c->seq[seq].len = n;
-	lcai_cache_rescan_seq(c, seq);
+	s->len = n;
+	if (amax) {
+		s->amax[0] = amax[0];
+		s->amax[1] = amax[1];
+	} else {
+		lcai_cache_rescan_seq(c, seq);
+	}
 	lcai_cache_bump(c, seq);
 }
 
@@ -139,7 +148,7 @@ lca_status lca_cache_truncate(lca_cache *cache, int64_t seq, int64_t n)
 		return lcai_fail(LCA_ERR_ARG, "%s: n = %lld is outside [0, %lld], the length of "
 			"sequence %lld", fn, (long long)n, (long long)cache->seq[seq].len,
 			(long long)seq);
-	cut(cache, seq, n);
+	cut(cache, seq, n, NULL);
 	return LCA_OK;
 }
 
@@ -272,6 +281,8 @@ lca_status lca_cache_snapshot(const lca_cache *cache, int64_t seq, lca_snapshot 
 	x->seq = seq;
 	x->epoch = cache->seq[seq].epoch;
 	x->len = cache->seq[seq].len;
+	x->amax[0] = cache->seq[seq].amax[0];
+	x->amax[1] = cache->seq[seq].amax[1];
 	if (cache->state) {
 		x->bytes = (size_t)cache->nstate * cache->elt;
 		if (!(x->state = malloc(x->bytes))) {
@@ -327,7 +338,7 @@ lca_status lca_cache_restore(lca_cache *cache, int64_t seq, const lca_snapshot *
 	if ((s = check_snapshot(fn, cache, seq, snap)))
 		return s;
 	if (lcai_cache_has_kv(cache->p.variant)) {
-		cut(cache, seq, snap->len);
+		cut(cache, seq, snap->len, snap->amax);
 		return LCA_OK;
 	}
 	memcpy(lcai_cache_state(cache, seq), snap->state, snap->bytes);
