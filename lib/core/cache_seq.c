@@ -42,14 +42,14 @@ static lca_status check_seq(const char *fn, const lca_cache *c, const char *name
 /* The calls that make sense for one kind of cache only. */
 static lca_status check_kind(const char *fn, const lca_cache *c, int want_kv)
 {
-	static const char *const names[] = { "softmax", "mla", "deltanet", "lightning" };
+	static const char *const names[] = { "a softmax", "an mla", "a deltanet", "a lightning" };
 
 	if (lcai_cache_has_kv(c->p.variant) == want_kv)
 		return LCA_OK;
 	return lcai_fail(LCA_ERR_UNSUPPORTED, want_kv ?
-		"%s: a %s cache keeps a state, not tokens: use lca_cache_snapshot() and "
+		"%s: %s cache keeps a state, not tokens: use lca_cache_snapshot() and "
 		"lca_cache_restore() to go back" :
-		"%s: a %s cache keeps keys and values, not a state", fn,
+		"%s: %s cache keeps keys and values, not a state", fn,
 		names[c->p.variant]);
 }
 
@@ -111,8 +111,8 @@ lca_status lca_cache_admit(lca_cache *cache, int64_t *seq)
 			return LCA_OK;
 		}
 	return lcai_fail(LCA_ERR_CAPACITY,
-		"%s: all %lld slots hold live sequences (retire one first)", fn,
-		(long long)cache->nseq);
+		"%s: every slot holds a live sequence (%lld of %lld; retire one first)", fn,
+		(long long)cache->nseq, (long long)cache->nseq);
 }
 
 /* ---- softmax, mla: truncate ------------------------------------------------ */
