@@ -4,10 +4,11 @@
  * The input is decoded into lca_params fields (each one kept at its
  * lca_params_init() default unless the input overrides it, so most inputs
  * give a valid plan and reach the kernels) and call sizes; then
- * lca_plan_create, one forward call, and a cache create, two steps and a
- * save/load round trip, every tensor allocated to exactly what the plan
- * and sizes imply, and the backward call of another forward-shaped call.
- * The library must return a status for each call, a
+ * lca_plan_create, one forward call, and a cache create, a step, a few
+ * per-sequence calls (ids in range or not), a step and a save/load round
+ * trip, every tensor allocated to exactly what the plan and sizes imply,
+ * and the backward call of another forward-shaped call. The library must
+ * return a status for each call, a
  * failed call must leave its outputs alone (lcattn.h), and AddressSanitizer
  * and UBSan watch everything else.
  */
@@ -206,7 +207,7 @@ static unsigned char *saved(const lca_cache *cache, size_t *n)
 	return NULL;
 }
 
-/* A failed step leaves the cache as it was (lca_cache_create(3)). */
+/* A failed call leaves the cache as it was (lca_cache_create(3)). */
 static void expect_unchanged(const lca_cache *cache, const unsigned char *before,
 	size_t n, lca_status s)
 {
@@ -215,7 +216,7 @@ static void expect_unchanged(const lca_cache *cache, const unsigned char *before
 
 	if (before && after)
 		expect(m == n && memcmp(before, after, n) == 0,
-			"a failed step changed the cache", s);
+			"a failed call changed the cache", s);
 	free(after);
 }
 
@@ -281,6 +282,75 @@ static void round_trip(lca_cache *cache)
 	free(b);
 }
 
+/* The state argument of get/set_state: H dk dv elements of the plan's
+ * dtype (what a deltanet or lightning cache wants), or NULL when too big. */
+static void *state_buf(const lca_params *p)
+{
+	int64_t n;
+
+	if (p->H < 1 || p->dk < 1 || p->dv < 1 || p->H > FZ_MAX_BYTES / p->dk ||
+	    p->H * p->dk > FZ_MAX_BYTES / p->dv || (n = p->H * p->dk * p->dv) > FZ_MAX_BYTES / 8)
+		return NULL;
+	return calloc((size_t)n, 8);
+}
+
+/* One per-sequence call, ids from the input (in range or not). */
+static lca_status seq_op(lca_cache *cache, const lca_params *p, int64_t nseq,
+	lca_snapshot **snap, struct fz_in *in)
+{
+	int op = fz_u8(in) % 9;
+	int64_t a = (int64_t)(fz_u8(in) % (nseq + 2)) - 1;
+	int64_t b = (int64_t)(fz_u8(in) % (nseq + 2)) - 1, got;
+	void *st;
+	lca_status s;
+
+	switch (op) {
+	case 0:
+		return lca_cache_reset_seq(cache, a);
+	case 1:
+		return lca_cache_retire(cache, a);
+	case 2:
+		return lca_cache_admit(cache, &got);
+	case 3:
+		return lca_cache_truncate(cache, a, fz_size(in));
+	case 4:
+		return lca_cache_fork(cache, a, b);
+	case 5:
+	case 6:
+		st = state_buf(p);
+		s = op == 5 ? lca_cache_get_state(cache, a, st) :
+			lca_cache_set_state(cache, a, st, fz_size(in));
+		free(st);
+		return s;
+	case 7:
+		lca_snapshot_destroy(*snap);
+		return lca_cache_snapshot(cache, a, snap);
+	default:
+		return lca_cache_restore(cache, a, *snap);
+	}
+}
+
+/* A few per-sequence calls: each answers a valid status, and a refused
+ * one leaves the cache as it was. */
+static void run_seq_ops(lca_cache *cache, const lca_params *p, int64_t nseq,
+	struct fz_in *in)
+{
+	lca_snapshot *snap = NULL;
+	int nops = fz_u8(in) % 6;
+
+	for (int i = 0; i < nops; i++) {
+		size_t n = 0;
+		unsigned char *before = saved(cache, &n);
+		lca_status s = seq_op(cache, p, nseq, &snap, in);
+
+		check_status(s);
+		if (s != LCA_OK && s != LCA_ERR_NOMEM)
+			expect_unchanged(cache, before, n, s);
+		free(before);
+	}
+	lca_snapshot_destroy(snap);
+}
+
 static void run_cache(const lca_plan *plan, const lca_params *p, struct fz_in *in)
 {
 	int64_t nseq = fz_size(in), cap = fz_size(in), per_token, per_seq;
@@ -294,8 +364,9 @@ static void run_cache(const lca_plan *plan, const lca_params *p, struct fz_in *i
 	check_status(s = lca_cache_create(plan, nseq, cap, &cache));
 	if (s)
 		return;
-	for (int i = 0; i < 2; i++)
-		run_call(plan, p, cache, nseq, 0, in);
+	run_call(plan, p, cache, nseq, 0, in);
+	run_seq_ops(cache, p, nseq, in);
+	run_call(plan, p, cache, nseq, 0, in);
 	round_trip(cache);
 	check_status(lca_cache_reset(cache));
 	lca_cache_destroy(cache);

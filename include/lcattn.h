@@ -370,11 +370,12 @@ LCA_API lca_status lca_lightning_backward(const lca_plan *plan, int64_t T,
  *              numbers per token, shared by all heads)
  *   deltanet:  one state [H][dk][dv]
  *   lightning: one state [H][dk][dv]
- * A cache holds nseq independent sequences. Storage is in the plan's dtype
- * (states of a f32 plan in f32); it grows on demand up to `capacity` tokens
- * per sequence. Any plan of the same variant, backend, dtype and sizes may
- * drive a cache (see the step calls); a cache is not thread-safe: one
- * writer at a time.
+ * A cache holds nseq independent sequences, in nseq slots fixed at
+ * creation. Storage is in the plan's dtype (states of a f32 plan in f32);
+ * it grows on demand up to `capacity` tokens per sequence. Any plan of the
+ * same variant, backend, dtype, sizes and numbers (scale, causal, window,
+ * RoPE, qk_l2norm) may drive a cache (see the step calls); a cache is not
+ * thread-safe: one writer at a time.
  */
 typedef struct lca_cache lca_cache;
 
@@ -390,10 +391,12 @@ LCA_API lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
 /* Free a cache; NULL is a no-op. */
 LCA_API void lca_cache_destroy(lca_cache *cache);
 
-/* Empty every sequence (length 0, states zero); keeps the allocation. */
+/* Empty every sequence (length 0, states zero); keeps the allocation;
+ * retired slots become live again, as at creation. */
 LCA_API lca_status lca_cache_reset(lca_cache *cache);
 
-/* *len receives the number of tokens sequence seq has seen. */
+/* *len receives the number of tokens sequence seq has seen (LCA_ERR_ARG
+ * for a retired slot). */
 LCA_API lca_status lca_cache_len(const lca_cache *cache, int64_t seq,
 	int64_t *len);
 
@@ -420,9 +423,12 @@ LCA_API lca_status lca_plan_cache_cost(const lca_plan *plan,
  * the same outputs as one forward call over the whole sequence (causal
  * softmax/mla; without causal a new query sees every token up to the end
  * of its step). T >= 1. The plan must have the cache's variant, backend,
- * dtype and sizes; masks, RoPE, scale and algo may differ (a chunked
- * prefill plan and a recurrent decode plan may share one cache).
- * On any error the cache is left unchanged.
+ * dtype, sizes and numbers: a plan whose scale, causal, window, rope_dim,
+ * rope_theta, rope_style (softmax, mla) or qk_l2norm (deltanet) differs
+ * from the creating plan's is refused (LCA_ERR_ARG, the field named);
+ * algo, chunk, block and nthreads may differ (a chunked prefill plan and
+ * a recurrent decode plan may share one cache). A retired sequence must
+ * get 0 tokens (LCA_ERR_ARG). On any error the cache is left unchanged.
  */
 LCA_API lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 	int64_t T, const void *q, const void *k, const void *v,
@@ -438,6 +444,62 @@ LCA_API lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
 	int64_t T, const void *q, const void *k, const void *v,
 	const void *slope, const int64_t *cu_seqlens, void *o);
 
+/*
+ * Per-sequence control, for servers (continuous batching, parallel
+ * sampling, speculative decoding). Each call changes its own sequence
+ * (fork: dst) and no other: the others continue bit for bit. On any error
+ * the cache is unchanged. A sequence id is a slot in [0, nseq); a retired
+ * slot holds nothing, takes no tokens in a step and is refused by every
+ * call below but lca_cache_admit and lca_cache_fork's dst (LCA_ERR_ARG).
+ */
+
+/* Empty sequence seq (length 0, state zero), keeping its storage. */
+LCA_API lca_status lca_cache_reset_seq(lca_cache *cache, int64_t seq);
+
+/* Retire sequence seq: its storage is freed (a recurrent state is zeroed;
+ * the block of states stays allocated) and its slot becomes free. */
+LCA_API lca_status lca_cache_retire(lca_cache *cache, int64_t seq);
+
+/* *seq receives the lowest retired slot, now live and empty
+ * (LCA_ERR_CAPACITY when every slot is live). */
+LCA_API lca_status lca_cache_admit(lca_cache *cache, int64_t *seq);
+
+/* softmax, mla: keep the first n tokens of sequence seq, 0 <= n <= its
+ * length (deltanet, lightning: LCA_ERR_UNSUPPORTED; use snapshots). */
+LCA_API lca_status lca_cache_truncate(lca_cache *cache, int64_t seq,
+	int64_t n);
+
+/* Sequence dst (live or retired, != src) becomes a copy of sequence src:
+ * its tokens or state, and its length; dst's own are dropped. A copy:
+ * each sequence keeps its own storage. */
+LCA_API lca_status lca_cache_fork(lca_cache *cache, int64_t src,
+	int64_t dst);
+
+/* deltanet, lightning: the state of sequence seq, [H][dk][dv] in the
+ * cache's dtype (softmax, mla: LCA_ERR_UNSUPPORTED). set_state also sets
+ * the number of tokens it stands for, len (0 <= len <= capacity); a step
+ * from a set state gives the forward call's outputs with that state0. */
+LCA_API lca_status lca_cache_get_state(const lca_cache *cache, int64_t seq,
+	void *state);
+LCA_API lca_status lca_cache_set_state(lca_cache *cache, int64_t seq,
+	const void *state, int64_t len);
+
+/* A snapshot of one sequence, to go back to it (speculative decoding).
+ * softmax, mla: the length (O(1)); restoring truncates the same sequence
+ * of the same cache to it (O(1), where lca_cache_truncate makes a pass over
+ * the tokens kept), refused once the sequence lost tokens since
+ * (truncate, restore, reset...: take a new snapshot after a restore).
+ * deltanet, lightning: a copy of the state, H dk dv elements; restoring
+ * copies it back into any sequence of a cache of the same variant, dtype
+ * and sizes, any number of times. Free with lca_snapshot_destroy. */
+typedef struct lca_snapshot lca_snapshot;
+LCA_API lca_status lca_cache_snapshot(const lca_cache *cache, int64_t seq,
+	lca_snapshot **snap);
+LCA_API lca_status lca_cache_restore(lca_cache *cache, int64_t seq,
+	const lca_snapshot *snap);
+/* Free a snapshot; NULL is a no-op. */
+LCA_API void lca_snapshot_destroy(lca_snapshot *snap);
+
 /* Checkpoint: lca_cache_save writes the cache into buf (size bytes) and
  * stores the bytes needed in *needed; with buf == NULL or size too small
  * it only reports *needed (LCA_ERR_SIZE when buf was given but too small).
@@ -446,7 +508,8 @@ LCA_API lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
  * (else LCA_ERR_CAPACITY); a damaged buffer, or an intact one saved from
  * a cache of another variant, dtype, size or nseq, gives LCA_ERR_CORRUPT
  * (the detail message says which). On any error the cache is untouched. A loaded cache
- * continues bit-identically. The format (versioned, little-endian,
+ * continues bit-identically; the format keeps no slot states: a retired
+ * slot is saved as an empty sequence and every slot is live after a load. The format (versioned, little-endian,
  * checksummed) is in lca_cache_save(3). */
 LCA_API lca_status lca_cache_save(const lca_cache *cache, void *buf,
 	size_t size, size_t *needed);

@@ -12,7 +12,9 @@
  * fallback), the outputs are those of the call without failures.
  * Calls: lca_plan_create, the forward call, lca_cache_create, a prefill
  * step on an empty cache and a single-token step that makes the cache
- * grow (softmax and mla); and the backward calls of every mechanism.
+ * grow (softmax and mla), a fork into an empty sequence and a snapshot
+ * (the per-sequence calls that allocate); and the backward calls of
+ * every mechanism.
  *
  * What is covered: allocations made by liblcattn's own code (its malloc,
  * calloc, realloc, aligned_alloc, posix_memalign calls), including those
@@ -155,13 +157,15 @@ struct trial {
 	int64_t t0, T;             /* the step's tokens */
 	lca_plan *made_plan;       /* out of lca_plan_create */
 	lca_cache *made_cache;     /* out of lca_cache_create */
+	lca_snapshot *made_snap;   /* out of lca_cache_snapshot */
 	void *o, *aux;             /* outputs; NULL where the call has none */
 	const void *want_o, *want_aux;  /* the outputs without failures */
 };
 
-enum { PLAN_CREATE, FORWARD, CACHE_CREATE, STEP };
+enum { PLAN_CREATE, FORWARD, CACHE_CREATE, STEP, FORK, SNAPSHOT };
 static const char *const call_names[] = {
-	"lca_plan_create", "forward", "lca_cache_create", "step"
+	"lca_plan_create", "forward", "lca_cache_create", "step", "lca_cache_fork",
+	"lca_cache_snapshot"
 };
 
 static lca_status call(struct trial *t, int what)
@@ -175,6 +179,10 @@ static lca_status call(struct trial *t, int what)
 		return lca_cache_create(t->plan, 1, t->m->T, &t->made_cache);
 	case STEP:
 		return mf_step(t->m, t->plan, t->cache, t->t0, t->T, t->o);
+	case FORK:
+		return lca_cache_fork(t->cache, 0, 1);
+	case SNAPSHOT:
+		return lca_cache_snapshot(t->cache, 0, &t->made_snap);
 	}
 	return LCA_ERR_INTERNAL;
 }
@@ -237,29 +245,35 @@ static long fail_each(struct trial *t, int what, const char *name)
 				name, call_names[what], k);
 			ck_assert_ptr_null(t->made_plan);
 			ck_assert_ptr_null(t->made_cache);
+			ck_assert_ptr_null(t->made_snap);
 		}
 		if (t->cache) {
 			void *after = mf_cache_bytes(t->cache, &nb2);
 
 			ck_assert_msg(s == LCA_OK || (nb2 == nb &&
 				memcmp(after, before, nb) == 0),
-				"%s step: allocation %ld failed, cache changed", name, k);
+				"%s %s: allocation %ld failed, cache changed", name,
+				call_names[what], k);
 			free(after);
 			if (s == LCA_OK)   /* back to before, to fail the next one */
 				tu_assert_ok(lca_cache_load(t->cache, before, nb));
 		}
 		lca_plan_destroy(t->made_plan);
 		lca_cache_destroy(t->made_cache);
+		lca_snapshot_destroy(t->made_snap);
 		t->made_plan = NULL;
 		t->made_cache = NULL;
+		t->made_snap = NULL;
 	}
 	if (t->o && what != PLAN_CREATE && what != CACHE_CREATE)
 		ck_assert_msg(mf_same(m, t->o, t->want_o, no),
 			"%s %s: wrong outputs", name, call_names[what]);
 	lca_plan_destroy(t->made_plan);
 	lca_cache_destroy(t->made_cache);
+	lca_snapshot_destroy(t->made_snap);
 	t->made_plan = NULL;
 	t->made_cache = NULL;
+	t->made_snap = NULL;
 	free(before);
 	printf("nomem: %-24s %-16s %3ld allocations, %3ld failed in turn\n",
 		name, call_names[what], k - 1, injected);
@@ -334,6 +348,20 @@ static void every_call(lca_variant v, const struct conf *cf)
 	t.o = (char *)o + PREFILL * row;
 	t.want_o = (char *)want_o + PREFILL * row;
 	fail_each(&t, STEP, name);
+	lca_cache_destroy(c);
+
+	/* A fork into an empty sequence (which must allocate for softmax and
+	 * mla), then a snapshot. */
+	{
+		const int64_t cu[3] = { 0, PREFILL, PREFILL };
+
+		tu_assert_ok(lca_cache_create(plan, 2, T, &c));
+		tu_assert_ok(mf_step_cu(&m, plan, c, 0, PREFILL, cu, o));
+	}
+	t.cache = c;
+	t.o = NULL;
+	fail_each(&t, FORK, name);
+	fail_each(&t, SNAPSHOT, name);
 
 	lca_cache_destroy(c);
 	lca_plan_destroy(plan);

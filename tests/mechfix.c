@@ -156,8 +156,8 @@ lca_status mf_forward(const struct mf *m, const lca_plan *plan, void *o,
 	return LCA_ERR_INTERNAL;
 }
 
-lca_status mf_step(const struct mf *m, const lca_plan *plan, lca_cache *c,
-	int64_t t0, int64_t T, void *o)
+lca_status mf_step_cu(const struct mf *m, const lca_plan *plan, lca_cache *c,
+	int64_t t0, int64_t T, const int64_t *cu, void *o)
 {
 	const void *x[MF_MAXIN];
 
@@ -166,17 +166,23 @@ lca_status mf_step(const struct mf *m, const lca_plan *plan, lca_cache *c,
 			: (const char *)m->in[i] + (size_t)(t0 * m->row[i]) * m->elt;
 	switch (m->p.variant) {
 	case LCA_SOFTMAX:
-		return lca_softmax_step(plan, c, T, x[0], x[1], x[2], NULL, o, NULL);
+		return lca_softmax_step(plan, c, T, x[0], x[1], x[2], cu, o, NULL);
 	case LCA_MLA:
 		return lca_mla_step(plan, c, T, x[0], x[1], x[2], x[3], x[4], x[5],
-			NULL, o, NULL);
+			cu, o, NULL);
 	case LCA_DELTANET:
 		return lca_deltanet_step(plan, c, T, x[0], x[1], x[2], x[3], x[4],
-			NULL, o);
+			cu, o);
 	case LCA_LIGHTNING:
-		return lca_lightning_step(plan, c, T, x[0], x[1], x[2], x[3], NULL, o);
+		return lca_lightning_step(plan, c, T, x[0], x[1], x[2], x[3], cu, o);
 	}
 	return LCA_ERR_INTERNAL;
+}
+
+lca_status mf_step(const struct mf *m, const lca_plan *plan, lca_cache *c,
+	int64_t t0, int64_t T, void *o)
+{
+	return mf_step_cu(m, plan, c, t0, T, NULL, o);
 }
 
 void *mf_cache_bytes(const lca_cache *c, size_t *n)

@@ -53,6 +53,10 @@ lca_status mf_forward(const struct mf *m, const lca_plan *plan, void *o,
 lca_status mf_step(const struct mf *m, const lca_plan *plan, lca_cache *c,
 	int64_t t0, int64_t T, void *o);
 
+/* The same over a cache of several sequences, packed by cu (NULL: one). */
+lca_status mf_step_cu(const struct mf *m, const lca_plan *plan, lca_cache *c,
+	int64_t t0, int64_t T, const int64_t *cu, void *o);
+
 /* Is x [n] the result ref [n] again? Bit for bit on the ref backend
  * (lcattn(7), Determinism); on the cpu backend, which promises only
  * accuracy, within the rule's bounds (f64 1e-12, f32 its 1e-6 floor). */

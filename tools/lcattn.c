@@ -20,13 +20,14 @@ static const struct {
 	{ "probe", tool_probe, "measure what each mechanism gives up (lcattn-probes(7))" },
 	{ "cost", tool_cost, "modelled FLOPs and state bytes of the production presets" },
 	{ "report", tool_report, "the architecture comparison: report.md, measured and modelled" },
+	{ "checkpoint", tool_checkpoint, "info, verify or convert a decode-cache checkpoint" },
 };
 
 static int usage(FILE *f)
 {
 	fprintf(f, "usage: lcattn [--version] [--help] COMMAND [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].what);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
 	fprintf(f, "\n'lcattn COMMAND --help' describes a command; see lcattn(1).\n");
 	return f == stdout ? 0 : 2;
 }

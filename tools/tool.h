@@ -20,6 +20,7 @@ int tool_bench(int argc, char **argv);
 int tool_probe(int argc, char **argv);
 int tool_cost(int argc, char **argv);
 int tool_report(int argc, char **argv);
+int tool_checkpoint(int argc, char **argv);
 
 /* ---- run.c: names and one forward pass over a golden case ---- */
 

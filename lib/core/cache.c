@@ -192,6 +192,8 @@ lca_status lca_cache_reset(lca_cache *cache)
 	for (int64_t n = 0; n < cache->nseq; n++) {
 		cache->seq[n].len = 0;
 		cache->seq[n].amax[0] = cache->seq[n].amax[1] = 0;
+		cache->seq[n].retired = 0;
+		lcai_cache_bump(cache, n);
 	}
 	if (cache->state)
 		memset(cache->state, 0, (size_t)(cache->nseq * cache->nstate) * cache->elt);
@@ -208,6 +210,8 @@ lca_status lca_cache_len(const lca_cache *cache, int64_t seq, int64_t *len)
 	if (seq < 0 || seq >= cache->nseq)
 		return lcai_fail(LCA_ERR_ARG, "%s: seq = %lld is outside [0, %lld)", fn,
 			(long long)seq, (long long)cache->nseq);
+	if (cache->seq[seq].retired)
+		return lcai_fail(LCA_ERR_ARG, "%s: sequence %lld is retired", fn, (long long)seq);
 	*len = cache->seq[seq].len;
 	return LCA_OK;
 }
@@ -236,8 +240,41 @@ lca_status lca_cache_bytes(const lca_cache *cache, size_t *bytes)
 
 /* ---- step machinery ------------------------------------------------------- */
 
+/* Does plan compute the cache's numbers? A cache holds unrotated keys
+ * whose meaning depends on the plan's RoPE, masks and scale (softmax, mla)
+ * or a state built with its scale and L2 norm (deltanet, lightning): a
+ * plan that differs there would continue another computation, so it is
+ * refused with the field named. algo, chunk, block and threads change
+ * only the rounding or the speed. */
+struct field {
+	const char *name;
+	double plan, cache;
+};
+
+static lca_status check_numbers(const char *fn, const lca_params *a, const lca_params *b)
+{
+	const int kv = lcai_cache_has_kv(a->variant), rope = kv && b->rope_dim > 0;
+	const struct field f[] = {
+		{ "scale", a->scale, b->scale },
+		{ kv ? "causal" : NULL, a->causal, b->causal },
+		{ kv ? "window" : NULL, (double)a->window, (double)b->window },
+		{ kv ? "rope_dim" : NULL, (double)a->rope_dim, (double)b->rope_dim },
+		{ rope ? "rope_theta" : NULL, a->rope_theta, b->rope_theta },
+		{ rope ? "rope_style" : NULL, a->rope_style, b->rope_style },
+		{ a->variant == LCA_DELTANET ? "qk_l2norm" : NULL, a->qk_l2norm, b->qk_l2norm },
+	};
+
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+		if (f[i].name && f[i].plan != f[i].cache)
+			return lcai_fail(LCA_ERR_ARG,
+				"%s: plan %s = %.17g, the cache's is %.17g (a cache continues one "
+				"computation: make the plan with the cache's %s)", fn, f[i].name,
+				f[i].plan, f[i].cache, f[i].name);
+	return LCA_OK;
+}
+
 /* Can plan drive cache? Same variant (checked by the caller), backend,
- * dtype and shapes. */
+ * dtype, shapes and numbers. */
 static lca_status check_match(const char *fn, const lca_plan *plan,
 	const lca_cache *cache)
 {
@@ -256,7 +293,7 @@ static lca_status check_match(const char *fn, const lca_plan *plan,
 		if (a[i] != b[i])
 			return lcai_fail(LCA_ERR_ARG, "%s: plan %s = %lld, the cache's is %lld",
 				fn, lcai_cache_dim_names[i], (long long)a[i], (long long)b[i]);
-	return LCA_OK;
+	return check_numbers(fn, &plan->p, &cache->p);
 }
 
 /* Checks shared by the four step calls, up to the tensor arguments:
@@ -275,7 +312,14 @@ static lca_status step_begin(const char *fn, const lca_plan *plan,
 		return lcai_fail(LCA_ERR_SIZE,
 			"%s: cu_seqlens is NULL but the cache holds %lld sequences", fn,
 			(long long)cache->nseq);
-	return lcai_resolve_cu(fn, cu_seqlens, cache->nseq, T, one, cu, &n);
+	if ((s = lcai_resolve_cu(fn, cu_seqlens, cache->nseq, T, one, cu, &n)))
+		return s;
+	for (n = 0; n < cache->nseq; n++)
+		if (cache->seq[n].retired && (*cu)[n + 1] > (*cu)[n])
+			return lcai_fail(LCA_ERR_ARG,
+				"%s: sequence %lld is retired: it takes no tokens until "
+				"lca_cache_admit() gives it out again", fn, (long long)n);
+	return LCA_OK;
 }
 
 /* Would any sequence pass the capacity? Checked before anything changes. */
@@ -372,12 +416,17 @@ static void advance(lca_cache *c, const int64_t *cu)
 	}
 }
 
+void lcai_cache_rescan_seq(lca_cache *c, int64_t n)
+{
+	for (int j = 0; j < 2 && lcai_cache_has_kv(c->p.variant); j++)
+		c->seq[n].amax[j] = c->seq[n].len ? lcai_maxabs(c->seq[n].buf[j],
+			c->seq[n].len * c->row[j], c->p.dtype) : 0;
+}
+
 void lcai_cache_rescan(lca_cache *c)
 {
-	for (int64_t n = 0; n < c->nseq && lcai_cache_has_kv(c->p.variant); n++)
-		for (int j = 0; j < 2; j++)
-			c->seq[n].amax[j] = lcai_maxabs(c->seq[n].buf[j],
-				c->seq[n].len * c->row[j], c->p.dtype);
+	for (int64_t n = 0; n < c->nseq; n++)
+		lcai_cache_rescan_seq(c, n);
 }
 
 /* Largest magnitude in the cache's j-th buffers and in x (the new tokens'

@@ -25,6 +25,11 @@ struct lcai_cache_seq {
 	int64_t cap[2];
 	void *buf[2];
 	double amax[2]; /* max |x| of the valid part of buf[j]: the range rule */
+	int retired;    /* a free slot: holds nothing, steps may not feed it */
+	uint64_t epoch; /* changes whenever the sequence loses a token it had
+	                   (truncate, reset, restore, fork into, load...), so
+	                   a softmax/mla snapshot, a length, can tell it is
+	                   stale */
 };
 
 struct lca_cache {
@@ -36,7 +41,14 @@ struct lca_cache {
 	int64_t nstate;       /* deltanet, lightning: elements of one state */
 	struct lcai_cache_seq *seq; /* [nseq] */
 	void *state;          /* deltanet, lightning: [nseq][nstate] */
+	uint64_t epochs;      /* epochs handed out so far (never reused) */
 };
+
+/* A new epoch for sequence n: every snapshot of it taken so far is stale. */
+static inline void lcai_cache_bump(lca_cache *c, int64_t n)
+{
+	c->seq[n].epoch = ++c->epochs;
+}
 
 /* Does the variant keep per-token buffers (softmax, mla) or states? */
 static inline int lcai_cache_has_kv(lca_variant v)
@@ -46,8 +58,9 @@ static inline int lcai_cache_has_kv(lca_variant v)
 
 /* The sizes that shape a variant's cache and step arguments, in this
  * order, the others 0: H Hkv Hk dk dv dn dr dc. Two plans with equal dims,
- * variant, backend and dtype can share a cache (masks, RoPE, scale and
- * algo may differ). */
+ * variant, backend, dtype and numbers (scale, masks, RoPE, qk_l2norm: what
+ * changes the outputs) can share a cache; algo, chunk, block and threads
+ * may differ. */
 enum { LCAI_NDIM = 8 };
 void lcai_cache_dims(const lca_params *p, int64_t d[LCAI_NDIM]);
 extern const char *const lcai_cache_dim_names[LCAI_NDIM];
@@ -58,5 +71,31 @@ int lcai_cache_bytes_of(int64_t n, size_t elt, int64_t *out);
 
 /* Recompute every sequence's amax from its valid tokens (after a load). */
 void lcai_cache_rescan(lca_cache *c);
+
+/* A snapshot of one sequence (cache_seq.c): softmax and mla keep only the
+ * length and the epoch it belongs to; deltanet and lightning a copy of the
+ * state. */
+struct lca_snapshot {
+	lca_variant variant;
+	lca_dtype dtype;
+	int64_t dims[LCAI_NDIM]; /* lcai_cache_dims() of the cache */
+	const lca_cache *cache; /* softmax, mla: the cache and sequence it */
+	int64_t seq;          /* belongs to, and the epoch */
+	uint64_t epoch;
+	int64_t len;
+	double amax[2];       /* softmax, mla: the sequence's amax then, exact
+	                         again once it is cut back to len */
+	size_t bytes;         /* of state */
+	void *state;          /* deltanet, lightning: [H][dk][dv] */
+};
+
+/* Recompute the amax of sequence n from its valid tokens. */
+void lcai_cache_rescan_seq(lca_cache *c, int64_t n);
+
+/* The state of sequence n (deltanet, lightning). */
+static inline void *lcai_cache_state(const lca_cache *c, int64_t n)
+{
+	return (char *)c->state + (size_t)(n * c->nstate) * c->elt;
+}
 
 #endif /* LCATTN_CACHE_H */

@@ -355,8 +355,11 @@ static void commit(lca_cache *c, const unsigned char *b, void **fresh)
 {
 	const unsigned char *x = b + CK_HEADER + 8 * (size_t)c->nseq;
 
-	for (int64_t n = 0; n < c->nseq; n++)
+	for (int64_t n = 0; n < c->nseq; n++) {
 		c->seq[n].len = saved_len(b, n);
+		c->seq[n].retired = 0; /* the format keeps no slot states */
+		lcai_cache_bump(c, n);
+	}
 	if (!lcai_cache_has_kv(c->p.variant)) {
 		copy_le(c->state, x, (size_t)(c->nseq * c->nstate), c->elt);
 		return;

@@ -397,14 +397,27 @@ static int read_bytes(struct io *io, hid_t f, unsigned char **b, size_t *n)
 
 /* ---- through the confined reader (sandbox.h) ---- */
 
-/* One read: the description (info != NULL) or the /cache bytes. */
+/* One read: the description (info != NULL) or the /cache bytes; with
+ * allow_raw, a file that is itself lca_cache_save() bytes (raw = 1). */
 struct job {
 	const char *path;
 	struct lcio_ckpt_info *info;
 	unsigned char *b;
 	size_t n;
+	int allow_raw, raw;
 	lca_status status;   /* the parent's, for the caller */
 };
+
+/* The file is the bytes themselves: they start with their magic. */
+static int parse_raw(struct job *j, struct io *io, const void *image, size_t len)
+{
+	j->raw = 1;
+	if (!(j->b = malloc(len)))
+		return fail(io, LCA_ERR_NOMEM, "out of memory for %zu bytes", len);
+	memcpy(j->b, image, len);
+	j->n = len;
+	return 0;
+}
 
 /* The child's parse (also run in-process by the _image calls). */
 static int parse_file(void *arg, void *image, size_t len, char *err, size_t errlen)
@@ -413,7 +426,9 @@ static int parse_file(void *arg, void *image, size_t len, char *err, size_t errl
 	struct io io = { j->path, err, errlen, 0, LCA_OK };
 	hid_t f;
 
-	if ((f = open_checkpoint(&io, image, len)) >= 0) {
+	if (j->allow_raw && !j->info && len >= 8 && memcmp(image, LCIO_RAW_MAGIC, 8) == 0)
+		parse_raw(j, &io, image, len);
+	else if ((f = open_checkpoint(&io, image, len)) >= 0) {
 		if (j->info && read_info(&io, f, j->info))
 			lcio_ckpt_info_free(j->info);
 		else if (!j->info)
@@ -431,7 +446,8 @@ static int send_reply(void *arg, FILE *out)
 	const struct lcio_ckpt_info *in = j->info;
 
 	if (!in)
-		return lcio_wput_i64(out, (int64_t)j->n) || lcio_wput(out, j->b, j->n) ? -1 : 0;
+		return lcio_wput_i64(out, j->raw) || lcio_wput_i64(out, (int64_t)j->n) ||
+			lcio_wput(out, j->b, j->n) ? -1 : 0;
 	return lcio_wput(out, in, sizeof *in) ||
 	    lcio_wput(out, in->lengths, (size_t)in->nseq * sizeof *in->lengths) ? -1 : 0;
 }
@@ -442,16 +458,18 @@ static int take_reply(void *arg, FILE *in, char *err, size_t errlen)
 	struct job *j = arg;
 	struct io io = { j->path, err, errlen, 0, LCA_OK };
 	struct lcio_ckpt_info *info = j->info;
-	int64_t n;
+	int64_t n, raw;
 
 	if (!info) {
-		if (lcio_wget_i64(in, &n) || n < 1 || (uint64_t)n > SIZE_MAX)
+		if (lcio_wget_i64(in, &raw) || raw < 0 || raw > j->allow_raw ||
+		    lcio_wget_i64(in, &n) || n < 1 || (uint64_t)n > SIZE_MAX)
 			fail(&io, LCA_ERR_CORRUPT, "the reader's reply is inconsistent");
 		else if (!(j->b = malloc((size_t)n)))
 			fail(&io, LCA_ERR_NOMEM, "out of memory for %lld bytes", (long long)n);
 		else if (lcio_wget(in, j->b, (size_t)n))
 			fail(&io, LCA_ERR_CORRUPT, "the reader's reply is short");
 		j->n = (size_t)n;
+		j->raw = (int)raw;
 	} else if (lcio_wget(in, info, sizeof *info) || info->nseq < 1 ||
 		   (uint64_t)info->nseq > SIZE_MAX / sizeof *info->lengths ||
 		   !memchr(info->variant, 0, sizeof info->variant) ||
@@ -522,6 +540,25 @@ int lcio_checkpoint_read(const char *path, lca_cache *cache, lca_status *status,
 	else
 		sandboxed(&io, &j);
 	load(&io, cache, j.b, j.n);
+	if (status)
+		*status = io.status;
+	return io.failed ? -1 : 0;
+}
+
+int lcio_checkpoint_bytes(const char *path, unsigned char **b, size_t *n, int *raw,
+	lca_status *status, char *err, size_t errlen)
+{
+	struct io io = { path, err, errlen, 0, LCA_OK };
+	struct job j = { .path = path, .allow_raw = 1 };
+
+	*b = NULL;
+	*n = 0;
+	*raw = 0;
+	if (sandboxed(&io, &j) == 0) {
+		*b = j.b;
+		*n = j.n;
+		*raw = j.raw;
+	}
 	if (status)
 		*status = io.status;
 	return io.failed ? -1 : 0;

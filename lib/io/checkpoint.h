@@ -19,6 +19,8 @@
 #include <stdint.h>
 
 #define LCIO_CKPT_SCHEMA "lcattn-checkpoint/1"
+/* The first 8 bytes of lca_cache_save()'s format. */
+#define LCIO_RAW_MAGIC "LCACACHE"
 
 /* What a checkpoint file says about itself (its attributes and /lengths). */
 struct lcio_ckpt_info {
@@ -44,6 +46,14 @@ int lcio_checkpoint_write(const char *path, const lca_cache *cache, char *err,
  * cache is untouched. */
 int lcio_checkpoint_read(const char *path, lca_cache *cache, lca_status *status,
 	char *err, size_t errlen);
+
+/* The lca_cache_save() bytes of the file at path, read in the confined
+ * child: /cache of an HDF5 checkpoint (*raw = 0), or the file itself when
+ * it starts with LCIO_RAW_MAGIC (*raw = 1). Nothing is validated beyond
+ * the container: hand the bytes to lca_cache_load(). *b (malloc'd, *n
+ * bytes) is NULL on failure; *status as lcio_checkpoint_read() gives. */
+int lcio_checkpoint_bytes(const char *path, unsigned char **b, size_t *n, int *raw,
+	lca_status *status, char *err, size_t errlen);
 
 /* lcio_checkpoint_read() in this process, without the confined child:
  * parse the HDF5 file image buf[len] (name is for messages). For fuzzing. */
