@@ -436,9 +436,9 @@ END_TEST
 
 /*
  * Heads wide enough for the cpu backend's vector step kernels
- * (lib/cpu/state_step.c): dv = 83 gives, for each element type and ISA
- * level, whole column blocks, single vectors and leftover columns, and
- * dk = 37 rows no vector multiple. Decode-sized calls (up to 4 tokens:
+ * (lib/cpu/state_step.c): dv = 155 gives, for each element type and ISA
+ * level, two or more whole column blocks (run pipelined), single vectors
+ * and leftover columns, and dk = 37 rows no vector multiple. Decode-sized calls (up to 4 tokens:
  * the prefill's first piece of 2, then single steps) run those kernels.
  */
 static const struct split wide_splits[] = {
@@ -454,7 +454,7 @@ START_TEST(test_wide_head_steps_equal_forward)
 
 	mech_init(&m, c, &confs[_i % NCONF]);
 	m.p.dk = 37;
-	m.p.dv = 83;
+	m.p.dv = 155;
 	m.row[0] = m.row[1] = (c == C_DELTANET ? m.p.Hk : m.p.H) * m.p.dk;
 	m.row[2] = m.orow = m.p.H * m.p.dv;
 	m64 = mech_on(&m, LCA_BACKEND_REF, LCA_F64);
@@ -472,7 +472,7 @@ START_TEST(test_wide_head_steps_equal_forward)
 		forward(&m64, T, tok, d.fix, o64, l64);
 		forward(&m32, T, tok, d.fix, o32, l32);
 		run_split(&m, &d, wide_splits[j].k, o, l);
-		snprintf(what, sizeof what, "%s %s dk=37 dv=83 T=%lld k=%lld: o", case_names[c],
+		snprintf(what, sizeof what, "%s %s dk=37 dv=155 T=%lld k=%lld: o", case_names[c],
 			confs[_i % NCONF].name, (long long)T, (long long)wide_splits[j].k);
 		assert_rule(&m, o, o64, o32, no, what);
 		data_free(&d);

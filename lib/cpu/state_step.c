@@ -27,6 +27,9 @@
 
 #include <string.h>
 
+/* Rows ahead a kernel asks for (lines of the column block). */
+#define ST_PF 8
+
 #define ST_TARGET
 #define ST_VB 16
 #define ST_NV 4
