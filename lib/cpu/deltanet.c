@@ -20,6 +20,15 @@
  *   RECURRENT  the token loop S = e^g S; u = beta (v - S^T k); S += k u^T;
  *              o = S^T q, for decode-sized inputs.
  *
+ * Decode-sized calls (no sequence longer than DN_SHORT tokens) that return
+ * a state take neither path whatever the plan's algo: each (sequence,
+ * head) runs the recurrence token by token straight on its slot of state,
+ * one fused pass per token (lib/cpu/state_step.c), with no workspace and
+ * no copy (each decode step through a cache is such a call). Before, a
+ * cache step went through the chunked form with C = 1: 73% of it in BLAS
+ * calls of size 1 and 12% in copying the state in and out (perf, f32,
+ * H = 8, dk = dv = 128: 70 us, now about 9 us on AVX-512).
+ *
  * An OpenMP work item is a sequence and a group of its value heads (see
  * dn_group): the chunks of one head depend on each other through S,
  * different heads never do. The heads of a group advance chunk by chunk
@@ -94,10 +103,16 @@
  * bench --phase decode after the softmax rows). */
 #define DN_SHORT 4
 /* A decode-sized call takes a thread per this many bytes of state it
- * sweeps: one head's step is a few microseconds, and waking a sleeping
- * worker costs more than that, up to a scheduler time slice (8 ms
- * measured) when the other core is busy. */
-#define DN_STATE_PER_THREAD ((int64_t)1 << 20)
+ * sweeps: one head's step is about a microsecond (lib/cpu/state_step.c),
+ * and waking a sleeping worker costs more than that, up to a scheduler
+ * time slice (8 ms measured) when the other core is busy. Measured (f32,
+ * dk = dv = 128, 2 ms of other work between steps, 2 shared cores): a
+ * second thread cut the fastest step from 47 to 28 us at 2 MiB and from
+ * 210 to 129 us at 8 MiB, but the median step grew at every size (to 0.2
+ * ms at 2 MiB, 0.64 ms at 8 MiB) while the other core was busy; back to
+ * back, with the worker still spinning, it paid from 0.25 MiB. 4 MiB is a
+ * step of about 70 us alone. */
+#define DN_STATE_PER_THREAD ((int64_t)4 << 20)
 
 static int64_t dn_min(int64_t a, int64_t b)
 {
