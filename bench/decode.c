@@ -13,6 +13,13 @@
  * FLOPs and bytes of one step are lca_plan_cost(LCA_PHASE_DECODE, n), whose
  * formulas lca_plan_cost(3) states: bytes are the cache (K and V, or the
  * latent, or the state read and written) plus the step's own tensors.
+ *
+ * A deltanet or lightning step cannot beat reading and writing its state
+ * once, so the same child also times that: a memcpy of the state's
+ * H dk dv elements between two buffers of that size (each byte read once
+ * and written once, as the step does in place), median of PASS_REPS, the
+ * buffers warm as the state is between steps. The table's step/pass is
+ * the step's median over the pass's median.
  */
 #include "bench.h"
 
@@ -23,6 +30,7 @@
 
 #define FILL_CHUNK 16384  /* tokens per filling step */
 #define LINEAR_FILL 1024  /* prefill of the recurrent states */
+#define PASS_REPS 101     /* state passes timed (median) */
 
 struct dec_job {
 	lca_variant v;
@@ -169,11 +177,46 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* What a child reports: the steps, and for deltanet and lightning the
+ * state pass (0 when not timed). */
+struct dec_result {
+	struct bench_result r;
+	double pass;
+};
+
+/* Median seconds of a memcpy of `bytes` between two warm buffers, or 0
+ * when they cannot be allocated. */
+static double state_pass(size_t bytes)
+{
+	char *a = malloc(bytes), *b = malloc(bytes);
+	double t[PASS_REPS], med = 0;
+
+	if (a && b) {
+		memset(a, 1, bytes);
+		memset(b, 2, bytes);
+		for (int i = 0; i < PASS_REPS; i++) {
+			double t0 = bench_now();
+
+			if (i % 2)
+				memcpy(a, b, bytes);
+			else
+				memcpy(b, a, bytes);
+			t[i] = bench_now() - t0;
+		}
+		qsort(t, PASS_REPS, sizeof t[0], cmp_double);
+		med = t[PASS_REPS / 2];
+	}
+	free(a);
+	free(b);
+	return med;
+}
+
 /* The measurement child: fill, warm up, then time single-token steps. */
 static void dec_child(void *arg, void *res)
 {
 	const struct dec_job *j = arg;
-	struct bench_result *r = res;
+	struct dec_result *dr = res;
+	struct bench_result *r = &dr->r;
 	int64_t rows = j->v == LCA_SOFTMAX || j->v == LCA_MLA ? FILL_CHUNK : LINEAR_FILL;
 	struct dec_inputs in;
 	lca_plan *plan = NULL;
@@ -203,6 +246,9 @@ static void dec_child(void *arg, void *res)
 	r->status = LCA_OK;
 	r->runs = j->reps;
 	r->seconds = t[j->reps / 2];
+	if (j->v == LCA_DELTANET || j->v == LCA_LIGHTNING)
+		dr->pass = state_pass((size_t)(j->s->H * j->s->dk * j->s->dv) *
+			(j->dtype == LCA_F64 ? 8 : 4));
 out:
 	if (r->status != LCA_OK)
 		snprintf(r->msg, sizeof r->msg, "%s", lca_last_error());
@@ -243,29 +289,37 @@ int bench_decode(const struct bench_shape *s, const int64_t *Ts, int nT,
 
 	printf("\ndecode: seconds per generated token (median of %d single-token steps), cpu %s\n",
 		reps, dtype == LCA_F64 ? "f64" : "f32");
-	printf("%-10s %8s %12s %12s %12s %9s %9s %10s\n", "mechanism", "context",
-		"s/token", "GB/s", "GFLOP/s", "roofline", "rss MiB", "cache MiB");
+	printf("%-10s %8s %12s %12s %12s %9s %9s %10s %12s %9s\n", "mechanism", "context",
+		"s/token", "GB/s", "GFLOP/s", "roofline", "rss MiB", "cache MiB",
+		"state pass", "step/pass");
 	for (int a = 0; a < nv; a++)
 		for (int b = 0; b < nT && b < 32; b++) {
 			struct dec_job j = { vs[a], s, Ts[b], dtype, reps };
-			struct bench_result r = { .status = -1 };
+			struct dec_result dr = { .r = { .status = -1 } };
+			struct bench_result r;
 			lca_cost cost;
 			double frac;
 
 			fprintf(stderr, "decode %s n=%lld ...\n", vname(vs[a]), (long long)Ts[b]);
-			if (step_cost(&j, &cost) || bench_fork(dec_child, &j, &r, sizeof r, 1800) ||
-			    r.status != LCA_OK) {
+			if (step_cost(&j, &cost) || bench_fork(dec_child, &j, &dr, sizeof dr, 1800) ||
+			    dr.r.status != LCA_OK) {
+				r = dr.r;
 				printf("%-10s %8lld  n/a (%s)\n", vname(vs[a]), (long long)Ts[b],
 					r.status == -1 ? "child died" : r.msg);
 				continue;
 			}
+			r = dr.r;
 			frac = fmax(cost.flops / (peak * 1e9), cost.bytes / (c->bw_gbs * 1e9)) /
 				r.seconds;
 			at[vs[a]][b] = r.seconds;
-			printf("%-10s %8lld %12.3e %12.2f %12.2f %9.3f %9.0f %10.1f\n",
+			printf("%-10s %8lld %12.3e %12.2f %12.2f %9.3f %9.0f %10.1f",
 				vname(vs[a]), (long long)Ts[b], r.seconds, cost.bytes / r.seconds / 1e9,
 				cost.flops / r.seconds / 1e9, frac, r.rss_mb,
 				cost.state_bytes / 1048576.0);
+			if (dr.pass > 0)
+				printf(" %12.3e %9.2f\n", dr.pass, r.seconds / dr.pass);
+			else
+				printf(" %12s %9s\n", "-", "-");
 			if (csv)
 				fprintf(csv, "%s,decode,cpu,%s,%lld,%lld,%lld,%lld,%.6g,%.6g,%.6g,%.6g,%.4f,,%.1f\n",
 					vname(vs[a]), dtype == LCA_F64 ? "f64" : "f32",
@@ -285,5 +339,10 @@ int bench_decode(const struct bench_shape *s, const int64_t *Ts, int nT,
 	printf("roofline = max(flops / peak %s, bytes / copy bandwidth) / seconds; "
 		"flops and bytes from lca_plan_cost(3) (LCA_PHASE_DECODE), %zu-byte elements\n",
 		dtype == LCA_F64 ? "dgemm" : "sgemm", es);
+	printf("state pass = median of %d memcpy of the state's H dk dv = %lld elements "
+		"(%.2f MiB: each byte read and written once) in the same child; "
+		"step/pass = s/token / state pass\n", PASS_REPS,
+		(long long)(s->H * s->dk * s->dv), (double)(s->H * s->dk * s->dv) * (double)es /
+		1048576.0);
 	return 0;
 }

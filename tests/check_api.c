@@ -894,6 +894,70 @@ START_TEST(test_fwd_rejects_nonfinite_inputs)
 }
 END_TEST
 
+/*
+ * Long tensors of either float type: the finiteness scan goes by blocks
+ * (lib/core/check.c), so a bad value must be found wherever it sits --
+ * first element, inside a block, in the leftover tail -- and the call
+ * refused before it writes o.
+ */
+START_TEST(test_nonfinite_found_anywhere_in_long_tensors)
+{
+	const double bad[] = { NAN, INFINITY, -INFINITY };
+	const lca_dtype dt = _i ? LCA_F32 : LCA_F64;
+	const size_t es = _i ? 4 : 8;
+	const int64_t T = 37, H = 2, d = 9, n = T * H * d; /* 666: 10 blocks + 26 */
+	lca_params p = tu_params(LCA_LIGHTNING);
+	lca_plan *plan;
+	char *q = malloc((size_t)n * es), *k = malloc((size_t)n * es);
+	char *v = malloc((size_t)n * es), *o = malloc((size_t)n * es);
+	char sl[2 * 8];
+
+	ck_assert(q && k && v && o);
+	p.backend = LCA_BACKEND_CPU;
+	p.dtype = dt;
+	p.H = H;
+	p.dk = p.dv = d;
+	plan = tu_plan(&p);
+	for (int64_t i = 0; i < n; i++) {
+		double x = 0.25 * (double)(i % 7) - 0.75;
+
+		if (_i) {
+			((float *)q)[i] = ((float *)k)[i] = ((float *)v)[i] = (float)x;
+		} else {
+			((double *)q)[i] = ((double *)k)[i] = ((double *)v)[i] = x;
+		}
+	}
+	for (int h = 0; h < H; h++) {
+		if (_i)
+			((float *)sl)[h] = 0.1f;
+		else
+			((double *)sl)[h] = 0.1;
+	}
+	tu_assert_ok(lca_lightning_forward(plan, T, q, k, v, sl, NULL, 0, NULL, o, NULL));
+	for (int r = 0; r < 12; r++) {
+		int64_t at = r == 0 ? 0 : r == 1 ? n - 1 : r == 2 ? 64 : tu_randint(0, n - 1);
+		double b = bad[r % 3];
+
+		if (_i)
+			((float *)v)[at] = (float)b;
+		else
+			((double *)v)[at] = b;
+		ck_assert_int_eq(lca_lightning_forward(plan, T, q, k, v, sl, NULL, 0, NULL, o,
+			NULL), LCA_ERR_NONFINITE);
+		ck_assert(tu_msg_names("v"));
+		if (_i)
+			((float *)v)[at] = 0.5f;
+		else
+			((double *)v)[at] = 0.5;
+	}
+	lca_plan_destroy(plan);
+	free(q);
+	free(k);
+	free(v);
+	free(o);
+}
+END_TEST
+
 START_TEST(test_fwd_check_finite_off_lets_nan_through)
 {
 	struct fx f;
@@ -1579,6 +1643,7 @@ static Suite *api_suite(void)
 	tcase_add_loop_test(tc, test_fwd_rejects_bad_cu_seqlens, 0, 4);
 	tcase_add_loop_test(tc, test_fwd_rejects_tq_ne_tk_with_cu_seqlens, 0, 2);
 	tcase_add_loop_test(tc, test_fwd_rejects_nonfinite_inputs, 0, 4);
+	tcase_add_loop_test(tc, test_nonfinite_found_anywhere_in_long_tensors, 0, 2);
 	tcase_add_loop_test(tc, test_fwd_check_finite_off_lets_nan_through, 0, 4);
 	tcase_add_loop_test(tc, test_fwd_rejects_overflowing_sizes, 0, 4);
 	tcase_add_loop_test(tc, test_fwd_rejects_overflowing_state, 0, 2);

@@ -434,6 +434,58 @@ START_TEST(test_prefill_then_steps_equals_forward)
 }
 END_TEST
 
+/*
+ * Heads wide enough for the cpu backend's vector step kernels
+ * (lib/cpu/state_step.c): dv = 155 gives, for each element type and ISA
+ * level, two or more whole column blocks (run pipelined), single vectors
+ * and leftover columns, and dk = 37 rows no vector multiple. Decode-sized calls (up to 4 tokens:
+ * the prefill's first piece of 2, then single steps) run those kernels.
+ */
+static const struct split wide_splits[] = {
+	{ 12, 4 },
+	{ 75, 5 },
+};
+
+/* _i = (0 deltanet, 1 lightning) * NCONF + conf */
+START_TEST(test_wide_head_steps_equal_forward)
+{
+	const int c = _i / NCONF ? C_LIGHTNING : C_DELTANET;
+	struct mech m, m64, m32;
+
+	mech_init(&m, c, &confs[_i % NCONF]);
+	m.p.dk = 37;
+	m.p.dv = 155;
+	m.row[0] = m.row[1] = (c == C_DELTANET ? m.p.Hk : m.p.H) * m.p.dk;
+	m.row[2] = m.orow = m.p.H * m.p.dv;
+	m64 = mech_on(&m, LCA_BACKEND_REF, LCA_F64);
+	m32 = mech_on(&m, LCA_BACKEND_REF, LCA_F32);
+	for (size_t j = 0; j < sizeof wide_splits / sizeof wide_splits[0]; j++) {
+		int64_t T = wide_splits[j].T, no = T * m.orow, nl = T * m.p.H;
+		double *o = tu_alloc(no), *l = tu_alloc(nl), *o64 = tu_alloc(no);
+		double *l64 = tu_alloc(nl), *o32 = tu_alloc(no), *l32 = tu_alloc(nl);
+		double *tok[MAXIN];
+		struct data d;
+		char what[128];
+
+		data_make(&m, &d, T);
+		rows(&m, &d, 0, tok);
+		forward(&m64, T, tok, d.fix, o64, l64);
+		forward(&m32, T, tok, d.fix, o32, l32);
+		run_split(&m, &d, wide_splits[j].k, o, l);
+		snprintf(what, sizeof what, "%s %s dk=37 dv=155 T=%lld k=%lld: o", case_names[c],
+			confs[_i % NCONF].name, (long long)T, (long long)wide_splits[j].k);
+		assert_rule(&m, o, o64, o32, no, what);
+		data_free(&d);
+		free(o);
+		free(l);
+		free(o64);
+		free(l64);
+		free(o32);
+		free(l32);
+	}
+}
+END_TEST
+
 /* ---- packed batches ----------------------------------------------------------- */
 
 #define NSEQ 3
@@ -1262,6 +1314,7 @@ static Suite *cache_suite(void)
 	TCase *tc = tu_tcase("steps");
 
 	tcase_add_loop_test(tc, test_prefill_then_steps_equals_forward, 0, NCASE * NCONF);
+	tcase_add_loop_test(tc, test_wide_head_steps_equal_forward, 0, 2 * NCONF);
 	tcase_add_loop_test(tc, test_packed_steps_equal_forward_per_sequence, 0, NCASE * NCONF);
 	tcase_add_loop_test(tc, test_plans_of_other_algorithms_share_a_cache, 0, 2);
 	tcase_add_loop_test(tc, test_reset_cache_equals_fresh_cache, 0, NCASE * NCONF);

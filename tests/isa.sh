@@ -3,14 +3,17 @@
 # levels and run at the widest the machine has, so every other test sees
 # only that one. Here each narrower level is forced with LCA_CPU_ISA
 # (lca_cpu_isa(3)) and the Check programs that hold the cpu softmax and
-# mla engines (forward, backward, decode) to the reference are rerun
-# under it. Levels the CPU lacks are reported as skipped; a cap never
-# raises the level, and an unknown value is ignored.
+# mla engines (forward, backward, decode) and the deltanet and lightning
+# steps (lib/cpu/state_step.c: caches, segments, short forward calls, the
+# 1M-token drift bound) to the reference are rerun under it. Levels the
+# CPU lacks are reported as skipped; a cap never raises the level, and an
+# unknown value is ignored.
 # Environment: top_builddir.
 set -u
 unset LCA_CPU_ISA
 tool="$top_builddir/tools/lcattn"
-progs="check_softmax check_mla check_grad_cpu_attn check_cache"
+progs="check_softmax check_mla check_grad_cpu_attn check_cache check_segments
+	check_deltanet check_lightning check_drift"
 tmp=$(mktemp -d) || exit 99
 trap 'rm -rf "$tmp"' EXIT
 status=0

@@ -23,14 +23,68 @@ size_t lcai_dtype_size(lca_dtype t)
 	return t == LCA_F64 ? 8 : t == LCA_F32 ? 4 : 2;
 }
 
+/* Elements per block of the fast scan: a constant trip count, so that
+ * the compiler vectorises the loops below without an epilogue (a decode
+ * step checks a few thousand elements; element by element, with the
+ * dtype switch inside, that was 14% of a deltanet step of 0.5 MiB). */
+#define FIN_BLOCK 64
+
+/*
+ * Whether x[0 .. FIN_BLOCK) are all finite; *bm = their max |x|. On the
+ * bits: clearing the sign gives |x|, whose order as an unsigned integer
+ * is its order as a number, and inf and every NaN lie above the largest
+ * finite value: one integer max answers both questions.
+ */
+static int block_finite_f32(const float *x, double *bm)
+{
+	uint32_t b[FIN_BLOCK], m = 0;
+	float f;
+
+	memcpy(b, x, sizeof b);
+	for (int j = 0; j < FIN_BLOCK; j++) {
+		uint32_t a = b[j] & 0x7fffffffu;
+
+		m = a > m ? a : m;
+	}
+	memcpy(&f, &m, sizeof f);
+	*bm = f;
+	return m < 0x7f800000u;
+}
+
+static int block_finite_f64(const double *x, double *bm)
+{
+	uint64_t b[FIN_BLOCK], m = 0;
+	double d;
+
+	memcpy(b, x, sizeof b);
+	for (int j = 0; j < FIN_BLOCK; j++) {
+		uint64_t a = b[j] & 0x7fffffffffffffffu;
+
+		m = a > m ? a : m;
+	}
+	memcpy(&d, &m, sizeof d);
+	*bm = d;
+	return m < 0x7ff0000000000000u;
+}
+
 /* Index of the first non-finite element, or -1; *amax gets max |x| of
- * the elements before it (all of them when every one is finite). */
+ * the elements before it (all of them when every one is finite). Whole
+ * blocks go through the fast scan until one holds a non-finite element,
+ * which the element loop then finds. */
 static int64_t first_nonfinite(const void *x, int64_t n, lca_dtype t,
 	double *amax)
 {
-	double m = 0;
+	double m = 0, bm;
+	int64_t i = 0;
 
-	for (int64_t i = 0; i < n; i++) {
+	for (; i + FIN_BLOCK <= n && (t == LCA_F32 || t == LCA_F64); i += FIN_BLOCK) {
+		if (t == LCA_F32 ? !block_finite_f32((const float *)x + i, &bm) :
+		    !block_finite_f64((const double *)x + i, &bm))
+			break;
+		if (bm > m)
+			m = bm;
+	}
+	for (; i < n; i++) {
 		double v;
 
 		if (t == LCA_F64)

@@ -20,6 +20,15 @@
  *   RECURRENT  the token loop S = e^g S; u = beta (v - S^T k); S += k u^T;
  *              o = S^T q, for decode-sized inputs.
  *
+ * Decode-sized calls (no sequence longer than DN_SHORT tokens) that return
+ * a state take neither path whatever the plan's algo: each (sequence,
+ * head) runs the recurrence token by token straight on its slot of state,
+ * one fused pass per token (lib/cpu/state_step.c), with no workspace and
+ * no copy (each decode step through a cache is such a call). Before, a
+ * cache step went through the chunked form with C = 1: 73% of it in BLAS
+ * calls of size 1 and 12% in copying the state in and out (perf, f32,
+ * H = 8, dk = dv = 128: 70 us, now about 9 us on AVX-512).
+ *
  * An OpenMP work item is a sequence and a group of its value heads (see
  * dn_group): the chunks of one head depend on each other through S,
  * different heads never do. The heads of a group advance chunk by chunk
@@ -52,6 +61,7 @@
 
 #include "internal.h"
 #include "gemm.h"
+#include "state_step.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -93,10 +103,16 @@
  * bench --phase decode after the softmax rows). */
 #define DN_SHORT 4
 /* A decode-sized call takes a thread per this many bytes of state it
- * sweeps: one head's step is a few microseconds, and waking a sleeping
- * worker costs more than that, up to a scheduler time slice (8 ms
- * measured) when the other core is busy. */
-#define DN_STATE_PER_THREAD ((int64_t)1 << 20)
+ * sweeps: one head's step is about a microsecond (lib/cpu/state_step.c),
+ * and waking a sleeping worker costs more than that, up to a scheduler
+ * time slice (8 ms measured) when the other core is busy. Measured (f32,
+ * dk = dv = 128, 2 ms of other work between steps, 2 shared cores): a
+ * second thread cut the fastest step from 47 to 28 us at 2 MiB and from
+ * 210 to 129 us at 8 MiB, but the median step grew at every size (to 0.2
+ * ms at 2 MiB, 0.64 ms at 8 MiB) while the other core was busy; back to
+ * back, with the worker still spinning, it paid from 0.25 MiB. 4 MiB is a
+ * step of about 70 us alone. */
+#define DN_STATE_PER_THREAD ((int64_t)4 << 20)
 
 static int64_t dn_min(int64_t a, int64_t b)
 {
@@ -240,21 +256,25 @@ static void dn_decays(const double *e, int64_t C, double *gam, double *dec)
 #define FN(name) name##_f32
 #define GEMM_TILED lcai_cpu_gemm_f32
 #define TRANSPOSE lcai_cpu_transpose_f32
+#define STEP lcai_step_f32
 #include "deltanet.c"
 #undef real
 #undef FN
 #undef GEMM_TILED
 #undef TRANSPOSE
+#undef STEP
 
 #define real double
 #define FN(name) name##_f64
 #define GEMM_TILED lcai_cpu_gemm_f64
 #define TRANSPOSE lcai_cpu_transpose_f64
+#define STEP lcai_step_f64
 #include "deltanet.c"
 #undef real
 #undef FN
 #undef GEMM_TILED
 #undef TRANSPOSE
+#undef STEP
 #undef DN_TEMPLATE
 
 lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
@@ -360,12 +380,13 @@ static void FN(dn_ws_carve)(struct FN(dn_ws) *ws, const lca_params *p,
  * build is the yardstick of the float32 tolerance rule); summed in double
  * they cost the float path 10% of its time in conversions.
  */
-static void FN(dn_prepare)(const lca_params *p, const real *qs,
-	const real *ks, real *qd, real *kd)
+static void FN(dn_factors)(const lca_params *p, const real *qs,
+	const real *ks, real *fq, real *fk)
 {
 	int64_t i, dk = p->dk;
-	real fq = (real)p->scale, fk = 1;
 
+	*fq = (real)p->scale;
+	*fk = 1;
 	if (p->qk_l2norm) {
 		real sq = 0, sk = 0;
 
@@ -374,9 +395,18 @@ static void FN(dn_prepare)(const lca_params *p, const real *qs,
 			sq += qs[i] * qs[i];
 			sk += ks[i] * ks[i];
 		}
-		fq = (real)(p->scale / sqrt((double)sq + DN_L2_EPS));
-		fk = (real)(1.0 / sqrt((double)sk + DN_L2_EPS));
+		*fq = (real)(p->scale / sqrt((double)sq + DN_L2_EPS));
+		*fk = (real)(1.0 / sqrt((double)sk + DN_L2_EPS));
 	}
+}
+
+static void FN(dn_prepare)(const lca_params *p, const real *qs,
+	const real *ks, real *qd, real *kd)
+{
+	int64_t i, dk = p->dk;
+	real fq, fk;
+
+	FN(dn_factors)(p, qs, ks, &fq, &fk);
 	#pragma omp simd
 	for (i = 0; i < dk; i++) {
 		qd[i] = qs[i] * fq;
@@ -684,6 +714,60 @@ static void FN(dn_chunked_item)(const struct FN(dn_args) *a, int64_t n,
 	}
 }
 
+/* ---- decode-sized calls ----------------------------------------------- */
+
+/*
+ * The tokens of sequence n, value head h, straight on its slot of state:
+ * the first token reads state0's slot (or the slot cleared), each token
+ * writes state's slot in one fused pass (state_step.c). No scratch, so
+ * no allocation per step, and no copy of the state in or out.
+ */
+static void FN(dn_step_head)(const struct FN(dn_args) *a, int64_t n,
+	int64_t h)
+{
+	const lca_params *p = a->p;
+	const int64_t H = p->H, Hk = p->Hk, dk = p->dk, dv = p->dv;
+	const int64_t hk = h / (H / Hk);
+	const size_t len = (size_t)(dk * dv), slot = (size_t)(n * H + h) * len;
+	const real *S0 = a->state0 ? a->state0 + slot : NULL;
+	real *S = a->state + slot;
+	int64_t t;
+
+	if (!S0) {
+		memset(S, 0, len * sizeof(*S));
+		S0 = S;
+	}
+	for (t = a->cu[n]; t < a->cu[n + 1]; t++, S0 = S) {
+		const real *qs = a->q + (t * Hk + hk) * dk;
+		const real *ks = a->k + (t * Hk + hk) * dk;
+		real fq, fk;
+
+		FN(dn_factors)(p, qs, ks, &fq, &fk);
+		STEP()->dn(S0, S, dk, dv, qs, fq, ks, fk, a->v + (t * H + h) * dv,
+			exp((double)a->g[t * H + h]), a->beta[t * H + h],
+			a->o + (t * H + h) * dv);
+	}
+	if (S0 != S) /* a sequence without tokens passes its state through */
+		memcpy(S, S0, len * sizeof(*S));
+}
+
+/* Every (sequence, value head) of a decode-sized call, on nt threads;
+ * the heads are independent, so the split never changes the bits. */
+static void FN(dn_steps)(const struct FN(dn_args) *a, int64_t nseq, int nt)
+{
+	const int64_t H = a->p->H, items = nseq * H;
+	int64_t it;
+
+	if (nt <= 1) {
+		for (it = 0; it < items; it++)
+			FN(dn_step_head)(a, it / H, it % H);
+		return;
+	}
+	#pragma omp parallel for schedule(static) num_threads(nt)
+	for (it = 0; it < items; it++)
+		FN(dn_step_head)(a, it / H, it % H);
+}
+
 /* ---- driver ----------------------------------------------------------- */
 
 /* Work item it: sequence it / groups, heads from (it % groups) G. */
@@ -724,6 +808,10 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 		int64_t per = DN_STATE_PER_THREAD / (p->dk * p->dv * (int64_t)sizeof(real));
 
 		nt = (int)dn_min(nt, items / (per > 0 ? per : 1) + 1);
+		if (state) {
+			FN(dn_steps)(&a, nseq, nt);
+			return LCA_OK;
+		}
 	}
 	/* BLAS may spread a call over the cores only when nothing else runs
 	 * beside it and the caller set no thread cap. */
