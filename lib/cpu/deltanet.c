@@ -20,8 +20,9 @@
  *   RECURRENT  the token loop S = e^g S; u = beta (v - S^T k); S += k u^T;
  *              o = S^T q, for decode-sized inputs.
  *
- * Decode-sized calls (no sequence longer than DN_SHORT tokens) that return
- * a state take neither path whatever the plan's algo: each (sequence,
+ * Decode-sized sequences (no longer than DN_SHORT tokens) of a call that
+ * returns a state take neither path whatever the plan's algo or the
+ * call's other sequences: each (sequence,
  * head) runs the recurrence token by token straight on its slot of state,
  * one fused pass per token (lib/cpu/state_step.c), with no workspace and
  * no copy (each decode step through a cache is such a call). Before, a
@@ -733,6 +734,8 @@ static void FN(dn_step_head)(const struct FN(dn_args) *a, int64_t n,
 	real *S = a->state + slot;
 	int64_t t;
 
+	if (a->cu[n + 1] - a->cu[n] > DN_SHORT)
+		return;  /* the driver's (dn_item) */
 	if (!S0) {
 		memset(S, 0, len * sizeof(*S));
 		S0 = S;
@@ -777,6 +780,8 @@ static void FN(dn_item)(const struct FN(dn_args) *a, int64_t it,
 	int64_t groups = a->p->H / a->G, n = it / groups;
 	int64_t h0 = it % groups * a->G, j;
 
+	if (a->state && a->cu[n + 1] - a->cu[n] <= DN_SHORT)
+		return;  /* dn_step_head's */
 	for (j = 0; j < a->G; j++)
 		FN(dn_open_state)(a, n, h0 + j, FN(dn_su)(a, cap, j, ws));
 	if (a->p->algo == LCA_ALGO_RECURRENT)
@@ -833,6 +838,12 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 		return lcai_fail(LCA_ERR_NOMEM, "cpu deltanet: cannot allocate "
 			"%zu bytes of workspace", wsb * (size_t)nt);
 
+	/* With a state, the decode-sized sequences of a longer call take the
+	 * fused steps too (after the one allocation, before the rest): a
+	 * sequence's bits never depend on the other sequences of its call,
+	 * so one cache step of many sequences equals a step per sequence. */
+	if (state)
+		FN(dn_steps)(&a, nseq, 1);
 	#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
 	for (it = 0; it < items; it++) {
 		struct FN(dn_ws) ws;

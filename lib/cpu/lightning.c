@@ -22,8 +22,10 @@
  *              take one 32 x b tile of memory, not b x b.
  *   RECURRENT  the token loop, for decode-sized inputs.
  *
- * Decode-sized calls (no sequence longer than LT_SHORT tokens) that return
- * a state take neither path whatever the plan's algo: each (sequence,
+ * Decode-sized sequences (no longer than LT_SHORT tokens) of a call that
+ * returns a state take neither path whatever the plan's algo or the
+ * call's other sequences (a sequence's bits never depend on its batch):
+ * each (sequence,
  * head) runs the recurrence token by token straight on its slot of state,
  * one fused pass per token (lib/cpu/state_step.c), with no workspace and
  * no copy (each decode step through a cache is such a call; before, the
@@ -484,6 +486,8 @@ static void FN(lt_step_head)(const struct FN(lt_args) *a, int64_t n,
 	real *S = a->state + slot;
 	int64_t t;
 
+	if (a->cu[n + 1] - a->cu[n] > LT_SHORT)
+		return;  /* the driver's (lt_item) */
 	if (!S0) {
 		memset(S, 0, len * sizeof(*S));
 		S0 = S;
@@ -522,6 +526,8 @@ static void FN(lt_item)(const struct FN(lt_args) *a, int64_t it,
 	int64_t groups = a->p->H / a->G, n = it / groups;
 	int64_t h0 = it % groups * a->G, j;
 
+	if (a->state && a->cu[n + 1] - a->cu[n] <= LT_SHORT)
+		return;  /* lt_step_head's */
 	for (j = 0; j < a->G; j++)
 		FN(lt_open_state)(a, n, h0 + j, FN(lt_sv)(a, j, ws));
 	if (a->p->algo == LCA_ALGO_RECURRENT)
@@ -576,6 +582,12 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 		return lcai_fail(LCA_ERR_NOMEM, "cpu lightning: cannot "
 			"allocate %zu bytes of workspace", wsb * (size_t)nt);
 
+	/* With a state, the decode-sized sequences of a longer call take the
+	 * fused steps too (after the one allocation, before the rest): a
+	 * sequence's bits never depend on the other sequences of its call,
+	 * so one cache step of many sequences equals a step per sequence. */
+	if (state)
+		FN(lt_steps)(&a, nseq, 1);
 	#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
 	for (it = 0; it < items; it++) {
 		struct FN(lt_ws) ws;
