@@ -157,9 +157,8 @@ static lca_status judge(const char *fn, const int64_t *all, int P)
 					"%s: ranks 0 and %d disagree on %s", fn, j, word_name[i]);
 		if (w[W_START] != next)
 			return lcai_cp_fail(LCA_ERR_SIZE, "%s: rank %d starts at token %lld, "
-				"not %lld where rank %d's run ends (contiguous runs in rank "
-				"order from 0)", fn, j, (long long)w[W_START], (long long)next,
-				j - 1);
+				"not %lld (contiguous runs in rank order from token 0)", fn, j,
+				(long long)w[W_START], (long long)next);
 		if (w[W_LEN] > INT64_MAX - next)
 			return lcai_cp_fail(LCA_ERR_OVERFLOW, "%s: the runs' total length "
 				"overflows int64", fn);
