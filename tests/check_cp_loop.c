@@ -61,6 +61,7 @@ struct job {
 	void *o, *lse, *state;
 	lca_status s[MAXP];
 	uint64_t bytes[MAXP];
+	struct lcai_cp_comm comm[MAXP]; /* each rank's transport after the call */
 	char msg[MAXP][512];
 	int P;
 	int twist;   /* 0 none; 1 rank 1 starts one token late; 2 rank 1 has no q */
@@ -103,7 +104,7 @@ static void run_job(struct job *j, const struct cp_data *d, const lca_plan *plan
 		if (!j->plan[r])
 			j->plan[r] = plan;
 	cp_outputs(d, &j->o, &j->lse, &j->state);
-	ck_assert_int_eq(lcai_loop_run(P, body, j, NULL), 0);
+	ck_assert_int_eq(lcai_loop_run(P, body, j, j->comm), 0);
 }
 
 static void free_job(struct job *j)
@@ -215,6 +216,12 @@ static void bytes_case(const struct cp_data *d, const struct job *j, const char 
 			"%s: rank %d sent %llu bytes, the formula says %llu", what, r,
 			(unsigned long long)j->bytes[r],
 			(unsigned long long)cp_bytes_formula(d, j->P, r));
+	/* control: one 176-byte header and three 8-byte status votes, each
+	 * delivered to the P - 1 others */
+	for (int r = 0; r < j->P; r++)
+		ck_assert_msg(j->comm[r].control_sent == (uint64_t)(j->P - 1) * (176 + 3 * 8),
+			"%s: rank %d sent %llu control bytes", what, r,
+			(unsigned long long)j->comm[r].control_sent);
 }
 
 START_TEST(each_rank_sends_the_stated_bytes)
