@@ -15,6 +15,8 @@ top=$(pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
 deps="build-essential autoconf automake libtool pkg-config libopenblas-dev libhdf5-dev check mandoc gnuplot-nox"
+# libopenmpi-dev, openmpi-bin: liblcattn_mpi and its mpirun tests (tests/mpi.sh).
+deps="$deps libopenmpi-dev openmpi-bin"
 # python3-h5py: the test that a file written by another program (h5py) is accepted.
 [ "$mode" = test ] && deps="$deps python3-h5py"
 # debhelper, lintian: the Debian packages are built, checked and installed.

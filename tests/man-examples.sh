@@ -5,8 +5,11 @@
 # under man/ is
 # `mandoc -Tlint -W warning` clean (that part is skipped without mandoc).
 #
+# The pages of lcattn_mpi.h (lca_mpi_*) link liblcattn_mpi and run under
+# `$MPIRUN --oversubscribe -np 2`; without MPI they are skipped (named).
+#
 # Environment (from AM_TESTS_ENVIRONMENT): top_srcdir, top_builddir
-# (absolute), CC, CFLAGS.
+# (absolute), CC, CFLAGS, MPIRUN, MPI_CFLAGS, MPI_LIBS.
 set -u
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
@@ -14,6 +17,13 @@ CC=${CC:-cc}
 CFLAGS=${CFLAGS:-}
 libtool="$top_builddir/libtool"
 lib="$top_builddir/liblcattn.la"
+mpilib="$top_builddir/liblcattn_mpi.la"
+MPIRUN=${MPIRUN:-}
+MPI_CFLAGS=${MPI_CFLAGS:-}
+MPI_LIBS=${MPI_LIBS:-}
+# Open MPI refuses root without these (CI runs as root).
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM OMP_NUM_THREADS
 status=0
 
 tmp=$(mktemp -d 2>/dev/null) || {
@@ -53,15 +63,16 @@ extract() {
 }
 
 # The link flags after the pkg-config call of the page's build line
-# (`.Dl cc example.c $(pkg-config --cflags --libs lcattn) ...`), or the
-# word "none" when the page has no such line.
+# (`.Dl cc example.c $(pkg-config --cflags --libs lcattn) ...`, or
+# lcattn_mpi for the pages of lcattn_mpi.h), or the word "none" when the
+# page has no such line.
 build_flags() {
 	awk '
 		/^\.Sh[ \t]/ { sec = $0; sub(/^\.Sh[ \t]+/, "", sec); next }
 		sec == "EXAMPLES" && /^\.Dl cc example\.c / {
 			line = $0
 			gsub(/\\-/, "-", line)
-			sub(/^.*--libs lcattn\)/, "", line)
+			sub(/^.*--libs lcattn(_mpi)?\)/, "", line)
 			print line " ok"
 			found = 1
 		}
@@ -94,6 +105,21 @@ n=0
 for page in "$top_srcdir"/man/man3/*.3; do
 	[ -f "$page" ] || continue
 	name=$(basename "$page" .3)
+	# lcattn_mpi pages: MPI's flags and library, run under mpirun
+	plib=$lib pflags= plibs= run=
+	case $name in
+	lca_mpi_*)
+		if [ -z "$MPIRUN" ] || [ ! -f "$mpilib" ]; then
+			echo "skip: $name.3 (built without MPI)"
+			continue
+		fi
+		# lcattn_mpi.pc requires lcattn: both libraries
+		plib=$mpilib pflags=$MPI_CFLAGS plibs="$lib $MPI_LIBS"
+		run="$MPIRUN --oversubscribe -np 2"
+		# Open MPI's own start-up leaks (see tests/mpi.sh)
+		[ -n "${LCA_SANITIZED:-}" ] && run="env ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}detect_leaks=0 $run"
+		;;
+	esac
 	dir="$tmp/$name"
 	mkdir "$dir" || exit 99
 	extract "$page" >"$dir/ex.c"
@@ -111,15 +137,17 @@ for page in "$top_srcdir"/man/man3/*.3; do
 	flags=${flags% ok}
 	# CC, CFLAGS and the page's flags may hold several words: split them.
 	# shellcheck disable=SC2086
-	if ! "$libtool" --mode=link --tag=CC $CC $CFLAGS -I"$top_srcdir/include" \
-	    -o "$dir/ex" "$dir/ex.c" "$lib" $flags >"$dir/build.log" 2>&1; then
+	if ! "$libtool" --mode=link --tag=CC $CC $CFLAGS -I"$top_srcdir/include" $pflags \
+	    -o "$dir/ex" "$dir/ex.c" "$plib" $plibs $flags >"$dir/build.log" 2>&1; then
 		echo "FAIL: $name.3: example does not compile or link with the printed line"
 		cat "$dir/build.log"
 		status=1
 		continue
 	fi
 	echo "== $name.3"
-	if ! "$libtool" --mode=execute "$dir/ex"; then
+	# libtool's wrapper script sets the library path, also under mpirun.
+	# shellcheck disable=SC2086
+	if ! $run "$libtool" --mode=execute "$dir/ex"; then
 		echo "FAIL: $name.3: example exited with an error"
 		status=1
 		continue

@@ -28,10 +28,16 @@ archer=/usr/lib/llvm-14/lib/libarcher.so
 rm -rf "$top/_build-tsan" && mkdir "$top/_build-tsan" && cd "$top/_build-tsan"
 "$top/configure" --quiet CC=clang CFLAGS="-O1 -g -fsanitize=thread" \
 	LDFLAGS="-fsanitize=thread"
-make -j"$jobs" liblcattn.la tests/check_threads >make.out 2>&1 ||
+make -j"$jobs" liblcattn.la tests/check_threads tests/check_cp_loop >make.out 2>&1 ||
 	{ tail -n 40 make.out; exit 1; }
 # CK_FORK=no: the threads run in the test process itself, as a user's would.
 OMP_TOOL_LIBRARIES=$archer OPENBLAS_NUM_THREADS=1 CK_FORK=no \
 TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \
 	./tests/check_threads >check.out 2>&1 || { tail -n 80 check.out; exit 1; }
 grep "^[0-9]*%: Checks:" check.out | sed 's/^/tsan check_threads: /'
+# The loopback transport of lib/mpi: P ranks as threads exchanging
+# through barriers.
+OMP_TOOL_LIBRARIES=$archer OPENBLAS_NUM_THREADS=1 CK_FORK=no \
+TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \
+	./tests/check_cp_loop >check_cp.out 2>&1 || { tail -n 80 check_cp.out; exit 1; }
+grep "^[0-9]*%: Checks:" check_cp.out | sed 's/^/tsan check_cp_loop: /'

@@ -231,14 +231,83 @@ int tool_cost_claim(FILE *f)
 	return 0;
 }
 
+/*
+ * Bytes one layer makes rank r of P send in a causal prefill of n tokens
+ * split in P contiguous runs (rank r: tokens n r / P .. n (r + 1) / P - 1),
+ * e bytes an element: the formulas of lca_mpi_softmax_forward(3). The
+ * ring passes every earlier key block on (softmax: Hkv (dk + dv) values a
+ * token; mla: the latent, dc + dr); deltanet and lightning all-gather one
+ * summary per rank.
+ */
+static double rank_bytes(lca_variant v, const lca_params *sh, int64_t n, int P, int r,
+	double e)
+{
+	double end = (double)(n * (r + 1) / P);
+
+	if (P < 2)
+		return 0;
+	switch (v) {
+	case LCA_SOFTMAX:
+		return end < (double)n ? end * (double)(sh->Hkv * (sh->dk + sh->dv)) * e : 0;
+	case LCA_MLA:
+		return end < (double)n ? end * (double)(sh->dc + sh->dr) * e : 0;
+	case LCA_DELTANET:
+		return (P - 1) * (double)(sh->H * sh->dk * (sh->dk + sh->dv)) * e;
+	default:
+		return (P - 1) * (double)(sh->H * (1 + sh->dk * sh->dv)) * e;
+	}
+}
+
+/* The bytes each rank sends over a preset's layers: the busiest rank's and
+ * the sum over ranks, bf16. */
+static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P)
+{
+	if (csv)
+		fprintf(f, "preset,n,ranks,max_rank_bytes_bf16,total_bytes_bf16\n");
+	else
+		fprintf(f, "Modelled bytes sent in a causal prefill of n tokens over %d ranks, "
+			"contiguous runs,\nbf16 (formulas in lca_mpi_softmax_forward(3)), "
+			"all layers of the preset.\n\n| preset | n | ranks | busiest rank sends "
+			"| all ranks send |\n|---|---|---|---|---|\n", P);
+	for (int i = 0; i < tool_npresets; i++)
+		for (int j = 0; j < nn; j++) {
+			const struct tool_preset *pr = &tool_presets[i];
+			size_t len = strlen(pr->pattern);
+			double max = 0, total = 0;
+
+			for (int r = 0; r < P; r++) {
+				double b = 0;
+
+				for (int64_t l = 0; l < pr->layers; l++) {
+					lca_variant v;
+
+					if (tool_layer_variant(pr->pattern[l % (int64_t)len], &v))
+						return -1;
+					b += rank_bytes(v, shape_of(pr, v), ns[j], P, r, 2);
+				}
+				max = b > max ? b : max;
+				total += b;
+			}
+			if (csv)
+				fprintf(f, "%s,%lld,%d,%.6g,%.6g\n", pr->name, (long long)ns[j], P,
+					max, total);
+			else
+				fprintf(f, "| %s | %lld | %d | %.3g GiB | %.3g GiB |\n", pr->name,
+					(long long)ns[j], P, max / 1073741824.0, total / 1073741824.0);
+		}
+	return 0;
+}
+
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn cost [--n N[,N...]] [--csv]\n"
+		"usage: lcattn cost [--n N[,N...]] [--ranks P] [--csv]\n"
 		"  Modelled FLOPs and cache/state bytes of the presets (lca_plan_cost(3)):\n"
 		"  attention and whole-model FLOPs per generated token at context n, summed over\n"
 		"  a generation of n tokens, attention share, bf16 cache/state bytes, ratios.\n"
 		"  --n     context lengths (default 65536,100000,1048576)\n"
+		"  --ranks bytes each of P ranks sends in a causal prefill of n tokens split in\n"
+		"          contiguous runs (liblcattn_mpi's formulas) instead of the tables\n"
 		"  --csv   print CSV instead of tables\n");
 	return f == stdout ? 0 : 2;
 }
@@ -262,7 +331,7 @@ static int parse_ns(const char *s, int64_t *ns, int max)
 int tool_cost(int argc, char **argv)
 {
 	int64_t ns[16];
-	int nn = 3, csv = 0;
+	int nn = 3, csv = 0, ranks = 0;
 
 	memcpy(ns, default_ns, sizeof default_ns);
 	for (int i = 1; i < argc; i++) {
@@ -275,9 +344,21 @@ int tool_cost(int argc, char **argv)
 				fprintf(stderr, "lcattn cost: --n %s: positive integers, comma-separated\n", argv[i]);
 				return 2;
 			}
+		} else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+
+			if (*end || v < 1 || v > 1000000) {
+				fprintf(stderr, "lcattn cost: --ranks %s: an integer in [1, 1000000]\n",
+					argv[i]);
+				return 2;
+			}
+			ranks = (int)v;
 		} else
 			return usage(stderr);
 	}
+	if (ranks)
+		return tool_cost_ranks(stdout, csv, ns, nn, ranks) ? 1 : 0;
 	if (csv)
 		return tool_cost_tables(NULL, stdout, ns, nn) ? 1 : 0;
 	printf("All numbers modelled (lca_plan_cost(3)); bytes in bf16, 2 bytes an element.\n\n");

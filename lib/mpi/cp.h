@@ -1,0 +1,128 @@
+/*
+ * cp.h - context parallelism over a transport (internal to liblcattn_mpi
+ * and its tests). The algorithms (cp_attn.c, cp_linear.c) talk only to
+ * struct lcai_cp_comm, so the loopback transport (loopback.c: P ranks as
+ * threads of one process) runs exactly the code the MPI transport
+ * (mpi.c) runs. This layer calls liblcattn's public API only: the core
+ * library knows nothing of it.
+ */
+#ifndef LCA_MPI_CP_H
+#define LCA_MPI_CP_H
+
+#include <lcattn.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * A transport: rank and size, and two collective operations that every
+ * rank calls the same number of times in the same order.
+ *   allgather:   send [bytes] from each rank into recv [size][bytes], in
+ *                rank order
+ *   shift_start: send LCAI_CP_NSEG buffers to rank + 1 and receive as
+ *                many from rank - 1 (both mod size; 0 bytes: no message
+ *                that way), without waiting; shift_wait completes it.
+ *                One shift at a time; the buffers stay untouched until
+ *                the wait. (Two segments: a block's keys and values,
+ *                or a tail of each, travel without packing.)
+ * Each returns 0 or -1 (a transport failure). The counters are kept by
+ * the wrappers below, so both transports count the same way.
+ */
+#define LCAI_CP_NSEG 2
+
+struct lcai_cp_seg {
+	const void *send;
+	size_t sbytes;
+	void *recv;
+	size_t rbytes;
+};
+
+struct lcai_cp_comm {
+	int rank, size;
+	void *impl;
+	int (*allgather)(struct lcai_cp_comm *c, const void *send, size_t bytes,
+		void *recv);
+	int (*shift_start)(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg);
+	int (*shift_wait)(struct lcai_cp_comm *c);
+	uint64_t payload_sent;  /* K/V blocks, latents, summaries */
+	uint64_t control_sent;  /* agreement headers and statuses */
+};
+
+/* Counting wrappers: an allgather of b bytes counts (size - 1) b sent by
+ * every rank (what it delivers to the others), a shift its sbytes. */
+int lcai_cp_allgather(struct lcai_cp_comm *c, int control, const void *send,
+	size_t bytes, void *recv);
+int lcai_cp_shift_start(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg);
+int lcai_cp_shift_wait(struct lcai_cp_comm *c);
+
+/* This rank's run of the sequence: tokens [start, start + len). */
+struct lcai_cp_run {
+	int64_t start, len;
+};
+
+/*
+ * The four forward calls over a transport. Arguments as the lca_mpi_*
+ * calls of lcattn_mpi.h. fn names the public call in messages.
+ */
+lca_status lcai_cp_softmax(struct lcai_cp_comm *c, const char *fn,
+	const lca_plan *plan, const struct lcai_cp_run *run, const void *q,
+	const void *k, const void *v, void *o, void *lse);
+lca_status lcai_cp_mla(struct lcai_cp_comm *c, const char *fn,
+	const lca_plan *plan, const struct lcai_cp_run *run, const void *q_nope,
+	const void *q_rope, const void *ckv, const void *k_rope, const void *w_uk,
+	const void *w_uv, void *o, void *lse);
+lca_status lcai_cp_deltanet(struct lcai_cp_comm *c, const char *fn,
+	const lca_plan *plan, const struct lcai_cp_run *run, const void *q,
+	const void *k, const void *v, const void *g, const void *beta,
+	const void *state0, void *o, void *state);
+lca_status lcai_cp_lightning(struct lcai_cp_comm *c, const char *fn,
+	const lca_plan *plan, const struct lcai_cp_run *run, const void *q,
+	const void *k, const void *v, const void *slope, const void *state0,
+	void *o, void *state);
+
+/* ---- shared by the algorithms (cp_agree.c) ---- */
+
+/* Everything the ranks must agree on, gathered once per call. */
+struct lcai_cp_view {
+	int P, r;
+	lca_params p;             /* the plan's resolved parameters */
+	size_t es;                /* element size */
+	int64_t T;                /* tokens of the whole sequence */
+	int64_t *start, *len;     /* [P] each rank's run */
+	int has_state0;
+};
+
+/*
+ * The agreement step: every rank sends its plan's shape, its run, whether
+ * it has state0 and the status of its local checks (local); all ranks
+ * reach the same verdict from the same gathered bytes, so a disagreement
+ * gives a status on every rank and no rank waits for a message that never
+ * comes. On success *vw is filled (lcai_cp_view_free() frees it).
+ */
+lca_status lcai_cp_agree(struct lcai_cp_comm *c, const char *fn,
+	const lca_plan *plan, lca_variant variant, const struct lcai_cp_run *run,
+	int has_state0, lca_status local, struct lcai_cp_view *vw);
+void lcai_cp_view_free(struct lcai_cp_view *vw);
+
+/* The worst status of all ranks (the first non-OK in rank order), so
+ * that every rank returns the same verdict after the computation. */
+lca_status lcai_cp_all_ok(struct lcai_cp_comm *c, const char *fn, lca_status mine);
+
+/* The detail message of this thread's last failure (error.c). */
+lca_status lcai_cp_fail(lca_status s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void lcai_cp_clear_error(void);
+const char *lcai_cp_last_error(void);
+
+/* a * b * c * d in size_t, or 0 with *ovf set. */
+size_t lcai_cp_mul(int *ovf, int64_t a, int64_t b, int64_t c, int64_t d);
+
+/* ---- the loopback transport (loopback.c; tests) ---- */
+
+/* Run body(c, arg) on P >= 1 threads, one per simulated rank, each with
+ * its own transport; returns 0, or -1 when the threads could not start.
+ * c->payload_sent and control_sent are left in comms[r] if comms != NULL. */
+int lcai_loop_run(int P, void (*body)(struct lcai_cp_comm *c, void *arg),
+	void *arg, struct lcai_cp_comm *comms);
+
+#endif
