@@ -720,7 +720,7 @@ static void FN(db_prepare_adj)(const lca_params *p, int64_t t, int64_t hk,
 		#pragma omp simd reduction(+:ss, ydy)
 		for (i = 0; i < dk; i++) {
 			ss += (double)xr[i] * xr[i];
-			ydy += xr[i] * y[i];
+			ydy += (double)xr[i] * y[i];
 		}
 		nrm = sqrt(ss + DB_L2_EPS);
 		ydy /= nrm;
