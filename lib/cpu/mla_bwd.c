@@ -250,6 +250,44 @@ static void mla_bwd_fold(struct mla_bwd *c, const struct lcai_flash_bwd *b,
 		lcai_flash_at_w(c->dw_uv, es, h * dv * dc), dc);
 }
 
+/* The engines of one call with rows [da ; dr] against values of dv: the
+ * forward's set-up (f) and the backward's workspaces (b), sized for the
+ * longest query run. The caller frees b whatever the status, and f once
+ * *f_ready is set. */
+static lca_status mla_engines(const lca_params *p, const int64_t *cu_q,
+	const int64_t *cu_k, int64_t nseq, int64_t da, int64_t dv,
+	struct lcai_flash *f, struct lcai_flash_bwd *b, int *f_ready)
+{
+	int64_t max_tq = 0;
+	lca_status st;
+
+	*f_ready = 0;
+	if ((st = lcai_flash_init(f, p, da, p->dr, dv, p->rope_dim, p->scale,
+			cu_q, cu_k, nseq)) != LCA_OK)
+		return st;
+	*f_ready = 1;
+	for (int64_t n = 0; n < nseq; n++)
+		if (cu_q[n + 1] - cu_q[n] > max_tq)
+			max_tq = cu_q[n + 1] - cu_q[n];
+	return lcai_flash_bwd_init(b, f, max_tq, nseq * p->H);
+}
+
+/* dk_rope, summed over heads in the rotated domain, rotated back. */
+static void mla_unrotate(const lca_params *p, const struct lcai_flash *f,
+	const struct lcai_flash_bwd *b, const int64_t *cu_k, int64_t nseq,
+	void *dk_rope)
+{
+	const size_t es = f->ops->esize;
+
+	if (p->rope_dim <= 0)
+		return;
+	#pragma omp parallel for num_threads(lcai_flash_team(p, cu_k[nseq] / 256 + 1))
+	for (int64_t s = 0; s < nseq; s++)
+		for (int64_t t = cu_k[s]; t < cu_k[s + 1]; t++)
+			b->ops->unrotate(f, lcai_flash_at_w(dk_rope, es, t * p->dr),
+				t - cu_k[s]);
+}
+
 static lca_status mla_naive_bwd(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q_nope,
 	const void *q_rope, const void *ckv, const void *k_rope,
@@ -266,7 +304,8 @@ static lca_status mla_naive_bwd(const lca_params *p, const int64_t *cu_q,
 	lca_params naive = *p;
 	struct lcai_flash f;
 	struct lcai_flash_bwd b = { 0 };
-	int64_t no, max_tq = 0;
+	int64_t no;
+	int f_ready = 0;
 	lca_status st;
 
 	/* The forward in the naive form: its logits are the ones recomputed. */
@@ -283,15 +322,8 @@ static lca_status mla_naive_bwd(const lca_params *p, const int64_t *cu_q,
 		mla_bwd_free(&c);
 		return st;
 	}
-	if ((st = lcai_flash_init(&f, p, p->dn, p->dr, p->dv, p->rope_dim, p->scale,
-			cu_q, cu_k, nseq)) != LCA_OK) {
-		mla_bwd_free(&c);
-		return st;
-	}
-	for (int64_t n = 0; n < nseq; n++)
-		if (cu_q[n + 1] - cu_q[n] > max_tq)
-			max_tq = cu_q[n + 1] - cu_q[n];
-	if ((st = lcai_flash_bwd_init(&b, &f, max_tq, nseq * p->H)) != LCA_OK)
+	if ((st = mla_engines(p, cu_q, cu_k, nseq, p->dn, p->dv, &f, &b,
+			&f_ready)) != LCA_OK)
 		goto out;
 	if (mla_bwd_alloc(&c, &b) != LCA_OK) {
 		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla backward: no memory to decompress "
@@ -310,16 +342,11 @@ static lca_status mla_naive_bwd(const lca_params *p, const int64_t *cu_q,
 		for (int64_t g = 0; g < G; g++)
 			mla_bwd_fold(&c, &b, h0 + g, g);
 	}
-	if (p->rope_dim > 0) {
-		#pragma omp parallel for num_threads(lcai_flash_team(p, Tk / 256 + 1))
-		for (int64_t s = 0; s < nseq; s++)
-			for (int64_t t = cu_k[s]; t < cu_k[s + 1]; t++)
-				b.ops->unrotate(&f, lcai_flash_at_w(dk_rope, es, t * p->dr),
-					t - cu_k[s]);
-	}
+	mla_unrotate(p, &f, &b, cu_k, nseq, dk_rope);
 out:
 	lcai_flash_bwd_free(&b);
-	lcai_flash_free(&f);
+	if (f_ready)
+		lcai_flash_free(&f);
 	mla_bwd_free(&c);
 	return st;
 }
@@ -557,7 +584,8 @@ static lca_status mla_absorbed_bwd(const lca_params *p, const int64_t *cu_q,
 	lca_params abs = *p;
 	struct lcai_flash f;
 	struct lcai_flash_bwd b = { 0 };
-	int64_t nlat, max_tq = 0;
+	int64_t nlat;
+	int f_ready = 0;
 	lca_status st;
 
 	abs.algo = LCA_ALGO_ABSORBED;
@@ -574,15 +602,8 @@ static lca_status mla_absorbed_bwd(const lca_params *p, const int64_t *cu_q,
 		mla_abs_free(&a);
 		return st;
 	}
-	if ((st = lcai_flash_init(&f, p, p->dc, p->dr, p->dc, p->rope_dim, p->scale,
-			cu_q, cu_k, nseq)) != LCA_OK) {
-		mla_abs_free(&a);
-		return st;
-	}
-	for (int64_t n = 0; n < nseq; n++)
-		if (cu_q[n + 1] - cu_q[n] > max_tq)
-			max_tq = cu_q[n + 1] - cu_q[n];
-	if ((st = lcai_flash_bwd_init(&b, &f, max_tq, nseq * p->H)) != LCA_OK)
+	if ((st = mla_engines(p, cu_q, cu_k, nseq, p->dc, p->dc, &f, &b,
+			&f_ready)) != LCA_OK)
 		goto out;
 	if (mla_abs_alloc(&a, &b) != LCA_OK) {
 		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla backward: no memory for the "
@@ -597,16 +618,11 @@ static lca_status mla_absorbed_bwd(const lca_params *p, const int64_t *cu_q,
 		mla_abs_group(&a, &b, h0, p->H - h0 < a.G ? p->H - h0 : a.G, q_nope,
 			q_rope, w_uk, w_uv, dout, dq_nope, dq_rope, dckv, dk_rope, dw_uk,
 			dw_uv);
-	if (p->rope_dim > 0) {
-		#pragma omp parallel for num_threads(lcai_flash_team(p, Tk / 256 + 1))
-		for (int64_t s = 0; s < nseq; s++)
-			for (int64_t t = cu_k[s]; t < cu_k[s + 1]; t++)
-				b.ops->unrotate(&f, lcai_flash_at_w(dk_rope, es, t * p->dr),
-					t - cu_k[s]);
-	}
+	mla_unrotate(p, &f, &b, cu_k, nseq, dk_rope);
 out:
 	lcai_flash_bwd_free(&b);
-	lcai_flash_free(&f);
+	if (f_ready)
+		lcai_flash_free(&f);
 	mla_abs_free(&a);
 	return st;
 }
