@@ -376,14 +376,22 @@ START_TEST(test_retrieval_of_on_the_cpu_backend_matches)
 		pp.backend = LCA_BACKEND_CPU;
 		tu_assert_ok(lca_probe_retrieval(&pp, &c.s, all));
 		tu_assert_ok(lca_probe_retrieval_of(&pp, &c.s, OF_N, of_idx, some));
+		double rmax = 0;
+
 		for (int64_t j = 0; j < OF_N; j++) {
 			double r = ref[of_idx[j]];
 
 			ck_assert_msg(fabs(some[j] - all[of_idx[j]]) <= 1e-12 &&
-				fabs(some[j] - r) <= 1e-12 && r > 1e-3,
+				fabs(some[j] - r) <= 1e-12,
 				"variant %d token %lld: cpu %.17g, cpu all %.17g, ref %.17g", var,
 				(long long)of_idx[j], some[j], all[of_idx[j]], r);
+			rmax = fmax(rmax, r);
 		}
+		/* Errors are not all near 0, so the 1e-12 agreement says something.
+		 * (One token's can be: the delta rule retrieves its last tokens
+		 * almost exactly, 1.9e-4 at token 300 in one draw.) */
+		ck_assert_msg(rmax > 1e-3, "variant %d: every error below 1e-3 (%.3g)",
+			var, rmax);
 	}
 	of_free(&c);
 }
