@@ -391,6 +391,51 @@ LCA_API lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
 /* Free a cache; NULL is a no-op. */
 LCA_API void lca_cache_destroy(lca_cache *cache);
 
+/*
+ * How a softmax or mla cache stores its tokens (lca_cache_create_ex). Fill
+ * with lca_cache_opts_init(), then set what you need:
+ *   nseq        slots (>= 1; default 1)
+ *   capacity    tokens per sequence at most (>= 1; default 0: must be set)
+ *   pool_bytes  0 (default): each sequence grows on its own, as
+ *               lca_cache_create() does. > 0: one paged pool of
+ *               floor(pool_bytes / page bytes) pages of LCA_CACHE_PAGE
+ *               tokens, allocated here and shared by every sequence
+ *               (page bytes = LCA_CACHE_PAGE x per-token bytes); a step
+ *               that needs more pages than are free fails with
+ *               LCA_ERR_CAPACITY and changes nothing; lca_cache_fork()
+ *               shares the source's pages copy-on-write. softmax and mla
+ *               only (deltanet, lightning keep one fixed state per
+ *               sequence: LCA_ERR_ARG).
+ *   storage     element type of the stored keys and values: the plan's
+ *               dtype (default), or LCA_BF16 under an f32 or f64 plan
+ *               (half or a quarter of the bytes a decode step reads; new
+ *               tokens are rounded to nearest bf16, ties to even, when
+ *               appended, and the kernels compute in the plan's dtype).
+ *               softmax and mla only.
+ */
+#define LCA_CACHE_PAGE 64
+typedef struct lca_cache_opts {
+	int64_t nseq;
+	int64_t capacity;
+	size_t pool_bytes;
+	lca_dtype storage;
+} lca_cache_opts;
+
+/* Defaults for plan (storage = the plan's dtype). */
+LCA_API lca_status lca_cache_opts_init(const lca_plan *plan,
+	lca_cache_opts *opts);
+
+/* New empty cache as opts says; lca_cache_create(plan, n, cap, &c) is
+ * lca_cache_create_ex() with nseq = n, capacity = cap and the defaults. */
+LCA_API lca_status lca_cache_create_ex(const lca_plan *plan,
+	const lca_cache_opts *opts, lca_cache **cache);
+
+/* A paged cache's pool: *used pages hold tokens (a page shared by forked
+ * sequences counts once), of *total (both 0 for a cache without a pool).
+ * Either pointer may be NULL. */
+LCA_API lca_status lca_cache_pages(const lca_cache *cache, int64_t *used,
+	int64_t *total);
+
 /* Empty every sequence (length 0, states zero); keeps the allocation;
  * retired slots become live again, as at creation. */
 LCA_API lca_status lca_cache_reset(lca_cache *cache);

@@ -426,6 +426,24 @@ void lcai_cpu_probe_latent(int64_t T, int64_t dk, int64_t dn, int64_t dv,
 	int64_t dc, const double *k, const double *v, const double *w,
 	double *ckv);
 
+/* Where the cached tokens of one softmax/mla sequence lie (lib/core/cache.c
+ * fills it for a step). Buffer j (softmax: 0 = K [Hkv][dk] rows, 1 = V
+ * [Hkv][dv] rows; mla: 0 = ckv [dc], 1 = k_rope [dr]) holds row[j]
+ * elements per token, of type store (the plan's dtype, or LCA_BF16 under an
+ * f32/f64 plan); token s of buffer j starts at
+ *   contiguous (pt == NULL): (char *)buf[j] + s * row[j] * esize(store)
+ *   paged:  pool + pt[s / LCA_CACHE_PAGE] * page_bytes + off[j]
+ *           + (s % LCA_CACHE_PAGE) * row[j] * esize(store)
+ * (a page holds LCA_CACHE_PAGE tokens of buffer 0, then of buffer 1). */
+struct lcai_kv {
+	lca_dtype store;
+	int64_t row[2];
+	const void *buf[2];
+	const char *pool;
+	const int32_t *pt;
+	size_t page_bytes, off[2];
+};
+
 /* ---- CPU decode kernels (lib/cpu/decode.c) ----
  * One sequence: tq new queries are the last tq positions of tk cached keys
  * (bottom-right alignment, tq <= tk); the cache tensors are contiguous
