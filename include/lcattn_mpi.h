@@ -99,6 +99,32 @@ LCA_API lca_status lca_mpi_lightning_forward(const lca_plan *plan, MPI_Comm comm
  * valid until this thread's next lca_mpi_ call. */
 LCA_API const char *lca_mpi_last_error(void);
 
+/*
+ * Decode over a sequence-sharded cache (softmax or mla): layout gives the
+ * run of cached keys this rank holds, as above (the new tokens' keys are
+ * appended by the caller to the run holding the sequence's last
+ * positions, so T = the sum of the runs includes them); every rank passes
+ * the same tq new queries, the last tq positions T - tq .. T - 1, and
+ * every rank returns the same o and lse (lse may be NULL): the partials
+ * over each rank's keys merged in rank order. Payload: one all-gather of
+ * tq H (dv + 1) values per rank (lca_mpi_softmax_decode(3)).
+ *   q [tq][H][dk]  k [len][Hkv][dk]  v [len][Hkv][dv]
+ *   o [tq][H][dv]  lse [tq][H]
+ */
+LCA_API lca_status lca_mpi_softmax_decode(const lca_plan *plan, MPI_Comm comm,
+	const lca_mpi_layout *layout, int64_t tq, const void *q, const void *k,
+	const void *v, void *o, void *lse, lca_mpi_stats *stats);
+
+/*
+ * The same for mla: the ranks hold runs of the latent cache.
+ *   q_nope [tq][H][dn]  q_rope [tq][H][dr]  ckv [len][dc]  k_rope [len][dr]
+ *   w_uk [H][dn][dc]    w_uv [H][dv][dc]    o [tq][H][dv]  lse [tq][H] or NULL
+ */
+LCA_API lca_status lca_mpi_mla_decode(const lca_plan *plan, MPI_Comm comm,
+	const lca_mpi_layout *layout, int64_t tq, const void *q_nope, const void *q_rope,
+	const void *ckv, const void *k_rope, const void *w_uk, const void *w_uv,
+	void *o, void *lse, lca_mpi_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

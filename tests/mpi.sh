@@ -1,7 +1,8 @@
 #!/bin/sh
 # mpi.sh - liblcattn_mpi under real MPI: tests/mpi_cp (the cases of
-# check_cp_loop) under `mpirun --oversubscribe -np P`, P = 2, 3, 4, one
-# thread per rank. Skipped (77) when configure found no MPI.
+# check_cp_loop) and tests/mpi_decode (those of check_cp_decode) under
+# `mpirun --oversubscribe -np P`, P = 2, 3, 4, one thread per rank.
+# Skipped (77) when configure found no MPI.
 #
 # Environment (from AM_TESTS_ENVIRONMENT): top_builddir, MPIRUN.
 set -u
@@ -34,9 +35,11 @@ status=0
 for np in 2 3 4; do
 	echo "== mpirun -np $np"
 	# libtool's wrapper script finds the uninstalled libraries.
-	if ! timeout 300 "$MPIRUN" --oversubscribe -np "$np" "$prog"; then
-		echo "FAIL: mpirun -np $np"
-		status=1
-	fi
+	for p in "$prog" "$top_builddir/tests/mpi_decode"; do
+		if ! timeout 300 "$MPIRUN" --oversubscribe -np "$np" "$p"; then
+			echo "FAIL: mpirun -np $np ${p##*/}"
+			status=1
+		fi
+	done
 done
 exit $status

@@ -4,6 +4,7 @@
  * the loopback tests run.
  */
 #include "cp.h"
+#include "cp_decode.h"
 
 #include <lcattn_mpi.h>
 
@@ -191,4 +192,46 @@ lca_status lca_mpi_lightning_forward(const lca_plan *plan, MPI_Comm comm,
 const char *lca_mpi_last_error(void)
 {
 	return lcai_cp_last_error();
+}
+
+/* ---- decode over a sharded cache (cp_decode.c) ---------------------------- */
+
+lca_status lca_mpi_softmax_decode(const lca_plan *plan, MPI_Comm comm,
+	const lca_mpi_layout *layout, int64_t tq, const void *q, const void *k,
+	const void *v, void *o, void *lse, lca_mpi_stats *stats)
+{
+	static const char fn[] = "lca_mpi_softmax_decode";
+	struct lcai_cp_comm c;
+	struct mpi_impl m;
+	struct lcai_cp_run run;
+	lca_status s;
+
+	if ((s = open_comm(fn, comm, &m, &c)))
+		return s;
+	if (layout)
+		to_run(layout, &run);
+	s = lcai_cp_softmax_decode(&c, fn, plan, layout ? &run : NULL, tq, q, k, v, o, lse);
+	report(&c, stats);
+	return s;
+}
+
+lca_status lca_mpi_mla_decode(const lca_plan *plan, MPI_Comm comm,
+	const lca_mpi_layout *layout, int64_t tq, const void *q_nope, const void *q_rope,
+	const void *ckv, const void *k_rope, const void *w_uk, const void *w_uv,
+	void *o, void *lse, lca_mpi_stats *stats)
+{
+	static const char fn[] = "lca_mpi_mla_decode";
+	struct lcai_cp_comm c;
+	struct mpi_impl m;
+	struct lcai_cp_run run;
+	lca_status s;
+
+	if ((s = open_comm(fn, comm, &m, &c)))
+		return s;
+	if (layout)
+		to_run(layout, &run);
+	s = lcai_cp_mla_decode(&c, fn, plan, layout ? &run : NULL, tq, q_nope, q_rope, ckv,
+		k_rope, w_uk, w_uv, o, lse);
+	report(&c, stats);
+	return s;
 }
