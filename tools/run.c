@@ -268,11 +268,15 @@ static int usage(FILE *f)
 {
 	fprintf(f,
 		"usage: lcattn run [--backend ref|cpu|cuda] [--dtype f64|f32|bf16]\n"
-		"                  [--algo auto|naive|absorbed|recurrent|chunked] IN.h5 OUT.h5\n"
+		"                  [--algo auto|naive|absorbed|recurrent|chunked]\n"
+		"                  [--mpi [--layout contiguous]] IN.h5 OUT.h5\n"
 		"Reads /config and /inputs of IN.h5 (schema lcattn-golden/1, see\n"
 		"lcattn-golden(5)), runs the backend with inputs converted to the dtype,\n"
 		"and writes OUT.h5 with the same /config and the /outputs as float64.\n"
-		"Defaults: --backend ref --dtype f64 --algo auto.\n");
+		"Defaults: --backend ref --dtype f64 --algo auto.\n"
+		"--mpi (under mpirun): each sequence split over the ranks in contiguous\n"
+		"runs, run through liblcattn_mpi (ref or cpu, f64 or f32, no gradient\n"
+		"cases); rank 0 writes OUT.h5.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -281,6 +285,8 @@ struct run_args {
 	lca_dtype dtype;
 	lca_algo algo;
 	const char *in, *out;
+	int mpi;              /* --mpi: over the ranks (run_mpi.c) */
+	const char *layout;   /* --layout */
 };
 
 static int parse(int argc, char **argv, struct run_args *a)
@@ -293,6 +299,10 @@ static int parse(int argc, char **argv, struct run_args *a)
 
 		if (!strcmp(o, "--help") || !strcmp(o, "-h"))
 			return usage(stdout) - 1;
+		if (!strcmp(o, "--mpi")) {
+			a->mpi = 1;
+			continue;
+		}
 		if (o[0] != '-' || !o[1]) {
 			if (npos == 2) {
 				fprintf(stderr, "lcattn run: unexpected argument %s\n", o);
@@ -312,12 +322,20 @@ static int parse(int argc, char **argv, struct run_args *a)
 			bad = tool_parse_dtype(v, &a->dtype);
 		else if (!strcmp(o, "--algo"))
 			bad = tool_parse_algo(v, &a->algo);
-		else
+		else if (!strcmp(o, "--layout")) {
+			/* zigzag joins when liblcattn_mpi offers it */
+			bad = strcmp(v, "contiguous") != 0;
+			a->layout = v;
+		} else
 			bad = 1;
 		if (bad) {
 			fprintf(stderr, "lcattn run: bad option %s %s (see lcattn run --help)\n", o, v);
 			return 2;
 		}
+	}
+	if (a->layout && !a->mpi) {
+		fprintf(stderr, "lcattn run: --layout needs --mpi\n");
+		return 2;
 	}
 	if (npos == 2)
 		return 0;
@@ -333,7 +351,7 @@ static int run_case(const struct run_args *a, struct lcio_case *c)
 	char err[512], gen[96], why[400];
 	lca_params resolved;
 	lca_status s;
-	int rc = 2;
+	int rc = 2, speak = !a->mpi || tool_mpi_rank() == 0;
 
 	lcio_case_init(&out, c->p.variant);
 	out.p = c->p, out.Tq = c->Tq, out.Tk = c->Tk, out.nseq = c->nseq;
@@ -344,14 +362,22 @@ static int run_case(const struct run_args *a, struct lcio_case *c)
 	}
 	for (int i = 0; i < out.nout; i++)
 		bufs[i] = out.out[i].data;
-	s = tool_compute(c, a->backend, a->dtype, a->algo, bufs, &resolved, why, sizeof why);
+	s = (a->mpi ? tool_compute_mpi : tool_compute)(c, a->backend, a->dtype, a->algo, bufs,
+		&resolved, why, sizeof why);
 	if (s == LCA_ERR_UNSUPPORTED || s == LCA_ERR_NO_DEVICE) {
-		fprintf(stderr, "lcattn run: backend %s dtype %s unavailable: %s\n",
-			tool_backend_name(a->backend), tool_dtype_name(a->dtype), why);
+		if (speak)
+			fprintf(stderr, "lcattn run: backend %s dtype %s unavailable%s: %s\n",
+				tool_backend_name(a->backend), tool_dtype_name(a->dtype),
+				a->mpi ? " over MPI" : "", why);
 		goto done;
 	}
 	if (s) {
-		fprintf(stderr, "lcattn run: %s: %s: %s\n", a->in, lca_strerror(s), why);
+		if (speak)
+			fprintf(stderr, "lcattn run: %s: %s: %s\n", a->in, lca_strerror(s), why);
+		goto done;
+	}
+	if (!speak) { /* rank 0 writes the file */
+		rc = 0;
 		goto done;
 	}
 	/* The resolved parameters: the candidate states the scale and RoPE it ran. */
@@ -373,18 +399,28 @@ done:
 
 int tool_run(int argc, char **argv)
 {
-	struct run_args a = { LCA_BACKEND_REF, LCA_F64, LCA_ALGO_AUTO, NULL, NULL };
+	struct run_args a = { LCA_BACKEND_REF, LCA_F64, LCA_ALGO_AUTO, NULL, NULL, 0, NULL };
 	struct lcio_case c;
 	char err[512];
 	int rc;
 
 	if ((rc = parse(argc, argv, &a)))
 		return rc < 0 ? 0 : rc;
-	if (lcio_read(a.in, LCIO_INPUTS, &c, err, sizeof err)) {
+	/* MPI only when asked for: a plain run never initialises it */
+	if (a.mpi && tool_mpi_begin(err, sizeof err)) {
 		fprintf(stderr, "lcattn run: %s\n", err);
 		return 2;
 	}
-	rc = run_case(&a, &c);
+	rc = lcio_read(a.in, LCIO_INPUTS, &c, err, sizeof err) ? 2 : 0;
+	if (rc && (!a.mpi || tool_mpi_rank() == 0))
+		fprintf(stderr, "lcattn run: %s\n", err);
+	/* every rank reads the file: all go on, or none */
+	if (a.mpi && !tool_mpi_all(rc == 0))
+		rc = 2;
+	if (rc == 0)
+		rc = run_case(&a, &c);
 	lcio_case_free(&c);
+	if (a.mpi)
+		tool_mpi_end();
 	return rc;
 }

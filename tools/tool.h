@@ -49,6 +49,24 @@ lca_status tool_compute(const struct lcio_case *c, lca_backend backend,
 	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
 	char *why, size_t whylen);
 
+/* ---- run_mpi.c: lcattn run --mpi (liblcattn_mpi when configure found
+ * MPI; else every call below says so) ---- */
+
+/* MPI_Init unless MPI is running; -1 with a message when the tool was
+ * built without MPI or MPI_Init failed. tool_mpi_end() finalizes what
+ * tool_mpi_begin() initialised. */
+int tool_mpi_begin(char *why, size_t whylen);
+void tool_mpi_end(void);
+int tool_mpi_rank(void);
+/* 1 on every rank when ok is 1 on every rank. */
+int tool_mpi_all(int ok);
+/* tool_compute() over the ranks of MPI_COMM_WORLD: each sequence split in
+ * contiguous runs, the outputs in out[] on rank 0 only; every rank
+ * returns the same status. */
+lca_status tool_compute_mpi(const struct lcio_case *c, lca_backend backend,
+	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
+	char *why, size_t whylen);
+
 /* ---- check.c: the tolerance rule's error measure ---- */
 
 /* Normwise error ||x - ref||_2 / ||ref||_2 (||x - ref||_2 when ref is all

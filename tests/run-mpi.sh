@@ -1,0 +1,97 @@
+#!/bin/sh
+# run-mpi.sh - `mpirun -np P lcattn run --mpi` on golden cases of each
+# mechanism (one sequence and packed batches, decode, masked rows,
+# windows, GQA, state0): at -np 1 the file is byte for byte the one a
+# single `lcattn run` writes; at -np 2 and 3 it passes `lcattn check`
+# against the golden file (DESIGN.md's tolerance rule), f64 and f32 on
+# the cpu backend; a gradient case and an unknown layout are refused
+# with status 2 and a message. Skipped (77) without MPI.
+#
+# Environment (from AM_TESTS_ENVIRONMENT): top_srcdir, top_builddir, MPIRUN.
+set -u
+tool="$top_builddir/tools/lcattn"
+golden="$top_srcdir/golden"
+if [ -z "${MPIRUN:-}" ] || [ ! -f "$top_builddir/liblcattn_mpi.la" ]; then
+	echo "skip: built without MPI (Debian packages libopenmpi-dev openmpi-bin)"
+	exit 77
+fi
+tmp=$(mktemp -d) || exit 99
+trap 'rm -rf "$tmp"' EXIT
+# as tests/mpi.sh: root in containers, more ranks than cores, one thread a rank
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+OPENBLAS_NUM_THREADS=1
+export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM OMP_NUM_THREADS OPENBLAS_NUM_THREADS
+if [ -n "${LCA_SANITIZED:-}" ]; then
+	ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}detect_leaks=0"
+	export ASAN_OPTIONS
+fi
+pass=0 fail=0
+
+mpi() {
+	np=$1
+	shift
+	timeout 120 "$MPIRUN" --oversubscribe -np "$np" "$tool" run --mpi "$@"
+}
+
+# one CASE DTYPE NP...: the single run, then the MPI runs.
+one() {
+	c=$1 dt=$2
+	shift 2
+	single="$tmp/$c.$dt.h5"
+	if ! "$tool" run --backend cpu --dtype "$dt" "$golden/$c.h5" "$single"; then
+		echo "FAIL: $c $dt: the single run failed"
+		fail=$((fail + 1))
+		return
+	fi
+	for np in "$@"; do
+		out="$tmp/$c.$dt.np$np.h5"
+		if ! mpi "$np" --backend cpu --dtype "$dt" "$golden/$c.h5" "$out" >"$tmp/log" 2>&1; then
+			echo "FAIL: $c $dt -np $np: lcattn run --mpi failed"
+			cat "$tmp/log"
+			fail=$((fail + 1))
+		elif [ "$np" = 1 ] && ! cmp -s "$single" "$out"; then
+			echo "FAIL: $c $dt -np 1: the file differs from the single run's"
+			fail=$((fail + 1))
+		elif ! "$tool" check "$golden/$c.h5" "$out" >"$tmp/log" 2>&1; then
+			echo "FAIL: $c $dt -np $np: outside the tolerance rule"
+			cat "$tmp/log"
+			fail=$((fail + 1))
+		else
+			echo "ok: $c $dt -np $np"
+			pass=$((pass + 1))
+		fi
+	done
+}
+
+for c in softmax-gqa-t33 softmax-t1 softmax-decode-mqa softmax-prefill-rope-half \
+	softmax-dkdv-window softmax-varlen softmax-masked-rows softmax-cross-noncausal \
+	mla-t33 mla-decode mla-window-dv mla-varlen mla-masked-rows \
+	deltanet-t65 deltanet-t1-state0 deltanet-gqa-dkdv-weak deltanet-varlen-state0 \
+	lightning-t257 lightning-dkdv-block32 lightning-varlen-state0 lightning-t64-scale; do
+	one "$c" f64 1 2 3
+done
+for c in softmax-dkdv-window mla-varlen deltanet-t130-state0 lightning-varlen-state0; do
+	one "$c" f32 1 2
+done
+
+# refusals: status 2 and a message, on every rank
+refuse() {
+	what=$1
+	shift
+	mpi 2 "$@" "$tmp/refused.h5" >"$tmp/log" 2>&1
+	rc=$?
+	if [ "$rc" = 2 ] && grep -q "lcattn run: " "$tmp/log" && [ ! -e "$tmp/refused.h5" ]; then
+		echo "ok: $what refused"
+		pass=$((pass + 1))
+	else
+		echo "FAIL: $what: status $rc (want 2 and a message)"
+		cat "$tmp/log"
+		fail=$((fail + 1))
+	fi
+}
+refuse "a gradient case" "$golden/softmax-grad-gqa-t33.h5"
+refuse "an unknown layout" --layout spiral "$golden/softmax-gqa-t33.h5"
+refuse "bf16" --dtype bf16 "$golden/softmax-gqa-t33.h5"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
