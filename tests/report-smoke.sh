@@ -29,7 +29,8 @@ for h in '## Per mechanism' '## Per preset' '### MiniMax' '## Hybrid stacks' '##
 	'| mechanism | stored between tokens | bytes at 1M (modelled) |' \
 	'| preset (modelled) | n | attention FLOPs/token |' \
 	'| schedule | phase | T | measured s |' \
-	'| mechanism | backend | dtype | normwise error |'; do
+	'| mechanism | backend | dtype | normwise error |' \
+	'## Beyond one machine' '| preset | n | ranks | busiest rank sends | rounds |'; do
 	grep -qF -- "$h" "$md" || fail "missing '$h'"
 done
 for m in softmax mla deltanet lightning; do
@@ -37,6 +38,13 @@ for m in softmax mla deltanet lightning; do
 done
 for p in deepseek-v3 qwen3-next minimax-m1; do
 	grep -q "^| $p | 100000 | " "$md" || fail "no row for preset $p"
+done
+for p in deepseek-v3 qwen3-next minimax-m1; do
+	for n in 131072 1048576; do
+		for P in 8 64 512; do
+			grep -q "^| $p | $n | $P | [0-9]" "$md" || fail "no beyond-one-machine row for $p n=$n P=$P"
+		done
+	done
 done
 for s in DDDSDDDS LLLLLLLS MMMMMMMM SSSSSSSS; do
 	grep -q "^| $s .* | decode | 1024 | [0-9]" "$md" || fail "no measured decode row for stack $s"

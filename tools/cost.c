@@ -258,6 +258,21 @@ static double rank_bytes(lca_variant v, const lca_params *sh, int64_t n, int P, 
 	}
 }
 
+double tool_preset_rank_bytes(const struct tool_preset *pr, int64_t n, int P, int r)
+{
+	size_t len = strlen(pr->pattern);
+	double b = 0;
+
+	for (int64_t l = 0; l < pr->layers; l++) {
+		lca_variant v;
+
+		if (tool_layer_variant(pr->pattern[l % (int64_t)len], &v))
+			return NAN;
+		b += rank_bytes(v, shape_of(pr, v), n, P, r, 2);
+	}
+	return b;
+}
+
 /* The bytes each rank sends over a preset's layers: the busiest rank's and
  * the sum over ranks, bf16. */
 static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P)
@@ -272,19 +287,13 @@ static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P)
 	for (int i = 0; i < tool_npresets; i++)
 		for (int j = 0; j < nn; j++) {
 			const struct tool_preset *pr = &tool_presets[i];
-			size_t len = strlen(pr->pattern);
 			double max = 0, total = 0;
 
 			for (int r = 0; r < P; r++) {
-				double b = 0;
+				double b = tool_preset_rank_bytes(pr, ns[j], P, r);
 
-				for (int64_t l = 0; l < pr->layers; l++) {
-					lca_variant v;
-
-					if (tool_layer_variant(pr->pattern[l % (int64_t)len], &v))
-						return -1;
-					b += rank_bytes(v, shape_of(pr, v), ns[j], P, r, 2);
-				}
+				if (isnan(b))
+					return -1;
 				max = b > max ? b : max;
 				total += b;
 			}

@@ -852,6 +852,7 @@ int tool_report(int argc, char **argv)
 			fprintf(f, "Machine: the ceilings could not be measured; modelled times are NaN.\n\n");
 		mech_table(f, c[0], &o, r);
 		preset_section(f, c[1]);
+		tool_report_ranks(f, r->have_ceil ? r->ceil.sgemm_gflops : NAN);
 		stack_table(f, c[2], &o, r);
 		agree_table(f, c[3], r);
 		drift_table(f, r);

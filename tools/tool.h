@@ -121,5 +121,16 @@ int tool_preset_answers(const struct tool_preset *pr, int64_t n,
 int tool_cost_tables(FILE *f, FILE *csv, const int64_t *ns, int nn);
 int tool_cost_ratios(FILE *f, const int64_t *ns, int nn);
 int tool_cost_claim(FILE *f);
+/* The bf16 bytes rank r of P sends over the preset's layers in a causal
+ * prefill of n tokens split in contiguous runs (`lcattn cost --ranks`);
+ * NaN for a bad pattern. */
+double tool_preset_rank_bytes(const struct tool_preset *pr, int64_t n, int P, int r);
+
+/* ---- report_cp.c: the report's "Beyond one machine" section ---- */
+
+/* Modelled communication against compute per rank for every preset at
+ * 128K and 1M tokens over 8, 64 and 512 ranks; sgemm_gflops the rate the
+ * compute times use (NaN: no times). */
+void tool_report_ranks(FILE *f, double sgemm_gflops);
 
 #endif
