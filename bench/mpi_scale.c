@@ -33,9 +33,9 @@
 enum { REPS = 3, NMECH = 4 };
 
 static const char *const names[NMECH] = { "softmax", "mla", "deltanet", "lightning" };
-/* Defaults: about 1 s a call on one core of the development machine
+/* Defaults: 0.5 to 1 s a call on one core of the development machine
  * (AVX-512, f32). */
-static int64_t Ts[NMECH] = { 4096, 2048, 16384, 8192 };
+static int64_t Ts[NMECH] = { 4096, 3072, 16384, 8192 };
 
 static lca_params shape(lca_variant v)
 {
