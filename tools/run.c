@@ -415,8 +415,11 @@ int tool_run(int argc, char **argv)
 	if (rc && (!a.mpi || tool_mpi_rank() == 0))
 		fprintf(stderr, "lcattn run: %s\n", err);
 	/* every rank reads the file: all go on, or none */
-	if (a.mpi && !tool_mpi_all(rc == 0))
+	if (a.mpi && !tool_mpi_all(rc == 0)) {
+		if (rc == 0 && tool_mpi_rank() == 0)
+			fprintf(stderr, "lcattn run: %s: another rank could not read it\n", a.in);
 		rc = 2;
+	}
 	if (rc == 0)
 		rc = run_case(&a, &c);
 	lcio_case_free(&c);
