@@ -4,7 +4,8 @@
 # windows, GQA, state0): at -np 1 the file is byte for byte the one a
 # single `lcattn run` writes; at -np 2 and 3 it passes `lcattn check`
 # against the golden file (DESIGN.md's tolerance rule), f64 and f32 on
-# the cpu backend; a gradient case and an unknown layout are refused
+# the cpu backend; the same for inputs drawn by `lcattn gen` from the
+# test seed; a gradient case and an unknown layout are refused
 # with status 2 and a message. Skipped (77) without MPI.
 #
 # Environment (from AM_TESTS_ENVIRONMENT): top_srcdir, top_builddir, MPIRUN.
@@ -73,6 +74,22 @@ done
 for c in softmax-dkdv-window mla-varlen deltanet-t130-state0 lightning-varlen-state0; do
 	one "$c" f32 1 2
 done
+
+# freshly drawn inputs (any file lcattn run reads, not only the suite's)
+seed=${LCA_TEST_SEED:-$(date +%s)}
+echo "seed = $seed"
+gen() {
+	name=$1
+	shift
+	"$tool" gen "$@" --seed "$seed" "$tmp/$name.h5" >/dev/null ||
+		{ echo "FAIL: lcattn gen $*"; fail=$((fail + 1)); return 1; }
+	golden=$tmp one "$name" f64 1 2 3
+	golden="$top_srcdir/golden"
+}
+gen drawn-softmax --variant softmax --T 97 --H 6 --Hkv 3 --window 11 --rope-dim 8
+gen drawn-mla --variant mla --seqlens 13,0,40 --window 7
+gen drawn-deltanet --variant deltanet --seqlens 13,0,40 --dk 8 --dv 12 --chunk 8 --state0 1
+gen drawn-lightning --variant lightning --T 75 --dk 8 --dv 8 --block 16 --state0 1
 
 # refusals: status 2 and a message, on every rank
 refuse() {
