@@ -17,11 +17,12 @@
 #include "testutil.h"
 
 static lca_status mpi_call(void *ctx, lca_variant v, const lca_plan *plan,
-	int64_t start, int64_t len, const void *const *in, const void *state0, void *o,
+	const struct cp_layout *l, const void *const *in, const void *state0, void *o,
 	void *lse, void *state, uint64_t *bytes)
 {
 	MPI_Comm comm = *(MPI_Comm *)ctx;
-	const lca_mpi_layout lay = { start, len };
+	const lca_mpi_layout lay = { l->start, l->len, l->zigzag ? LCA_MPI_ZIGZAG :
+		LCA_MPI_CONTIGUOUS, l->T, l->cu, l->nseq };
 	lca_mpi_stats st = { 0, 0 };
 	lca_status s;
 
