@@ -267,12 +267,15 @@ lca_status lca_mpi_layout_runs(const lca_mpi_layout *layout, int P, int rank,
 		return s;
 	if (!g || !n || !nruns)
 		return lcai_cp_fail(LCA_ERR_NULL, "%s: g, n or nruns is NULL", fn);
-	g[0] = g[1] = n[0] = n[1] = 0;
 	if (layout->kind == LCA_MPI_ZIGZAG) {
+		int64_t zg[2] = { 0, 0 }, zn[2] = { 0, 0 };
+
 		if (layout->T < 1)
 			return lcai_cp_fail(LCA_ERR_SIZE, "%s: zigzag with T %lld", fn,
 				(long long)layout->T);
-		*nruns = lcai_cp_zigzag_runs(layout->T, P, rank, g, n);
+		*nruns = lcai_cp_zigzag_runs(layout->T, P, rank, zg, zn);
+		memcpy(g, zg, sizeof zg);
+		memcpy(n, zn, sizeof zn);
 		return LCA_OK;
 	}
 	if (layout->kind != LCA_MPI_CONTIGUOUS)
@@ -281,8 +284,9 @@ lca_status lca_mpi_layout_runs(const lca_mpi_layout *layout, int P, int rank,
 	if (layout->start < 0 || layout->len < 0)
 		return lcai_cp_fail(LCA_ERR_SIZE, "%s: start %lld, len %lld", fn,
 			(long long)layout->start, (long long)layout->len);
-	g[0] = layout->start;
+	g[0] = layout->len > 0 ? layout->start : 0;
 	n[0] = layout->len;
+	g[1] = n[1] = 0;
 	*nruns = layout->len > 0;
 	return LCA_OK;
 }
