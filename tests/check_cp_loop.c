@@ -23,16 +23,17 @@ static const int ranks[] = { 2, 3, 4, 7 };
 
 /* The batches: T = 5 leaves ranks empty at P = 7 (zigzag: at P >= 3);
  * 37 and 53 cut chunks (8, 16) and blocks in the middle at every P; the
- * packed ones have sequences over several ranks, an empty sequence and
- * a one-token one. */
-static const int64_t cu41[] = { 0, 3, 3, 20, 41 };
+ * packed ones have sequences over several ranks, a one-token one and
+ * empty ones: inside a run, at token 20 (a zigzag chunk boundary at P = 2
+ * and 4) and at the end. */
+static const int64_t cu41[] = { 0, 3, 3, 20, 20, 41, 41 };
 static const int64_t cu53[] = { 0, 1, 30, 53 };
 static const struct batch {
 	int64_t T;
 	const int64_t *cu;
 	int64_t nseq;
 } batches[] = {
-	{ 5, NULL, 1 }, { 37, NULL, 1 }, { 53, NULL, 1 }, { 41, cu41, 4 }, { 53, cu53, 3 },
+	{ 5, NULL, 1 }, { 37, NULL, 1 }, { 53, NULL, 1 }, { 41, cu41, 6 }, { 53, cu53, 3 },
 };
 #define NBATCH ((int)(sizeof batches / sizeof batches[0]))
 
@@ -103,7 +104,7 @@ static lca_status twist_call(void *ctx, lca_variant v, const lca_plan *plan,
 {
 	struct cp_layout l = *lay;
 	const void *x[6];
-	static const int64_t other_cu[] = { 0, 4, 4, 20, 41 };
+	static const int64_t other_cu[] = { 0, 4, 4, 20, 20, 41, 41 };
 	const int r = ((struct lcai_cp_comm *)ctx)->rank;
 	const enum twist tw = the_twist;
 
@@ -178,7 +179,7 @@ static void name(char *what, size_t size, const struct cp_data *d, int P)
 START_TEST(one_rank_is_the_plain_call_bit_for_bit)
 {
 	static const struct batch b1[] = { { 1, NULL, 1 }, { 13, NULL, 1 }, { 37, NULL, 1 },
-		{ 41, cu41, 4 } };
+		{ 41, cu41, 6 } };
 
 	for (int ci = 0; ci < cp_nconf; ci++)
 		for (int ti = 0; ti < 2; ti++)
@@ -316,7 +317,7 @@ static void disagree(const struct cp_conf *c, enum twist tw, int zigzag, int pac
 	struct job j;
 	char what[200];
 
-	cp_make_batch(&d, c, LCA_F64, 41, zigzag, packed ? cu41 : NULL, 4);
+	cp_make_batch(&d, c, LCA_F64, 41, zigzag, packed ? cu41 : NULL, 6);
 	memset(&j, 0, sizeof j);
 	if (plan_dv) {
 		p2.dv += 1;

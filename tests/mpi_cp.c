@@ -33,7 +33,7 @@ static enum twist the_twist;
 
 static void twist(lca_mpi_layout *l)
 {
-	static const int64_t other_cu[] = { 0, 4, 4, 20, 41 };
+	static const int64_t other_cu[] = { 0, 4, 4, 20, 20, 41, 41 };
 
 	if (rank != 1)
 		return;
@@ -93,14 +93,14 @@ static void sum_all(const struct cp_data *d, void *x, int64_t n)
 		MPI_SUM, MPI_COMM_WORLD);
 }
 
-static const int64_t cu41[] = { 0, 3, 3, 20, 41 };
+static const int64_t cu41[] = { 0, 3, 3, 20, 20, 41, 41 };
 static const int64_t cu53[] = { 0, 1, 30, 53 };
 static const struct batch {
 	int64_t T;
 	const int64_t *cu;
 	int64_t nseq;
 } batches[] = {
-	{ 2, NULL, 1 }, { 5, NULL, 1 }, { 37, NULL, 1 }, { 53, NULL, 1 }, { 41, cu41, 4 },
+	{ 2, NULL, 1 }, { 5, NULL, 1 }, { 37, NULL, 1 }, { 53, NULL, 1 }, { 41, cu41, 6 },
 	{ 53, cu53, 3 },
 };
 #define NBATCH ((int)(sizeof batches / sizeof batches[0]))
@@ -176,7 +176,7 @@ static void disagreement(const struct cp_conf *c, int dv, enum twist tw, int zz,
 	int st[2], hi[2];
 
 	tu_reset();
-	cp_make_batch(&d, c, LCA_F64, 41, zz, packed ? cu41 : NULL, 4);
+	cp_make_batch(&d, c, LCA_F64, 41, zz, packed ? cu41 : NULL, 6);
 	cp_outputs(&d, &o, &lse, &state);
 	if (rank == 1 && dv)
 		p.dv += 1;
@@ -215,7 +215,7 @@ static void self_comm(const struct cp_conf *c, int zz)
 	lca_status s;
 
 	tu_reset();
-	cp_make_batch(&d, c, LCA_F64, 41, zz, cu41, 4);
+	cp_make_batch(&d, c, LCA_F64, 41, zz, cu41, 6);
 	cp_outputs(&d, &o, &lse, &state);
 	cp_outputs(&d, &o1, &lse1, &state1);
 	if (lca_plan_create(&p, &plan) != LCA_OK)
