@@ -283,6 +283,11 @@ static void bytes_case(const struct cp_data *d, const struct job *j, const char 
 		ck_assert_msg(j->comm[r].control_sent == CONTROL(j->P),
 			"%s: rank %d sent %llu control bytes", what, r,
 			(unsigned long long)j->comm[r].control_sent);
+		/* CP_SHOW_BYTES=1: measured and modelled, for the report */
+		if (getenv("CP_SHOW_BYTES"))
+			printf("bytes|%s|%d|%llu|%llu|%lld\n", what, r,
+				(unsigned long long)j->bytes[r], (unsigned long long)span,
+				ok ? (long long)closed : -1LL);
 	}
 }
 

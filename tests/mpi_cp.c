@@ -264,6 +264,59 @@ static void callers_comm_untouched(void)
 		report_fail("caller's error handler", "MPI_COMM_WORLD's handler changed");
 }
 
+/* The layout helpers give the tests' own split (cpcase.c) for every rank
+ * count up to 9 and T up to 40, and refuse bad arguments. */
+static void layout_helpers(void)
+{
+	for (int P = 1; P <= 9; P++)
+		for (int64_t T = 0; T <= 40; T++)
+			for (int zz = 0; zz < 2; zz++)
+				for (int r = 0; r < P; r++) {
+					struct cp_data d;
+					struct cp_layout want;
+					lca_mpi_layout got;
+					int64_t g[2], n[2], wg[2] = { 0, 0 }, wn[2] = { 0, 0 };
+					int k, wk;
+					char what[96];
+
+					if (zz && T == 0)
+						continue;
+					memset(&d, 0, sizeof d);
+					d.T = T;
+					d.zigzag = zz;
+					wk = cp_runs(&d, P, r, wg, wn, &want);
+					snprintf(what, sizeof what, "%s layout T=%lld P=%d rank %d",
+						zz ? "zigzag" : "contiguous", (long long)T, P, r);
+					if ((zz ? lca_mpi_layout_zigzag(T, P, r, &got) :
+					    lca_mpi_layout_contiguous(T, P, r, &got)) != LCA_OK ||
+					    lca_mpi_layout_runs(&got, P, r, g, n, &k) != LCA_OK)
+						report_fail(what, lca_mpi_last_error());
+					else if (got.start != want.start || got.len != want.len ||
+					    got.T != T || got.cu_seqlens || k != wk ||
+					    (k > 0 && (g[0] != wg[0] || n[0] != wn[0])) ||
+					    (k > 1 && (g[1] != wg[1] || n[1] != wn[1])))
+						report_fail(what, "not the split of cpcase.c");
+				}
+	{
+		lca_mpi_layout l;
+		int64_t g[2], n[2];
+		int k;
+
+		if (lca_mpi_layout_zigzag(0, 2, 0, &l) != LCA_ERR_SIZE ||
+		    lca_mpi_layout_contiguous(5, 0, 0, &l) != LCA_ERR_SIZE ||
+		    lca_mpi_layout_contiguous(5, 2, 2, &l) != LCA_ERR_SIZE ||
+		    lca_mpi_layout_contiguous(-1, 2, 0, &l) != LCA_ERR_SIZE ||
+		    lca_mpi_layout_zigzag(5, 2, 0, NULL) != LCA_ERR_NULL ||
+		    lca_mpi_layout_runs(NULL, 2, 0, g, n, &k) != LCA_ERR_NULL ||
+		    lca_mpi_layout_contiguous(5, 2, 0, &l) != LCA_OK ||
+		    lca_mpi_layout_runs(&l, 2, 0, g, n, NULL) != LCA_ERR_NULL ||
+		    lca_mpi_layout_runs(&l, 2, -1, g, n, &k) != LCA_ERR_SIZE ||
+		    (l.kind = (lca_mpi_layout_kind)7,
+		     lca_mpi_layout_runs(&l, 2, 0, g, n, &k) != LCA_ERR_ARG))
+			report_fail("layout helpers", "a bad argument was not refused");
+	}
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long long seed = 0;
@@ -304,7 +357,8 @@ int main(int argc, char **argv)
 		cases += 7;
 	}
 	callers_comm_untouched();
-	cases++;
+	layout_helpers();
+	cases += 2;
 	MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
 	if (rank == 0)
 		printf("%s: %d ranks, %d cases%s\n", total ? "FAIL" : "ok", nranks, cases,
