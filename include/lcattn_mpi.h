@@ -60,7 +60,8 @@ typedef enum lca_mpi_layout_kind {
 /*
  * This rank's part of the batch. Zero-initialised fields keep the first
  * release's meaning (one sequence, contiguous runs), so { start, len }
- * still works; lca_mpi_layout_contiguous() and lca_mpi_layout_zigzag()
+ * still works; every field is read, so a layout set field by field must
+ * start zeroed. lca_mpi_layout_contiguous() and lca_mpi_layout_zigzag()
  * fill a balanced layout. Every rank must give the same kind, T,
  * cu_seqlens and nseq.
  */
