@@ -397,6 +397,42 @@ START_TEST(more_ranks_than_tokens)
 }
 END_TEST
 
+/* Contiguous runs of any lengths, empty ones between full ones, one
+ * sequence and packed: the reference, and the bytes by both rules. */
+START_TEST(uneven_contiguous_runs)
+{
+	static const int64_t cuts[][5] = { { 0, 30, 30, 31, 41 }, { 0, 0, 0, 41, 41 },
+		{ 0, 1, 2, 3, 41 }, { 0, 20, 20, 20, 41 } };
+
+	for (int ci = 0; ci < cp_nconf; ci++)
+		for (int ti = 0; ti < 2; ti++)
+			for (int k = 0; k < 8; k++) {
+				const struct cp_conf *c = &cp_confs[ci];
+				lca_params p = cp_params(c, LCA_BACKEND_CPU, dtypes[ti]);
+				lca_plan *plan = tu_plan(&p);
+				struct cp_data d;
+				struct job j;
+				char what[200];
+
+				cp_make_batch(&d, c, dtypes[ti], 41, 0, k % 2 ? cu41 : NULL, 6);
+				d.cuts = cuts[k / 2];
+				memset(&j, 0, sizeof j);
+				run_job(&j, &d, plan, 4);
+				name(what, sizeof what, &d, 4);
+				snprintf(what + strlen(what), sizeof what - strlen(what),
+					" runs %lld %lld %lld %lld", (long long)cuts[k / 2][1],
+					(long long)cuts[k / 2][2], (long long)cuts[k / 2][3],
+					(long long)cuts[k / 2][4]);
+				assert_all_ok(&j, what);
+				judge_case(&d, &j, what);
+				bytes_case(&d, &j, what);
+				free_job(&j);
+				cp_free(&d);
+				lca_plan_destroy(plan);
+			}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cp_loop");
@@ -408,6 +444,7 @@ int main(void)
 	tcase_add_test(tc, ranks_that_disagree_on_the_plan_all_fail);
 	tcase_add_test(tc, ranks_that_disagree_on_the_layout_all_fail);
 	tcase_add_test(tc, more_ranks_than_tokens);
+	tcase_add_test(tc, uneven_contiguous_runs);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

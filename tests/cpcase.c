@@ -223,7 +223,12 @@ int cp_runs(const struct cp_data *d, int P, int r, int64_t g[2], int64_t n[2],
 	lay->cu = d->cu;
 	lay->nseq = d->cu ? d->nseq : 0;
 	if (!d->zigzag) {
-		cp_split(T, P, r, &g[0], &n[0]);
+		if (d->cuts) {
+			g[0] = d->cuts[r];
+			n[0] = d->cuts[r + 1] - d->cuts[r];
+		} else {
+			cp_split(T, P, r, &g[0], &n[0]);
+		}
 		lay->start = g[0];
 		lay->len = n[0];
 		return n[0] > 0;
@@ -435,7 +440,7 @@ uint64_t cp_bytes_closed(const struct cp_data *d, int P, int r, int *ok)
 	const struct cp_conf *c = d->c;
 	const int64_t T = d->T, C = 2 * (int64_t)P;
 	uint64_t row, toks = 0;
-	int64_t start, len, dummy, next_len;
+	int64_t start, len, next_len = 0;
 
 	*ok = 1;
 	if (P == 1 || c->v == LCA_DELTANET || c->v == LCA_LIGHTNING)
@@ -448,21 +453,26 @@ uint64_t cp_bytes_closed(const struct cp_data *d, int P, int r, int *ok)
 	if (!c->causal) {
 		/* every rank sends every block but its successor's: all runs
 		 * non-empty */
-		if (T < (d->zigzag ? C : P))
-			return 0;
+		for (int q = 0; q < P; q++) {
+			struct cp_layout l;
+			int64_t g[2], n[2];
+
+			if (cp_runs(d, P, q, g, n, &l) == 0)
+				return 0;
+			if (q == (r + 1) % P)
+				next_len = l.len;
+		}
 		*ok = 1;
-		if (d->zigzag)
-			next_len = T * ((r + 1) % P + 1) / C - T * ((r + 1) % P) / C +
-				T * (C - (r + 1) % P) / C - T * (C - 1 - (r + 1) % P) / C;
-		else
-			cp_split(T, P, (r + 1) % P, &dummy, &next_len);
 		return (uint64_t)(T - next_len) * row;
 	}
 	if (!d->zigzag) {
-		int64_t end, keys;
+		struct cp_layout l;
+		int64_t g[2], n[2], end, keys;
 
 		*ok = 1;
-		cp_split(T, P, r, &start, &len);
+		cp_runs(d, P, r, g, n, &l);
+		start = l.start;
+		len = l.len;
 		end = start + len;
 		keys = end;
 		if (end >= T)

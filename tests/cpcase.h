@@ -38,6 +38,8 @@ struct cp_data {
 	int64_t T;
 	int zigzag;              /* the layout: contiguous (0) or zigzag */
 	int64_t *cu, nseq;       /* NULL, 1: one sequence */
+	const int64_t *cuts;     /* contiguous: rank r holds [cuts[r], cuts[r + 1]);
+	                            NULL: near-equal runs (cp_split) */
 	int nin;
 	double *x[6];
 	int64_t row[6];          /* values per token (0: a whole-call tensor) */
