@@ -9,15 +9,16 @@
  * warm-up. FLOPs are lca_plan_cost(3)'s count of the whole single-process
  * prefill (so GFLOP/s at P ranks is the sequence's rate, not a rank's);
  * "ideal" is the speedup the busiest rank allows by the same count:
- * F(T) / max over ranks of the rank's share (softmax, mla: its queries
- * [a, b) over keys [0, b), F(b) - F(a); deltanet, lightning: its forward
- * F(b - a) plus, on every rank but the last, its summary, about
- * F(b - a) (dk + dv) / dv for deltanet, F(b - a) for lightning, the
- * fold not counted).
+ * F(T) / max over ranks of the rank's share, summed over its runs [a, b)
+ * (softmax, mla: the run's queries over keys [0, b), F(b) - F(a);
+ * deltanet, lightning: its forward F(b - a) plus, on every rank but the
+ * last, its summary, about F(b - a) (dk + dv) / dv for deltanet,
+ * F(b - a) for lightning, the fold not counted).
  *
- * usage: mpi_scale [softmax|mla|deltanet|lightning T]...  (T 0: the default)
+ * usage: mpi_scale [--zigzag] [softmax|mla|deltanet|lightning T]...
+ * (T 0: the default)
  * Prints one line a mechanism on rank 0:
- *   mech T P seconds gflops ideal bytes_sent_rank0 isa cpu_share
+ *   mech[-zz] T P seconds gflops ideal bytes_sent_rank0 isa cpu_share
  * cpu_share: the least, over the ranks, of the CPU time a rank's process
  * got during its calls over their wall time: below 1 when other programs
  * took the cores (the development machine is shared).
@@ -36,6 +37,18 @@ static const char *const names[NMECH] = { "softmax", "mla", "deltanet", "lightni
 /* Defaults: 0.5 to 1 s a call on one core of the development machine
  * (AVX-512, f32). */
 static int64_t Ts[NMECH] = { 4096, 3072, 16384, 8192 };
+static int zigzag;
+
+/* Rank r's layout of T tokens and its runs g[k] .. g[k] + n[k] - 1. */
+static lca_status layout(int64_t T, int P, int r, lca_mpi_layout *lay, int64_t g[2],
+	int64_t n[2])
+{
+	int nr;
+	lca_status s = zigzag ? lca_mpi_layout_zigzag(T, P, r, lay) :
+		lca_mpi_layout_contiguous(T, P, r, lay);
+
+	return s == LCA_OK ? lca_mpi_layout_runs(lay, P, r, g, n, &nr) : s;
+}
 
 static lca_params shape(lca_variant v)
 {
@@ -87,16 +100,23 @@ static double ideal(lca_variant v, const lca_params *p, const lca_plan *plan, in
 	double worst = 0;
 
 	for (int r = 0; r < P; r++) {
-		int64_t a = T * r / P, b = T * (r + 1) / P;
-		double f;
+		lca_mpi_layout lay;
+		int64_t g[2], n[2];
+		double f = 0;
 
-		if (v <= LCA_MLA) {
-			f = prefill(plan, b) - prefill(plan, a);
-		} else {
-			f = prefill(plan, b - a);
-			if (r < P - 1)
-				f += v == LCA_DELTANET ? prefill(plan, b - a) *
-					(double)(p->dk + p->dv) / (double)p->dv : prefill(plan, b - a);
+		if (layout(T, P, r, &lay, g, n) != LCA_OK)
+			return NAN;
+		for (int k = 0; k < 2; k++) {
+			if (n[k] == 0)
+				continue;
+			if (v <= LCA_MLA) {
+				f += prefill(plan, g[k] + n[k]) - prefill(plan, g[k]);
+			} else {
+				f += prefill(plan, n[k]);
+				if (g[k] + n[k] < T)
+					f += v == LCA_DELTANET ? prefill(plan, n[k]) *
+						(double)(p->dk + p->dv) / (double)p->dv : prefill(plan, n[k]);
+			}
 		}
 		worst = f > worst ? f : worst;
 	}
@@ -166,14 +186,19 @@ static int run(lca_variant v, int64_t T, int rank, int P)
 {
 	lca_params p = shape(v);
 	lca_plan *plan = NULL;
-	int64_t row[6], fixed[6], a = T * rank / P, len = T * (rank + 1) / P - a;
+	lca_mpi_layout lay;
+	int64_t row[6], fixed[6], g[2] = { 0, 0 }, n[2] = { 0, 0 }, a, len;
 	int nin = inputs(v, &p, row, fixed), rc = 0;
 	void *x[6] = { 0 }, *o = NULL, *aux = NULL;
 	double t[REPS], cpu = 0, wall = 0, share;
 	lca_mpi_stats st = { 0, 0 };
 	lca_status s = lca_plan_create(&p, &plan);
 
-	/* this rank's rows only (positions are global) */
+	if (s == LCA_OK)
+		s = layout(T, P, rank, &lay, g, n);
+	a = g[0], len = n[0] + n[1];
+	/* this rank's rows only (positions are global; the values are drawn,
+	 * so a zigzag rank's two chunks need no gathering) */
 	for (int i = 0; i < nin && s == LCA_OK; i++) {
 		double lo = v == LCA_DELTANET && i == 3 ? -0.3 : v == LCA_DELTANET && i == 4 ?
 			0.1 : v == LCA_LIGHTNING && i == 3 ? 0.05 : -1;
@@ -190,7 +215,6 @@ static int run(lca_variant v, int64_t T, int rank, int P)
 	if (s == LCA_OK && (!o || !aux))
 		s = LCA_ERR_NOMEM;
 	for (int k = -1; k < REPS && s == LCA_OK; k++) {
-		const lca_mpi_layout lay = { a, len };
 		double t0, c0, dt;
 
 		MPI_Barrier(MPI_COMM_WORLD);
@@ -215,7 +239,8 @@ static int run(lca_variant v, int64_t T, int rank, int P)
 		rc = -1;
 	} else if (rank == 0) {
 		qsort(t, REPS, sizeof *t, cmp);
-		printf("%s %lld %d %.4f %.2f %.3f %llu %s %.2f\n", names[v], (long long)T, P,
+		printf("%s%s %lld %d %.4f %.2f %.3f %llu %s %.2f\n", names[v], zigzag ? "-zz" : "",
+			(long long)T, P,
 			t[REPS / 2], prefill(plan, T) / t[REPS / 2] / 1e9, ideal(v, &p, plan, T, P),
 			(unsigned long long)st.bytes_sent, lca_cpu_isa(), share);
 		fflush(stdout);
@@ -235,6 +260,8 @@ int main(int argc, char **argv)
 	MPI_Init(&argc, &argv);
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &P);
+	if (argc > 1 && !strcmp(argv[1], "--zigzag"))
+		zigzag = 1, argc--, argv++;
 	if (argc > 1)
 		memset(want, 0, sizeof want);
 	for (int i = 1; i + 1 < argc; i += 2)

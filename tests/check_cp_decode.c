@@ -4,7 +4,7 @@
  * lca_mpi_softmax_decode(3) and lca_mpi_mla_decode(3) run over MPI. One
  * rank is the single call (lca_softmax_forward / lca_mla_forward with Tq
  * = tq, Tk = T) bit for bit; P = 2, 3, 4, 7 (empty runs, all keys on one
- * rank, windows, grouped heads, RoPE) agree with the double reference by
+ * rank, zigzag chunks, windows, grouped heads, RoPE) agree with the double reference by
  * the tolerance rule, every rank returns the same bits, and each sends
  * the stated bytes; ranks that disagree all fail. cpu backend.
  */
@@ -22,12 +22,13 @@ static const int ranks[] = { 1, 2, 3, 4, 7 };
 static const int64_t lengths[] = { 1, 5, 37, 53 };
 static const int64_t tqs[] = { 1, 3, 8 };
 
-static lca_status loop_call(void *ctx, lca_variant v, const lca_plan *plan,
-	int64_t start, int64_t len, int64_t tq, const void *const *in, void *o, void *lse,
-	uint64_t *bytes, uint64_t *control)
+static lca_status loop_call(void *ctx, lca_variant v, const lca_plan *plan, int zigzag,
+	int64_t T, int64_t start, int64_t len, int64_t tq, const void *const *in, void *o,
+	void *lse, uint64_t *bytes, uint64_t *control)
 {
 	struct lcai_cp_comm *c = ctx;
-	const struct lcai_cp_run run = { start, len };
+	const struct lcai_cp_run run = { start, len, zigzag ? LCAI_CP_ZIGZAG : 0,
+		zigzag ? T : 0, NULL, 0 };
 	lca_status s;
 
 	if (v == LCA_SOFTMAX)
@@ -54,9 +55,9 @@ struct job {
 	char msg[MAXP][512];
 };
 
-static lca_status twisted(void *ctx, lca_variant v, const lca_plan *plan, int64_t start,
-	int64_t len, int64_t tq, const void *const *in, void *o, void *lse, uint64_t *bytes,
-	uint64_t *control)
+static lca_status twisted(void *ctx, lca_variant v, const lca_plan *plan, int zigzag,
+	int64_t T, int64_t start, int64_t len, int64_t tq, const void *const *in, void *o,
+	void *lse, uint64_t *bytes, uint64_t *control)
 {
 	struct lcai_cp_comm *c = ctx;
 	const void *x[6];
@@ -66,7 +67,7 @@ static lca_status twisted(void *ctx, lca_variant v, const lca_plan *plan, int64_
 		tq -= 1;
 	else if (c->rank == 1)
 		x[0] = NULL;
-	return loop_call(ctx, v, plan, start, len, tq, x, o, lse, bytes, control);
+	return loop_call(ctx, v, plan, zigzag, T, start, len, tq, x, o, lse, bytes, control);
 }
 
 static void body(struct lcai_cp_comm *c, void *arg)

@@ -28,21 +28,16 @@ void dec_split(int64_t T, int P, int r, int mode, int64_t *start, int64_t *len)
 }
 
 /* Inputs of d that are queries (one per token, the last tq taken), keys
- * (the rank's run) or whole-call weights. */
+ * (the rank's rows) or whole-call weights. */
 static int is_query(const struct cp_data *d, int i)
 {
 	return i < (d->c->v == LCA_SOFTMAX ? 1 : 2);
 }
 
-static void args(const struct cp_data *d, int64_t tq, int64_t start, int64_t len,
-	const void **in)
+/* Zigzag chunk c of 2P over T tokens: [T c / 2P, T (c + 1) / 2P). */
+static int64_t chunk(int64_t T, int P, int64_t c)
 {
-	for (int i = 0; i < d->nin; i++) {
-		int64_t at = !d->row[i] ? 0 : is_query(d, i) ? d->T - tq : start;
-
-		in[i] = d->row[i] && !is_query(d, i) && len == 0 ? NULL :
-			(const char *)d->tx[i] + (size_t)(d->row[i] * at) * d->es;
-	}
+	return T * c / (2 * (int64_t)P);
 }
 
 lca_status dec_rank(const struct cp_data *d, const lca_plan *plan, int P, int r,
@@ -50,11 +45,43 @@ lca_status dec_rank(const struct cp_data *d, const lca_plan *plan, int P, int r,
 	uint64_t *bytes, uint64_t *control)
 {
 	const void *in[6];
-	int64_t start, len;
+	void *own[6] = { 0 };
+	int64_t start, len, g[2], n[2];
+	lca_status s;
 
-	dec_split(d->T, P, r, mode, &start, &len);
-	args(d, tq, start, len, in);
-	return f(ctx, d->c->v, plan, start, len, tq, in, o, lse, bytes, control);
+	if (mode == DEC_ZIGZAG) {
+		g[0] = chunk(d->T, P, r);
+		n[0] = chunk(d->T, P, r + 1) - g[0];
+		g[1] = chunk(d->T, P, 2 * (int64_t)P - 1 - r);
+		n[1] = chunk(d->T, P, 2 * (int64_t)P - r) - g[1];
+		start = g[0];
+		len = n[0] + n[1];
+	} else {
+		dec_split(d->T, P, r, mode, &start, &len);
+	}
+	for (int i = 0; i < d->nin; i++) {
+		int64_t at = !d->row[i] ? 0 : is_query(d, i) ? d->T - tq : start;
+
+		in[i] = d->row[i] && !is_query(d, i) && len == 0 ? NULL :
+			(const char *)d->tx[i] + (size_t)(d->row[i] * at) * d->es;
+		if (mode == DEC_ZIGZAG && d->row[i] && !is_query(d, i) && len > 0) {
+			/* the rank's rows: chunk r's tokens, then chunk 2P - 1 - r's */
+			size_t rb = (size_t)d->row[i] * d->es;
+			char *b = malloc((size_t)len * rb);
+
+			if (!b)
+				abort();
+			memcpy(b, (const char *)d->tx[i] + (size_t)g[0] * rb, (size_t)n[0] * rb);
+			memcpy(b + (size_t)n[0] * rb, (const char *)d->tx[i] + (size_t)g[1] * rb,
+				(size_t)n[1] * rb);
+			in[i] = own[i] = b;
+		}
+	}
+	s = f(ctx, d->c->v, plan, mode == DEC_ZIGZAG, d->T, start, len, tq, in, o, lse, bytes,
+		control);
+	for (int i = 0; i < d->nin; i++)
+		free(own[i]);
+	return s;
 }
 
 static lca_status single_x(const struct cp_data *d, const lca_plan *plan, int64_t tq,
@@ -167,6 +194,6 @@ uint64_t dec_bytes(const struct cp_data *d, int P, int64_t tq)
 
 uint64_t dec_control(int P)
 {
-	/* the 176-byte header, tq and a status (16), three 8-byte votes */
-	return (uint64_t)(P - 1) * (176 + 16 + 3 * 8);
+	/* the 216-byte header, tq and a status (16), three 8-byte votes */
+	return (uint64_t)(P - 1) * (216 + 16 + 3 * 8);
 }

@@ -11,16 +11,18 @@
 #include "cpcase.h"
 
 /* How the keys are split: near-equal runs; all on the last rank (the
- * others empty); rank 0 one token and the rest near-equal. */
-enum { DEC_EVEN, DEC_LAST, DEC_SKEW, DEC_NSPLIT };
+ * others empty); rank 0 one token and the rest near-equal; zigzag (rank r
+ * chunks r and 2P - 1 - r of 2P). */
+enum { DEC_EVEN, DEC_LAST, DEC_SKEW, DEC_ZIGZAG, DEC_NSPLIT };
 
 void dec_split(int64_t T, int P, int r, int mode, int64_t *start, int64_t *len);
 
 /* A transport's decode call for one rank: in[] in the variant's argument
- * order (queries and weights whole, keys the rank's own). */
+ * order (queries and weights whole, keys the rank's own rows); zigzag: the
+ * layout is zigzag over T tokens, start the first token of chunk r. */
 typedef lca_status (*dec_call_fn)(void *ctx, lca_variant v, const lca_plan *plan,
-	int64_t start, int64_t len, int64_t tq, const void *const *in, void *o, void *lse,
-	uint64_t *bytes, uint64_t *control);
+	int zigzag, int64_t T, int64_t start, int64_t len, int64_t tq, const void *const *in,
+	void *o, void *lse, uint64_t *bytes, uint64_t *control);
 
 /* Rank r's call, outputs o [tq][H][dv] and lse [tq][H] of its own. */
 lca_status dec_rank(const struct cp_data *d, const lca_plan *plan, int P, int r,

@@ -1,6 +1,9 @@
 #!/bin/sh
 # mpi.sh - liblcattn_mpi under real MPI: tests/mpi_cp (the cases of
-# check_cp_loop) and tests/mpi_decode (those of check_cp_decode) under
+# check_cp_loop: contiguous and zigzag, one sequence and packed batches,
+# byte counts, ranks that disagree; plus MPI_COMM_SELF, the caller's
+# messages and error handler, the layout helpers) and tests/mpi_decode
+# (the cases of check_cp_decode) under
 # `mpirun --oversubscribe -np P`, P = 2, 3, 4, one thread per rank.
 # Skipped (77) when configure found no MPI.
 #

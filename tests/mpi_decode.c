@@ -16,12 +16,13 @@
 #include "cpdec.h"
 #include "testutil.h"
 
-static lca_status mpi_call(void *ctx, lca_variant v, const lca_plan *plan,
-	int64_t start, int64_t len, int64_t tq, const void *const *in, void *o, void *lse,
-	uint64_t *bytes, uint64_t *control)
+static lca_status mpi_call(void *ctx, lca_variant v, const lca_plan *plan, int zigzag,
+	int64_t T, int64_t start, int64_t len, int64_t tq, const void *const *in, void *o,
+	void *lse, uint64_t *bytes, uint64_t *control)
 {
 	MPI_Comm comm = *(MPI_Comm *)ctx;
-	const lca_mpi_layout lay = { start, len };
+	const lca_mpi_layout lay = { start, len, zigzag ? LCA_MPI_ZIGZAG : LCA_MPI_CONTIGUOUS,
+		zigzag ? T : 0, NULL, 0 };
 	lca_mpi_stats st = { 0, 0 };
 	lca_status s;
 

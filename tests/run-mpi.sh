@@ -2,7 +2,8 @@
 # run-mpi.sh - `mpirun -np P lcattn run --mpi` on golden cases of each
 # mechanism (one sequence and packed batches, decode, masked rows,
 # windows, GQA, state0): at -np 1 the file is byte for byte the one a
-# single `lcattn run` writes; at -np 2 and 3 it passes `lcattn check`
+# single `lcattn run` writes; at -np 2 and 3, contiguous runs and zigzag
+# chunks, it passes `lcattn check`
 # against the golden file (DESIGN.md's tolerance rule), f64 and f32 on
 # the cpu backend; the same for inputs drawn by `lcattn gen` from the
 # test seed; a gradient case and an unknown layout are refused
@@ -28,10 +29,11 @@ if [ -n "${LCA_SANITIZED:-}" ]; then
 fi
 pass=0 fail=0
 
+layout=contiguous
 mpi() {
 	np=$1
 	shift
-	timeout 120 "$MPIRUN" --oversubscribe -np "$np" "$tool" run --mpi "$@"
+	timeout 120 "$MPIRUN" --oversubscribe -np "$np" "$tool" run --mpi --layout "$layout" "$@"
 }
 
 # one CASE DTYPE NP...: the single run, then the MPI runs.
@@ -45,20 +47,20 @@ one() {
 		return
 	fi
 	for np in "$@"; do
-		out="$tmp/$c.$dt.np$np.h5"
+		out="$tmp/$c.$dt.$layout.np$np.h5"
 		if ! mpi "$np" --backend cpu --dtype "$dt" "$golden/$c.h5" "$out" >"$tmp/log" 2>&1; then
-			echo "FAIL: $c $dt -np $np: lcattn run --mpi failed"
+			echo "FAIL: $c $dt $layout -np $np: lcattn run --mpi failed"
 			cat "$tmp/log"
 			fail=$((fail + 1))
 		elif [ "$np" = 1 ] && ! cmp -s "$single" "$out"; then
-			echo "FAIL: $c $dt -np 1: the file differs from the single run's"
+			echo "FAIL: $c $dt $layout -np 1: the file differs from the single run's"
 			fail=$((fail + 1))
 		elif ! "$tool" check "$golden/$c.h5" "$out" >"$tmp/log" 2>&1; then
-			echo "FAIL: $c $dt -np $np: outside the tolerance rule"
+			echo "FAIL: $c $dt $layout -np $np: outside the tolerance rule"
 			cat "$tmp/log"
 			fail=$((fail + 1))
 		else
-			echo "ok: $c $dt -np $np"
+			echo "ok: $c $dt $layout -np $np"
 			pass=$((pass + 1))
 		fi
 	done
@@ -74,6 +76,16 @@ done
 for c in softmax-dkdv-window mla-varlen deltanet-t130-state0 lightning-varlen-state0; do
 	one "$c" f32 1 2
 done
+# the zigzag layout (2P chunks, rank r chunks r and 2P - 1 - r)
+layout=zigzag
+for c in softmax-gqa-t33 softmax-decode-mqa softmax-varlen softmax-masked-rows \
+	mla-window-dv mla-varlen mla-decode deltanet-varlen-state0 deltanet-gqa-dkdv-weak \
+	lightning-t257 lightning-varlen-state0; do
+	one "$c" f64 1 2 3
+done
+one softmax-dkdv-window f32 2
+one deltanet-t130-state0 f32 3
+layout=contiguous
 
 # freshly drawn inputs (any file lcattn run reads, not only the suite's)
 seed=${LCA_TEST_SEED:-$(date +%s)}

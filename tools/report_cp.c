@@ -116,7 +116,7 @@ static int row(FILE *f, const struct tool_preset *pr, int64_t n, int P, double g
 			steps += nl[v] * rounds((lca_variant)v, P);
 		}
 	for (int r = 0; r < P && !rc; r++) {
-		double fl = 0, by = tool_preset_rank_bytes(pr, n, P, r);
+		double fl = 0, by = tool_preset_rank_bytes(pr, n, P, r, 0);
 
 		for (int v = 0; v < 4; v++)
 			if (nl[v] > 0)

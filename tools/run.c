@@ -269,14 +269,14 @@ static int usage(FILE *f)
 	fprintf(f,
 		"usage: lcattn run [--backend ref|cpu|cuda] [--dtype f64|f32|bf16]\n"
 		"                  [--algo auto|naive|absorbed|recurrent|chunked]\n"
-		"                  [--mpi [--layout contiguous]] IN.h5 OUT.h5\n"
+		"                  [--mpi [--layout contiguous|zigzag]] IN.h5 OUT.h5\n"
 		"Reads /config and /inputs of IN.h5 (schema lcattn-golden/1, see\n"
 		"lcattn-golden(5)), runs the backend with inputs converted to the dtype,\n"
 		"and writes OUT.h5 with the same /config and the /outputs as float64.\n"
 		"Defaults: --backend ref --dtype f64 --algo auto.\n"
 		"--mpi (under mpirun): each sequence split over the ranks in contiguous\n"
-		"runs, run through liblcattn_mpi (ref or cpu, f64 or f32, no gradient\n"
-		"cases); rank 0 writes OUT.h5.\n");
+		"runs (default) or zigzag chunks, run through liblcattn_mpi (ref or cpu,\n"
+		"f64 or f32, no gradient cases); rank 0 writes OUT.h5.\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -323,8 +323,7 @@ static int parse(int argc, char **argv, struct run_args *a)
 		else if (!strcmp(o, "--algo"))
 			bad = tool_parse_algo(v, &a->algo);
 		else if (!strcmp(o, "--layout")) {
-			/* zigzag joins when liblcattn_mpi offers it */
-			bad = strcmp(v, "contiguous") != 0;
+			bad = strcmp(v, "contiguous") && strcmp(v, "zigzag");
 			a->layout = v;
 		} else
 			bad = 1;
@@ -362,8 +361,11 @@ static int run_case(const struct run_args *a, struct lcio_case *c)
 	}
 	for (int i = 0; i < out.nout; i++)
 		bufs[i] = out.out[i].data;
-	s = (a->mpi ? tool_compute_mpi : tool_compute)(c, a->backend, a->dtype, a->algo, bufs,
-		&resolved, why, sizeof why);
+	if (a->mpi)
+		s = tool_compute_mpi(c, a->backend, a->dtype, a->algo,
+			a->layout && !strcmp(a->layout, "zigzag"), bufs, &resolved, why, sizeof why);
+	else
+		s = tool_compute(c, a->backend, a->dtype, a->algo, bufs, &resolved, why, sizeof why);
 	if (s == LCA_ERR_UNSUPPORTED || s == LCA_ERR_NO_DEVICE) {
 		if (speak)
 			fprintf(stderr, "lcattn run: backend %s dtype %s unavailable%s: %s\n",

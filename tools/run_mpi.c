@@ -15,8 +15,8 @@
  *     (o = 0, lse = -inf, as the single call gives them), the last Tk are
  *     a Tq = Tk forward;
  *   - deltanet, lightning: the summaries' all-gather
- *     (lca_mpi_deltanet_forward(3)); the last rank's final state goes to
- *     rank 0.
+ *     (lca_mpi_deltanet_forward(3)); the final state of the rank holding
+ *     the last token goes to rank 0.
  * Gradient cases are refused: liblcattn_mpi has no backward.
  *
  * Without MPI (configure found none) the tool is built without this
@@ -55,10 +55,11 @@ void tool_mpi_end(void)
 }
 
 lca_status tool_compute_mpi(const struct lcio_case *c, lca_backend backend,
-	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
-	char *why, size_t whylen)
+	lca_dtype dtype, lca_algo algo, int zigzag, double *const out[],
+	lca_params *resolved, char *why, size_t whylen)
 {
-	(void)c, (void)backend, (void)dtype, (void)algo, (void)out, (void)resolved;
+	(void)c, (void)backend, (void)dtype, (void)algo, (void)zigzag, (void)out;
+	(void)resolved;
 	snprintf(why, whylen, "built without MPI");
 	return LCA_ERR_UNSUPPORTED;
 }
@@ -114,6 +115,7 @@ struct job {
 	const struct lcio_case *c;
 	const lca_plan *plan;
 	int P, r;
+	int zigzag;              /* --layout zigzag */
 	lca_dtype t;
 	size_t es;
 	void *in[LCIO_MAX_IN];   /* typed copies of the inputs (or NULL) */
@@ -122,11 +124,22 @@ struct job {
 	size_t whylen;
 };
 
-/* Rank r's run of n tokens: near-equal contiguous runs. */
-static void split(int64_t n, int P, int r, int64_t *start, int64_t *len)
+/* Rank q's layout of a sequence of n tokens, and where its rows lie:
+ * rows 0 .. cnt[0] - 1 are tokens g[0] .., the next cnt[1] tokens g[1] ..
+ * (the public helpers of lcattn_mpi.h, so the tool splits as the library
+ * documents). */
+static lca_status layout_of(const struct job *j, int64_t n, int q, lca_mpi_layout *lay,
+	int64_t g[2], int64_t cnt[2])
 {
-	*start = n * r / P;
-	*len = n * (r + 1) / P - *start;
+	int nr;
+	lca_status s = j->zigzag ? lca_mpi_layout_zigzag(n, j->P, q, lay) :
+		lca_mpi_layout_contiguous(n, j->P, q, lay);
+
+	if (s == LCA_OK)
+		s = lca_mpi_layout_runs(lay, j->P, q, g, cnt, &nr);
+	if (s != LCA_OK)
+		snprintf(j->why, j->whylen, "layout: %s", lca_mpi_last_error());
+	return s;
 }
 
 static void *typed(const double *x, int64_t n, lca_dtype t)
@@ -157,6 +170,25 @@ static const void *at(const struct job *j, int i, int64_t tok, int64_t len)
 	return (const char *)j->in[i] + (size_t)(j->row[i] * tok) * j->es;
 }
 
+/* This rank's rows of per-token input i, tokens b + g[k] .. (k = 0, 1):
+ * a pointer into the input when they are one run, else a packed copy in
+ * *own (freed by the caller). NULL with *own NULL when out of memory. */
+static const void *rows_of(const struct job *j, int i, int64_t b, const int64_t g[2],
+	const int64_t cnt[2], void **own)
+{
+	size_t rb = (size_t)j->row[i] * j->es;
+	char *x;
+
+	*own = NULL;
+	if (!j->row[i] || cnt[1] == 0)
+		return at(j, i, b + g[0], cnt[0]);
+	if (!(x = malloc((size_t)(cnt[0] + cnt[1]) * rb)))
+		return NULL;
+	memcpy(x, at(j, i, b + g[0], 1), (size_t)cnt[0] * rb);
+	memcpy(x + (size_t)cnt[0] * rb, at(j, i, b + g[1], 1), (size_t)cnt[1] * rb);
+	return *own = x;
+}
+
 static lca_status mpi_fail(const struct job *j, lca_status s)
 {
 	snprintf(j->why, j->whylen, "%s", *lca_mpi_last_error() ? lca_mpi_last_error() :
@@ -164,32 +196,49 @@ static lca_status mpi_fail(const struct job *j, lca_status s)
 	return s;
 }
 
-/* Rows [b, b + n) of dst [.][w] from every rank's [len_r][w] slice of the
- * split of n: rank 0 receives, the others send. */
+/* Rows [b, b + n) of dst [.][w] from every rank's rows mine [len][w] under
+ * the layout of n tokens: gathered to rank 0 in rank order, then put in
+ * place there. */
 static lca_status gather_rows(const struct job *j, const double *mine, int64_t b,
 	int64_t n, int64_t w, double *dst)
 {
 	int *cnt = malloc((size_t)j->P * sizeof *cnt), *dsp = malloc((size_t)j->P * sizeof *dsp);
-	int64_t st, len;
+	double *all = j->r == 0 ? malloc((size_t)(n * w + 1) * sizeof *all) : NULL;
+	int64_t g[2], c[2], off = 0, my = 0;
+	lca_mpi_layout lay;
 	lca_status s = LCA_OK;
 
-	for (int q = 0; cnt && dsp && q < j->P; q++) {
-		split(n, j->P, q, &st, &len);
-		if (len * w > INT_MAX || (b + st) * w > INT_MAX)
-			s = LCA_ERR_OVERFLOW;
-		cnt[q] = (int)(len * w);
-		dsp[q] = (int)((b + st) * w);
-	}
-	if (!cnt || !dsp)
+	if (!cnt || !dsp || (j->r == 0 && !all))
 		s = LCA_ERR_NOMEM;
-	split(n, j->P, j->r, &st, &len);
-	if (s == LCA_OK && MPI_Gatherv(mine, (int)(len * w), MPI_DOUBLE, dst, cnt, dsp,
-	    MPI_DOUBLE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+	for (int q = 0; s == LCA_OK && q < j->P; q++) {
+		if ((s = layout_of(j, n, q, &lay, g, c)) != LCA_OK)
+			break;
+		if ((c[0] + c[1]) * w > INT_MAX || off * w > INT_MAX)
+			s = LCA_ERR_OVERFLOW;
+		cnt[q] = (int)((c[0] + c[1]) * w);
+		dsp[q] = (int)(off * w);
+		off += c[0] + c[1];
+		if (q == j->r)
+			my = cnt[q];
+	}
+	if (s == LCA_OK && MPI_Gatherv(mine, (int)my, MPI_DOUBLE, all, cnt, dsp, MPI_DOUBLE, 0,
+	    MPI_COMM_WORLD) != MPI_SUCCESS)
 		s = LCA_ERR_INTERNAL;
+	for (int q = 0; s == LCA_OK && j->r == 0 && q < j->P; q++) {
+		const double *src = all + dsp[q];
+
+		if ((s = layout_of(j, n, q, &lay, g, c)) != LCA_OK)
+			break;
+		for (int k = 0; k < 2; k++) {
+			memcpy(dst + (b + g[k]) * w, src, (size_t)(c[k] * w) * sizeof *src);
+			src += c[k] * w;
+		}
+	}
 	if (s != LCA_OK)
 		snprintf(j->why, j->whylen, "gathering the outputs: %s", lca_strerror(s));
 	free(cnt);
 	free(dsp);
+	free(all);
 	return s;
 }
 
@@ -211,47 +260,53 @@ static lca_status attn_seq(const struct job *j, int64_t qb, int64_t nq, int64_t 
 	const lca_params *p = &j->c->p;
 	const int mla = p->variant == LCA_MLA, decode = nq < nk;
 	const int64_t H = p->H, dv = p->dv;
-	int64_t st, len, rows;
-	void *o, *lse;
+	int64_t g[2], cnt[2], len, rows;
+	lca_mpi_layout lay;
+	void *o = NULL, *lse = NULL, *own[4] = { NULL, NULL, NULL, NULL };
+	const void *x[4];
 	lca_status s;
 
-	split(nk, j->P, j->r, &st, &len);
-	/* decode: every rank all queries and o; forward: its own run of both */
+	/* decode: the keys split, every rank all queries and o; forward: each
+	 * rank its rows of queries, keys and o */
+	if ((s = layout_of(j, nk, j->r, &lay, g, cnt)) != LCA_OK)
+		return s;
+	len = cnt[0] + cnt[1];
 	rows = decode ? nq : len;
 	o = malloc((size_t)(rows * H * dv + 1) * j->es);
 	lse = malloc((size_t)(rows * H + 1) * j->es);
-	if (!o || !lse) {
-		free(o);
-		free(lse);
-		snprintf(j->why, j->whylen, "no memory for the outputs");
-		return LCA_ERR_NOMEM;
-	}
-	const lca_mpi_layout lay = { st, len };
-	const int64_t qt = decode ? qb : qb + st, kt = kb + st, ql = decode ? nq : len;
+	for (int i = 0; i < (mla ? 4 : 3); i++) {
+		int query = i < (mla ? 2 : 1);
 
-	if (decode && !mla)
-		s = lca_mpi_softmax_decode(j->plan, MPI_COMM_WORLD, &lay, nq, at(j, 0, qt, ql),
-			at(j, 1, kt, len), at(j, 2, kt, len), o, lse, NULL);
-	else if (decode)
-		s = lca_mpi_mla_decode(j->plan, MPI_COMM_WORLD, &lay, nq, at(j, 0, qt, ql),
-			at(j, 1, qt, ql), at(j, 2, kt, len), at(j, 3, kt, len), j->in[4], j->in[5],
-			o, lse, NULL);
-	else if (!mla)
-		s = lca_mpi_softmax_forward(j->plan, MPI_COMM_WORLD, &lay, at(j, 0, qt, ql),
-			at(j, 1, kt, len), at(j, 2, kt, len), len ? o : NULL, len ? lse : NULL, NULL);
-	else
-		s = lca_mpi_mla_forward(j->plan, MPI_COMM_WORLD, &lay, at(j, 0, qt, ql),
-			at(j, 1, qt, ql), at(j, 2, kt, len), at(j, 3, kt, len), j->in[4], j->in[5],
-			len ? o : NULL, len ? lse : NULL, NULL);
-	if (s != LCA_OK) {
-		mpi_fail(j, s);
+		x[i] = decode && query ? at(j, i, qb, nq) :
+			rows_of(j, i, query ? qb : kb, g, cnt, &own[i]);
+		if (len > 0 && !x[i] && !own[i] && !(decode && query))
+			o = NULL; /* a copy failed */
+	}
+	if (!o || !lse) {
+		s = LCA_ERR_NOMEM;
+		snprintf(j->why, j->whylen, "no memory for the outputs");
+	} else if (decode && !mla) {
+		s = lca_mpi_softmax_decode(j->plan, MPI_COMM_WORLD, &lay, nq, x[0], x[1], x[2], o,
+			lse, NULL);
 	} else if (decode) {
+		s = lca_mpi_mla_decode(j->plan, MPI_COMM_WORLD, &lay, nq, x[0], x[1], x[2], x[3],
+			j->in[4], j->in[5], o, lse, NULL);
+	} else if (!mla) {
+		s = lca_mpi_softmax_forward(j->plan, MPI_COMM_WORLD, &lay, x[0], x[1], x[2],
+			len ? o : NULL, len ? lse : NULL, NULL);
+	} else {
+		s = lca_mpi_mla_forward(j->plan, MPI_COMM_WORLD, &lay, x[0], x[1], x[2], x[3],
+			j->in[4], j->in[5], len ? o : NULL, len ? lse : NULL, NULL);
+	}
+	if (o && lse && s != LCA_OK) {
+		mpi_fail(j, s);
+	} else if (s == LCA_OK && decode) {
 		/* every rank has the result: rank 0 keeps its own */
 		if (j->r == 0) {
 			untyped(o, nq * H * dv, j->t, out[0] + qb * H * dv);
 			untyped(lse, nq * H, j->t, out[1] + qb * H);
 		}
-	} else {
+	} else if (s == LCA_OK) {
 		double *d = malloc((size_t)(len * H * (dv + 1) + 1) * sizeof *d);
 
 		if (!d) {
@@ -268,9 +323,28 @@ static lca_status attn_seq(const struct job *j, int64_t qb, int64_t nq, int64_t 
 			free(d);
 		}
 	}
+	for (int i = 0; i < 4; i++)
+		free(own[i]);
 	free(o);
 	free(lse);
 	return s;
+}
+
+/* The rank holding the last of n tokens (it writes the final state:
+ * the last rank's run, zigzag rank 0's second chunk); -1 on error. */
+static int last_holder(const struct job *j, int64_t n)
+{
+	lca_mpi_layout lay;
+	int64_t g[2], c[2];
+
+	for (int q = 0; q < j->P; q++) {
+		if (layout_of(j, n, q, &lay, g, c) != LCA_OK)
+			return -1;
+		for (int k = 0; k < 2; k++)
+			if (c[k] > 0 && g[k] + c[k] == n)
+				return q;
+	}
+	return -1;
 }
 
 /* deltanet or lightning, sequence `seq` of n tokens from b. */
@@ -284,8 +358,11 @@ static lca_status linear_seq(const struct job *j, int64_t seq, int64_t b, int64_
 	const void *state0 = j->in[s0] ? (const char *)j->in[s0] + (size_t)(seq * sn) * j->es :
 		NULL;
 	double *state_out = out[1] + seq * sn;
-	int64_t st, len;
-	void *o, *state;
+	int64_t g[2], cnt[2], len;
+	lca_mpi_layout lay;
+	void *o, *state, *own[5] = { NULL, NULL, NULL, NULL, NULL };
+	const void *x[5];
+	int nx = dn ? 5 : 3, bad = 0;
 	lca_status s;
 
 	if (n == 0) {
@@ -296,29 +373,28 @@ static lca_status linear_seq(const struct job *j, int64_t seq, int64_t b, int64_
 			memset(state_out, 0, (size_t)sn * sizeof *state_out);
 		return LCA_OK;
 	}
-	split(n, j->P, j->r, &st, &len);
+	if ((s = layout_of(j, n, j->r, &lay, g, cnt)) != LCA_OK)
+		return s;
+	len = cnt[0] + cnt[1];
+	for (int i = 0; i < nx; i++) {
+		x[i] = rows_of(j, i, b, g, cnt, &own[i]);
+		bad |= len > 0 && !x[i];
+	}
 	o = malloc((size_t)(len * H * dv + 1) * j->es);
 	state = malloc((size_t)sn * j->es);
-	if (!o || !state) {
-		free(o);
-		free(state);
+	if (!o || !state || bad) {
+		s = LCA_ERR_NOMEM;
 		snprintf(j->why, j->whylen, "no memory for the outputs");
-		return LCA_ERR_NOMEM;
-	}
-	const lca_mpi_layout lay = { st, len };
-	const int64_t t0 = b + st;
-
-	if (dn)
-		s = lca_mpi_deltanet_forward(j->plan, MPI_COMM_WORLD, &lay, at(j, 0, t0, len),
-			at(j, 1, t0, len), at(j, 2, t0, len), at(j, 3, t0, len), at(j, 4, t0, len),
-			state0, len ? o : NULL, state, NULL);
-	else
-		s = lca_mpi_lightning_forward(j->plan, MPI_COMM_WORLD, &lay, at(j, 0, t0, len),
-			at(j, 1, t0, len), at(j, 2, t0, len), j->in[3], state0, len ? o : NULL,
-			state, NULL);
-	if (s != LCA_OK) {
-		mpi_fail(j, s);
+	} else if (dn) {
+		s = lca_mpi_deltanet_forward(j->plan, MPI_COMM_WORLD, &lay, x[0], x[1], x[2], x[3],
+			x[4], state0, len ? o : NULL, state, NULL);
 	} else {
+		s = lca_mpi_lightning_forward(j->plan, MPI_COMM_WORLD, &lay, x[0], x[1], x[2],
+			j->in[3], state0, len ? o : NULL, state, NULL);
+	}
+	if (o && state && !bad && s != LCA_OK) {
+		mpi_fail(j, s);
+	} else if (s == LCA_OK) {
 		double *d = malloc((size_t)(len * H * dv > sn ? len * H * dv : sn) * sizeof *d);
 
 		if (!d) {
@@ -327,11 +403,15 @@ static lca_status linear_seq(const struct job *j, int64_t seq, int64_t b, int64_
 		} else {
 			untyped(o, len * H * dv, j->t, d);
 			s = gather_rows(j, d, b, n, H * dv, out[0]);
-			/* the final state is the last rank's */
+			/* the final state is the one of the rank holding the last token */
+			int last = s == LCA_OK ? last_holder(j, n) : -1;
+
+			if (s == LCA_OK && last < 0)
+				s = LCA_ERR_INTERNAL;
 			if (s == LCA_OK) {
-				if (j->r == j->P - 1)
+				if (j->r == last)
 					untyped(state, sn, j->t, state_out);
-				if (MPI_Bcast(state_out, (int)sn, MPI_DOUBLE, j->P - 1,
+				if (MPI_Bcast(state_out, (int)sn, MPI_DOUBLE, last,
 				    MPI_COMM_WORLD) != MPI_SUCCESS) {
 					snprintf(j->why, j->whylen, "sending the final state failed");
 					s = LCA_ERR_INTERNAL;
@@ -340,6 +420,8 @@ static lca_status linear_seq(const struct job *j, int64_t seq, int64_t b, int64_
 			free(d);
 		}
 	}
+	for (int i = 0; i < 5; i++)
+		free(own[i]);
 	free(o);
 	free(state);
 	return s;
@@ -402,8 +484,8 @@ static lca_status run_all(const struct job *j, double *const out[])
 }
 
 lca_status tool_compute_mpi(const struct lcio_case *c, lca_backend backend,
-	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
-	char *why, size_t whylen)
+	lca_dtype dtype, lca_algo algo, int zigzag, double *const out[],
+	lca_params *resolved, char *why, size_t whylen)
 {
 	struct job j;
 	lca_params p = c->p;
@@ -411,7 +493,7 @@ lca_status tool_compute_mpi(const struct lcio_case *c, lca_backend backend,
 	lca_status s;
 
 	memset(&j, 0, sizeof j);
-	j.c = c, j.t = dtype, j.es = dtype == LCA_F64 ? 8 : 4;
+	j.c = c, j.t = dtype, j.es = dtype == LCA_F64 ? 8 : 4, j.zigzag = zigzag;
 	j.why = why, j.whylen = whylen;
 	MPI_Comm_size(MPI_COMM_WORLD, &j.P);
 	MPI_Comm_rank(MPI_COMM_WORLD, &j.r);

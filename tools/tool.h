@@ -61,11 +61,11 @@ int tool_mpi_rank(void);
 /* 1 on every rank when ok is 1 on every rank. */
 int tool_mpi_all(int ok);
 /* tool_compute() over the ranks of MPI_COMM_WORLD: each sequence split in
- * contiguous runs, the outputs in out[] on rank 0 only; every rank
- * returns the same status. */
+ * contiguous runs or (zigzag) zigzag chunks, the outputs in out[] on rank
+ * 0 only; every rank returns the same status. */
 lca_status tool_compute_mpi(const struct lcio_case *c, lca_backend backend,
-	lca_dtype dtype, lca_algo algo, double *const out[], lca_params *resolved,
-	char *why, size_t whylen);
+	lca_dtype dtype, lca_algo algo, int zigzag, double *const out[],
+	lca_params *resolved, char *why, size_t whylen);
 
 /* ---- check.c: the tolerance rule's error measure ---- */
 
@@ -122,9 +122,10 @@ int tool_cost_tables(FILE *f, FILE *csv, const int64_t *ns, int nn);
 int tool_cost_ratios(FILE *f, const int64_t *ns, int nn);
 int tool_cost_claim(FILE *f);
 /* The bf16 bytes rank r of P sends over the preset's layers in a causal
- * prefill of n tokens split in contiguous runs (`lcattn cost --ranks`);
- * NaN for a bad pattern. */
-double tool_preset_rank_bytes(const struct tool_preset *pr, int64_t n, int P, int r);
+ * prefill of n tokens split in contiguous runs or (zigzag, n >= 2P) zigzag
+ * chunks (`lcattn cost --ranks [--zigzag]`); NaN for a bad pattern. */
+double tool_preset_rank_bytes(const struct tool_preset *pr, int64_t n, int P, int r,
+	int zigzag);
 
 /* ---- report_cp.c: the report's "Beyond one machine" section ---- */
 

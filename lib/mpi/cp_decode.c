@@ -12,7 +12,8 @@
  * The new tokens' own keys are part of the sequence: the caller appends
  * them to the run of the rank holding the last positions (normally the
  * last rank) before the call, so the queries sit at positions T - tq ..
- * T - 1 of the T = sum of the runs' lengths.
+ * T - 1 of the T tokens of the layout. Either layout works (a zigzag rank
+ * merges the parts of its two chunks first); one sequence per call.
  */
 #include "cp_decode.h"
 
@@ -22,24 +23,35 @@
 
 /* What differs between softmax and mla: the partial call and its inputs. */
 struct dec_ops {
-	/* Partial attention of the tq queries at q_pos0 over this rank's Tk
-	 * keys at k_pos0 into o, lse. */
+	/* Partial attention of the tq queries at q_pos0 over the Tk keys at
+	 * k_pos0 held in rows row .. of this rank's key tensors, into o, lse. */
 	lca_status (*partial)(const struct dec_ops *ops, const lca_plan *plan,
-		int64_t tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, void *o, void *lse);
-	const void *x[6];
+		int64_t tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, int64_t row, void *o,
+		void *lse);
+	const void *q[2];    /* softmax q; mla q_nope, q_rope */
+	const void *key[2];  /* softmax k, v; mla ckv, k_rope */
+	const void *w[2];    /* mla w_uk, w_uv */
+	size_t krow[2];      /* bytes per token of key[0], key[1] */
 };
+
+static const void *key_at(const struct dec_ops *ops, int i, int64_t row)
+{
+	return (const char *)ops->key[i] + (size_t)row * ops->krow[i];
+}
 
 static lca_status check_args(const char *fn, const lca_plan *plan,
 	const struct lcai_cp_run *run, int64_t tq, const char *const *names,
 	const void *const *x, int nq, int nk)
 {
+	lca_status s;
+
 	if (!plan)
 		return lcai_cp_fail(LCA_ERR_NULL, "%s: plan is NULL", fn);
-	if (!run)
-		return lcai_cp_fail(LCA_ERR_NULL, "%s: layout is NULL", fn);
-	if (run->start < 0 || run->len < 0)
-		return lcai_cp_fail(LCA_ERR_SIZE, "%s: start %lld and len %lld must be >= 0",
-			fn, (long long)run->start, (long long)run->len);
+	if ((s = lcai_cp_check_run(fn, run)) != LCA_OK)
+		return s;
+	if (run->cu)
+		return lcai_cp_fail(LCA_ERR_UNSUPPORTED, "%s: one sequence per call "
+			"(cu_seqlens must be NULL)", fn);
 	if (tq < 1)
 		return lcai_cp_fail(LCA_ERR_SIZE, "%s: tq %lld must be >= 1", fn, (long long)tq);
 	/* the queries, weights and outputs on every rank, the keys where held */
@@ -82,15 +94,12 @@ static lca_status agree_tq(struct lcai_cp_comm *c, const char *fn,
 	return s;
 }
 
-/* This rank's part: the partial over its keys, or, with no key, rows that
- * saw nothing (o = 0, lse = -inf: lca_attn_merge(3) weighs them as 0). */
-static lca_status my_part(const struct dec_ops *ops, const lca_plan *plan,
-	const struct lcai_cp_view *vw, int64_t tq, char *o, char *lse)
+/* Rows that saw nothing: o = 0, lse = -inf (lca_attn_merge(3) weighs
+ * them as 0). */
+static void nothing(const struct lcai_cp_view *vw, int64_t tq, char *o, char *lse)
 {
-	const int64_t n = tq * vw->p.H, len = vw->len[vw->r];
+	const int64_t n = tq * vw->p.H;
 
-	if (len > 0)
-		return ops->partial(ops, plan, tq, vw->T - tq, len, vw->start[vw->r], o, lse);
 	memset(o, 0, (size_t)(n * vw->p.dv) * vw->es);
 	for (int64_t i = 0; i < n; i++) {
 		if (vw->es == 8)
@@ -98,7 +107,35 @@ static lca_status my_part(const struct dec_ops *ops, const lca_plan *plan,
 		else
 			((float *)(void *)lse)[i] = -INFINITY;
 	}
-	return LCA_OK;
+}
+
+/* This rank's part: the partial over each run of its keys (zigzag: two,
+ * merged here in token order; the buffer tmp holds the second's), or, with
+ * no key, rows that saw nothing. */
+static lca_status my_part(const struct dec_ops *ops, const lca_plan *plan,
+	const struct lcai_cp_view *vw, int64_t tq, size_t ob, char *o, char *tmp)
+{
+	const struct lcai_cp_span *sp = vw->run + (size_t)vw->r * (size_t)vw->nr;
+	int have = 0;
+	lca_status s = LCA_OK;
+
+	for (int i = 0; i < vw->nr && s == LCA_OK; i++) {
+		char *po = have ? tmp : o;
+
+		if (sp[i].n == 0)
+			continue;
+		s = ops->partial(ops, plan, tq, vw->T - tq, sp[i].n, sp[i].g, sp[i].row, po,
+			po + ob);
+		if (s == LCA_OK && have) {
+			const void *op[2] = { o, tmp }, *lp[2] = { o + ob, tmp + ob };
+
+			s = lca_attn_merge(plan, tq, 2, op, lp, o, o + ob);
+		}
+		have = 1;
+	}
+	if (!have)
+		nothing(vw, tq, o, o + ob);
+	return s;
 }
 
 /* After the plan and layout agreement: parts, all-gather, merge. o and
@@ -116,10 +153,10 @@ static lca_status decode(struct lcai_cp_comm *c, const char *fn, const lca_plan 
 	const void **op = NULL, **lp = NULL;
 	lca_status s = LCA_OK;
 
-	if (ovf || part < ob || (size_t)P > SIZE_MAX / (part + 1))
+	if (ovf || part < ob || (size_t)P > SIZE_MAX / (2 * part + 2))
 		s = lcai_cp_fail(LCA_ERR_OVERFLOW, "%s: buffer sizes overflow size_t", fn);
 	if (s == LCA_OK) {
-		mine = malloc(part);
+		mine = malloc(2 * part);  /* the part, then a second run's */
 		all = malloc((size_t)P * part);
 		acc = malloc(part);
 		op = malloc((size_t)P * sizeof *op);
@@ -129,7 +166,7 @@ static lca_status decode(struct lcai_cp_comm *c, const char *fn, const lca_plan 
 	}
 	if ((s = agree_tq(c, fn, vw, tq, s)) != LCA_OK)
 		goto out;
-	s = my_part(ops, plan, vw, tq, mine, mine + ob);
+	s = my_part(ops, plan, vw, tq, ob, mine, mine + part);
 	if (s != LCA_OK)
 		lcai_cp_fail(s, "%s: %s", fn, lca_last_error());
 	if ((s = lcai_cp_all_ok(c, fn, s)) != LCA_OK)
@@ -168,10 +205,11 @@ out:
 /* ---- softmax ------------------------------------------------------------------ */
 
 static lca_status softmax_part(const struct dec_ops *ops, const lca_plan *plan,
-	int64_t tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, void *o, void *lse)
+	int64_t tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, int64_t row, void *o,
+	void *lse)
 {
-	return lca_softmax_partial(plan, tq, q_pos0, Tk, k_pos0, ops->x[0], ops->x[1],
-		ops->x[2], o, lse);
+	return lca_softmax_partial(plan, tq, q_pos0, Tk, k_pos0, ops->q[0], key_at(ops, 0, row),
+		key_at(ops, 1, row), o, lse);
 }
 
 lca_status lcai_cp_softmax_decode(struct lcai_cp_comm *c, const char *fn,
@@ -190,9 +228,11 @@ lca_status lcai_cp_softmax_decode(struct lcai_cp_comm *c, const char *fn,
 		return s;
 	memset(&ops, 0, sizeof ops);
 	ops.partial = softmax_part;
-	ops.x[0] = q;
-	ops.x[1] = k;
-	ops.x[2] = v;
+	ops.q[0] = q;
+	ops.key[0] = k;
+	ops.key[1] = v;
+	ops.krow[0] = (size_t)(vw.p.Hkv * vw.p.dk) * vw.es;
+	ops.krow[1] = (size_t)(vw.p.Hkv * vw.p.dv) * vw.es;
 	s = decode(c, fn, plan, &vw, &ops, tq, o, lse);
 	lcai_cp_view_free(&vw);
 	return s;
@@ -201,10 +241,11 @@ lca_status lcai_cp_softmax_decode(struct lcai_cp_comm *c, const char *fn,
 /* ---- mla ---------------------------------------------------------------------- */
 
 static lca_status mla_part(const struct dec_ops *ops, const lca_plan *plan,
-	int64_t tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, void *o, void *lse)
+	int64_t tq, int64_t q_pos0, int64_t Tk, int64_t k_pos0, int64_t row, void *o,
+	void *lse)
 {
-	return lca_mla_partial(plan, tq, q_pos0, Tk, k_pos0, ops->x[0], ops->x[1], ops->x[2],
-		ops->x[3], ops->x[4], ops->x[5], o, lse);
+	return lca_mla_partial(plan, tq, q_pos0, Tk, k_pos0, ops->q[0], ops->q[1],
+		key_at(ops, 0, row), key_at(ops, 1, row), ops->w[0], ops->w[1], o, lse);
 }
 
 lca_status lcai_cp_mla_decode(struct lcai_cp_comm *c, const char *fn,
@@ -225,12 +266,14 @@ lca_status lcai_cp_mla_decode(struct lcai_cp_comm *c, const char *fn,
 		return s;
 	memset(&ops, 0, sizeof ops);
 	ops.partial = mla_part;
-	ops.x[0] = q_nope;
-	ops.x[1] = q_rope;
-	ops.x[2] = ckv;
-	ops.x[3] = k_rope;
-	ops.x[4] = w_uk;
-	ops.x[5] = w_uv;
+	ops.q[0] = q_nope;
+	ops.q[1] = q_rope;
+	ops.key[0] = ckv;
+	ops.key[1] = k_rope;
+	ops.w[0] = w_uk;
+	ops.w[1] = w_uv;
+	ops.krow[0] = (size_t)vw.p.dc * vw.es;
+	ops.krow[1] = (size_t)vw.p.dr * vw.es;
 	s = decode(c, fn, plan, &vw, &ops, tq, o, lse);
 	lcai_cp_view_free(&vw);
 	return s;
