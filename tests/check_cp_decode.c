@@ -22,13 +22,17 @@ static const int ranks[] = { 1, 2, 3, 4, 7 };
 static const int64_t lengths[] = { 1, 5, 37, 53 };
 static const int64_t tqs[] = { 1, 3, 8 };
 
+static int give_cu;
+
 static lca_status loop_call(void *ctx, lca_variant v, const lca_plan *plan, int zigzag,
 	int64_t T, int64_t start, int64_t len, int64_t tq, const void *const *in, void *o,
 	void *lse, uint64_t *bytes, uint64_t *control)
 {
 	struct lcai_cp_comm *c = ctx;
+	const int64_t cu[2] = { 0, T };
+	/* give_cu: a layout with cu_seqlens, which decode refuses */
 	const struct lcai_cp_run run = { start, len, zigzag ? LCAI_CP_ZIGZAG : 0,
-		zigzag ? T : 0, NULL, 0 };
+		zigzag ? T : 0, give_cu ? cu : NULL, give_cu ? 1 : 0 };
 	lca_status s;
 
 	if (v == LCA_SOFTMAX)
@@ -249,7 +253,7 @@ START_TEST(ranks_that_disagree_all_fail)
 	for (int ci = 0; ci < cp_nconf; ci++) {
 		if (cp_confs[ci].v > LCA_MLA)
 			continue;
-		for (int kind = 0; kind < 3; kind++) {
+		for (int kind = 0; kind < 4; kind++) {
 			const struct cp_conf *c = &cp_confs[ci];
 			lca_params p = cp_params(c, LCA_BACKEND_CPU, LCA_F64);
 			lca_plan *plan = tu_plan(&p);
@@ -260,13 +264,18 @@ START_TEST(ranks_that_disagree_all_fail)
 			cp_make(&d, c, LCA_F64, 23);
 			memset(&j, 0, sizeof j);
 			/* kind 0: rank 1 asks tq - 1; 1: rank 1 passes no q (tq = 1);
-			 * 2: tq = 24 > T on every rank */
+			 * 2: tq = 24 > T on every rank; 3: a packed batch's layout */
 			j.twist = kind < 2;
-			run_job(&j, &d, plan, 4, DEC_EVEN, kind == 0 ? 5 : kind == 1 ? 1 : 24);
+			give_cu = kind == 3;
+			run_job(&j, &d, plan, 4, DEC_EVEN, kind == 0 ? 5 : kind == 1 ? 1 :
+				kind == 2 ? 24 : 3);
+			give_cu = 0;
 			snprintf(what, sizeof what, "%s, %s", c->name, kind == 0 ?
 				"rank 1 with another tq" : kind == 1 ? "rank 1 without q" :
-				"tq > T");
+				kind == 2 ? "tq > T" : "cu_seqlens");
 			assert_all_fail(&j, &d, what);
+			if (kind == 3)
+				ck_assert_int_eq(j.s[0], LCA_ERR_UNSUPPORTED);
 			free_job(&j);
 			cp_free(&d);
 			lca_plan_destroy(plan);
