@@ -473,8 +473,11 @@ static lca_status softmax_seq(const lca_params *p, const struct lcai_cache_seq *
 	int64_t tk = s->len + t;
 	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
 
+	const struct lcai_kv kv = { p->dtype, { p->Hkv * p->dk, p->Hkv * p->dv },
+		{ s->buf[0], s->buf[1] }, NULL, NULL, 0, { 0, 0 } };
+
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_softmax_decode(p, t, tk, q, s->buf[0], s->buf[1], o, lse);
+		return lcai_cpu_softmax_decode(p, t, tk, q, &kv, o, lse);
 	if (p->dtype == LCA_F32)
 		return lcai_ref32_softmax(p, cq, ck, 1, q, s->buf[0], s->buf[1], o, lse);
 	return lcai_ref_softmax(p, cq, ck, 1, q, s->buf[0], s->buf[1], o, lse);
@@ -543,9 +546,12 @@ static lca_status mla_seq(const lca_params *p, const struct lcai_cache_seq *s,
 	int64_t tk = s->len + t;
 	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
 
+	const struct lcai_kv kv = { p->dtype, { p->dc, p->dr },
+		{ s->buf[0], s->buf[1] }, NULL, NULL, 0, { 0, 0 } };
+
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, s->buf[0],
-			s->buf[1], m->w_uk, m->w_uv, m->o, m->lse);
+		return lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, &kv,
+			m->w_uk, m->w_uv, m->o, m->lse);
 	if (p->dtype == LCA_F32)
 		return (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
 			lcai_ref32_mla_absorbed)(p, cq, ck, 1, m->q_nope, m->q_rope,
