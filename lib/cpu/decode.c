@@ -255,6 +255,10 @@ static inline const void *dec_row(const struct dec_job *J,
 #define FI int32_t
 #define KT uint16_t
 #define DEC_WIDE 1
+#ifdef DEC_X86 /* bf16 bits into the high halves of zeroed lanes */
+#define DEC_KWIDEN(x) _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), \
+	_mm_loadl_epi64((const __m128i *)(const void *)(x))))
+#endif
 #define FN(name) name##_bf16_sse
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #include "decode.h"
@@ -288,6 +292,8 @@ static inline const void *dec_row(const struct dec_job *J,
 #define FI int32_t
 #define KT uint16_t
 #define DEC_WIDE 1
+#define DEC_KWIDEN(x) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32( \
+	_mm_loadu_si128((const __m128i *)(const void *)(x))), 16))
 #define FN(name) name##_bf16_avx2
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "decode.h"
@@ -320,6 +326,8 @@ static inline const void *dec_row(const struct dec_job *J,
 #define FI int32_t
 #define KT uint16_t
 #define DEC_WIDE 1
+#define DEC_KWIDEN(x) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32( \
+	_mm256_loadu_si256((const __m256i *)(const void *)(x))), 16))
 #define FN(name) name##_bf16_avx512
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "decode.h"

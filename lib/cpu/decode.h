@@ -6,7 +6,10 @@
  *
  *   FT, FI      element type and the integer of its size
  *   KT          the cache's storage type: FT, or uint16_t (bf16 bits) for
- *               the widening instances, which also define DEC_WIDE 1
+ *               the widening instances, which also define DEC_WIDE 1 and
+ *               may define DEC_KWIDEN(x), VW bf16 at x as float32 by
+ *               intrinsics (GCC splits the generic widening of a whole
+ *               AVX-512 vector into two halves and a merge)
  *   FN(name)    names the instance's functions
  *   VFMA(a,b,c) a b + c: an FMA intrinsic where the ISA has one (lib/cpu
  *               is not the oracle; one rounding is only more accurate)
@@ -79,10 +82,14 @@ INLINE VEC FN(kload)(const void *x, const int w)
 
 #if DEC_WIDE
 	if (w) {
+#ifdef DEC_KWIDEN
+		return (VEC)DEC_KWIDEN(x);
+#else
 		FN(khalf) h;
 
 		memcpy(&h, x, sizeof h);
 		return (VEC)(__builtin_convertvector(h, FN(uvec)) << 16);
+#endif
 	}
 #endif
 	(void)w;
@@ -1110,6 +1117,7 @@ static const struct dec_ops FN(dec_ops) = {
 #undef FN
 #undef VFMA
 #undef DEC_WIDE
+#undef DEC_KWIDEN
 #undef KES
 #undef KAT
 
