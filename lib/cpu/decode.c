@@ -395,8 +395,9 @@ static void dec_ranges(struct dec_job *J)
 		J->khi = J->klo;
 	/* Blocks start on multiples of DEC_BK, so that none straddles a page
 	 * (and the chunks, hence the bits, are the same paged or not); the
-	 * keys before lo[0] this adds are masked like any unseen key. */
-	else
+	 * keys before lo[0] this adds are masked like any unseen key. An
+	 * empty union stays empty. */
+	if (J->khi > J->klo)
 		J->klo = J->klo / DEC_BK * DEC_BK;
 }
 
