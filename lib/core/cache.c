@@ -9,16 +9,16 @@
  *     nothing reads them until len advances, and len advances only after
  *     every kernel succeeded; states are updated in place by kernels that
  *     allocate before they write (internal.h). A NOMEM may leave some
- *     buffers grown, never changed.
- *   - Growth is geometric, so n single-token steps copy O(n) in all.
+ *     buffers grown, never changed; pages taken by a failed step go back
+ *     to the pool.
+ *   - Own buffers grow geometrically, so n single-token steps copy O(n) in
+ *     all; a paged cache takes a page per LCA_CACHE_PAGE tokens
+ *     (cache_store.c).
  */
 #include "cache.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* A buffer that must grow takes at least GROWTH times its allocation. */
-#define GROWTH 2
 
 /* ---- shapes --------------------------------------------------------------- */
 
@@ -115,7 +115,9 @@ void lca_cache_destroy(lca_cache *cache)
 		for (int64_t n = 0; n < cache->nseq; n++) {
 			free(cache->seq[n].buf[0]);
 			free(cache->seq[n].buf[1]);
+			free(cache->seq[n].pt);
 		}
+	lcai_kv_pool_destroy(cache);
 	free(cache->seq);
 	free(cache->state);
 	free(cache);
@@ -129,7 +131,8 @@ static lca_status create_sizes(const char *fn, lca_cache *c)
 	if (!layout(&c->p, c->row, &c->nstate))
 		return lcai_fail(LCA_ERR_OVERFLOW, "%s: cache row size overflows", fn);
 	for (int j = 0; j < 2; j++)
-		if (!lcai_mul(c->capacity, c->row[j], &b) || !lcai_cache_bytes_of(b, c->elt, &b))
+		if (!lcai_mul(c->capacity, c->row[j], &b) ||
+		    !lcai_cache_bytes_of(b, c->elt > c->selt ? c->elt : c->selt, &b))
 			return lcai_fail(LCA_ERR_OVERFLOW,
 				"%s: capacity %lld tokens of %lld elements overflows", fn,
 				(long long)c->capacity, (long long)c->row[j]);
@@ -140,10 +143,53 @@ static lca_status create_sizes(const char *fn, lca_cache *c)
 	return LCA_OK;
 }
 
-lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
-	int64_t capacity, lca_cache **cache)
+lca_status lca_cache_opts_init(const lca_plan *plan, lca_cache_opts *opts)
 {
-	static const char fn[] = "lca_cache_create";
+	static const char fn[] = "lca_cache_opts_init";
+
+	lcai_clear_error();
+	if (!plan || !opts)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, plan ? "opts" : "plan");
+	memset(opts, 0, sizeof *opts);
+	opts->nseq = 1;
+	opts->storage = plan->p.dtype;
+	return LCA_OK;
+}
+
+/* What the plan and opts ask for, before anything is allocated. */
+static lca_status create_check(const char *fn, const lca_plan *plan,
+	const lca_cache_opts *o)
+{
+	const lca_params *p = &plan->p;
+	const int kv = lcai_cache_has_kv(p->variant);
+
+	if (p->backend == LCA_BACKEND_CUDA)
+		return lcai_fail(LCA_ERR_UNSUPPORTED,
+			"%s: caches are not offered on the cuda backend yet (use ref or cpu)", fn);
+	if (p->dtype == LCA_BF16)
+		return lcai_fail(LCA_ERR_UNSUPPORTED,
+			"%s: caches are not offered under bf16 plans yet (use an f32 plan, "
+			"with storage = LCA_BF16 for a softmax or mla cache)", fn);
+	if (o->nseq < 1 || o->capacity < 1)
+		return lcai_fail(LCA_ERR_SIZE, "%s: %s = %lld must be >= 1", fn,
+			o->nseq < 1 ? "nseq" : "capacity",
+			(long long)(o->nseq < 1 ? o->nseq : o->capacity));
+	if (o->storage != p->dtype && o->storage != LCA_BF16)
+		return lcai_fail(LCA_ERR_ARG,
+			"%s: storage must be the plan's dtype or LCA_BF16 (got %d)", fn,
+			(int)o->storage);
+	if (!kv && (o->storage != p->dtype || o->pool_bytes > 0))
+		return lcai_fail(LCA_ERR_ARG,
+			"%s: a %s cache keeps one fixed state per sequence: pool_bytes and "
+			"storage apply to softmax and mla caches only", fn,
+			p->variant == LCA_DELTANET ? "deltanet" : "lightning");
+	return LCA_OK;
+}
+
+lca_status lca_cache_create_ex(const lca_plan *plan, const lca_cache_opts *opts,
+	lca_cache **cache)
+{
+	static const char fn[] = "lca_cache_create_ex";
 	lca_cache *c;
 	lca_status s;
 
@@ -151,37 +197,55 @@ lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
 	if (!cache)
 		return lcai_fail(LCA_ERR_NULL, "%s: cache is NULL", fn);
 	*cache = NULL;
-	if (!plan)
-		return lcai_fail(LCA_ERR_NULL, "%s: plan is NULL", fn);
-	if (plan->p.backend == LCA_BACKEND_CUDA)
-		return lcai_fail(LCA_ERR_UNSUPPORTED,
-			"%s: caches are not offered on the cuda backend yet (use ref or cpu)", fn);
-	if (plan->p.dtype == LCA_BF16)
-		return lcai_fail(LCA_ERR_UNSUPPORTED,
-			"%s: caches are not offered in bf16 yet (use f32 or f64)", fn);
-	if (nseq < 1 || capacity < 1)
-		return lcai_fail(LCA_ERR_SIZE, "%s: %s = %lld must be >= 1", fn,
-			nseq < 1 ? "nseq" : "capacity", (long long)(nseq < 1 ? nseq : capacity));
+	if (!plan || !opts)
+		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, plan ? "opts" : "plan");
+	if ((s = create_check(fn, plan, opts)))
+		return s;
 	if (!(c = calloc(1, sizeof *c)))
 		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
 	c->p = plan->p;
-	c->nseq = nseq;
-	c->capacity = capacity;
+	c->nseq = opts->nseq;
+	c->capacity = opts->capacity;
 	c->elt = cache_elt(&c->p);
+	c->store = opts->storage;
+	c->selt = lcai_dtype_size(c->store);
 	if ((s = create_sizes(fn, c))) {
 		free(c);
 		return s;
 	}
-	c->seq = calloc((size_t)nseq, sizeof *c->seq);
+	c->seq = calloc((size_t)c->nseq, sizeof *c->seq);
 	if (c->seq && c->nstate > 0)
-		c->state = calloc((size_t)(nseq * c->nstate), c->elt);
+		c->state = calloc((size_t)(c->nseq * c->nstate), c->elt);
 	if (!c->seq || (c->nstate > 0 && !c->state)) {
 		lca_cache_destroy(c);
 		return lcai_fail(LCA_ERR_NOMEM, "%s: no memory for %lld sequences", fn,
-			(long long)nseq);
+			(long long)c->nseq);
+	}
+	if (opts->pool_bytes > 0 && (s = lcai_kv_pool_create(fn, c, opts->pool_bytes))) {
+		lca_cache_destroy(c);
+		return s;
 	}
 	*cache = c;
 	return LCA_OK;
+}
+
+lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
+	int64_t capacity, lca_cache **cache)
+{
+	lca_cache_opts o;
+	lca_status s;
+
+	lcai_clear_error();
+	if (!cache)
+		return lcai_fail(LCA_ERR_NULL, "lca_cache_create: cache is NULL");
+	*cache = NULL;
+	if (!plan)
+		return lcai_fail(LCA_ERR_NULL, "lca_cache_create: plan is NULL");
+	if ((s = lca_cache_opts_init(plan, &o)))
+		return s;
+	o.nseq = nseq;
+	o.capacity = capacity;
+	return lca_cache_create_ex(plan, &o, cache);
 }
 
 lca_status lca_cache_reset(lca_cache *cache)
@@ -193,6 +257,7 @@ lca_status lca_cache_reset(lca_cache *cache)
 		cache->seq[n].len = 0;
 		cache->seq[n].amax[0] = cache->seq[n].amax[1] = 0;
 		cache->seq[n].retired = 0;
+		lcai_kv_release(cache, n, 0, 0);
 		lcai_cache_bump(cache, n);
 	}
 	if (cache->state)
@@ -226,15 +291,38 @@ lca_status lca_cache_bytes(const lca_cache *cache, size_t *bytes)
 		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, cache ? "bytes" : "cache");
 	/* Every term was allocated, so fits size_t; the sum is checked. */
 	total = (size_t)(cache->nseq * cache->nstate) * cache->elt;
+	if (cache->pool) {
+		size_t b = (size_t)cache->pool->npages * cache->pool->page_bytes;
+
+		if (b > SIZE_MAX - total)
+			return lcai_fail(LCA_ERR_OVERFLOW, "%s: total exceeds SIZE_MAX", fn);
+		*bytes = total + b;
+		return LCA_OK;
+	}
 	for (int64_t n = 0; n < cache->nseq; n++)
 		for (int j = 0; j < 2; j++) {
-			size_t b = (size_t)(cache->seq[n].cap[j] * cache->row[j]) * cache->elt;
+			size_t b = (size_t)cache->seq[n].cap[j] * lcai_kv_row_bytes(cache, j);
 
 			if (b > SIZE_MAX - total)
 				return lcai_fail(LCA_ERR_OVERFLOW, "%s: total exceeds SIZE_MAX", fn);
 			total += b;
 		}
 	*bytes = total;
+	return LCA_OK;
+}
+
+lca_status lca_cache_pages(const lca_cache *cache, int64_t *used, int64_t *total)
+{
+	const struct lcai_pool *P;
+
+	lcai_clear_error();
+	if (!cache)
+		return lcai_fail(LCA_ERR_NULL, "lca_cache_pages: cache is NULL");
+	P = cache->pool;
+	if (used)
+		*used = P ? P->npages - P->nfree : 0;
+	if (total)
+		*total = P ? P->npages : 0;
 	return LCA_OK;
 }
 
@@ -337,62 +425,19 @@ static lca_status check_room(const char *fn, const lca_cache *c, const int64_t *
 	return LCA_OK;
 }
 
-/* Make room for need tokens in buffer j of s: at least GROWTH times the
- * current allocation, at most the capacity (all sizes fit: create_sizes). */
-static lca_status grow_buf(const char *fn, const lca_cache *c, struct lcai_cache_seq *s,
-	int j, int64_t need)
-{
-	int64_t cap = s->cap[j];
-	void *nb;
-
-	if (need <= cap)
-		return LCA_OK;
-	cap = cap > c->capacity / GROWTH ? c->capacity : GROWTH * cap;
-	if (cap > c->capacity)
-		cap = c->capacity;
-	if (cap < need)
-		cap = need;
-	nb = realloc(s->buf[j], (size_t)(cap * c->row[j]) * c->elt);
-	if (!nb)
-		return lcai_fail(LCA_ERR_NOMEM, "%s: no memory to grow a cache to %lld tokens",
-			fn, (long long)cap);
-	s->buf[j] = nb;
-	s->cap[j] = cap;
-	return LCA_OK;
-}
-
-/* Grow every sequence that needs it. A failure leaves lengths and contents
- * as they were; only allocations may have grown. */
-static lca_status grow(const char *fn, lca_cache *c, const int64_t *cu)
-{
-	lca_status s;
-
-	for (int64_t n = 0; n < c->nseq; n++) {
-		struct lcai_cache_seq *q = &c->seq[n];
-		int64_t need = q->len + (cu[n + 1] - cu[n]);
-
-		if ((s = grow_buf(fn, c, q, 0, need)) || (s = grow_buf(fn, c, q, 1, need)))
-			return s;
-	}
-	return LCA_OK;
-}
-
-/* Copy the new tokens of every sequence past its valid part: a packed
- * [T][row] tensor per buffer. Nothing reads them until len advances. */
+/* Copy the new tokens of every sequence past its valid part (room was
+ * reserved): a packed [T][row] tensor per buffer, in the plan's dtype.
+ * Nothing reads them until len advances. */
 static void append(lca_cache *c, const int64_t *cu, const void *x0, const void *x1)
 {
 	const char *x[2] = { x0, x1 };
 
 	for (int64_t n = 0; n < c->nseq; n++) {
-		struct lcai_cache_seq *s = &c->seq[n];
 		int64_t t = cu[n + 1] - cu[n];
 
-		for (int j = 0; j < 2 && t > 0; j++) {
-			size_t rb = (size_t)c->row[j] * c->elt;
-
-			memcpy((char *)s->buf[j] + (size_t)s->len * rb, x[j] + (size_t)cu[n] * rb,
-				(size_t)t * rb);
-		}
+		for (int j = 0; j < 2 && t > 0; j++)
+			lcai_kv_put(c, n, j, c->seq[n].len, t,
+				x[j] + (size_t)(cu[n] * c->row[j]) * c->elt);
 	}
 }
 
@@ -405,9 +450,7 @@ static void advance(lca_cache *c, const int64_t *cu)
 		int64_t t = cu[n + 1] - cu[n];
 
 		for (int j = 0; j < 2 && t > 0 && lcai_cache_has_kv(c->p.variant); j++) {
-			size_t rb = (size_t)c->row[j] * c->elt;
-			double m = lcai_maxabs((char *)s->buf[j] + (size_t)s->len * rb,
-				t * c->row[j], c->p.dtype);
+			double m = lcai_kv_maxabs(c, n, j, s->len, s->len + t);
 
 			if (m > s->amax[j])
 				s->amax[j] = m;
@@ -419,8 +462,7 @@ static void advance(lca_cache *c, const int64_t *cu)
 void lcai_cache_rescan_seq(lca_cache *c, int64_t n)
 {
 	for (int j = 0; j < 2 && lcai_cache_has_kv(c->p.variant); j++)
-		c->seq[n].amax[j] = c->seq[n].len ? lcai_maxabs(c->seq[n].buf[j],
-			c->seq[n].len * c->row[j], c->p.dtype) : 0;
+		c->seq[n].amax[j] = lcai_kv_maxabs(c, n, j, 0, c->seq[n].len);
 }
 
 void lcai_cache_rescan(lca_cache *c)
@@ -449,6 +491,26 @@ static int64_t keys_after(const lca_cache *c, const int64_t *cu)
 	return most;
 }
 
+/* bf16 storage: a new key or value that would round to infinity is refused
+ * (from 0x1.fep127, halfway past the largest bf16, 0x1.fcp127). */
+static lca_status check_storable(const char *fn, const lca_cache *c,
+	const void *x0, const void *x1, const int64_t *cu)
+{
+	const void *x[2] = { x0, x1 };
+
+	if (c->store == c->p.dtype)
+		return LCA_OK;
+	for (int j = 0; j < 2; j++) {
+		double m = lcai_maxabs(x[j], cu[c->nseq] * c->row[j], c->p.dtype);
+
+		if (m >= 0x1.fep127)
+			return lcai_fail(LCA_ERR_RANGE,
+				"%s: a new %s value of magnitude %g overflows the cache's bf16 "
+				"storage", fn, j ? "buffer-1" : "buffer-0", m);
+	}
+	return LCA_OK;
+}
+
 /* Capacity, growth and the append of a softmax or mla step, after the
  * arguments were checked. */
 static lca_status kv_prepare(const char *fn, lca_cache *c, const int64_t *cu,
@@ -456,28 +518,76 @@ static lca_status kv_prepare(const char *fn, lca_cache *c, const int64_t *cu,
 {
 	lca_status s;
 
-	if ((s = check_room(fn, c, cu)) || (s = grow(fn, c, cu)))
+	if ((s = check_room(fn, c, cu)) || (s = check_storable(fn, c, x0, x1, cu)) ||
+	    (s = lcai_kv_reserve(fn, c, cu)))
 		return s;
 	append(c, cu, x0, x1);
 	return LCA_OK;
 }
 
+/* After a failed step: pages taken for its tokens go back to the pool. */
+static lca_status kv_undo(lca_cache *c, lca_status s)
+{
+	for (int64_t n = 0; n < c->nseq; n++)
+		lcai_kv_release(c, n, c->seq[n].len, 0);
+	return s;
+}
+
+/* ---- the tokens a kernel reads --------------------------------------------- */
+
+/* Sequence n's first tk tokens, contiguous in the plan's dtype, as the
+ * reference and the prefill kernels read them: its own buffers when they
+ * hold exactly that, else a copy gathered from the pages and widened from
+ * the storage type into tmp[] (the caller frees it; an O(tk) copy beside
+ * an attention of O(tk) work per query). */
+static lca_status kv_contig(const char *fn, const lca_cache *c, int64_t n, int64_t tk,
+	const void *kv[2], void *tmp[2])
+{
+	tmp[0] = tmp[1] = NULL;
+	if (!c->pool && c->store == c->p.dtype) {
+		kv[0] = c->seq[n].buf[0];
+		kv[1] = c->seq[n].buf[1];
+		return LCA_OK;
+	}
+	for (int j = 0; j < 2; j++) {
+		/* tk rows fit: tk <= capacity, checked at create */
+		if (!(tmp[j] = malloc((size_t)(tk * c->row[j]) * c->elt + 1))) {
+			free(tmp[0]);
+			tmp[0] = NULL;
+			return lcai_fail(LCA_ERR_NOMEM, "%s: no memory to gather %lld tokens",
+				fn, (long long)tk);
+		}
+		lcai_kv_get(c, n, j, 0, tk, tmp[j]);
+		kv[j] = tmp[j];
+	}
+	return LCA_OK;
+}
+
 /* ---- softmax -------------------------------------------------------------- */
 
-/* The t new queries of sequence s over its len + t keys (the new keys
+/* The t new queries of sequence n over its len + t keys (the new keys
  * already appended): bottom-right alignment puts them at positions len ..
  * len + t - 1, which is where they sit in the whole sequence. */
-static lca_status softmax_seq(const lca_params *p, const struct lcai_cache_seq *s,
-	int64_t t, const void *q, void *o, void *lse)
+static lca_status softmax_seq(const char *fn, const lca_cache *c, int64_t n,
+	const lca_params *p, int64_t t, const void *q, void *o, void *lse)
 {
-	int64_t tk = s->len + t;
+	int64_t tk = c->seq[n].len + t;
 	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
+	const void *kv[2];
+	void *tmp[2];
+	lca_status s;
 
+	if ((s = kv_contig(fn, c, n, tk, kv, tmp)))
+		return s;
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_softmax_decode(p, t, tk, q, s->buf[0], s->buf[1], o, lse);
-	if (p->dtype == LCA_F32)
-		return lcai_ref32_softmax(p, cq, ck, 1, q, s->buf[0], s->buf[1], o, lse);
-	return lcai_ref_softmax(p, cq, ck, 1, q, s->buf[0], s->buf[1], o, lse);
+		s = lcai_cpu_softmax_decode(p, t, tk, q, kv[0], kv[1], o, lse);
+	else if (p->dtype == LCA_F32)
+		s = lcai_ref32_softmax(p, cq, ck, 1, q, kv[0], kv[1], o, lse);
+	else
+		s = lcai_ref_softmax(p, cq, ck, 1, q, kv[0], kv[1], o, lse);
+	free(tmp[0]);
+	free(tmp[1]);
+	return s;
 }
 
 lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
@@ -518,12 +628,12 @@ lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 
 		if (t == 0)
 			continue;
-		s = softmax_seq(p, &cache->seq[n], t,
+		s = softmax_seq(fn, cache, n, p, t,
 			(const char *)q + (size_t)(i0 * p->H * p->dk) * cache->elt,
 			(char *)o + (size_t)(i0 * p->H * p->dv) * cache->elt,
 			lse ? (char *)lse + (size_t)(i0 * p->H) * cache->elt : NULL);
 		if (s)
-			return s;
+			return kv_undo(cache, s);
 	}
 	advance(cache, cu);
 	return LCA_OK;
@@ -537,27 +647,36 @@ struct mla_args {
 	void *o, *lse;
 };
 
-static lca_status mla_seq(const lca_params *p, const struct lcai_cache_seq *s,
-	int64_t t, const struct mla_args *m)
+static lca_status mla_seq(const char *fn, const lca_cache *c, int64_t n,
+	const lca_params *p, int64_t t, const struct mla_args *m)
 {
-	int64_t tk = s->len + t;
+	int64_t tk = c->seq[n].len + t;
 	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
+	const void *kv[2];
+	void *tmp[2];
+	lca_status s;
 
+	if ((s = kv_contig(fn, c, n, tk, kv, tmp)))
+		return s;
 	if (p->backend == LCA_BACKEND_CPU)
-		return lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, s->buf[0],
-			s->buf[1], m->w_uk, m->w_uv, m->o, m->lse);
-	if (p->dtype == LCA_F32)
-		return (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
+		s = lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, kv[0], kv[1],
+			m->w_uk, m->w_uv, m->o, m->lse);
+	else if (p->dtype == LCA_F32)
+		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
 			lcai_ref32_mla_absorbed)(p, cq, ck, 1, m->q_nope, m->q_rope,
-			s->buf[0], s->buf[1], m->w_uk, m->w_uv, m->o, m->lse);
-	return (p->algo == LCA_ALGO_NAIVE ? lcai_ref_mla_naive : lcai_ref_mla_absorbed)(
-		p, cq, ck, 1, m->q_nope, m->q_rope, s->buf[0], s->buf[1], m->w_uk, m->w_uv,
-		m->o, m->lse);
+			kv[0], kv[1], m->w_uk, m->w_uv, m->o, m->lse);
+	else
+		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref_mla_naive : lcai_ref_mla_absorbed)(
+			p, cq, ck, 1, m->q_nope, m->q_rope, kv[0], kv[1], m->w_uk, m->w_uv,
+			m->o, m->lse);
+	free(tmp[0]);
+	free(tmp[1]);
+	return s;
 }
 
 /* Every sequence with new tokens, then the lengths. */
-static lca_status mla_run(const lca_params *p, lca_cache *c, const int64_t *cu,
-	const struct mla_args *all)
+static lca_status mla_run(const char *fn, const lca_params *p, lca_cache *c,
+	const int64_t *cu, const struct mla_args *all)
 {
 	for (int64_t n = 0; n < c->nseq; n++) {
 		int64_t t = cu[n + 1] - cu[n], i0 = cu[n];
@@ -570,8 +689,8 @@ static lca_status mla_run(const lca_params *p, lca_cache *c, const int64_t *cu,
 		m.q_rope = (const char *)all->q_rope + (size_t)(i0 * p->H * p->dr) * c->elt;
 		m.o = (char *)all->o + (size_t)(i0 * p->H * p->dv) * c->elt;
 		m.lse = all->lse ? (char *)all->lse + (size_t)(i0 * p->H) * c->elt : NULL;
-		if ((s = mla_seq(p, &c->seq[n], t, &m)))
-			return s;
+		if ((s = mla_seq(fn, c, n, p, t, &m)))
+			return kv_undo(c, s);
 	}
 	advance(c, cu);
 	return LCA_OK;
@@ -616,7 +735,7 @@ lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
 		return s;
 	const struct mla_args args = { q_nope, q_rope, w_uk, w_uv, o, lse };
 
-	return mla_run(p, cache, cu, &args);
+	return mla_run(fn, p, cache, cu, &args);
 }
 
 /* ---- deltanet and lightning ----------------------------------------------- */

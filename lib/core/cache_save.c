@@ -3,13 +3,14 @@
  * lca_cache_load().
  *
  * Format 1, every integer little-endian, tensors as little-endian IEEE 754
- * elements of the cache's dtype (lca_cache_save(3) documents it):
+ * elements of the cache's dtype, for softmax and mla its storage type (f64,
+ * f32 or bf16; lca_cache_save(3) documents it):
  *
  *   off  size
  *     0     8  magic "LCACACHE"
  *     8     4  u32 format version (1)
  *    12     4  u32 variant (lca_variant)
- *    16     4  u32 dtype (lca_dtype)
+ *    16     4  u32 dtype of the saved elements (lca_dtype)
  *    20     4  u32 flags, 0
  *    24     8  u64 total bytes, checksum included
  *    32     8  i64 nseq
@@ -119,7 +120,7 @@ static int payload_bytes(const lca_cache *c, const unsigned char *b, int64_t *ou
 	for (int64_t n = 0; n < c->nseq; n++) {
 		int64_t len = b ? saved_len(b, n) : c->seq[n].len;
 
-		if (len < 0 || !lcai_mul(len, row, &x) || !lcai_cache_bytes_of(x, c->elt, &x) ||
+		if (len < 0 || !lcai_mul(len, row, &x) || !lcai_cache_bytes_of(x, c->selt, &x) ||
 		    x > INT64_MAX - total)
 			return 0;
 		total += x;
@@ -142,6 +143,13 @@ static int frame_bytes(int64_t nseq, int64_t payload, int64_t *out)
 
 /* ---- save ----------------------------------------------------------------- */
 
+/* The dtype of the saved elements: a softmax/mla cache's storage type
+ * (bf16 rows are saved as they are stored), else the plan's. */
+static lca_dtype saved_dtype(const lca_cache *c)
+{
+	return lcai_cache_has_kv(c->p.variant) ? c->store : c->p.dtype;
+}
+
 static void write_header(const lca_cache *c, unsigned char *b, int64_t total)
 {
 	int64_t d[LCAI_NDIM];
@@ -149,7 +157,7 @@ static void write_header(const lca_cache *c, unsigned char *b, int64_t total)
 	memcpy(b, CK_MAGIC, 8);
 	put_u32(b + 8, CK_VERSION);
 	put_u32(b + 12, (uint32_t)c->p.variant);
-	put_u32(b + 16, (uint32_t)c->p.dtype);
+	put_u32(b + 16, (uint32_t)saved_dtype(c));
 	put_u32(b + 20, 0);
 	put_u64(b + 24, (uint64_t)total);
 	put_u64(b + 32, (uint64_t)c->nseq);
@@ -171,13 +179,11 @@ static unsigned char *write_payload(const lca_cache *c, unsigned char *b)
 		return b + n * c->elt;
 	}
 	for (int64_t n = 0; n < c->nseq; n++)
-		for (int j = 0; j < 2; j++) {
-			size_t m = (size_t)(c->seq[n].len * c->row[j]);
-
-			if (m)
-				copy_le(b, c->seq[n].buf[j], m, c->elt);
-			b += m * c->elt;
-		}
+		for (int j = 0; j < 2; j++)
+			for (int64_t t = 0; t < c->seq[n].len; t++) {
+				copy_le(b, lcai_kv_row(c, n, j, t), (size_t)c->row[j], c->selt);
+				b += lcai_kv_row_bytes(c, j);
+			}
 	return b;
 }
 
@@ -252,9 +258,10 @@ static lca_status check_match(const char *fn, const lca_cache *c, const unsigned
 		return lcai_fail(LCA_ERR_CORRUPT,
 			"%s: the checkpoint holds a %s cache, this is a %s cache", fn,
 			variant_name(var), variant_name((uint32_t)c->p.variant));
-	if (dt != (uint32_t)c->p.dtype)
-		return lcai_fail(LCA_ERR_CORRUPT, "%s: checkpoint dtype %u, the cache's is %u", fn,
-			(unsigned)dt, (unsigned)c->p.dtype);
+	if (dt != (uint32_t)saved_dtype(c))
+		return lcai_fail(LCA_ERR_CORRUPT,
+			"%s: checkpoint elements of dtype %u, the cache stores dtype %u", fn,
+			(unsigned)dt, (unsigned)saved_dtype(c));
 	lcai_cache_dims(&c->p, d);
 	for (int i = 0; i < LCAI_NDIM; i++)
 		if ((int64_t)get_u64(b + 48 + 8 * i) != d[i])
@@ -336,7 +343,7 @@ static lca_status stage(const char *fn, const lca_cache *c, const unsigned char 
 		for (int j = 0; j < 2; j++) {
 			if (len <= c->seq[n].cap[j])
 				continue;
-			f[2 * n + j] = malloc((size_t)(len * c->row[j]) * c->elt);
+			f[2 * n + j] = malloc((size_t)len * lcai_kv_row_bytes(c, j));
 			if (!f[2 * n + j]) {
 				free_staged(f, 2 * c->nseq);
 				return lcai_fail(LCA_ERR_NOMEM,
@@ -350,8 +357,9 @@ static lca_status stage(const char *fn, const lca_cache *c, const unsigned char 
 }
 
 /* Nothing can fail from here on: set the lengths, swap in the staged
- * buffers (freeing the ones they replace) and copy the payload. */
-static void commit(lca_cache *c, const unsigned char *b, void **fresh)
+ * buffers (freeing the ones they replace) or refill the pages, and copy
+ * the payload. */
+static void commit(lca_cache *c, const unsigned char *b, void **fresh, const int64_t *lens)
 {
 	const unsigned char *x = b + CK_HEADER + 8 * (size_t)c->nseq;
 
@@ -364,28 +372,53 @@ static void commit(lca_cache *c, const unsigned char *b, void **fresh)
 		copy_le(c->state, x, (size_t)(c->nseq * c->nstate), c->elt);
 		return;
 	}
+	if (c->pool)
+		lcai_kv_refill(c, lens);
 	for (int64_t n = 0; n < c->nseq; n++) {
 		struct lcai_cache_seq *s = &c->seq[n];
 
 		for (int j = 0; j < 2; j++) {
-			size_t m = (size_t)(s->len * c->row[j]);
-
-			if (fresh[2 * n + j]) {
+			if (!c->pool && fresh[2 * n + j]) {
 				free(s->buf[j]);
 				s->buf[j] = fresh[2 * n + j];
 				s->cap[j] = s->len;
 			}
-			if (m)
-				copy_le(s->buf[j], x, m, c->elt);
-			x += m * c->elt;
+			for (int64_t t = 0; t < s->len; t++) {
+				copy_le(lcai_kv_row(c, n, j, t), x, (size_t)c->row[j], c->selt);
+				x += lcai_kv_row_bytes(c, j);
+			}
 		}
 	}
+}
+
+/* Stage a softmax/mla load: own buffers (stage) or pages
+ * (lcai_kv_refill_check); lens receives the saved lengths. */
+static lca_status stage_kv(const char *fn, lca_cache *c, const unsigned char *b,
+	void ***fresh, int64_t **lens)
+{
+	int64_t *l = malloc((size_t)c->nseq * sizeof *l);
+	lca_status s;
+
+	*fresh = NULL;
+	*lens = NULL;
+	if (!l)
+		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
+	for (int64_t n = 0; n < c->nseq; n++)
+		l[n] = saved_len(b, n);
+	s = c->pool ? lcai_kv_refill_check(fn, c, l) : stage(fn, c, b, fresh);
+	if (s) {
+		free(l);
+		return s;
+	}
+	*lens = l;
+	return LCA_OK;
 }
 
 lca_status lca_cache_load(lca_cache *cache, const void *buf, size_t size)
 {
 	static const char fn[] = "lca_cache_load";
 	void **fresh = NULL;
+	int64_t *lens = NULL;
 	lca_status s;
 
 	lcai_clear_error();
@@ -393,10 +426,12 @@ lca_status lca_cache_load(lca_cache *cache, const void *buf, size_t size)
 		return lcai_fail(LCA_ERR_NULL, "%s: %s is NULL", fn, cache ? "buf" : "cache");
 	if ((s = check_load(fn, cache, buf, size)))
 		return s;
-	if (lcai_cache_has_kv(cache->p.variant) && (s = stage(fn, cache, buf, &fresh)))
+	if (lcai_cache_has_kv(cache->p.variant) &&
+	    (s = stage_kv(fn, cache, buf, &fresh, &lens)))
 		return s;
-	commit(cache, buf, fresh);
+	commit(cache, buf, fresh, lens);
 	lcai_cache_rescan(cache);
 	free(fresh);
+	free(lens);
 	return LCA_OK;
 }

@@ -14,9 +14,10 @@
  * and steps may not feed it; lca_cache_admit() gives the lowest retired
  * slot out again, empty; a fork may also write into a retired slot.
  *
- * Forks copy: the storage keeps each sequence in one contiguous buffer
- * per tensor (the kernels read it whole), so a shared prefix is stored
- * once per sequence that holds it.
+ * Forks: in a paged cache the destination shares the source's pages
+ * (copy-on-write, cache_store.c), so a shared prompt is stored once; a
+ * cache without a pool copies the tokens into the destination's own
+ * buffers.
  */
 #include "cache.h"
 
@@ -60,6 +61,8 @@ static void empty(lca_cache *c, int64_t n)
 
 	s->len = 0;
 	s->amax[0] = s->amax[1] = 0;
+	if (lcai_cache_has_kv(c->p.variant))
+		lcai_kv_release(c, n, 0, 0);
 	if (c->state)
 		memset(lcai_cache_state(c, n), 0, (size_t)c->nstate * c->elt);
 	lcai_cache_bump(c, n);
@@ -88,11 +91,8 @@ lca_status lca_cache_retire(lca_cache *cache, int64_t seq)
 		return s;
 	empty(cache, seq);
 	q = &cache->seq[seq];
-	for (int j = 0; j < 2; j++) {
-		free(q->buf[j]);
-		q->buf[j] = NULL;
-		q->cap[j] = 0;
-	}
+	if (lcai_cache_has_kv(cache->p.variant))
+		lcai_kv_release(cache, seq, 0, 1);
 	q->retired = 1;
 	return LCA_OK;
 }
@@ -127,6 +127,7 @@ static void cut(lca_cache *c, int64_t seq, int64_t n, const double *amax)
 	if (n == s->len)
 		return;
 	s->len = n;
+	lcai_kv_release(c, seq, n, 0);
 	if (amax) {
 		s->amax[0] = amax[0];
 		s->amax[1] = amax[1];
@@ -154,30 +155,10 @@ lca_status lca_cache_truncate(lca_cache *cache, int64_t seq, int64_t n)
 
 /* ---- fork ------------------------------------------------------------------ */
 
-/* Buffers for len tokens of the destination d, where its own are too
- * small: fresh[j] (NULL where d's is reused). All or nothing. */
-static lca_status fork_stage(const char *fn, const lca_cache *c,
-	const struct lcai_cache_seq *d, int64_t len, void *fresh[2])
-{
-	fresh[0] = fresh[1] = NULL;
-	for (int j = 0; j < 2; j++) {
-		if (len <= d->cap[j])
-			continue;
-		if (!(fresh[j] = malloc((size_t)(len * c->row[j]) * c->elt))) {
-			free(fresh[0]);
-			fresh[0] = NULL;
-			return lcai_fail(LCA_ERR_NOMEM, "%s: no memory for %lld tokens", fn,
-				(long long)len);
-		}
-	}
-	return LCA_OK;
-}
-
 lca_status lca_cache_fork(lca_cache *cache, int64_t src, int64_t dst)
 {
 	static const char fn[] = "lca_cache_fork";
 	struct lcai_cache_seq *a, *d;
-	void *fresh[2] = { NULL, NULL };
 	lca_status s;
 
 	lcai_clear_error();
@@ -188,18 +169,11 @@ lca_status lca_cache_fork(lca_cache *cache, int64_t src, int64_t dst)
 		return lcai_fail(LCA_ERR_ARG, "%s: src and dst are both %lld", fn, (long long)src);
 	a = &cache->seq[src];
 	d = &cache->seq[dst];
-	if (lcai_cache_has_kv(cache->p.variant) &&
-	    (s = fork_stage(fn, cache, d, a->len, fresh)))
-		return s;
-	for (int j = 0; j < 2 && lcai_cache_has_kv(cache->p.variant); j++) {
-		if (fresh[j]) {
-			free(d->buf[j]);
-			d->buf[j] = fresh[j];
-			d->cap[j] = a->len;
-		}
-		if (a->len)
-			memcpy(d->buf[j], a->buf[j], (size_t)(a->len * cache->row[j]) * cache->elt);
-		d->amax[j] = a->amax[j];
+	if (lcai_cache_has_kv(cache->p.variant)) {
+		if ((s = lcai_kv_share(fn, cache, src, dst)))
+			return s;
+		d->amax[0] = a->amax[0];
+		d->amax[1] = a->amax[1];
 	}
 	if (cache->state)
 		memcpy(lcai_cache_state(cache, dst), lcai_cache_state(cache, src),
