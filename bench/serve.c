@@ -159,12 +159,22 @@ static lca_status fill_linear(const struct srv_job *j, const lca_plan *plan,
 	return s;
 }
 
+/* Rows of the fill's inputs: the longest sequence, at most FILL_CHUNK. */
+static int64_t max_len(const struct srv_job *j)
+{
+	int64_t m = 1;
+
+	for (int64_t i = 0; i < j->B; i++)
+		m = j->len[i] > m ? j->len[i] : m;
+	return m < FILL_CHUNK ? m : FILL_CHUNK;
+}
+
 /* The measurement child: fill, warm up, time single-token steps. */
 static void srv_child(void *arg, void *res)
 {
 	const struct srv_job *j = arg;
 	struct srv_result *r = res;
-	int64_t rows = is_kv(j->v) ? FILL_CHUNK : j->B * LINEAR_FILL;
+	int64_t rows = is_kv(j->v) ? max_len(j) : j->B * LINEAR_FILL;
 	int64_t *cu = malloc((size_t)(j->B + 1) * sizeof *cu);
 	double *t = calloc((size_t)j->reps, sizeof *t);
 	struct serve_in in;
@@ -357,7 +367,10 @@ int bench_serve(const struct bench_shape *s, const struct serve_opts *o,
 		"(q, k, v, o, lse, f32); deltanet, lightning: B x 2 x H dk dv x 4 (each state read "
 		"and written) + the step's tensors\n");
 	printf("tokens/s = B / seconds; roofline = bytes / seconds / copy bandwidth "
-		"(%.1f GB/s, measured at start); bf16/f32 = tokens/s ratio\n", c->bw_gbs);
+		"(%.1f GB/s, measured at start; above 1 where the bytes fit in the CPU's caches, "
+		"as small states do); bf16/f32 = tokens/s ratio; deltanet and lightning rows "
+		"show the batch's context, which their states' size does not depend on (filled "
+		"with %d tokens)\n", c->bw_gbs, LINEAR_FILL);
 	printf("cpu isa: %s (lca_cpu_isa(3))\n\n", lca_cpu_isa());
 	for (int b = 0; b < o->nB; b++) {
 		draw_lengths(o, o->B[b], len);

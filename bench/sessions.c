@@ -325,12 +325,17 @@ int bench_fit_rows(const struct bench_shape *s, double budget, const int64_t *ct
 			r->ctx = ctx[j];
 			for (int k = 0; k < 2; k++) {
 				lca_dtype sto = k ? LCA_BF16 : LCA_F32;
+				double t0 = bench_now();
 
 				r->seq_bytes[k] = model_bytes(&st, ctx[j], sto, &ex[k]);
 				if (!(r->seq_bytes[k] > 0))
 					return -1;
 				r->model[k] = (int64_t)floor(budget / r->seq_bytes[k]);
 				r->meas[k] = measure_them ? measure(&st, ctx[j], budget, sto, r->msg) : -1;
+				if (measure_them)
+					fprintf(stderr, "fit %s ctx %lld %s: %lld sequences (%.1f s)\n",
+						r->name, (long long)r->ctx, k ? "bf16" : "f32",
+						(long long)r->meas[k], bench_now() - t0);
 			}
 			r->exact = ex[0] && ex[1] && fmod(budget, CTX_DIV * DIM_DIV) == 0;
 		}

@@ -9,18 +9,20 @@
 
 tool="${top_builddir:-.}/tools/lcattn"
 out="${TMPDIR:-/tmp}/lcattn-serve-bench.$$.out"
+err="${TMPDIR:-/tmp}/lcattn-serve-bench.$$.err"
 
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out" "$err"' EXIT
 trap 'exit 1' INT TERM
 
 fail() {
 	echo "serve-bench: $*" >&2
 	[ -f "$out" ] && cat "$out" >&2
+	[ -f "$err" ] && cat "$err" >&2
 	exit 1
 }
 
-"$tool" bench --phase serve --B 1,5 --ctx 100,300 --long-ctx 200 --reps 1 \
-	--budget 16 --fit-ctx 4096,16384,20000 >"$out" || fail "exited with status $?"
+"$tool" bench --phase serve --B 1,5 --ctx 60,200 --long-ctx 100 --reps 1 \
+	--budget 2 --fit-ctx 4096,16384,20000 >"$out" 2>"$err" || fail "exited with status $?"
 
 # Throughput rows: mechanism B storage context MiB s tokens/s GB/s roofline rss [ratio]
 awk '
