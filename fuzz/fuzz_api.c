@@ -4,7 +4,8 @@
  * The input is decoded into lca_params fields (each one kept at its
  * lca_params_init() default unless the input overrides it, so most inputs
  * give a valid plan and reach the kernels) and call sizes; then
- * lca_plan_create, one forward call, and a cache create, a step, a few
+ * lca_plan_create, one forward call, and a cache create (lca_cache_create
+ * or lca_cache_create_ex with a paged pool and a storage type), a step, a few
  * per-sequence calls (ids in range or not), a step and a save/load round
  * trip, every tensor allocated to exactly what the plan and sizes imply,
  * and the backward call of another forward-shaped call. The library must
@@ -361,7 +362,32 @@ static void run_cache(const lca_plan *plan, const lca_params *p, struct fz_in *i
 	/* Skip caches too big to allocate quickly; nothing to learn there. */
 	if (s || nseq > 64 || (nseq > 0 && per_seq > FZ_MAX_BYTES / nseq))
 		return;
-	check_status(s = lca_cache_create(plan, nseq, cap, &cache));
+	if (fz_u8(in) < 128) {
+		check_status(s = lca_cache_create(plan, nseq, cap, &cache));
+	} else {
+		/* lca_cache_create_ex: a paged pool of a few pages (or none,
+		 * or a size no page fits) and the storage type from the input */
+		lca_cache_opts o;
+
+		check_status(s = lca_cache_opts_init(plan, &o));
+		if (s)
+			return;
+		o.nseq = nseq;
+		o.capacity = cap;
+		o.pool_bytes = (size_t)(fz_u8(in) % 8) * LCA_CACHE_PAGE *
+			(size_t)(per_token > 0 && per_token < FZ_MAX_BYTES / 512 ? per_token : 1);
+		if (fz_u8(in) < 64)
+			o.pool_bytes += fz_u8(in);
+		o.storage = (lca_dtype)(fz_u8(in) % 4);
+		check_status(s = lca_cache_create_ex(plan, &o, &cache));
+		expect(s == LCA_OK || cache == NULL, "a failed create left a cache", s);
+		if (!s) {
+			int64_t used = -1, total = -1;
+
+			check_status(lca_cache_pages(cache, &used, &total));
+			expect(used == 0 && total >= 0, "a new cache uses pages", LCA_OK);
+		}
+	}
 	if (s)
 		return;
 	run_call(plan, p, cache, nseq, 0, in);

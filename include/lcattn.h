@@ -372,7 +372,9 @@ LCA_API lca_status lca_lightning_backward(const lca_plan *plan, int64_t T,
  *   lightning: one state [H][dk][dv]
  * A cache holds nseq independent sequences, in nseq slots fixed at
  * creation. Storage is in the plan's dtype (states of a f32 plan in f32);
- * it grows on demand up to `capacity` tokens per sequence. Any plan of the
+ * it grows on demand up to `capacity` tokens per sequence, or, made with
+ * lca_cache_create_ex(), softmax and mla tokens come from one paged pool
+ * shared by all sequences and may be stored in bf16. Any plan of the
  * same variant, backend, dtype, sizes and numbers (scale, causal, window,
  * RoPE, qk_l2norm) may drive a cache (see the step calls); a cache is not
  * thread-safe: one writer at a time.
@@ -498,11 +500,13 @@ LCA_API lca_status lca_lightning_step(const lca_plan *plan, lca_cache *cache,
  * call below but lca_cache_admit and lca_cache_fork's dst (LCA_ERR_ARG).
  */
 
-/* Empty sequence seq (length 0, state zero), keeping its storage. */
+/* Empty sequence seq (length 0, state zero), keeping its own buffers (a
+ * paged sequence gives its pages back to the pool). */
 LCA_API lca_status lca_cache_reset_seq(lca_cache *cache, int64_t seq);
 
-/* Retire sequence seq: its storage is freed (a recurrent state is zeroed;
- * the block of states stays allocated) and its slot becomes free. */
+/* Retire sequence seq: its storage is freed or its pages go back to the
+ * pool (a recurrent state is zeroed; the block of states stays allocated)
+ * and its slot becomes free. */
 LCA_API lca_status lca_cache_retire(lca_cache *cache, int64_t seq);
 
 /* *seq receives the lowest retired slot, now live and empty
@@ -515,8 +519,9 @@ LCA_API lca_status lca_cache_truncate(lca_cache *cache, int64_t seq,
 	int64_t n);
 
 /* Sequence dst (live or retired, != src) becomes a copy of sequence src:
- * its tokens or state, and its length; dst's own are dropped. A copy:
- * each sequence keeps its own storage. */
+ * its tokens or state, and its length; dst's own are dropped. In a paged
+ * cache dst shares src's pages, copied on write (a shared prompt is
+ * stored once); otherwise each sequence keeps its own storage. */
 LCA_API lca_status lca_cache_fork(lca_cache *cache, int64_t src,
 	int64_t dst);
 

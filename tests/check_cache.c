@@ -11,7 +11,18 @@
  *     refused argument leave the cache exactly as it was (compared through
  *     lca_cache_save);
  *   - lca_cache_bytes follows the documented growth rule exactly.
+ *
+ * Built three times (Makefile.am): CACHE_STORE 0 gives softmax and mla
+ * caches their own buffers (check_cache), 1 a paged pool sized for the
+ * test's sequences (check_cache_paged), 2 the same pool storing bf16
+ * (check_cache_bf16). With bf16 storage the keys and values a test draws
+ * are first rounded to bf16 (round_bf16 below), so the references see what
+ * the cache stores: the tolerance rule on inputs rounded to the storage
+ * type. lca_cache_bytes then follows the pool's formula.
  */
+#ifndef CACHE_STORE
+#define CACHE_STORE 0
+#endif
 #include "testutil.h"
 
 #include <math.h>
@@ -139,6 +150,8 @@ struct data {
 	double *fix[MAXFIX];
 };
 
+static void data_as_stored(const struct mech *m, struct data *d);
+
 static void data_make(const struct mech *m, struct data *d, int64_t T)
 {
 	lca_variant v = m->p.variant;
@@ -161,6 +174,48 @@ static void data_make(const struct mech *m, struct data *d, int64_t T)
 		tu_fill_uniform(d->fix[0], m->p.H, 0.0, 0.5);
 		d->fix[0][0] = 0.0; /* a head that never forgets */
 	}
+	data_as_stored(m, d);
+}
+
+/* x rounded to the nearest bf16 (8 significant bits), ties to even, by
+ * arithmetic on the exponent (independent of the library's bit trick):
+ * the bf16 values of x's binade are multiples of u = 2^(e - 8). */
+static double round_bf16(double x)
+{
+	int e;
+	double u, q, r;
+
+	if (x == 0 || !isfinite(x))
+		return x;
+	frexp(x, &e);            /* |x| in [2^(e-1), 2^e) */
+	u = ldexp(1.0, e - 8);
+	q = floor(x / u);
+	r = x / u - q;           /* exact: x / u has at most 53 bits */
+	if (r > 0.5 || (r == 0.5 && fmod(q, 2.0) != 0))
+		q += 1;
+	return q * u;
+}
+
+/* The inputs a cache stores: softmax k, v; mla ckv, k_rope. */
+static int stored_input(const struct mech *m, int i)
+{
+	if (m->p.variant == LCA_SOFTMAX)
+		return i == 1 || i == 2;
+	return m->p.variant == LCA_MLA && (i == 2 || i == 3);
+}
+
+static int is_kv(const struct mech *m)
+{
+	return m->p.variant == LCA_SOFTMAX || m->p.variant == LCA_MLA;
+}
+
+/* With bf16 storage, what the cache will hold, for the references too. */
+static void data_as_stored(const struct mech *m, struct data *d)
+{
+	for (int i = 0; i < m->nin && CACHE_STORE == 2; i++)
+		if (stored_input(m, i))
+			for (int64_t j = 0; j < d->T * m->row[i]; j++)
+				d->tok[i][j] = round_bf16(d->tok[i][j]);
 }
 
 static void data_free(struct data *d)
@@ -300,11 +355,40 @@ static void rows(const struct mech *m, const struct data *d, int64_t t0, double 
 		tok[i] = i < m->nin ? d->tok[i] + t0 * m->row[i] : NULL;
 }
 
+/* Pages of a pool that holds nseq sequences of capacity tokens, and one
+ * page for a copy-on-write. */
+static int64_t pool_pages(int64_t nseq, int64_t capacity)
+{
+	return nseq * ((capacity + LCA_CACHE_PAGE - 1) / LCA_CACHE_PAGE) + 1;
+}
+
+/* Bytes per token of the plan's cache as CACHE_STORE stores it. */
+static int64_t stored_per_token(const lca_plan *plan)
+{
+	int64_t pt, ps;
+	lca_params p;
+
+	tu_assert_ok(lca_plan_cache_cost(plan, &pt, &ps));
+	tu_assert_ok(lca_plan_params(plan, &p));
+	return CACHE_STORE == 2 ? pt / (p.dtype == LCA_F64 ? 4 : 2) : pt;
+}
+
 static lca_cache *new_cache(const lca_plan *plan, int64_t nseq, int64_t capacity)
 {
 	lca_cache *c = NULL;
+	lca_cache_opts o;
+	lca_params p;
 
-	tu_assert_ok(lca_cache_create(plan, nseq, capacity, &c));
+	tu_assert_ok(lca_plan_params(plan, &p));
+	tu_assert_ok(lca_cache_opts_init(plan, &o));
+	o.nseq = nseq;
+	o.capacity = capacity;
+	if (CACHE_STORE > 0 && (p.variant == LCA_SOFTMAX || p.variant == LCA_MLA)) {
+		o.storage = CACHE_STORE == 2 ? LCA_BF16 : p.dtype;
+		o.pool_bytes = (size_t)(pool_pages(nseq, capacity) * LCA_CACHE_PAGE *
+			stored_per_token(plan));
+	}
+	tu_assert_ok(lca_cache_create_ex(plan, &o, &c));
 	ck_assert_ptr_nonnull(c);
 	return c;
 }
@@ -864,7 +948,18 @@ START_TEST(test_mismatched_checkpoint_is_refused_and_cache_untouched)
 	other = mech_on(&m, m.p.backend, m.p.dtype == LCA_F64 ? LCA_F32 : LCA_F64);
 	other.p.algo = m.p.algo;
 	buf = foreign(&other, &n);
-	refuse(dst, buf, n, LCA_ERR_CORRUPT, "another dtype");
+	if (CACHE_STORE == 2 && is_kv(&m)) {
+		/* both store bf16: the checkpoint holds the same kind of
+		 * elements, and a plan of either dtype may continue them */
+		size_t nkeep;
+		unsigned char *keep = saved(dst, &nkeep);
+
+		tu_assert_ok(lca_cache_load(dst, buf, n));
+		tu_assert_ok(lca_cache_load(dst, keep, nkeep));
+		free(keep);
+	} else {
+		refuse(dst, buf, n, LCA_ERR_CORRUPT, "another dtype");
+	}
 	free(buf);
 	/* Another number of sequences; lengths past the capacity. */
 	buf = saved(dst, &n);
@@ -1143,6 +1238,18 @@ START_TEST(test_cache_bytes_follow_the_formula)
 	make_pair(&m, d);
 	c = new_cache(plan, 2, capacity);
 	tu_assert_ok(lca_cache_bytes(c, &bytes));
+	if (CACHE_STORE > 0 && is_kv(&m)) {
+		/* a pool: allocated whole at creation, whatever is stepped */
+		const int64_t pool = pool_pages(2, capacity) * LCA_CACHE_PAGE *
+			stored_per_token(plan);
+
+		ck_assert_uint_eq(bytes, (size_t)pool);
+		for (size_t s = 0; s < sizeof cnt / sizeof cnt[0]; s++)
+			tu_assert_ok(step2(&m, plan, c, d, at, cnt[s], o, l));
+		tu_assert_ok(lca_cache_bytes(c, &bytes));
+		ck_assert_uint_eq(bytes, (size_t)pool);
+		goto done;
+	}
 	ck_assert_uint_eq(bytes, (size_t)(2 * ps));
 	for (size_t s = 0; s < sizeof cnt / sizeof cnt[0]; s++) {
 		tu_assert_ok(step2(&m, plan, c, d, at, cnt[s], o, l));
@@ -1159,6 +1266,7 @@ START_TEST(test_cache_bytes_follow_the_formula)
 	tu_assert_ok(lca_cache_reset(c));
 	tu_assert_ok(lca_cache_bytes(c, &bytes));
 	ck_assert_uint_eq(bytes, (size_t)(pt * (cap[0] + cap[1]) + 2 * ps));
+done:
 	lca_cache_destroy(c);
 	lca_plan_destroy(plan);
 	data_free(&d[0]);

@@ -17,7 +17,16 @@
  *     a message, the cache unchanged (compared through lca_cache_save).
  * Bit-for-bit comparisons hold on the cpu backend too: both sides run the
  * same kernels on the same tokens of a sequence.
+ *
+ * Built three times (Makefile.am): CACHE_STORE 0 gives softmax and mla
+ * caches their own buffers (check_cache_seq), 1 a paged pool just large
+ * enough for the rig's sequences (check_cache_paged_seq: forks share
+ * pages copy-on-write), 2 the same pool with bf16 storage
+ * (check_cache_bf16_seq). Every claim above holds in each.
  */
+#ifndef CACHE_STORE
+#define CACHE_STORE 0
+#endif
 #include "mechfix.h"
 #include "testutil.h"
 
@@ -145,11 +154,29 @@ static void must_step(const struct rig *r, lca_cache *c, int nseq, const struct 
 		lca_last_error());
 }
 
+/* A cache of nseq slots of TMAX tokens, stored as CACHE_STORE says. The
+ * pool holds every slot's TMAX tokens and one page more (a copy-on-write
+ * takes its copy before it lets go of the shared page): never more than
+ * the rig needs, so the pool's accounting is exercised too. */
 static lca_cache *new_cache(const struct rig *r, int64_t nseq)
 {
 	lca_cache *c = NULL;
+	lca_cache_opts o;
+	int64_t per_token, per_seq;
 
-	tu_assert_ok(lca_cache_create(r->plan, nseq, TMAX, &c));
+	tu_assert_ok(lca_cache_opts_init(r->plan, &o));
+	o.nseq = nseq;
+	o.capacity = TMAX;
+	if (CACHE_STORE > 0 && is_kv(r)) {
+		if (CACHE_STORE == 2)
+			o.storage = LCA_BF16;
+		tu_assert_ok(lca_plan_cache_cost(r->plan, &per_token, &per_seq));
+		if (CACHE_STORE == 2)
+			per_token /= (int64_t)r->m[0].elt / 2;
+		o.pool_bytes = (size_t)((nseq * ((TMAX + LCA_CACHE_PAGE - 1) / LCA_CACHE_PAGE) + 1) *
+			LCA_CACHE_PAGE * per_token);
+	}
+	tu_assert_ok(lca_cache_create_ex(r->plan, &o, &c));
 	return c;
 }
 
@@ -645,7 +672,7 @@ START_TEST(test_admit_gives_out_retired_slots_lowest_first)
 {
 	struct rig r;
 	lca_cache *c;
-	int64_t got = -7;
+	int64_t got = -7, used[2];
 	size_t full, freed;
 
 	rig_init(&r, _i);
@@ -658,13 +685,22 @@ START_TEST(test_admit_gives_out_retired_slots_lowest_first)
 	ck_assert_int_eq(lca_cache_admit(c, &got), LCA_ERR_CAPACITY);
 	ck_assert_int_eq(got, -7);
 	tu_assert_ok(lca_cache_bytes(c, &full));
+	tu_assert_ok(lca_cache_pages(c, &used[0], NULL));
 	tu_assert_ok(lca_cache_retire(c, 2));
 	tu_assert_ok(lca_cache_retire(c, 0));
 	tu_assert_ok(lca_cache_bytes(c, &freed));
-	if (is_kv(&r))
+	tu_assert_ok(lca_cache_pages(c, &used[1], NULL));
+	if (is_kv(&r) && CACHE_STORE > 0) {
+		/* the pool stays allocated; the retired sequences' pages
+		 * (one each: 9 tokens) go back to it */
+		ck_assert_uint_eq(freed, full);
+		ck_assert_int_eq(used[0], 3);
+		ck_assert_int_eq(used[1], 1);
+	} else if (is_kv(&r)) {
 		ck_assert_uint_lt(freed, full);
-	else
+	} else {
 		ck_assert_uint_eq(freed, full); /* the block of states stays */
+	}
 	tu_assert_ok(lca_cache_admit(c, &got));
 	ck_assert_int_eq(got, 0);
 	tu_assert_ok(lca_cache_len(c, 0, &got));

@@ -158,6 +158,7 @@ struct trial {
 	lca_plan *made_plan;       /* out of lca_plan_create */
 	lca_cache *made_cache;     /* out of lca_cache_create */
 	lca_snapshot *made_snap;   /* out of lca_cache_snapshot */
+	const lca_cache_opts *opts; /* caches made with lca_cache_create_ex */
 	void *o, *aux;             /* outputs; NULL where the call has none */
 	const void *want_o, *want_aux;  /* the outputs without failures */
 };
@@ -176,6 +177,8 @@ static lca_status call(struct trial *t, int what)
 	case FORWARD:
 		return mf_forward(t->m, t->plan, t->o, t->aux);
 	case CACHE_CREATE:
+		if (t->opts)
+			return lca_cache_create_ex(t->plan, t->opts, &t->made_cache);
 		return lca_cache_create(t->plan, 1, t->m->T, &t->made_cache);
 	case STEP:
 		return mf_step(t->m, t->plan, t->cache, t->t0, t->T, t->o);
@@ -298,15 +301,79 @@ static const struct conf confs[] = {
 
 enum { T = 40, PREFILL = 23 };
 
+static lca_cache *make_cache(const lca_plan *plan, const lca_cache_opts *opts,
+	int64_t nseq, int64_t capacity);
+
+/* Steps (a prefill, then one token), a fork into an empty sequence and a
+ * snapshot, each allocation failed in turn, on caches made with opts (NULL:
+ * lca_cache_create). */
+static void cache_calls(struct trial *t, const struct mf *m, const lca_plan *plan,
+	const lca_cache_opts *opts, const char *name, void *o, void *want_o)
+{
+	const size_t row = (size_t)(m->p.H * m->p.dv) * m->elt;
+	lca_cache *c;
+
+	/* The same tokens stepped without failures give the wanted outputs. */
+	c = make_cache(plan, opts, 1, T);
+	tu_assert_ok(mf_step(m, plan, c, 0, PREFILL, want_o));
+	tu_assert_ok(mf_step(m, plan, c, PREFILL, 1, (char *)want_o + PREFILL * row));
+	lca_cache_destroy(c);
+	c = make_cache(plan, opts, 1, T);
+	t->cache = c;
+	t->o = o;
+	t->want_o = want_o;
+	t->aux = NULL;
+	t->t0 = 0;
+	t->T = PREFILL;
+	fail_each(t, STEP, name);
+	t->t0 = PREFILL;
+	t->T = 1;
+	t->o = (char *)o + PREFILL * row;
+	t->want_o = (char *)want_o + PREFILL * row;
+	fail_each(t, STEP, name);
+	lca_cache_destroy(c);
+
+	/* A fork into an empty sequence (which must allocate for softmax and
+	 * mla), then a snapshot. */
+	{
+		const int64_t cu[3] = { 0, PREFILL, PREFILL };
+
+		c = make_cache(plan, opts, 2, T);
+		tu_assert_ok(mf_step_cu(m, plan, c, 0, PREFILL, cu, o));
+	}
+	t->cache = c;
+	t->o = NULL;
+	fail_each(t, FORK, name);
+	fail_each(t, SNAPSHOT, name);
+	lca_cache_destroy(c);
+	t->cache = NULL;
+}
+
+/* A cache of nseq sequences of capacity tokens, as opts says (NULL: the
+ * defaults). */
+static lca_cache *make_cache(const lca_plan *plan, const lca_cache_opts *opts,
+	int64_t nseq, int64_t capacity)
+{
+	lca_cache *c = NULL;
+	lca_cache_opts o;
+
+	if (opts)
+		o = *opts;
+	else
+		tu_assert_ok(lca_cache_opts_init(plan, &o));
+	o.nseq = nseq;
+	o.capacity = capacity;
+	tu_assert_ok(lca_cache_create_ex(plan, &o, &c));
+	return c;
+}
+
 static void every_call(lca_variant v, const struct conf *cf)
 {
 	struct mf m;
 	struct trial t;
 	char name[40];
 	lca_plan *plan;
-	lca_cache *c, *cref;
 	void *o, *aux, *want_o, *want_aux;
-	size_t row;
 
 	mf_init(&m, v, cf->backend, cf->dtype, T);
 	m.p.nthreads = 2;  /* allocations inside OpenMP regions too */
@@ -316,7 +383,6 @@ static void every_call(lca_variant v, const struct conf *cf)
 	aux = mf_alloc_out(&m, m.naux);
 	want_o = mf_alloc_out(&m, m.no);
 	want_aux = mf_alloc_out(&m, m.naux);
-	row = (size_t)(m.p.H * m.p.dv) * m.elt;
 
 	memset(&t, 0, sizeof t);
 	t.m = &m;
@@ -331,39 +397,28 @@ static void every_call(lca_variant v, const struct conf *cf)
 	t.want_aux = want_aux;
 	fail_each(&t, FORWARD, name);
 
-	/* The same tokens stepped without failures give the wanted outputs. */
-	tu_assert_ok(lca_cache_create(plan, 1, T, &cref));
-	tu_assert_ok(mf_step(&m, plan, cref, 0, PREFILL, want_o));
-	tu_assert_ok(mf_step(&m, plan, cref, PREFILL, 1,
-		(char *)want_o + PREFILL * row));
-	lca_cache_destroy(cref);
-	tu_assert_ok(lca_cache_create(plan, 1, T, &c));
-	t.cache = c;
-	t.aux = NULL;
-	t.t0 = 0;
-	t.T = PREFILL;
-	fail_each(&t, STEP, name);
-	t.t0 = PREFILL;
-	t.T = 1;
-	t.o = (char *)o + PREFILL * row;
-	t.want_o = (char *)want_o + PREFILL * row;
-	fail_each(&t, STEP, name);
-	lca_cache_destroy(c);
+	cache_calls(&t, &m, plan, NULL, name, o, want_o);
+	if (v == LCA_SOFTMAX || v == LCA_MLA) {
+		/* the same over a paged pool storing bf16 (lca_cache_create_ex):
+		 * the pool, page tables, gathers and copy-on-write allocate */
+		lca_cache_opts co;
+		int64_t pt, ps;
+		char pname[48];
 
-	/* A fork into an empty sequence (which must allocate for softmax and
-	 * mla), then a snapshot. */
-	{
-		const int64_t cu[3] = { 0, PREFILL, PREFILL };
-
-		tu_assert_ok(lca_cache_create(plan, 2, T, &c));
-		tu_assert_ok(mf_step_cu(&m, plan, c, 0, PREFILL, cu, o));
+		tu_assert_ok(lca_cache_opts_init(plan, &co));
+		tu_assert_ok(lca_plan_cache_cost(plan, &pt, &ps));
+		co.nseq = 2;
+		co.capacity = T;
+		co.storage = LCA_BF16;
+		co.pool_bytes = (size_t)(4 * LCA_CACHE_PAGE * pt);
+		snprintf(pname, sizeof pname, "%s paged", name);
+		t.cache = NULL;
+		t.o = t.aux = NULL;
+		t.opts = &co;
+		fail_each(&t, CACHE_CREATE, pname);
+		cache_calls(&t, &m, plan, &co, pname, o, want_o);
+		t.opts = NULL;
 	}
-	t.cache = c;
-	t.o = NULL;
-	fail_each(&t, FORK, name);
-	fail_each(&t, SNAPSHOT, name);
-
-	lca_cache_destroy(c);
 	lca_plan_destroy(plan);
 	free(o);
 	free(aux);

@@ -3,7 +3,9 @@
  * tests/checkpoint-tool.sh. A test helper: it may print and exit.
  *
  *   ckmake VARIANT DTYPE OUT    VARIANT softmax|mla|deltanet|lightning,
- *                               DTYPE f64|f32; two sequences, 5 and 3 tokens
+ *                               DTYPE f64|f32|bf16 (an f32 plan, softmax or
+ *                               mla stored in bf16); two sequences, 5 and 3
+ *                               tokens
  */
 #include "lcattn.h"
 
@@ -44,21 +46,24 @@ int main(int argc, char **argv)
 	lca_params p;
 	lca_plan *plan;
 	lca_cache *c;
+	lca_cache_opts opts;
 	lca_status s;
-	int v = -1, f32;
+	int v = -1, f32, bf16;
 	void *x[6], *o, *buf;
 	size_t need;
 	FILE *f;
 
 	if (argc != 4) {
-		fprintf(stderr, "usage: ckmake VARIANT f64|f32 OUT\n");
+		fprintf(stderr, "usage: ckmake VARIANT f64|f32|bf16 OUT\n");
 		return 2;
 	}
 	for (int i = 0; i < 4; i++)
 		if (!strcmp(argv[1], names[i]))
 			v = i;
-	f32 = !strcmp(argv[2], "f32");
-	if (v < 0 || (!f32 && strcmp(argv[2], "f64")))
+	/* bf16: an f32 plan whose softmax/mla cache stores bf16 */
+	bf16 = !strcmp(argv[2], "bf16");
+	f32 = bf16 || !strcmp(argv[2], "f32");
+	if (v < 0 || (!f32 && strcmp(argv[2], "f64")) || (bf16 && v > LCA_MLA))
 		return 2;
 	lca_params_init(&p, (lca_variant)v);
 	p.dtype = f32 ? LCA_F32 : LCA_F64;
@@ -70,8 +75,14 @@ int main(int argc, char **argv)
 	p.dc = 6;
 	if (v == LCA_MLA)
 		p.scale = 0.3;
-	if ((s = lca_plan_create(&p, &plan)) || (s = lca_cache_create(plan, 2, 32, &c)))
-		die("plan or cache", s);
+	if ((s = lca_plan_create(&p, &plan)) || (s = lca_cache_opts_init(plan, &opts)))
+		die("plan", s);
+	opts.nseq = 2;
+	opts.capacity = 32;
+	if (bf16)
+		opts.storage = LCA_BF16;
+	if ((s = lca_cache_create_ex(plan, &opts, &c)))
+		die("cache", s);
 	for (int i = 0; i < 6; i++)
 		x[i] = fill(MAXEL, f32, 1.0);
 	o = fill(MAXEL, f32, 0.0);

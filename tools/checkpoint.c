@@ -66,7 +66,8 @@ static int read_header(const unsigned char *b, size_t n, struct header *h, char 
 	for (int i = 0; i < 8; i++)
 		h->dims[i] = (int64_t)le64(b + 48 + 8 * i);
 	h->lengths = b + RAW_HEADER;
-	if (h->variant > LCA_LIGHTNING || h->dtype > LCA_F32)
+	if (h->variant > LCA_LIGHTNING || h->dtype > LCA_BF16 ||
+	    (h->dtype == LCA_BF16 && h->variant > LCA_MLA))
 		snprintf(why, whylen, "unknown %s %u in the header",
 			h->variant > LCA_LIGHTNING ? "variant" : "dtype",
 			(unsigned)(h->variant > LCA_LIGHTNING ? h->variant : h->dtype));
@@ -77,7 +78,14 @@ static int read_header(const unsigned char *b, size_t n, struct header *h, char 
 	return -1;
 }
 
-/* A plan of the header's variant, dtype and sizes on the ref backend. */
+/* The header's element type, as printed. */
+static const char *dtype_name(uint32_t t)
+{
+	return t == LCA_F64 ? "f64" : t == LCA_F32 ? "f32" : "bf16";
+}
+
+/* A plan of the header's variant, dtype and sizes on the ref backend
+ * (bf16 elements: an f32 plan whose cache stores bf16). */
 static lca_status header_plan(const struct header *h, lca_plan **plan)
 {
 	lca_params p;
@@ -85,7 +93,7 @@ static lca_status header_plan(const struct header *h, lca_plan **plan)
 
 	if ((s = lca_params_init(&p, (lca_variant)h->variant)))
 		return s;
-	p.dtype = (lca_dtype)h->dtype;
+	p.dtype = h->dtype == LCA_BF16 ? LCA_F32 : (lca_dtype)h->dtype;
 	p.H = h->dims[0];
 	p.Hkv = h->dims[1];
 	p.Hk = h->dims[2];
@@ -108,6 +116,23 @@ static int states_fit(const lca_plan *plan, int64_t nseq, size_t n)
 	if (lca_plan_cache_cost(plan, &per_token, &per_seq))
 		return 0;
 	return per_seq == 0 || (nseq <= INT64_MAX / per_seq && (uint64_t)(nseq * per_seq) <= n);
+}
+
+/* An empty cache for the header: its sequences and capacity, storing the
+ * header's element type. */
+static lca_status header_cache(const lca_plan *plan, const struct header *h,
+	lca_cache **cache)
+{
+	lca_cache_opts o;
+	lca_status s;
+
+	if ((s = lca_cache_opts_init(plan, &o)))
+		return s;
+	o.nseq = h->nseq;
+	o.capacity = h->capacity;
+	if (h->dtype == LCA_BF16)
+		o.storage = LCA_BF16;
+	return lca_cache_create_ex(plan, &o, cache);
 }
 
 /* Load the bytes into a cache made from their header: every check of
@@ -133,8 +158,7 @@ static int load_bytes(const unsigned char *b, size_t n, lca_cache **cache, char 
 		lca_plan_destroy(plan);
 		return -1;
 	}
-	if ((s = lca_cache_create(plan, h.nseq, h.capacity, cache)) ||
-	    (s = lca_cache_load(*cache, b, n))) {
+	if ((s = header_cache(plan, &h, cache)) || (s = lca_cache_load(*cache, b, n))) {
 		snprintf(why, whylen, "%s", lca_last_error());
 		lca_cache_destroy(*cache);
 		*cache = NULL;
@@ -197,7 +221,7 @@ static int info(const char *path)
 	printf("kind      %s\n", raw ? "raw (lca_cache_save bytes)" : "hdf5 (" LCIO_CKPT_SCHEMA ")");
 	printf("format    %u\n", (unsigned)h.format);
 	printf("variant   %s\n", variants[h.variant]);
-	printf("dtype     %s\n", h.dtype == LCA_F64 ? "f64" : "f32");
+	printf("dtype     %s\n", dtype_name(h.dtype));
 	printf("bytes     %zu (header says %llu)\n", n, (unsigned long long)h.total);
 	printf("nseq      %lld\n", (long long)h.nseq);
 	printf("capacity  %lld\n", (long long)h.capacity);
@@ -228,7 +252,7 @@ static int same_description(const char *path, const unsigned char *b, size_t n, 
 		return -1;
 	}
 	read_header(b, n, &h, why, whylen);
-	dt = h.dtype == LCA_F64 ? "f64" : "f32";
+	dt = dtype_name(h.dtype);
 	const int64_t got[8] = { in.H, in.Hkv, in.Hk, in.dk, in.dv, in.dn, in.dr, in.dc };
 
 	for (int i = 0; i < 8 && !bad; i++)
@@ -289,7 +313,7 @@ static int verify(const char *path)
 	for (int64_t i = 0; i < h.nseq; i++)
 		tokens += (int64_t)le64(h.lengths + 8 * i);
 	printf("%s: ok: %s %s cache, %lld sequences, %lld tokens, %zu bytes, checksum good\n",
-		path, variants[h.variant], h.dtype == LCA_F64 ? "f64" : "f32",
+		path, variants[h.variant], dtype_name(h.dtype),
 		(long long)h.nseq, (long long)tokens, n);
 	lca_cache_destroy(c);
 	free(b);

@@ -16,11 +16,11 @@
  * are never written after they fill, so only the last page is ever copied.
  *
  * Storage type: rows are stored in the plan's dtype or in bf16 (f32 and f64
- * plans): put rounds to nearest bf16, ties to even (an f64 value through
- * float first), get widens exactly.
+ * plans): put rounds to nearest bf16, ties to even, get widens exactly.
  */
 #include "cache.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,12 +48,30 @@ static float from_bf16(uint16_t h)
 	return f;
 }
 
+/* x rounded to float with round-to-odd: toward zero, the last bit set when
+ * inexact. With 24 >= 8 + 2 bits, rounding that to bf16 to nearest gives
+ * the nearest bf16 of x itself (no double rounding). */
+static float to_float_odd(double x)
+{
+	float f = (float)x;
+	uint32_t b;
+
+	if ((double)f == x || !isfinite(f))
+		return f;
+	if (fabs((double)f) > fabs(x))
+		f = nextafterf(f, 0.0f);
+	memcpy(&b, &f, sizeof b);
+	b |= 1u;
+	memcpy(&f, &b, sizeof f);
+	return f;
+}
+
 /* n elements from the plan's dtype (f32 or f64) to bf16, and back. */
 static void round_row(uint16_t *dst, const void *src, int64_t n, lca_dtype t)
 {
 	for (int64_t i = 0; i < n; i++)
 		dst[i] = to_bf16(t == LCA_F32 ? ((const float *)src)[i] :
-			(float)((const double *)src)[i]);
+			to_float_odd(((const double *)src)[i]));
 }
 
 static void widen_row(void *dst, const uint16_t *src, int64_t n, lca_dtype t)

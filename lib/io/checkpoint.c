@@ -88,11 +88,12 @@ static int describe(struct io *io, const unsigned char *b, size_t n, struct lcio
 
 	memset(info, 0, sizeof *info);
 	info->nseq = (int64_t)le64(b + 32);
-	if (n < SAVED_HEADER || v > LCA_LIGHTNING || t > LCA_F32 || info->nseq < 1 ||
+	if (n < SAVED_HEADER || v > LCA_LIGHTNING || t > LCA_BF16 || info->nseq < 1 ||
 	    (uint64_t)info->nseq > (n - SAVED_HEADER) / 8)
 		return fail(io, LCA_ERR_INTERNAL, "lca_cache_save wrote an unexpected header");
 	snprintf(info->variant, sizeof info->variant, "%s", variants[v]);
-	snprintf(info->dtype, sizeof info->dtype, "%s", t == LCA_F64 ? "f64" : "f32");
+	snprintf(info->dtype, sizeof info->dtype, "%s",
+		t == LCA_F64 ? "f64" : t == LCA_F32 ? "f32" : "bf16");
 	info->format = le32(b + 8);
 	info->capacity = (int64_t)le64(b + 40);
 	for (int i = 0; i < 8; i++)
