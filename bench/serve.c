@@ -54,7 +54,6 @@ struct srv_result {
 	int status;           /* lca_status; -1 the child died */
 	double seconds;       /* median step */
 	double rss_mb;
-	int64_t pages_used, pages_total;
 	char msg[200];
 };
 
@@ -200,8 +199,6 @@ static void srv_child(void *arg, void *res)
 	}
 	qsort(t, (size_t)j->reps, sizeof *t, cmp_double);
 	r->seconds = t[j->reps / 2];
-	if (is_kv(j->v))
-		lca_cache_pages(c, &r->pages_used, &r->pages_total);
 out:
 	r->status = s;
 	if (s != LCA_OK)
@@ -328,7 +325,7 @@ static int run_batch(const struct bench_shape *s, const struct serve_opts *o,
 			}
 			fprintf(stderr, " %.1f s\n", bench_now() - t0);
 			tps[k] = (double)B / r.seconds;
-			printf("%-9s %5lld %-7s %10lld %10.1f %11.4g %11.1f %8.2f %9.3f %8.0f",
+			printf("%-9s %5lld %-7s %10lld %10.4g %11.4g %11.4g %8.3g %9.3g %8.0f",
 				mech_names[m], (long long)B, is_kv((lca_variant)m) ? (k ? "bf16" : "f32") :
 				"state", (long long)tokens, bytes / 1048576, r.seconds, tps[k],
 				bytes / r.seconds / 1e9, bytes / r.seconds / (c->bw_gbs * 1e9), r.rss_mb);
