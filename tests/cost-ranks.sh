@@ -1,7 +1,8 @@
 #!/bin/sh
 # cost-ranks.sh - `lcattn cost --ranks P`: the modelled bytes of a
 # context-parallel prefill follow the formulas of lca_mpi_softmax_forward(3)
-# (worked by hand below), one rank sends nothing, a bad P is refused.
+# (worked by hand below), contiguous and --zigzag, one rank sends nothing,
+# a bad P is refused.
 # Environment: top_builddir (the tool is $top_builddir/tools/lcattn).
 tool="${top_builddir:-.}/tools/lcattn"
 status=0
@@ -24,6 +25,21 @@ check deepseek-v3 5 2.57899e+11
 # bytes each rank); rank 6: 12 x 917504 x 2048 + 36 x 14680064
 # = 22548578304 + 528482304 = 23077060608.
 check qwen3-next 4 2.30771e+10
+# --zigzag: 16 chunks of 65536 tokens; ranks 0..6 send 7 A chunks and 6 B
+# chunks, rank 7 (whose successor is rank 0) 7 and 7: the busiest sends 14
+# chunks = 917504 tokens, all ranks 7 x 13 + 14 = 105 chunks = 6881280.
+# deepseek-v3: 61 x 1152 x 917504 = 64474841088; 61 x 1152 x 6881280 =
+# 483561308160. qwen3-next: rank 7 sends 12 x 917504 x 2048 plus two
+# summaries a rank: 36 x 2 x 14680064, 22548578304 + 1056964608 =
+# 23605542912.
+out=$("$tool" cost --ranks 8 --n 1048576 --csv --zigzag) || { echo "FAIL: lcattn cost --ranks 8 --zigzag"; exit 1; }
+check deepseek-v3 4 6.44748e+10
+check deepseek-v3 5 4.83561e+11
+check qwen3-next 4 2.36055e+10
+if "$tool" cost --ranks 8 --n 15 --zigzag >/dev/null 2>&1; then
+	echo "FAIL: --zigzag with n < 2P accepted"
+	status=1
+fi
 out=$("$tool" cost --ranks 1 --n 4096 --csv) || { echo "FAIL: lcattn cost --ranks 1"; exit 1; }
 check minimax-m1 4 0
 check minimax-m1 5 0

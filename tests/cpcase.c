@@ -107,6 +107,12 @@ static void untyped(lca_dtype t, const void *x, double *y, int64_t n)
 
 void cp_make(struct cp_data *d, const struct cp_conf *c, lca_dtype t, int64_t T)
 {
+	cp_make_batch(d, c, t, T, 0, NULL, 1);
+}
+
+void cp_make_batch(struct cp_data *d, const struct cp_conf *c, lca_dtype t, int64_t T,
+	int zigzag, const int64_t *cu, int64_t nseq)
+{
 	const int64_t H = c->H, dk = c->dk, dv = c->dv;
 
 	memset(d, 0, sizeof *d);
@@ -114,6 +120,14 @@ void cp_make(struct cp_data *d, const struct cp_conf *c, lca_dtype t, int64_t T)
 	d->t = t;
 	d->es = t == LCA_F64 ? 8 : 4;
 	d->T = T;
+	d->zigzag = zigzag;
+	d->nseq = cu ? nseq : 1;
+	if (cu) {
+		d->cu = malloc((size_t)(nseq + 1) * sizeof *d->cu);
+		if (!d->cu)
+			abort();
+		memcpy(d->cu, cu, (size_t)(nseq + 1) * sizeof *d->cu);
+	}
 	switch (c->v) {
 	case LCA_SOFTMAX: {
 		int64_t r[] = { H * dk, c->Hg * dk, c->Hg * dv };
@@ -163,7 +177,7 @@ void cp_make(struct cp_data *d, const struct cp_conf *c, lca_dtype t, int64_t T)
 		d->tx[i] = typed(t, d->x[i], d->n[i]);
 	d->on = T * H * dv;
 	d->ln = T * H;
-	d->sn = H * dk * dv;
+	d->sn = d->nseq * H * dk * dv;
 	if (c->state0) {
 		d->state0 = dalloc(d->sn);
 		tu_fill_normal(d->state0, d->sn, 0.5);
@@ -179,6 +193,7 @@ void cp_free(struct cp_data *d)
 	}
 	free(d->state0);
 	free(d->tstate0);
+	free(d->cu);
 }
 
 void cp_outputs(const struct cp_data *d, void **o, void **lse, void **state)
@@ -196,44 +211,127 @@ void cp_split(int64_t T, int P, int r, int64_t *start, int64_t *len)
 	*len = T * (r + 1) / P - *start;
 }
 
-/* Rank-local input i from token start on (whole-call tensors as they are). */
-static const void *at(const struct cp_data *d, int i, int64_t start)
+int cp_runs(const struct cp_data *d, int P, int r, int64_t g[2], int64_t n[2],
+	struct cp_layout *lay)
 {
-	return (const char *)d->tx[i] + (size_t)(d->row[i] * start) * d->es;
+	int64_t T = d->T, c = 2 * (int64_t)P;
+	int k = 0;
+
+	memset(lay, 0, sizeof *lay);
+	lay->zigzag = d->zigzag;
+	lay->T = T;
+	lay->cu = d->cu;
+	lay->nseq = d->cu ? d->nseq : 0;
+	if (!d->zigzag) {
+		if (d->cuts) {
+			g[0] = d->cuts[r];
+			n[0] = d->cuts[r + 1] - d->cuts[r];
+		} else {
+			cp_split(T, P, r, &g[0], &n[0]);
+		}
+		lay->start = g[0];
+		lay->len = n[0];
+		return n[0] > 0;
+	}
+	/* chunk i: [T i / 2P, T (i + 1) / 2P) */
+	int64_t a0 = T * r / c, a1 = T * (r + 1) / c, b0 = T * (c - 1 - r) / c,
+		b1 = T * (c - r) / c;
+
+	lay->start = a0;
+	lay->len = (a1 - a0) + (b1 - b0);
+	if (a1 == b0) { /* rank P - 1: chunks P - 1 and P touch */
+		a1 = b1;
+		b0 = b1;
+	}
+	if (a1 > a0) {
+		g[k] = a0;
+		n[k++] = a1 - a0;
+	}
+	if (b1 > b0) {
+		g[k] = b0;
+		n[k++] = b1 - b0;
+	}
+	return k;
+}
+
+/* Copy the rows of x [T][row] that rank r holds (runs g, n) into y, or
+ * back from y into x. */
+static void rows_io(int k, const int64_t *g, const int64_t *n, size_t rb, void *x,
+	void *y, int back)
+{
+	size_t at = 0;
+
+	for (int i = 0; i < k; i++) {
+		char *xs = (char *)x + (size_t)g[i] * rb;
+
+		if (back)
+			memcpy(xs, (char *)y + at, (size_t)n[i] * rb);
+		else
+			memcpy((char *)y + at, xs, (size_t)n[i] * rb);
+		at += (size_t)n[i] * rb;
+	}
 }
 
 lca_status cp_rank(const struct cp_data *d, const lca_plan *plan, int P, int r,
 	cp_call_fn f, void *ctx, void *o, void *lse, void *state, uint64_t *bytes)
 {
 	const int64_t H = d->c->H, dv = d->c->dv;
-	const void *in[6];
-	int64_t start, len;
+	const void *in[6] = { NULL };
+	void *mine[6] = { NULL }, *lo = NULL, *ll = NULL;
+	struct cp_layout lay;
+	int64_t g[2], n[2];
+	int k = cp_runs(d, P, r, g, n, &lay);
+	lca_status s;
 
-	cp_split(d->T, P, r, &start, &len);
 	/* A rank without tokens passes NULL for its per-token tensors. */
+	for (int i = 0; i < d->nin; i++) {
+		in[i] = d->tx[i];
+		if (!d->row[i])
+			continue;
+		in[i] = NULL;
+		if (lay.len == 0)
+			continue;
+		mine[i] = malloc((size_t)(lay.len * d->row[i]) * d->es);
+		if (!mine[i])
+			abort();
+		rows_io(k, g, n, (size_t)d->row[i] * d->es, d->tx[i], mine[i], 0);
+		in[i] = mine[i];
+	}
+	if (lay.len) {
+		lo = calloc((size_t)(lay.len * H * dv), d->es);
+		ll = calloc((size_t)(lay.len * H), d->es);
+		if (!lo || !ll)
+			abort();
+	}
+	s = f(ctx, d->c->v, plan, &lay, in, d->tstate0, lo, ll, state, bytes);
+	if (lay.len) {
+		rows_io(k, g, n, (size_t)(H * dv) * d->es, o, lo, 1);
+		rows_io(k, g, n, (size_t)H * d->es, lse, ll, 1);
+	}
 	for (int i = 0; i < d->nin; i++)
-		in[i] = d->row[i] && len == 0 ? NULL : at(d, i, start);
-	return f(ctx, d->c->v, plan, start, len, in, d->tstate0,
-		len ? (char *)o + (size_t)(start * H * dv) * d->es : NULL,
-		len ? (char *)lse + (size_t)(start * H) * d->es : NULL, state, bytes);
+		free(mine[i]);
+	free(lo);
+	free(ll);
+	return s;
 }
 
 static lca_status single_x(const struct cp_data *d, const lca_plan *plan,
 	void *const *x, const void *state0, void *o, void *lse, void *state)
 {
-	const int64_t T = d->T;
+	const int64_t T = d->T, ns = d->nseq;
+	const int64_t *cu = d->cu;
 
 	switch (d->c->v) {
 	case LCA_SOFTMAX:
-		return lca_softmax_forward(plan, T, T, x[0], x[1], x[2], NULL, 0, o, lse);
+		return lca_softmax_forward(plan, T, T, x[0], x[1], x[2], cu, ns, o, lse);
 	case LCA_MLA:
-		return lca_mla_forward(plan, T, T, x[0], x[1], x[2], x[3], x[4], x[5], NULL, 0,
+		return lca_mla_forward(plan, T, T, x[0], x[1], x[2], x[3], x[4], x[5], cu, ns,
 			o, lse);
 	case LCA_DELTANET:
-		return lca_deltanet_forward(plan, T, x[0], x[1], x[2], x[3], x[4], NULL, 0,
+		return lca_deltanet_forward(plan, T, x[0], x[1], x[2], x[3], x[4], cu, ns,
 			state0, o, state);
 	default:
-		return lca_lightning_forward(plan, T, x[0], x[1], x[2], x[3], NULL, 0, state0,
+		return lca_lightning_forward(plan, T, x[0], x[1], x[2], x[3], cu, ns, state0,
 			o, state);
 	}
 }
@@ -244,32 +342,159 @@ lca_status cp_single(const struct cp_data *d, const lca_plan *plan, void *o, voi
 	return single_x(d, plan, d->tx, d->tstate0, o, lse, state);
 }
 
+/* Token t's sequence and position in it. */
+static int64_t seq_of(const struct cp_data *d, int64_t t, int64_t *pos)
+{
+	int64_t s = 0;
+
+	if (d->cu)
+		while (d->cu[s + 1] <= t)
+			s++;
+	*pos = t - (d->cu ? d->cu[s] : 0);
+	return s;
+}
+
+/* Whether query token t sees key token u. */
+static int sees(const struct cp_data *d, int64_t t, int64_t u)
+{
+	int64_t pt, pu;
+
+	if (seq_of(d, t, &pt) != seq_of(d, u, &pu))
+		return 0;
+	if (!d->c->causal)
+		return 1;
+	return pu <= pt && (d->c->window == 0 || pt - pu < d->c->window);
+}
+
+/* A rank's tokens in row order into tok (at most T). */
+static int64_t tokens(const struct cp_data *d, int P, int r, int64_t *tok)
+{
+	struct cp_layout lay;
+	int64_t g[2], n[2], m = 0;
+	int k = cp_runs(d, P, r, g, n, &lay);
+
+	for (int i = 0; i < k; i++)
+		for (int64_t t = g[i]; t < g[i] + n[i]; t++)
+			tok[m++] = t;
+	return m;
+}
+
+/*
+ * The span rule, token by token: rank r passes block j (rank j's keys) on
+ * at every step but the one that would bring it back to j; of each piece
+ * of j (consecutive tokens of one sequence) it sends the span from the
+ * first to the last key that some query of a rank further along j's path
+ * sees. Summaries: one per run slot (zigzag two) to each of P - 1 ranks.
+ */
 uint64_t cp_bytes_formula(const struct cp_data *d, int P, int r)
 {
 	const struct cp_conf *c = d->c;
-	const uint64_t es = d->es;
-	int64_t start, len, next_len, dummy;
+	const uint64_t es = d->es, nr = d->zigzag ? 2 : 1;
+	uint64_t row, sum = 0;
+	int64_t *kt, *qt;
 
 	if (P == 1)
 		return 0;
 	if (c->v == LCA_DELTANET)
-		return (uint64_t)(P - 1) * (uint64_t)(c->H * c->dk * (c->dk + c->dv)) * es;
+		return (uint64_t)(P - 1) * nr * (uint64_t)(c->H * c->dk * (c->dk + c->dv)) * es;
 	if (c->v == LCA_LIGHTNING)
-		return (uint64_t)(P - 1) * (uint64_t)(c->H * (1 + c->dk * c->dv)) * es;
-	uint64_t row = c->v == LCA_SOFTMAX ? (uint64_t)(c->Hg * (c->dk + c->dv)) * es :
+		return (uint64_t)(P - 1) * nr * (uint64_t)(c->H * (1 + c->dk * c->dv)) * es;
+	row = c->v == LCA_SOFTMAX ? (uint64_t)(c->Hg * (c->dk + c->dv)) * es :
 		(uint64_t)(c->dc + c->dr) * es;
-	cp_split(d->T, P, r, &start, &len);
-	if (!c->causal) {
-		/* every rank sends every block but its successor's */
-		cp_split(d->T, P, (r + 1) % P, &dummy, &next_len);
-		return (uint64_t)(d->T - next_len) * row;
+	kt = malloc((size_t)(d->T + 1) * sizeof *kt);
+	qt = malloc((size_t)(d->T + 1) * sizeof *qt);
+	if (!kt || !qt)
+		abort();
+	for (int st = 0; st < P - 1; st++) {
+		const int j = (r - st + P) % P;
+		const int64_t nk = tokens(d, P, j, kt);
+
+		/* pieces of j: consecutive tokens of one sequence */
+		for (int64_t a = 0, b; a < nk; a = b) {
+			int64_t lo = -1, hi = -1, p0, p1;
+
+			for (b = a + 1; b < nk && kt[b] == kt[b - 1] + 1 &&
+			     seq_of(d, kt[b], &p0) == seq_of(d, kt[a], &p1); b++)
+				;
+			for (int e = st + 1; e < P; e++) {
+				const int64_t nq = tokens(d, P, (j + e) % P, qt);
+
+				for (int64_t x = a; x < b; x++)
+					for (int64_t y = 0; y < nq; y++)
+						if (sees(d, qt[y], kt[x])) {
+							lo = lo < 0 || x < lo ? x : lo;
+							hi = x > hi ? x : hi;
+						}
+			}
+			if (lo >= 0)
+				sum += (uint64_t)(hi - lo + 1) * row;
+		}
 	}
-	int64_t end = start + len, keys = end;
-	if (end >= d->T)
-		return 0; /* no query after this rank's run */
-	if (c->window > 0 && c->window - 1 < keys)
-		keys = c->window - 1;
-	return (uint64_t)keys * row;
+	free(kt);
+	free(qt);
+	return sum;
+}
+
+uint64_t cp_bytes_closed(const struct cp_data *d, int P, int r, int *ok)
+{
+	const struct cp_conf *c = d->c;
+	const int64_t T = d->T, C = 2 * (int64_t)P;
+	uint64_t row, toks = 0;
+	int64_t start, len, next_len = 0;
+
+	*ok = 1;
+	if (P == 1 || c->v == LCA_DELTANET || c->v == LCA_LIGHTNING)
+		return cp_bytes_formula(d, P, r);
+	*ok = 0;
+	if (d->cu)
+		return 0;
+	row = c->v == LCA_SOFTMAX ? (uint64_t)(c->Hg * (c->dk + c->dv)) * d->es :
+		(uint64_t)(c->dc + c->dr) * d->es;
+	if (!c->causal) {
+		/* every rank sends every block but its successor's: all runs
+		 * non-empty */
+		for (int q = 0; q < P; q++) {
+			struct cp_layout l;
+			int64_t g[2], n[2];
+
+			if (cp_runs(d, P, q, g, n, &l) == 0)
+				return 0;
+			if (q == (r + 1) % P)
+				next_len = l.len;
+		}
+		*ok = 1;
+		return (uint64_t)(T - next_len) * row;
+	}
+	if (!d->zigzag) {
+		struct cp_layout l;
+		int64_t g[2], n[2], end, keys;
+
+		*ok = 1;
+		cp_runs(d, P, r, g, n, &l);
+		start = l.start;
+		len = l.len;
+		end = start + len;
+		keys = end;
+		if (end >= T)
+			return 0; /* no query after this rank's run */
+		if (c->window > 0 && c->window - 1 < keys)
+			keys = c->window - 1;
+		return (uint64_t)keys * row;
+	}
+	if (c->window > 0 || T < C)
+		return 0;
+	/* zigzag, causal: chunk A_j = j of every block but the successor's,
+	 * chunk B_j = 2P - 1 - j of blocks 1 .. r and r + 2 .. P - 1 */
+	*ok = 1;
+	for (int j = 0; j < P; j++) {
+		int64_t a = T * (j + 1) / C - T * j / C, b = T * (C - j) / C - T * (C - 1 - j) / C;
+
+		if (j != (r + 1) % P)
+			toks += (uint64_t)a;
+		if ((j >= 1 && j <= r) || j >= r + 2)
+			toks += (uint64_t)b;
+	}
+	return toks * row;
 }
 
 static double rule(lca_dtype t, const double *r32, const double *r64, int64_t n)
@@ -282,8 +507,10 @@ static double rule(lca_dtype t, const double *r32, const double *r64, int64_t n)
 	return e > 1e-6 ? e : 1e-6;
 }
 
+double cp_err[2], cp_tol[2];
+
 /* One output tensor against the reference; appends to msg on failure. */
-static int judge1(const char *what, lca_dtype t, const void *x, const double *r64,
+static int judge1(int k, const char *what, lca_dtype t, const void *x, const double *r64,
 	const double *r32, int64_t n, char *msg, size_t size)
 {
 	double *y = dalloc(n), tol = rule(t, r32, r64, n), e;
@@ -291,6 +518,8 @@ static int judge1(const char *what, lca_dtype t, const void *x, const double *r6
 
 	untyped(t, x, y, n);
 	e = tu_relerr(y, r64, n);
+	cp_err[k] = e;
+	cp_tol[k] = tol;
 	bad = !(e <= tol) || !tu_all_finite(y, n);
 	if (bad)
 		snprintf(msg, size, "%s: normwise error %.3e > %.1e", what, e, tol);
@@ -338,9 +567,10 @@ int cp_judge(const struct cp_data *d, const void *o, const void *lse, const void
 		free(s_);
 	}
 	if (!bad)
-		bad = judge1("o", d->t, o, r[0][0], r[1][0], d->on, msg, size) ||
-			(!linear && judge1("lse", d->t, lse, r[0][1], r[1][1], d->ln, msg, size)) ||
-			(linear && judge1("state", d->t, state, r[0][2], r[1][2], d->sn, msg, size));
+		bad = judge1(0, "o", d->t, o, r[0][0], r[1][0], d->on, msg, size) ||
+			(!linear && judge1(1, "lse", d->t, lse, r[0][1], r[1][1], d->ln, msg, size)) ||
+			(linear && judge1(1, "state", d->t, state, r[0][2], r[1][2], d->sn, msg,
+			size));
 	for (int k = 0; k < 2; k++)
 		for (int i = 0; i < 3; i++)
 			free(r[k][i]);

@@ -1,7 +1,10 @@
 #!/bin/sh
 # mpi.sh - liblcattn_mpi under real MPI: tests/mpi_cp (the cases of
-# check_cp_loop) under `mpirun --oversubscribe -np P`, P = 2, 3, 4, one
-# thread per rank. Skipped (77) when configure found no MPI.
+# check_cp_loop: contiguous and zigzag, one sequence and packed batches,
+# byte counts, ranks that disagree; plus MPI_COMM_SELF, the caller's
+# messages and error handler, the layout helpers) under
+# `mpirun --oversubscribe -np P`, P = 2, 3, 4, one thread per rank.
+# Skipped (77) when configure found no MPI.
 #
 # Environment (from AM_TESTS_ENVIRONMENT): top_builddir, MPIRUN.
 set -u

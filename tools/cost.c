@@ -232,43 +232,65 @@ int tool_cost_claim(FILE *f)
 }
 
 /*
- * Bytes one layer makes rank r of P send in a causal prefill of n tokens
- * split in P contiguous runs (rank r: tokens n r / P .. n (r + 1) / P - 1),
+ * Bytes one layer makes rank r of P send in a causal prefill of n tokens,
  * e bytes an element: the formulas of lca_mpi_softmax_forward(3). The
- * ring passes every earlier key block on (softmax: Hkv (dk + dv) values a
- * token; mla: the latent, dc + dr); deltanet and lightning all-gather one
- * summary per rank.
+ * ring passes key blocks on (softmax: Hkv (dk + dv) values a token; mla:
+ * the latent, dc + dr); deltanet and lightning all-gather one summary per
+ * run (zigzag: two a rank).
+ *   contiguous (rank r: tokens n r / P .. n (r + 1) / P - 1): every
+ *     earlier key, end_r tokens, unless r holds the last token;
+ *   zigzag (rank j: chunks A_j = j and B_j = 2P - 1 - j of 2P, chunk c
+ *     tokens n c / 2P .. n (c + 1) / 2P - 1, n >= 2P): A_j of every block
+ *     but the successor's (j != r + 1 mod P), and B_j of blocks 1 .. r and
+ *     r + 2 .. P - 1 (those a rank further along still sees).
  */
 static double rank_bytes(lca_variant v, const lca_params *sh, int64_t n, int P, int r,
-	double e)
+	int zigzag, double e)
 {
-	double end = (double)(n * (r + 1) / P);
+	const int64_t C = 2 * (int64_t)P;
+	double end = (double)(n * (r + 1) / P), toks = 0;
 
 	if (P < 2)
 		return 0;
+	if (zigzag)
+		for (int j = 0; j < P; j++) {
+			if (j != (r + 1) % P)
+				toks += (double)(n * (j + 1) / C - n * j / C);
+			if ((j >= 1 && j <= r) || j >= r + 2)
+				toks += (double)(n * (C - j) / C - n * (C - 1 - j) / C);
+		}
+	else
+		toks = end < (double)n ? end : 0;
 	switch (v) {
 	case LCA_SOFTMAX:
-		return end < (double)n ? end * (double)(sh->Hkv * (sh->dk + sh->dv)) * e : 0;
+		return toks * (double)(sh->Hkv * (sh->dk + sh->dv)) * e;
 	case LCA_MLA:
-		return end < (double)n ? end * (double)(sh->dc + sh->dr) * e : 0;
+		return toks * (double)(sh->dc + sh->dr) * e;
 	case LCA_DELTANET:
-		return (P - 1) * (double)(sh->H * sh->dk * (sh->dk + sh->dv)) * e;
+		return (P - 1) * (zigzag ? 2 : 1) * (double)(sh->H * sh->dk * (sh->dk + sh->dv)) * e;
 	default:
-		return (P - 1) * (double)(sh->H * (1 + sh->dk * sh->dv)) * e;
+		return (P - 1) * (zigzag ? 2 : 1) * (double)(sh->H * (1 + sh->dk * sh->dv)) * e;
 	}
 }
 
 /* The bytes each rank sends over a preset's layers: the busiest rank's and
  * the sum over ranks, bf16. */
-static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P)
+static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P, int zigzag)
 {
+	for (int j = 0; j < nn; j++)
+		if (zigzag && ns[j] < 2 * (int64_t)P) {
+			fprintf(stderr, "lcattn cost: --zigzag needs n >= 2P (n %lld, P %d)\n",
+				(long long)ns[j], P);
+			return -1;
+		}
 	if (csv)
 		fprintf(f, "preset,n,ranks,max_rank_bytes_bf16,total_bytes_bf16\n");
 	else
 		fprintf(f, "Modelled bytes sent in a causal prefill of n tokens over %d ranks, "
-			"contiguous runs,\nbf16 (formulas in lca_mpi_softmax_forward(3)), "
+			"%s,\nbf16 (formulas in lca_mpi_softmax_forward(3)), "
 			"all layers of the preset.\n\n| preset | n | ranks | busiest rank sends "
-			"| all ranks send |\n|---|---|---|---|---|\n", P);
+			"| all ranks send |\n|---|---|---|---|---|\n", P,
+			zigzag ? "zigzag chunks" : "contiguous runs");
 	for (int i = 0; i < tool_npresets; i++)
 		for (int j = 0; j < nn; j++) {
 			const struct tool_preset *pr = &tool_presets[i];
@@ -283,7 +305,7 @@ static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P)
 
 					if (tool_layer_variant(pr->pattern[l % (int64_t)len], &v))
 						return -1;
-					b += rank_bytes(v, shape_of(pr, v), ns[j], P, r, 2);
+					b += rank_bytes(v, shape_of(pr, v), ns[j], P, r, zigzag, 2);
 				}
 				max = b > max ? b : max;
 				total += b;
@@ -301,13 +323,14 @@ static int tool_cost_ranks(FILE *f, int csv, const int64_t *ns, int nn, int P)
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn cost [--n N[,N...]] [--ranks P] [--csv]\n"
+		"usage: lcattn cost [--n N[,N...]] [--ranks P [--zigzag]] [--csv]\n"
 		"  Modelled FLOPs and cache/state bytes of the presets (lca_plan_cost(3)):\n"
 		"  attention and whole-model FLOPs per generated token at context n, summed over\n"
 		"  a generation of n tokens, attention share, bf16 cache/state bytes, ratios.\n"
 		"  --n     context lengths (default 65536,100000,1048576)\n"
 		"  --ranks bytes each of P ranks sends in a causal prefill of n tokens split in\n"
 		"          contiguous runs (liblcattn_mpi's formulas) instead of the tables\n"
+		"  --zigzag with --ranks: the zigzag layout (2P chunks; n >= 2P)\n"
 		"  --csv   print CSV instead of tables\n");
 	return f == stdout ? 0 : 2;
 }
@@ -331,7 +354,7 @@ static int parse_ns(const char *s, int64_t *ns, int max)
 int tool_cost(int argc, char **argv)
 {
 	int64_t ns[16];
-	int nn = 3, csv = 0, ranks = 0;
+	int nn = 3, csv = 0, ranks = 0, zigzag = 0;
 
 	memcpy(ns, default_ns, sizeof default_ns);
 	for (int i = 1; i < argc; i++) {
@@ -339,6 +362,8 @@ int tool_cost(int argc, char **argv)
 			return usage(stdout);
 		if (!strcmp(argv[i], "--csv"))
 			csv = 1;
+		else if (!strcmp(argv[i], "--zigzag"))
+			zigzag = 1;
 		else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
 			if ((nn = parse_ns(argv[++i], ns, 16)) < 1) {
 				fprintf(stderr, "lcattn cost: --n %s: positive integers, comma-separated\n", argv[i]);
@@ -357,8 +382,10 @@ int tool_cost(int argc, char **argv)
 		} else
 			return usage(stderr);
 	}
+	if (zigzag && !ranks)
+		return usage(stderr);
 	if (ranks)
-		return tool_cost_ranks(stdout, csv, ns, nn, ranks) ? 1 : 0;
+		return tool_cost_ranks(stdout, csv, ns, nn, ranks, zigzag) ? 1 : 0;
 	if (csv)
 		return tool_cost_tables(NULL, stdout, ns, nn) ? 1 : 0;
 	printf("All numbers modelled (lca_plan_cost(3)); bytes in bf16, 2 bytes an element.\n\n");

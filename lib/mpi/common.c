@@ -81,9 +81,9 @@ int lcai_cp_shift_wait(struct lcai_cp_comm *c)
 /* The header each rank sends: int64 words, doubles by their bits, so the
  * bytes compare exactly and no padding travels. */
 enum {
-	W_MAGIC, W_STATUS, W_START, W_LEN, W_STATE0,
+	W_MAGIC, W_STATUS, W_START, W_LEN,
 	/* from here on every rank must send the same words */
-	W_VARIANT, W_DTYPE, W_H, W_HKV, W_HK, W_DK, W_DV, W_DN, W_DR, W_DC,
+	W_KIND, W_TDECL, W_NSEQ, W_CUHASH, W_CULAST, W_STATE0, W_VARIANT, W_DTYPE, W_H, W_HKV, W_HK, W_DK, W_DV, W_DN, W_DR, W_DC,
 	W_CAUSAL, W_WINDOW, W_ROPE_DIM, W_ROPE_STYLE, W_L2NORM, W_SCALE, W_THETA,
 	W_N
 };
@@ -105,6 +105,14 @@ static void header(int64_t *w, const lca_params *p, const struct lcai_cp_run *ru
 	w[W_STATUS] = local;
 	w[W_START] = run ? run->start : -1;
 	w[W_LEN] = run ? run->len : -1;
+	if (run) {
+		w[W_KIND] = run->kind;
+		w[W_TDECL] = run->T;
+		/* a NULL cu_seqlens is told apart from every array by nseq 0 */
+		w[W_NSEQ] = run->cu ? run->nseq : 0;
+		w[W_CUHASH] = run->cu && local == LCA_OK ? lcai_cp_cu_hash(run->cu, run->nseq) : 0;
+		w[W_CULAST] = run->cu && local == LCA_OK ? run->cu[run->nseq] : 0;
+	}
 	w[W_STATE0] = has_state0;
 	w[W_VARIANT] = variant;
 	if (local != LCA_OK)
@@ -128,15 +136,68 @@ static void header(int64_t *w, const lca_params *p, const struct lcai_cp_run *ru
 }
 
 static const char *const word_name[W_N] = {
-	"magic", "status", "start", "len", "state0", "variant", "dtype", "H", "Hkv",
+	"magic", "status", "start", "len", "the layout kind (contiguous, zigzag)",
+	"the layout's T", "nseq", "cu_seqlens", "cu_seqlens", "state0", "variant", "dtype", "H", "Hkv",
 	"Hk", "dk", "dv", "dn", "dr", "dc", "causal", "window", "rope_dim",
 	"rope_style", "qk_l2norm", "scale", "rope_theta",
 };
 
-/* The verdict on the gathered headers all [P][W_N]: the same on every rank. */
-static lca_status judge(const char *fn, const int64_t *all, int P)
+/* Contiguous runs: in rank order from token 0, no gap, no overlap; *T
+ * their total (and the layout's T when given). */
+static lca_status chain(const char *fn, const int64_t *all, int P, int64_t *T)
 {
-	int64_t next = 0;
+	int64_t next = 0, Td = all[W_TDECL];
+
+	for (int j = 0; j < P; j++) {
+		const int64_t *w = all + (size_t)j * W_N;
+
+		if (w[W_START] != next)
+			return lcai_cp_fail(LCA_ERR_SIZE, "%s: rank %d starts at token %lld, "
+				"not %lld (contiguous runs in rank order from token 0)", fn, j,
+				(long long)w[W_START], (long long)next);
+		if (w[W_LEN] > INT64_MAX - next)
+			return lcai_cp_fail(LCA_ERR_OVERFLOW, "%s: the runs' total length "
+				"overflows int64", fn);
+		next += w[W_LEN];
+	}
+	if (Td != 0 && Td != next)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: the runs hold %lld tokens, the "
+			"layout's T is %lld", fn, (long long)next, (long long)Td);
+	*T = next;
+	return LCA_OK;
+}
+
+/* Zigzag: each rank's start and len those of its chunks. */
+static lca_status zigzag(const char *fn, const int64_t *all, int P, int64_t *T)
+{
+	const int64_t Td = all[W_TDECL];
+
+	if (Td < 1)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: the zigzag layout needs T >= 1 (T "
+			"is %lld)", fn, (long long)Td);
+	for (int j = 0; j < P; j++) {
+		const int64_t *w = all + (size_t)j * W_N;
+		int64_t g[2], n[2], len = 0, start = lcai_cp_frac(Td, j, 2 * (int64_t)P);
+		int k = lcai_cp_zigzag_runs(Td, P, j, g, n);
+
+		for (int i = 0; i < k; i++)
+			len += n[i];
+		if (w[W_START] != start || w[W_LEN] != len)
+			return lcai_cp_fail(LCA_ERR_SIZE, "%s: rank %d says start %lld, len "
+				"%lld; the zigzag layout of %lld tokens over %d ranks gives it "
+				"start %lld, len %lld", fn, j, (long long)w[W_START],
+				(long long)w[W_LEN], (long long)Td, P, (long long)start,
+				(long long)len);
+	}
+	*T = Td;
+	return LCA_OK;
+}
+
+/* The verdict on the gathered headers all [P][W_N]: the same on every
+ * rank. *T: the batch's tokens. */
+static lca_status judge(const char *fn, const int64_t *all, int P, int64_t *T)
+{
+	lca_status s;
 
 	for (int j = 0; j < P; j++) {
 		const int64_t *w = all + (size_t)j * W_N;
@@ -151,21 +212,46 @@ static lca_status judge(const char *fn, const int64_t *all, int P)
 	for (int j = 0; j < P; j++) {
 		const int64_t *w = all + (size_t)j * W_N;
 
-		for (int i = W_STATE0; i < W_N; i++)
+		for (int i = W_KIND; i < W_N; i++)
 			if (w[i] != all[i])
 				return lcai_cp_fail(i == W_VARIANT ? LCA_ERR_ARG : LCA_ERR_SIZE,
 					"%s: ranks 0 and %d disagree on %s", fn, j, word_name[i]);
-		if (w[W_START] != next)
-			return lcai_cp_fail(LCA_ERR_SIZE, "%s: rank %d starts at token %lld, "
-				"not %lld (contiguous runs in rank order from token 0)", fn, j,
-				(long long)w[W_START], (long long)next);
-		if (w[W_LEN] > INT64_MAX - next)
-			return lcai_cp_fail(LCA_ERR_OVERFLOW, "%s: the runs' total length "
-				"overflows int64", fn);
-		next += w[W_LEN];
 	}
-	if (next < 1)
-		return lcai_cp_fail(LCA_ERR_SIZE, "%s: the sequence has no token", fn);
+	s = all[W_KIND] == LCAI_CP_ZIGZAG ? zigzag(fn, all, P, T) : chain(fn, all, P, T);
+	if (s != LCA_OK)
+		return s;
+	if (*T < 1)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: the batch has no token", fn);
+	if (all[W_NSEQ] > 0 && all[W_CULAST] != *T)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: cu_seqlens[nseq] is %lld, the "
+			"layout holds %lld tokens", fn, (long long)all[W_CULAST], (long long)*T);
+	return LCA_OK;
+}
+
+/* A rank's own layout, before any exchange. */
+lca_status lcai_cp_check_run(const char *fn, const struct lcai_cp_run *run)
+{
+	if (!run)
+		return lcai_cp_fail(LCA_ERR_NULL, "%s: layout is NULL", fn);
+	if (run->start < 0 || run->len < 0 || run->T < 0)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: start %lld, len %lld and T %lld "
+			"must be >= 0", fn, (long long)run->start, (long long)run->len,
+			(long long)run->T);
+	if (run->kind != 0 && run->kind != LCAI_CP_ZIGZAG)
+		return lcai_cp_fail(LCA_ERR_ARG, "%s: layout kind %d is neither "
+			"LCA_MPI_CONTIGUOUS nor LCA_MPI_ZIGZAG", fn, run->kind);
+	if (!run->cu)
+		return LCA_OK;
+	if (run->nseq < 1 || run->nseq == INT64_MAX)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: nseq %lld with cu_seqlens", fn,
+			(long long)run->nseq);
+	if (run->cu[0] != 0)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: cu_seqlens[0] is %lld, not 0", fn,
+			(long long)run->cu[0]);
+	for (int64_t i = 0; i < run->nseq; i++)
+		if (run->cu[i + 1] < run->cu[i])
+			return lcai_cp_fail(LCA_ERR_SIZE, "%s: cu_seqlens decreases at %lld", fn,
+				(long long)(i + 1));
 	return LCA_OK;
 }
 
@@ -191,7 +277,7 @@ lca_status lcai_cp_agree(struct lcai_cp_comm *c, const char *fn,
 			"are offered", fn);
 	header(mine, &p, run, variant, has_state0, local);
 	all = ovf ? NULL : malloc(n);
-	/* P headers of 176 bytes: the one allocation whose failure a rank
+	/* P headers of 216 bytes: the one allocation whose failure a rank
 	 * cannot tell its peers (they then wait in the exchange). */
 	if (!all)
 		return lcai_cp_fail(LCA_ERR_NOMEM, "%s: no memory for %d headers", fn, P);
@@ -200,40 +286,49 @@ lca_status lcai_cp_agree(struct lcai_cp_comm *c, const char *fn,
 		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: the transport failed", fn);
 	}
 	/* A rank that failed keeps its own message; the others name it. */
-	s = local != LCA_OK ? local : judge(fn, all, P);
+	s = local != LCA_OK ? local : judge(fn, all, P, &vw->T);
 	if (s == LCA_OK) {
-		vw->start = malloc((size_t)P * sizeof *vw->start);
+		int64_t *start = malloc((size_t)P * sizeof *start);
+
+		vw->P = P;
+		vw->r = c->rank;
+		vw->p = p;
+		vw->es = p.dtype == LCA_F64 ? 8 : 4;
+		vw->has_state0 = has_state0;
+		vw->nr = run->kind == LCAI_CP_ZIGZAG ? 2 : 1;
+		vw->user_cu = run->cu != NULL;
+		vw->cu1[0] = 0;
+		vw->cu1[1] = vw->T;
+		vw->cu = run->cu ? run->cu : vw->cu1;
+		vw->nseq = run->cu ? run->nseq : 1;
 		vw->len = malloc((size_t)P * sizeof *vw->len);
-		if (!vw->start || !vw->len)
+		if (start && vw->len)
+			for (int j = 0; j < P; j++) {
+				start[j] = all[(size_t)j * W_N + W_START];
+				vw->len[j] = all[(size_t)j * W_N + W_LEN];
+			}
+		if (!start || !vw->len || lcai_cp_view_layout(vw, start))
 			s = lcai_cp_fail(LCA_ERR_NOMEM, "%s: no memory for the layout", fn);
-	}
-	/* A local allocation failure must reach the others too. */
-	s = lcai_cp_all_ok(c, fn, s);
-	if (s != LCA_OK) {
-		free(all);
-		lcai_cp_view_free(vw);
-		return s;
-	}
-	vw->P = P;
-	vw->r = c->rank;
-	vw->p = p;
-	vw->es = p.dtype == LCA_F64 ? 8 : 4;
-	vw->has_state0 = has_state0;
-	vw->T = 0;
-	for (int j = 0; j < P; j++) {
-		vw->start[j] = all[(size_t)j * W_N + W_START];
-		vw->len[j] = all[(size_t)j * W_N + W_LEN];
-		vw->T += vw->len[j];
+		free(start);
 	}
 	free(all);
-	return LCA_OK;
+	/* A local allocation failure must reach the others too. */
+	s = lcai_cp_all_ok(c, fn, s);
+	if (s != LCA_OK)
+		lcai_cp_view_free(vw);
+	return s;
 }
 
 void lcai_cp_view_free(struct lcai_cp_view *vw)
 {
-	free(vw->start);
 	free(vw->len);
-	vw->start = vw->len = NULL;
+	free(vw->run);
+	free(vw->pc);
+	free(vw->rpc);
+	free(vw->rpc0);
+	vw->len = vw->rpc = vw->rpc0 = NULL;
+	vw->run = NULL;
+	vw->pc = NULL;
 }
 
 lca_status lcai_cp_all_ok(struct lcai_cp_comm *c, const char *fn, lca_status mine)

@@ -55,10 +55,17 @@ int lcai_cp_allgather(struct lcai_cp_comm *c, int control, const void *send,
 int lcai_cp_shift_start(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg);
 int lcai_cp_shift_wait(struct lcai_cp_comm *c);
 
-/* This rank's run of the sequence: tokens [start, start + len). */
+/* This rank's layout as the caller gave it (lca_mpi_layout of
+ * lcattn_mpi.h): kind 0 contiguous, 1 zigzag; T 0 = the sum of the runs
+ * (contiguous only); cu NULL = one sequence (nseq then ignored). */
 struct lcai_cp_run {
 	int64_t start, len;
+	int kind;
+	int64_t T;
+	const int64_t *cu;
+	int64_t nseq;
 };
+#define LCAI_CP_ZIGZAG 1
 
 /*
  * The four forward calls over a transport. Arguments as the lca_mpi_*
@@ -80,17 +87,61 @@ lca_status lcai_cp_lightning(struct lcai_cp_comm *c, const char *fn,
 	const void *k, const void *v, const void *slope, const void *state0,
 	void *o, void *state);
 
-/* ---- shared by the algorithms (cp_agree.c) ---- */
+/* ---- shared by the algorithms (common.c) ---- */
 
-/* Everything the ranks must agree on, gathered once per call. */
+/* A run of consecutive tokens held by one rank: global tokens
+ * [g, g + n), rows [row, row + n) of that rank's buffers. */
+struct lcai_cp_span {
+	int64_t g, n, row;
+};
+
+/* A piece: a run cut at the sequence boundaries (never empty). pos is
+ * the position of its first token within sequence seq. */
+struct lcai_cp_piece {
+	int64_t g, n, row, seq, pos;
+	int rank;
+};
+
+/* Everything the ranks must agree on, gathered once per call, and the
+ * layout worked out from it (the same on every rank). */
 struct lcai_cp_view {
 	int P, r;
 	lca_params p;             /* the plan's resolved parameters */
 	size_t es;                /* element size */
-	int64_t T;                /* tokens of the whole sequence */
-	int64_t *start, *len;     /* [P] each rank's run */
+	int64_t T;                /* tokens of the whole batch */
+	int64_t nseq;             /* sequences (1 without cu_seqlens) */
+	const int64_t *cu;        /* [nseq + 1]: the caller's, or cu1 */
+	int64_t cu1[2];
+	int user_cu;              /* cu_seqlens given */
+	int nr;                   /* run slots a rank has: 1, zigzag 2 */
+	int64_t *len;             /* [P] rows each rank holds */
+	struct lcai_cp_span *run; /* [P][nr]; n = 0: an unused slot */
+	struct lcai_cp_piece *pc; /* all pieces in global order */
+	int64_t npc;
+	int64_t *rpc, *rpc0;      /* rank j's pieces, row order: pc[rpc[rpc0[j] ..
+	                             rpc0[j + 1] - 1]] */
 	int has_state0;
 };
+
+/* ---- layouts (layout.c) ---- */
+
+/* floor(T c / n) without overflow (0 <= c <= n, n >= 1). */
+int64_t lcai_cp_frac(int64_t T, int64_t c, int64_t n);
+
+/* Rank r of P's runs under the zigzag layout of T tokens (chunks r and
+ * 2P - 1 - r of 2P; adjacent chunks are one run, empty ones none):
+ * returns the number of runs (0..2) in g[], n[]. */
+int lcai_cp_zigzag_runs(int64_t T, int P, int r, int64_t g[2], int64_t n[2]);
+
+/* FNV-1a of cu_seqlens, the words the ranks compare. */
+int64_t lcai_cp_cu_hash(const int64_t *cu, int64_t nseq);
+
+/* Fill vw's layout (run, pc, rpc) from vw->P, T, nr, cu and the ranks'
+ * contiguous starts start[] (unused for zigzag); -1 when out of memory. */
+int lcai_cp_view_layout(struct lcai_cp_view *vw, const int64_t *start);
+
+/* The sequence holding token t (cu nondecreasing, cu[0] <= t < cu[nseq]). */
+int64_t lcai_cp_seq_of(const int64_t *cu, int64_t nseq, int64_t t);
 
 /*
  * The agreement step: every rank sends its plan's shape, its run, whether
@@ -103,6 +154,10 @@ lca_status lcai_cp_agree(struct lcai_cp_comm *c, const char *fn,
 	const lca_plan *plan, lca_variant variant, const struct lcai_cp_run *run,
 	int has_state0, lca_status local, struct lcai_cp_view *vw);
 void lcai_cp_view_free(struct lcai_cp_view *vw);
+
+/* A rank's own layout, checked before the exchange (NULL, signs, kind,
+ * cu_seqlens[0] = 0 and non-decreasing). */
+lca_status lcai_cp_check_run(const char *fn, const struct lcai_cp_run *run);
 
 /* The worst status of all ranks (the first non-OK in rank order), so
  * that every rank returns the same verdict after the computation. */

@@ -65,8 +65,12 @@ static int mpi_shift_wait(struct lcai_cp_comm *c)
 	return rc == MPI_SUCCESS ? 0 : -1;
 }
 
-/* A transport over comm, or a status when comm is unusable (that can
- * only be known locally: MPI itself must be initialised to ask). */
+/* A transport over a duplicate of comm, or a status when comm is unusable
+ * (that can only be known locally: MPI itself must be initialised to
+ * ask). The duplicate keeps the call's messages apart from the caller's
+ * (whose pending sends on comm might otherwise match ours), and its
+ * MPI_ERRORS_RETURN turns an MPI error into a status rather than an
+ * abort. close_comm() frees it. */
 static lca_status open_comm(const char *fn, MPI_Comm comm, struct mpi_impl *m,
 	struct lcai_cp_comm *c)
 {
@@ -75,21 +79,34 @@ static lca_status open_comm(const char *fn, MPI_Comm comm, struct mpi_impl *m,
 	lcai_cp_clear_error();
 	memset(c, 0, sizeof *c);
 	memset(m, 0, sizeof *m);
+	m->comm = MPI_COMM_NULL;
 	MPI_Initialized(&init);
 	MPI_Finalized(&fin);
 	if (!init || fin)
 		return lcai_cp_fail(LCA_ERR_ARG, "%s: MPI is not initialised", fn);
 	if (comm == MPI_COMM_NULL)
 		return lcai_cp_fail(LCA_ERR_ARG, "%s: comm is MPI_COMM_NULL", fn);
-	if (MPI_Comm_rank(comm, &c->rank) != MPI_SUCCESS ||
-	    MPI_Comm_size(comm, &c->size) != MPI_SUCCESS)
-		return lcai_cp_fail(LCA_ERR_ARG, "%s: comm is not a communicator", fn);
-	m->comm = comm;
+	if (MPI_Comm_dup(comm, &m->comm) != MPI_SUCCESS) {
+		m->comm = MPI_COMM_NULL;
+		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: MPI_Comm_dup failed", fn);
+	}
+	if (MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN) != MPI_SUCCESS ||
+	    MPI_Comm_rank(m->comm, &c->rank) != MPI_SUCCESS ||
+	    MPI_Comm_size(m->comm, &c->size) != MPI_SUCCESS) {
+		MPI_Comm_free(&m->comm);
+		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: comm's duplicate is unusable", fn);
+	}
 	c->impl = m;
 	c->allgather = mpi_allgather;
 	c->shift_start = mpi_shift_start;
 	c->shift_wait = mpi_shift_wait;
 	return LCA_OK;
+}
+
+static void close_comm(struct mpi_impl *m)
+{
+	if (m->comm != MPI_COMM_NULL)
+		MPI_Comm_free(&m->comm);
 }
 
 static void report(const struct lcai_cp_comm *c, lca_mpi_stats *stats)
@@ -100,10 +117,17 @@ static void report(const struct lcai_cp_comm *c, lca_mpi_stats *stats)
 	}
 }
 
-static void to_run(const lca_mpi_layout *l, struct lcai_cp_run *run)
+static const struct lcai_cp_run *to_run(const lca_mpi_layout *l, struct lcai_cp_run *run)
 {
+	if (!l)
+		return NULL;
 	run->start = l->start;
 	run->len = l->len;
+	run->kind = (int)l->kind;
+	run->T = l->T;
+	run->cu = l->cu_seqlens;
+	run->nseq = l->nseq;
+	return run;
 }
 
 lca_status lca_mpi_softmax_forward(const lca_plan *plan, MPI_Comm comm,
@@ -118,10 +142,9 @@ lca_status lca_mpi_softmax_forward(const lca_plan *plan, MPI_Comm comm,
 
 	if ((s = open_comm(fn, comm, &m, &c)))
 		return s;
-	if (layout)
-		to_run(layout, &run);
-	s = lcai_cp_softmax(&c, fn, plan, layout ? &run : NULL, q, k, v, o, lse);
+	s = lcai_cp_softmax(&c, fn, plan, to_run(layout, &run), q, k, v, o, lse);
 	report(&c, stats);
+	close_comm(&m);
 	return s;
 }
 
@@ -138,11 +161,10 @@ lca_status lca_mpi_mla_forward(const lca_plan *plan, MPI_Comm comm,
 
 	if ((s = open_comm(fn, comm, &m, &c)))
 		return s;
-	if (layout)
-		to_run(layout, &run);
-	s = lcai_cp_mla(&c, fn, plan, layout ? &run : NULL, q_nope, q_rope, ckv, k_rope,
+	s = lcai_cp_mla(&c, fn, plan, to_run(layout, &run), q_nope, q_rope, ckv, k_rope,
 		w_uk, w_uv, o, lse);
 	report(&c, stats);
+	close_comm(&m);
 	return s;
 }
 
@@ -159,11 +181,10 @@ lca_status lca_mpi_deltanet_forward(const lca_plan *plan, MPI_Comm comm,
 
 	if ((s = open_comm(fn, comm, &m, &c)))
 		return s;
-	if (layout)
-		to_run(layout, &run);
-	s = lcai_cp_deltanet(&c, fn, plan, layout ? &run : NULL, q, k, v, g, beta, state0,
+	s = lcai_cp_deltanet(&c, fn, plan, to_run(layout, &run), q, k, v, g, beta, state0,
 		o, state);
 	report(&c, stats);
+	close_comm(&m);
 	return s;
 }
 
@@ -180,12 +201,94 @@ lca_status lca_mpi_lightning_forward(const lca_plan *plan, MPI_Comm comm,
 
 	if ((s = open_comm(fn, comm, &m, &c)))
 		return s;
-	if (layout)
-		to_run(layout, &run);
-	s = lcai_cp_lightning(&c, fn, plan, layout ? &run : NULL, q, k, v, slope, state0,
+	s = lcai_cp_lightning(&c, fn, plan, to_run(layout, &run), q, k, v, slope, state0,
 		o, state);
 	report(&c, stats);
+	close_comm(&m);
 	return s;
+}
+
+/* ---- layouts ---- */
+
+static lca_status layout_args(const char *fn, int64_t T, int P, int rank,
+	const void *out)
+{
+	lcai_cp_clear_error();
+	if (!out)
+		return lcai_cp_fail(LCA_ERR_NULL, "%s: layout is NULL", fn);
+	if (T < 0 || P < 1 || rank < 0 || rank >= P)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: T %lld, P %d, rank %d (need T >= 0, "
+			"P >= 1, 0 <= rank < P)", fn, (long long)T, P, rank);
+	return LCA_OK;
+}
+
+lca_status lca_mpi_layout_contiguous(int64_t T, int P, int rank, lca_mpi_layout *layout)
+{
+	lca_status s = layout_args("lca_mpi_layout_contiguous", T, P, rank, layout);
+
+	if (s != LCA_OK)
+		return s;
+	memset(layout, 0, sizeof *layout);
+	layout->kind = LCA_MPI_CONTIGUOUS;
+	layout->T = T;
+	layout->start = lcai_cp_frac(T, rank, P);
+	layout->len = lcai_cp_frac(T, rank + 1, P) - layout->start;
+	return LCA_OK;
+}
+
+lca_status lca_mpi_layout_zigzag(int64_t T, int P, int rank, lca_mpi_layout *layout)
+{
+	static const char fn[] = "lca_mpi_layout_zigzag";
+	lca_status s = layout_args(fn, T, P, rank, layout);
+	int64_t g[2], n[2];
+	int k;
+
+	if (s != LCA_OK)
+		return s;
+	if (T < 1)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: T is 0 (zigzag needs a token)", fn);
+	memset(layout, 0, sizeof *layout);
+	layout->kind = LCA_MPI_ZIGZAG;
+	layout->T = T;
+	layout->start = lcai_cp_frac(T, rank, 2 * (int64_t)P);
+	k = lcai_cp_zigzag_runs(T, P, rank, g, n);
+	for (int i = 0; i < k; i++)
+		layout->len += n[i];
+	return LCA_OK;
+}
+
+lca_status lca_mpi_layout_runs(const lca_mpi_layout *layout, int P, int rank,
+	int64_t g[2], int64_t n[2], int *nruns)
+{
+	static const char fn[] = "lca_mpi_layout_runs";
+	lca_status s = layout_args(fn, 0, P, rank, layout);
+
+	if (s != LCA_OK)
+		return s;
+	if (!g || !n || !nruns)
+		return lcai_cp_fail(LCA_ERR_NULL, "%s: g, n or nruns is NULL", fn);
+	if (layout->kind == LCA_MPI_ZIGZAG) {
+		int64_t zg[2] = { 0, 0 }, zn[2] = { 0, 0 };
+
+		if (layout->T < 1)
+			return lcai_cp_fail(LCA_ERR_SIZE, "%s: zigzag with T %lld", fn,
+				(long long)layout->T);
+		*nruns = lcai_cp_zigzag_runs(layout->T, P, rank, zg, zn);
+		memcpy(g, zg, sizeof zg);
+		memcpy(n, zn, sizeof zn);
+		return LCA_OK;
+	}
+	if (layout->kind != LCA_MPI_CONTIGUOUS)
+		return lcai_cp_fail(LCA_ERR_ARG, "%s: unknown layout kind %d", fn,
+			(int)layout->kind);
+	if (layout->start < 0 || layout->len < 0)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: start %lld, len %lld", fn,
+			(long long)layout->start, (long long)layout->len);
+	g[0] = layout->len > 0 ? layout->start : 0;
+	n[0] = layout->len;
+	g[1] = n[1] = 0;
+	*nruns = layout->len > 0;
+	return LCA_OK;
 }
 
 const char *lca_mpi_last_error(void)
