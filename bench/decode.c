@@ -3,12 +3,12 @@
  * against the context length, through the cache API (lca_*_step), on the
  * cpu backend.
  *
- * A context of n tokens is built cheaply: softmax and mla caches are
- * filled by steps of a plan with window 1, so the fill costs O(n), not
- * O(n^2), and their tokens go through a checkpoint into a cache of the
- * causal plan (a step refuses a plan whose window is not the cache's);
- * the timed steps then use the causal plan, whose one query reads the
- * whole cache. deltanet and lightning keep a fixed-size state whose step cost does
+ * A context of n tokens is built cheaply: softmax and mla tokens are
+ * stepped into a cache of a plan with window 1, so the fill costs O(n),
+ * not O(n^2), then moved by a checkpoint (lca_cache_save, lca_cache_load:
+ * it carries tokens, not masks) into the cache of the causal plan, whose
+ * one query per timed step reads the whole cache. (A step refuses a plan
+ * whose masks differ from the cache's: lca_softmax_step(3).) deltanet and lightning keep a fixed-size state whose step cost does
  * not depend on n: it is filled by a 1024-token prefill.
  *
  * FLOPs and bytes of one step are lca_plan_cost(LCA_PHASE_DECODE, n), whose
@@ -152,50 +152,36 @@ static lca_status make_plan(const struct dec_job *j, int64_t window, lca_plan **
 	return lca_plan_create(&p, plan);
 }
 
-/* A new cache of plan filled to n - 1 tokens (softmax, mla) or
- * LINEAR_FILL tokens. A step refuses a plan whose window is not the
- * cache's, so softmax and mla fill a cache of the window-1 plan and hand
- * its tokens over through a checkpoint (lca_cache_save(3), which keeps
- * tokens and no plan numbers); peak memory is twice the cache. */
-static lca_status fill_cache(const struct dec_job *j, const lca_plan *plan,
-	lca_cache **out, const struct dec_inputs *in)
+/* Fill the cache to n - 1 tokens (softmax, mla: through a window-1 cache
+ * and a checkpoint) or LINEAR_FILL tokens. */
+static lca_status fill_cache(const struct dec_job *j, lca_cache *c,
+	const struct dec_inputs *in, int64_t capacity)
 {
 	int quad = j->v == LCA_SOFTMAX || j->v == LCA_MLA;
-	int64_t want = quad ? j->n - 1 : LINEAR_FILL, done = 0, cap = j->n + j->reps + 2;
+	int64_t want = quad ? j->n - 1 : LINEAR_FILL, done = 0;
 	lca_plan *fp = NULL;
-	lca_cache *c = NULL;
+	lca_cache *fc = NULL;
 	void *buf = NULL;
 	size_t need = 0;
 	lca_status st = make_plan(j, quad ? 1 : 0, &fp);
 
 	if (st == LCA_OK)
-		st = lca_cache_create(fp, 1, cap, &c);
+		st = quad ? lca_cache_create(fp, 1, capacity, &fc) : LCA_OK;
 	while (st == LCA_OK && done < want) {
 		int64_t t = want - done < FILL_CHUNK ? want - done : FILL_CHUNK;
 
-		st = step(fp, c, j->v, t, in);
+		st = step(fp, quad ? fc : c, j->v, t, in);
 		done += t;
 	}
-	lca_plan_destroy(fp);
-	if (st != LCA_OK || !quad) {
-		if (st != LCA_OK)
-			lca_cache_destroy(c), c = NULL;
-		*out = c;
-		return st;
-	}
-	if ((st = lca_cache_save(c, NULL, 0, &need)) == LCA_OK &&
-	    !(buf = malloc(need ? need : 1)))
-		st = LCA_ERR_NOMEM;
-	if (st == LCA_OK)
-		st = lca_cache_save(c, buf, need, &need);
-	lca_cache_destroy(c);
-	if (st == LCA_OK)
-		st = lca_cache_create(plan, 1, cap, out);
-	if (st == LCA_OK && (st = lca_cache_load(*out, buf, need)) != LCA_OK) {
-		lca_cache_destroy(*out);
-		*out = NULL;
+	if (st == LCA_OK && quad && (st = lca_cache_save(fc, NULL, 0, &need)) == LCA_OK) {
+		if (!(buf = malloc(need)))
+			st = LCA_ERR_NOMEM;
+		else if ((st = lca_cache_save(fc, buf, need, &need)) == LCA_OK)
+			st = lca_cache_load(c, buf, need);
 	}
 	free(buf);
+	lca_cache_destroy(fc);
+	lca_plan_destroy(fp);
 	return st;
 }
 
@@ -256,7 +242,9 @@ static void dec_child(void *arg, void *res)
 	r->status = LCA_ERR_NOMEM;
 	if (!t || make_inputs(j, rows, &in))
 		goto out;
-	if ((st = make_plan(j, 0, &plan)) || (st = fill_cache(j, plan, &c, &in)) ||
+	if ((st = make_plan(j, 0, &plan)) ||
+	    (st = lca_cache_create(plan, 1, j->n + j->reps + 2, &c)) ||
+	    (st = fill_cache(j, c, &in, j->n + j->reps + 2)) ||
 	    (st = step(plan, c, j->v, 1, &in))) {
 		r->status = st;
 		goto out;

@@ -535,8 +535,10 @@ static lca_status kv_undo(lca_cache *c, lca_status s)
 
 /* ---- the tokens a kernel reads --------------------------------------------- */
 
-/* Sequence n's first tk tokens, contiguous in the plan's dtype, as the
- * reference and the prefill kernels read them: its own buffers when they
+/* The cpu decode kernels read a sequence's pages and bf16 rows where they
+ * lie (lcai_cpu_decode_direct); otherwise: sequence n's first tk tokens,
+ * contiguous in the plan's dtype, as the reference and the prefill kernels
+ * read them: its own buffers when they
  * hold exactly that, else a copy gathered from the pages and widened from
  * the storage type into tmp[] (the caller frees it; an O(tk) copy beside
  * an attention of O(tk) work per query). */
@@ -563,6 +565,17 @@ static lca_status kv_contig(const char *fn, const lca_cache *c, int64_t n, int64
 	return LCA_OK;
 }
 
+/* kv[], contiguous in the plan's dtype, as a struct lcai_kv. */
+static void flat_kv(const lca_cache *c, const void *const kv[2], struct lcai_kv *w)
+{
+	memset(w, 0, sizeof *w);
+	w->store = c->p.dtype;
+	w->row[0] = c->row[0];
+	w->row[1] = c->row[1];
+	w->buf[0] = kv[0];
+	w->buf[1] = kv[1];
+}
+
 /* ---- softmax -------------------------------------------------------------- */
 
 /* The t new queries of sequence n over its len + t keys (the new keys
@@ -575,16 +588,22 @@ static lca_status softmax_seq(const char *fn, const lca_cache *c, int64_t n,
 	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
 	const void *kv[2];
 	void *tmp[2];
+	struct lcai_kv where;
 	lca_status s;
 
+	lcai_kv_where(c, n, &where);
+	if (p->backend == LCA_BACKEND_CPU && lcai_cpu_decode_direct(p, t, tk, &where))
+		return lcai_cpu_softmax_decode(p, t, tk, q, &where, o, lse);
 	if ((s = kv_contig(fn, c, n, tk, kv, tmp)))
 		return s;
-	if (p->backend == LCA_BACKEND_CPU)
-		s = lcai_cpu_softmax_decode(p, t, tk, q, kv[0], kv[1], o, lse);
-	else if (p->dtype == LCA_F32)
+	if (p->backend == LCA_BACKEND_CPU) {
+		flat_kv(c, kv, &where);
+		s = lcai_cpu_softmax_decode(p, t, tk, q, &where, o, lse);
+	} else if (p->dtype == LCA_F32) {
 		s = lcai_ref32_softmax(p, cq, ck, 1, q, kv[0], kv[1], o, lse);
-	else
+	} else {
 		s = lcai_ref_softmax(p, cq, ck, 1, q, kv[0], kv[1], o, lse);
+	}
 	free(tmp[0]);
 	free(tmp[1]);
 	return s;
@@ -654,14 +673,20 @@ static lca_status mla_seq(const char *fn, const lca_cache *c, int64_t n,
 	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
 	const void *kv[2];
 	void *tmp[2];
+	struct lcai_kv where;
 	lca_status s;
 
+	lcai_kv_where(c, n, &where);
+	if (p->backend == LCA_BACKEND_CPU && lcai_cpu_decode_direct(p, t, tk, &where))
+		return lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, &where,
+			m->w_uk, m->w_uv, m->o, m->lse);
 	if ((s = kv_contig(fn, c, n, tk, kv, tmp)))
 		return s;
-	if (p->backend == LCA_BACKEND_CPU)
-		s = lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, kv[0], kv[1],
+	if (p->backend == LCA_BACKEND_CPU) {
+		flat_kv(c, kv, &where);
+		s = lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, &where,
 			m->w_uk, m->w_uv, m->o, m->lse);
-	else if (p->dtype == LCA_F32)
+	} else if (p->dtype == LCA_F32)
 		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
 			lcai_ref32_mla_absorbed)(p, cq, ck, 1, m->q_nope, m->q_rope,
 			kv[0], kv[1], m->w_uk, m->w_uv, m->o, m->lse);

@@ -1,7 +1,8 @@
 /*
  * decode.c - attention of a few new queries over a long cache, one
  * sequence at a time: split-K ("flash-decoding") on the CPU, float32 and
- * float64.
+ * float64, reading the cache where it lies (contiguous or paged) and as
+ * it is stored (the plan's dtype, or bf16 under a float32 plan).
  *
  * Decode reads the whole cache to produce a handful of output rows: it is
  * mostly bound by memory bandwidth (absorbed MLA, 17 kflop per 2.3 KB
@@ -62,9 +63,35 @@
  * H = 8, d = 128, one token against 64K keys, 16-core Xeon): 104-127 GB/s
  * read against a 87 GB/s (2 x bytes) copy, 30x the prefill path.
  *
- * The typed kernels (decode.h) are built per element type for AVX-512,
- * AVX2+FMA and SSE2 and chosen at run time. More than DEC_MAX_TQ queries,
- * or the naive MLA, go to the prefill kernels.
+ * Cache layouts (struct lcai_kv, lib/core/internal.h): a sequence's tokens
+ * are either contiguous rows or pages of LCA_CACHE_PAGE tokens from a
+ * shared pool, found through a per-sequence page table (copy-on-write
+ * forks share pages). The kernels walk a key block's rows at a fixed
+ * stride, so a block must never straddle a page: the union's start klo is
+ * aligned down to a multiple of DEC_BK (a divisor of the page), so every
+ * chunk and block starts on a page boundary. The keys this adds before a
+ * query's lo are masked to -inf like any other unseen key (windows stay
+ * exact); at most DEC_BK - 1 extra keys are read. Every row address goes
+ * through one helper, dec_row (segment, token, kv head -> pointer), so a
+ * paged cache runs the same chunks in the same order as a contiguous one
+ * and gives the same bits.
+ *
+ * bf16 storage (float32 plans): keys and values are bf16 bits, widened on
+ * load to float32 (zero-extend, shift left 16: bf16 is the top half of a
+ * float32) inside the kernels: the logit and value loops, their scalar
+ * tails, and the rotation, which writes float32 rotated keys into the kr
+ * scratch; queries, logits and accumulators stay float32. Decode is bound
+ * by the bytes it reads, so halving them is the point; these are separate
+ * instances (DEC_WIDE), so the float32 and float64 ones are unchanged. No
+ * float64 kernels over bf16 are built: lcai_cpu_decode_direct() says 0
+ * and the caller gathers such a cache (as it does for calls that go to
+ * the prefill engine, which reads contiguous rows of the plan's dtype).
+ * AVX-512 BF16 (vdpbf16ps) is not used: it would round the queries to
+ * bf16, and the widening loads are cheap beside the memory they save.
+ *
+ * The typed kernels (decode.h) are built per (element type, storage type)
+ * for AVX-512, AVX2+FMA and SSE2 and chosen at run time. More than
+ * DEC_MAX_TQ queries, or the naive MLA, go to the prefill kernels.
  */
 #include "flash.h"
 #include "gemm.h"
@@ -109,11 +136,16 @@
 #define DEC_ANGLE_MAX 1.0e6
 #define DEC_ALIGN 64
 
-/* Part of a key or value row: element s of kv head g starts at
- * base + s * ld + g * hs and has n elements (of the plan's dtype). */
+/* A block never straddles a page: its keys' rows are then a fixed stride
+ * apart, contiguous or paged, and the kernels keep their pointer walks. */
+_Static_assert(LCA_CACHE_PAGE % DEC_BK == 0, "a page holds whole key blocks");
+
+/* Part of a key or value row: in buffer buf of the cache (struct lcai_kv),
+ * element s of kv head g starts off + g * hs elements (of the storage
+ * type) into token s's row and has n elements. */
 struct dec_seg {
-	const void *base;
-	int64_t ld, hs, n;
+	int buf;
+	int64_t off, hs, n;
 };
 
 struct dec_ops;
@@ -125,6 +157,8 @@ struct dec_ops;
 struct dec_job {
 	const lca_params *p;
 	const struct dec_ops *ops;
+	const struct lcai_kv *kv;  /* where the cached tokens lie */
+	int64_t kes;            /* bytes of a stored element */
 	int64_t tq, tk, nkv, G, R;
 	int64_t rd, hp;         /* rotated coordinates; rd / 2 padded to DEC_PAD */
 	int interleaved;
@@ -178,8 +212,26 @@ static const double dec_cos_c[10] = {
 	-1.0 / 6402373705728000.0,
 };
 
-/* ---- the typed kernels (decode.h), one instance per element type and
- * vector width; FT, FI, FN and VFMA are consumed by each inclusion. */
+/* Start of part sg of token s, kv head g: the one place that knows
+ * where tokens lie (contiguous, or through the page table). */
+static inline const void *dec_row(const struct dec_job *J,
+	const struct dec_seg *sg, int64_t s, int64_t g)
+{
+	const struct lcai_kv *kv = J->kv;
+	const int b = sg->buf;
+	const char *row;
+
+	if (kv->pt)
+		row = kv->pool + (size_t)kv->pt[s / LCA_CACHE_PAGE] * kv->page_bytes +
+			kv->off[b] + (size_t)((s % LCA_CACHE_PAGE) * kv->row[b] * J->kes);
+	else
+		row = (const char *)kv->buf[b] + (size_t)(s * kv->row[b] * J->kes);
+	return row + (sg->off + g * sg->hs) * J->kes;
+}
+
+/* ---- the typed kernels (decode.h), one instance per (element type,
+ * storage type) and vector width; FT, FI, KT, FN and VFMA (and DEC_WIDE
+ * where set) are consumed by each inclusion. */
 
 #define DEC_VB 16
 #define DEC_NB 2
@@ -189,12 +241,25 @@ static const double dec_cos_c[10] = {
 #define DEC_TARGET
 #define FT float
 #define FI int32_t
+#define KT float
 #define FN(name) name##_f32_sse
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #include "decode.h"
 #define FT double
 #define FI int64_t
+#define KT double
 #define FN(name) name##_f64_sse
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#include "decode.h"
+#define FT float
+#define FI int32_t
+#define KT uint16_t
+#define DEC_WIDE 1
+#ifdef DEC_X86 /* bf16 bits into the high halves of zeroed lanes */
+#define DEC_KWIDEN(x) _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), \
+	_mm_loadl_epi64((const __m128i *)(const void *)(x))))
+#endif
+#define FN(name) name##_bf16_sse
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #include "decode.h"
 #undef DEC_VB
@@ -213,13 +278,24 @@ static const double dec_cos_c[10] = {
 #define DEC_TARGET __attribute__((target("avx2,fma")))
 #define FT float
 #define FI int32_t
+#define KT float
 #define FN(name) name##_f32_avx2
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "decode.h"
 #define FT double
 #define FI int64_t
+#define KT double
 #define FN(name) name##_f64_avx2
 #define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#include "decode.h"
+#define FT float
+#define FI int32_t
+#define KT uint16_t
+#define DEC_WIDE 1
+#define DEC_KWIDEN(x) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32( \
+	_mm_loadu_si128((const __m128i *)(const void *)(x))), 16))
+#define FN(name) name##_bf16_avx2
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "decode.h"
 #undef DEC_VB
 #undef DEC_NB
@@ -236,13 +312,24 @@ static const double dec_cos_c[10] = {
 #define DEC_TARGET __attribute__((target("avx512f")))
 #define FT float
 #define FI int32_t
+#define KT float
 #define FN(name) name##_f32_avx512
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "decode.h"
 #define FT double
 #define FI int64_t
+#define KT double
 #define FN(name) name##_f64_avx512
 #define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#include "decode.h"
+#define FT float
+#define FI int32_t
+#define KT uint16_t
+#define DEC_WIDE 1
+#define DEC_KWIDEN(x) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32( \
+	_mm256_loadu_si256((const __m256i *)(const void *)(x))), 16))
+#define FN(name) name##_bf16_avx512
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "decode.h"
 #undef DEC_VB
 #undef DEC_NB
@@ -252,22 +339,25 @@ static const double dec_cos_c[10] = {
 #undef DEC_TARGET
 #endif /* DEC_X86 */
 
-/* The widest build this CPU runs. */
-static const struct dec_ops *dec_pick(lca_dtype dtype)
+/* The widest build this CPU runs, for the plan's dtype and the cache's
+ * storage (bf16 storage: f32 plans only). */
+static const struct dec_ops *dec_pick(lca_dtype dtype, lca_dtype store)
 {
-	const int f32 = dtype == LCA_F32;
+	const int f32 = dtype == LCA_F32, bf = store == LCA_BF16;
 
 #ifdef DEC_X86
 	switch (lcai_isa_best()) {
 	case LCAI_ISA_AVX512:
-		return f32 ? &dec_ops_f32_avx512 : &dec_ops_f64_avx512;
+		return bf ? &dec_ops_bf16_avx512 :
+			f32 ? &dec_ops_f32_avx512 : &dec_ops_f64_avx512;
 	case LCAI_ISA_AVX2:
-		return f32 ? &dec_ops_f32_avx2 : &dec_ops_f64_avx2;
+		return bf ? &dec_ops_bf16_avx2 :
+			f32 ? &dec_ops_f32_avx2 : &dec_ops_f64_avx2;
 	case LCAI_ISA_SSE:
 		break;
 	}
 #endif
-	return f32 ? &dec_ops_f32_sse : &dec_ops_f64_sse;
+	return bf ? &dec_ops_bf16_sse : f32 ? &dec_ops_f32_sse : &dec_ops_f64_sse;
 }
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -303,6 +393,12 @@ static void dec_ranges(struct dec_job *J)
 	J->inner_hi = J->hi[0];
 	if (J->khi < J->klo)
 		J->khi = J->klo;
+	/* Blocks start on multiples of DEC_BK, so that none straddles a page
+	 * (and the chunks, hence the bits, are the same paged or not); the
+	 * keys before lo[0] this adds are masked like any unseen key. An
+	 * empty union stays empty. */
+	if (J->khi > J->klo)
+		J->klo = J->klo / DEC_BK * DEC_BK;
 }
 
 /* Chunks of whole blocks: at least DEC_CHUNK_MIN keys, at most
@@ -537,8 +633,49 @@ static void softmax_rows(const struct dec_job *J, const void *q, double *qd)
 		}
 }
 
+/* ---- which calls run here ------------------------------------------- */
+
+/* The split-K kernels serve this call (before the storage is asked). */
+static int dec_shape_ok(const lca_params *p, int64_t tq, int64_t tk)
+{
+	if (tq > DEC_MAX_TQ || tq > tk)
+		return 0;
+	if (p->variant != LCA_MLA)
+		return 1;
+	return lcai_mla_pick(p, (double)tq, (double)tk,
+		lcai_mla_pairs(p, tq, tk)) != LCA_ALGO_NAIVE &&
+		p->H * tq <= INT_MAX && p->dc <= INT_MAX && p->H * p->dn <= INT_MAX &&
+		p->H * p->dv <= INT_MAX;
+}
+
+/* Storage the kernels read: the plan's dtype, or bf16 under an f32 plan
+ * (no f64 kernels over bf16 storage are built: such a cache is gathered). */
+static int dec_store_ok(const lca_params *p, const struct lcai_kv *kv)
+{
+	return kv->store == p->dtype ||
+		(kv->store == LCA_BF16 && p->dtype == LCA_F32);
+}
+
+int lcai_cpu_decode_direct(const lca_params *p, int64_t tq, int64_t tk,
+	const struct lcai_kv *kv)
+{
+	return dec_shape_ok(p, tq, tk) && dec_store_ok(p, kv);
+}
+
+/* A call the kernels do not serve goes to the prefill engine, which needs
+ * the tokens contiguous in the plan's dtype (the caller gathers others). */
+static int dec_prefill_ok(const lca_params *p, const struct lcai_kv *kv,
+	const char *who)
+{
+	if (!kv->pt && kv->store == p->dtype)
+		return 1;
+	lcai_fail(LCA_ERR_INTERNAL, "cpu %s decode: a %s cache the kernels cannot "
+		"read directly was not gathered", who, kv->pt ? "paged" : "converted");
+	return 0;
+}
+
 lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
-	const void *q, const void *kc, const void *vc, void *o, void *lse)
+	const void *q, const struct lcai_kv *kv, void *o, void *lse)
 {
 	const int64_t cq[2] = { 0, tq }, ck[2] = { 0, tk };
 	const int64_t Hkv = p->Hkv, dk = p->dk, dv = p->dv, rd = p->rope_dim;
@@ -547,11 +684,16 @@ lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
 	int64_t nqd;
 	lca_status st;
 
-	if (tq > DEC_MAX_TQ || tq > tk)
-		return lcai_cpu_softmax(p, cq, ck, 1, q, kc, vc, o, lse);
+	if (!lcai_cpu_decode_direct(p, tq, tk, kv)) {
+		if (!dec_prefill_ok(p, kv, "softmax"))
+			return LCA_ERR_INTERNAL;
+		return lcai_cpu_softmax(p, cq, ck, 1, q, kv->buf[0], kv->buf[1], o, lse);
+	}
 	memset(&J, 0, sizeof J);
 	J.p = p;
-	J.ops = dec_pick(p->dtype);
+	J.ops = dec_pick(p->dtype, kv->store);
+	J.kv = kv;
+	J.kes = (int64_t)lcai_dtype_size(kv->store);
 	J.tq = tq;
 	J.tk = tk;
 	J.nkv = Hkv;
@@ -559,10 +701,10 @@ lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
 	J.R = tq * J.G;
 	J.rd = rd;
 	/* Rotated coordinates from the rotated copy, the rest in place. */
-	J.rot = (struct dec_seg){ kc, Hkv * dk, dk, rd };
-	J.a = (struct dec_seg){ lcai_flash_at(kc, J.ops->esize, rd), Hkv * dk, dk, dk - rd };
-	J.b = (struct dec_seg){ kc, 0, 0, 0 };
-	J.v = (struct dec_seg){ vc, Hkv * dv, dv, dv };
+	J.rot = (struct dec_seg){ 0, 0, dk, rd };
+	J.a = (struct dec_seg){ 0, rd, dk, dk - rd };
+	J.b = (struct dec_seg){ 0, 0, 0, 0 };
+	J.v = (struct dec_seg){ 1, 0, dv, dv };
 	J.dq = dk;
 	J.dvv = dv;
 	if ((st = dec_setup(&J, "softmax", Hkv * (dk + dv))) != LCA_OK)
@@ -648,9 +790,8 @@ static void mla_rows(const struct dec_job *J, const void *q_rope,
 }
 
 lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
-	const void *q_nope, const void *q_rope, const void *ckv,
-	const void *k_rope, const void *w_uk, const void *w_uv, void *o,
-	void *lse)
+	const void *q_nope, const void *q_rope, const struct lcai_kv *kv,
+	const void *w_uk, const void *w_uv, void *o, void *lse)
 {
 	const int64_t cq[2] = { 0, tq }, ck[2] = { 0, tk };
 	const int64_t H = p->H, dc = p->dc, dr = p->dr, rd = p->rope_dim;
@@ -660,25 +801,27 @@ lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
 	int64_t nqd, nlat;
 	lca_status st;
 
-	if (lcai_mla_pick(p, (double)tq, (double)tk, lcai_mla_pairs(p, tq, tk)) ==
-	    LCA_ALGO_NAIVE || tq > DEC_MAX_TQ || tq > tk ||
-	    H * tq > INT_MAX || dc > INT_MAX || H * p->dn > INT_MAX ||
-	    H * p->dv > INT_MAX)
-		return lcai_cpu_mla(p, cq, ck, 1, q_nope, q_rope, ckv, k_rope, w_uk,
-			w_uv, o, lse);
+	if (!lcai_cpu_decode_direct(p, tq, tk, kv)) {
+		if (!dec_prefill_ok(p, kv, "mla"))
+			return LCA_ERR_INTERNAL;
+		return lcai_cpu_mla(p, cq, ck, 1, q_nope, q_rope, kv->buf[0],
+			kv->buf[1], w_uk, w_uv, o, lse);
+	}
 	memset(&J, 0, sizeof J);
 	J.p = p;
-	J.ops = dec_pick(p->dtype);
+	J.ops = dec_pick(p->dtype, kv->store);
+	J.kv = kv;
+	J.kes = (int64_t)lcai_dtype_size(kv->store);
 	J.tq = tq;
 	J.tk = tk;
 	J.nkv = 1;
 	J.G = H;
 	J.R = tq * H;
 	J.rd = rd;
-	J.rot = (struct dec_seg){ k_rope, dr, 0, rd };
-	J.a = (struct dec_seg){ ckv, dc, 0, dc };
-	J.b = (struct dec_seg){ lcai_flash_at(k_rope, J.ops->esize, rd), dr, 0, dr - rd };
-	J.v = (struct dec_seg){ ckv, dc, 0, dc };
+	J.rot = (struct dec_seg){ 1, 0, 0, rd };
+	J.a = (struct dec_seg){ 0, 0, 0, dc };
+	J.b = (struct dec_seg){ 1, rd, 0, dr - rd };
+	J.v = (struct dec_seg){ 0, 0, 0, dc };
 	J.dq = rd + dc + (dr - rd);
 	J.dvv = dc;
 	if ((st = dec_setup(&J, "mla", dc + dr)) != LCA_OK)

@@ -5,6 +5,11 @@
  * dec_ops and its constants, and each inclusion consumes these macros:
  *
  *   FT, FI      element type and the integer of its size
+ *   KT          the cache's storage type: FT, or uint16_t (bf16 bits) for
+ *               the widening instances, which also define DEC_WIDE 1 and
+ *               may define DEC_KWIDEN(x), VW bf16 at x as float32 by
+ *               intrinsics (GCC splits the generic widening of a whole
+ *               AVX-512 vector into two halves and a merge)
  *   FN(name)    names the instance's functions
  *   VFMA(a,b,c) a b + c: an FMA intrinsic where the ISA has one (lib/cpu
  *               is not the oracle; one rounding is only more accurate)
@@ -31,6 +36,14 @@
 #define PFQ FN(pfq)
 #define HVEC FN(hvec)
 #define INLINE DEC_TARGET static inline __attribute__((always_inline))
+#ifndef DEC_WIDE
+#define DEC_WIDE 0
+#endif
+/* Bytes of an element of a key part: the storage type's when the part is
+ * read from a widening cache (w), else FT's; KAT is element i of such a
+ * part. w is a constant wherever it matters, so both fold. */
+#define KES(w) ((DEC_WIDE && (w)) ? (int64_t)sizeof(KT) : (int64_t)sizeof(FT))
+#define KAT(p, i, w) ((const char *)(p) + (i) * KES(w))
 
 typedef FT VEC __attribute__((vector_size(DEC_VB)));
 typedef FI IVEC __attribute__((vector_size(DEC_VB)));
@@ -39,10 +52,12 @@ typedef int64_t DIVEC __attribute__((vector_size(DEC_VB)));
 /* DW elements of FT: a double vector converted to FT. */
 typedef FT HVEC __attribute__((vector_size(DW * sizeof(FT))));
 
-/* One part of the key rows of a block: row j at p + j * ld, n values. */
+/* One part of the key rows of a block: row j at element j * ld of p, n
+ * values; wide: stored as KT (read from the cache) rather than FT. */
 struct KSEG {
-	const FT *p;
+	const void *p;
 	int64_t ld, n;
+	int wide;
 };
 
 #define VLOAD(x, p) memcpy(&(x), (p), sizeof(x))
@@ -53,6 +68,51 @@ struct KSEG {
 /* Lanes of a where mask is set, else lanes of b (C has no vector ?:). */
 #define VSEL(mask, a, b) \
 	((VEC)(((IVEC)(a) & (mask)) | ((IVEC)(b) & ~(mask))))
+
+/* VW values at x as FT: stored as FT, or (w) as bf16 bits, widened by a
+ * 16-bit left shift of the zero-extended bits (bf16 is the top half of a
+ * float32). kload1 is one value. */
+#if DEC_WIDE
+typedef KT FN(khalf) __attribute__((vector_size(VW * sizeof(KT))));
+typedef uint32_t FN(uvec) __attribute__((vector_size(DEC_VB)));
+#endif
+INLINE VEC FN(kload)(const void *x, const int w)
+{
+	VEC v;
+
+#if DEC_WIDE
+	if (w) {
+#ifdef DEC_KWIDEN
+		return (VEC)DEC_KWIDEN(x);
+#else
+		FN(khalf) h;
+
+		memcpy(&h, x, sizeof h);
+		return (VEC)(__builtin_convertvector(h, FN(uvec)) << 16);
+#endif
+	}
+#endif
+	(void)w;
+	VLOAD(v, x);
+	return v;
+}
+
+INLINE FT FN(kload1)(const void *x, const int w)
+{
+	FT f;
+
+#if DEC_WIDE
+	if (w) {
+		uint32_t u = (uint32_t)*(const KT *)x << 16;
+
+		memcpy(&f, &u, sizeof f);
+		return f;
+	}
+#endif
+	(void)w;
+	memcpy(&f, x, sizeof f);
+	return f;
+}
 
 /* Lanes m[l] of a (SHUF1) or of a ++ b (SHUF2). GCC's __builtin_shuffle
  * takes the mask as a vector; clang has no such builtin, but its lane
@@ -252,18 +312,20 @@ DEC_TARGET static void FN(trig)(const struct dec_job *J, int64_t s0,
 	}
 }
 
-/* Rotate the first rd values of nb key rows (src + j * ld) into kr, as
+/* Rotate the first rd values of nb key rows (src + j * ld, stored as KT:
+ * widened here, so kr is always FT) into kr, as
  * lcai_rope_apply(_f) does: a c - b s and a s + b c in FT. Half style:
  * a = x[i], b = x[i + h] with tab's c, s; interleaved: pairs of adjacent
  * lanes, y = x cc + swap(x) ss with tab's duplicated cc and signed ss
  * (ss[2i] = -s_i, exact), so both run on whole vectors. */
-DEC_TARGET static void FN(rotate)(const struct dec_job *J, const FT *src,
+DEC_TARGET static void FN(rotate)(const struct dec_job *J, const KT *src,
 	int64_t ld, int64_t nb, const FT *tab, FT *kr)
 {
 	const int64_t rd = J->rd, h = rd / 2, w = 4 * J->hp;
 
 	for (int64_t j = 0; j < nb; j++) {
-		const FT *x = src + j * ld, *c = tab + j * w, *s = c + w / 2;
+		const KT *x = src + j * ld;
+		const FT *c = tab + j * w, *s = c + w / 2;
 		FT *y = kr + j * rd;
 		int64_t i = 0;
 
@@ -276,20 +338,21 @@ DEC_TARGET static void FN(rotate)(const struct dec_job *J, const FT *src,
 			for (; i + VW <= rd; i += VW) {
 				VEC a, cc, ss;
 
-				VLOAD(a, x + i);
+				a = FN(kload)(x + i, DEC_WIDE);
 				VLOAD(cc, c + i);
 				VLOAD(ss, s + i);
 				a = a * cc + SHUF1(a, swap) * ss;
 				VSTORE(y + i, a);
 			}
 			for (; i < rd; i++)
-				y[i] = x[i] * c[i] + x[i ^ 1] * s[i];
+				y[i] = FN(kload1)(x + i, DEC_WIDE) * c[i] +
+					FN(kload1)(x + (i ^ 1), DEC_WIDE) * s[i];
 		} else {
 			for (; i + VW <= h; i += VW) {
 				VEC a, b, cv, sv, ya, yb;
 
-				VLOAD(a, x + i);
-				VLOAD(b, x + i + h);
+				a = FN(kload)(x + i, DEC_WIDE);
+				b = FN(kload)(x + i + h, DEC_WIDE);
 				VLOAD(cv, c + i);
 				VLOAD(sv, s + i);
 				ya = a * cv - b * sv;
@@ -298,7 +361,8 @@ DEC_TARGET static void FN(rotate)(const struct dec_job *J, const FT *src,
 				VSTORE(y + i + h, yb);
 			}
 			for (; i < h; i++) {
-				FT a = x[i], b = x[i + h];
+				FT a = FN(kload1)(x + i, DEC_WIDE);
+				FT b = FN(kload1)(x + i + h, DEC_WIDE);
 
 				y[i] = a * c[i] - b * s[i];
 				y[i + h] = a * s[i] + b * c[i];
@@ -370,6 +434,38 @@ INLINE VEC FN(reduce)(VEC *v)
 	return w[0];
 }
 
+/* qk_tile's sums over one key part k (w: stored as KT), query values qp. */
+INLINE void FN(qk_tile_seg)(const FT *qp, int64_t dq, const struct KSEG *k,
+	int64_t j, VEC *acc, FT *tail, const int NR, const int NK, const int w)
+{
+	const char *kp[VW];
+	const int64_t n = k->n;
+	int64_t c = 0;
+
+#pragma GCC unroll 16
+	for (int kk = 0; kk < NK; kk++)
+		kp[kk] = KAT(k->p, (j + kk) * k->ld, w);
+	for (; c + VW <= n; c += VW) {
+		VEC qv[2], kv;
+
+#pragma GCC unroll 16
+		for (int r = 0; r < NR; r++)
+			VLOAD(qv[r], qp + r * dq + c);
+#pragma GCC unroll 16
+		for (int kk = 0; kk < NK; kk++) {
+			kv = FN(kload)(KAT(kp[kk], c, w), w);
+#pragma GCC unroll 16
+			for (int r = 0; r < NR; r++)
+				acc[r * NK + kk] = VFMA(qv[r], kv, acc[r * NK + kk]);
+		}
+	}
+	for (; c < n; c++)
+#pragma GCC unroll 16
+		for (int t = 0; t < NR * NK; t++)
+			tail[t] += qp[(t / NK) * dq + c] *
+				FN(kload1)(KAT(kp[t % NK], c, w), w);
+}
+
 /* s[r * BK + kk] = <q_r, key j + kk> for NR <= 2 rows and NK keys, NR NK
  * <= VW: key rows are the concatenation of the ns parts, query rows
  * (stride dq) the same concatenation. A tile of at least VW / 2 sums
@@ -387,32 +483,11 @@ INLINE void FN(qk_tile)(const FT *q, int64_t dq, const struct KSEG *sg,
 		tail[t] = 0;
 	}
 	for (int g = 0; g < ns; g++) {
-		const FT *kp[VW], *qp = q + off;
-		const int64_t n = sg[g].n;
-		int64_t c = 0;
-
-#pragma GCC unroll 16
-		for (int kk = 0; kk < NK; kk++)
-			kp[kk] = sg[g].p + (j + kk) * sg[g].ld;
-		for (; c + VW <= n; c += VW) {
-			VEC qv[2], kv;
-
-#pragma GCC unroll 16
-			for (int r = 0; r < NR; r++)
-				VLOAD(qv[r], qp + r * dq + c);
-#pragma GCC unroll 16
-			for (int kk = 0; kk < NK; kk++) {
-				VLOAD(kv, kp[kk] + c);
-#pragma GCC unroll 16
-				for (int r = 0; r < NR; r++)
-					acc[r * NK + kk] = VFMA(qv[r], kv, acc[r * NK + kk]);
-			}
-		}
-		for (; c < n; c++)
-#pragma GCC unroll 16
-			for (int t = 0; t < NR * NK; t++)
-				tail[t] += qp[(t / NK) * dq + c] * kp[t % NK][c];
-		off += n;
+		if (DEC_WIDE && sg[g].wide)
+			FN(qk_tile_seg)(q + off, dq, &sg[g], j, acc, tail, NR, NK, 1);
+		else
+			FN(qk_tile_seg)(q + off, dq, &sg[g], j, acc, tail, NR, NK, 0);
+		off += sg[g].n;
 	}
 	if (NR * NK >= VW / 2 && NR * NK > 1) {
 		VEC sum, tv;
@@ -443,9 +518,9 @@ INLINE void FN(prefetch)(const struct KSEG *pf, int npf, int64_t j,
 {
 	for (int t = 0; t < npf; t++)
 		for (int64_t kk = j; kk < j + nk; kk++) {
-			const char *row = (const char *)(pf[t].p + kk * pf[t].ld);
+			const char *row = KAT(pf[t].p, kk * pf[t].ld, pf[t].wide);
 
-			for (int64_t b = 0; b < pf[t].n * (int64_t)sizeof(FT); b += 64)
+			for (int64_t b = 0; b < pf[t].n * KES(pf[t].wide); b += 64)
 				__builtin_prefetch(row + b, 0, 2);
 		}
 }
@@ -481,7 +556,7 @@ INLINE void FN(pf_refill)(struct PFQ *pq)
 	while (pq->p >= pq->lim && pq->t < pq->npf) {
 		const struct KSEG *k = &pq->pf[pq->t];
 		const int64_t rows = k->ld == k->n ? pq->end - pq->next : 1;
-		const char *row = (const char *)(k->p + pq->next * k->ld);
+		const char *row = KAT(k->p, pq->next * k->ld, k->wide);
 
 		if (pq->next >= pq->end) {
 			pq->t++;
@@ -489,7 +564,7 @@ INLINE void FN(pf_refill)(struct PFQ *pq)
 			continue;
 		}
 		pq->p = (const char *)((uintptr_t)row & ~(uintptr_t)63);
-		pq->lim = row + rows * k->n * (int64_t)sizeof(FT);
+		pq->lim = row + rows * k->n * KES(k->wide);
 		pq->next += rows;
 	}
 }
@@ -518,6 +593,45 @@ INLINE void FN(pf_rest)(struct PFQ *pq)
  * for QR QK FMAs). The QR QK accumulators fill the register file (QR = 8,
  * QK = 3 for 32 registers). Their lane sums are reduced VW at a time by
  * the tree of reduce. */
+/* qk_rows' sums over one key part k (w: stored as KT), packed queries
+ * qs; *pp walks the queued lines below lim. */
+INLINE void FN(qk_rows_seg)(const FT *qs, const struct KSEG *k, int64_t j,
+	int64_t ahead, const char **pp, const char *lim, VEC *acc, FT *tail,
+	const int NR, const int NK, const int w)
+{
+	const char *kp[QK];
+	const int64_t n = k->n;
+	int64_t c = 0;
+
+#pragma GCC unroll 16
+	for (int kk = 0; kk < NK; kk++)
+		kp[kk] = KAT(k->p, (j + kk) * k->ld, w);
+	for (; c + VW <= n; c += VW) {
+		VEC kv[QK], qv;
+
+#pragma GCC unroll 16
+		for (int kk = 0; kk < NK; kk++) {
+			kv[kk] = FN(kload)(KAT(kp[kk], c, w), w);
+			__builtin_prefetch(KAT(kp[kk], ahead * k->ld + c, w), 0, 3);
+		}
+		PF_LINE(*pp, lim);
+		PF_LINE(*pp, lim);
+#pragma GCC unroll 16
+		for (int r = 0; r < NR; r++) {
+			VLOAD(qv, qs + c * QR + r * VW);
+			REG(qv);
+#pragma GCC unroll 16
+			for (int kk = 0; kk < NK; kk++)
+				acc[r * NK + kk] = VFMA(qv, kv[kk], acc[r * NK + kk]);
+		}
+	}
+	for (; c < n; c++)
+#pragma GCC unroll 32
+		for (int t = 0; t < NR * NK; t++)
+			tail[t] += qs[c / VW * QR * VW + (t / NK) * VW + c % VW] *
+				FN(kload1)(KAT(kp[t % NK], c, w), w);
+}
+
 INLINE void FN(qk_rows)(const FT *qb, const struct KSEG *sg, int ns,
 	int64_t j, int64_t ahead, struct PFQ *pq, FT *s, const int NR,
 	const int NK)
@@ -534,38 +648,13 @@ INLINE void FN(qk_rows)(const FT *qb, const struct KSEG *sg, int ns,
 		tail[t] = 0;
 	}
 	for (int g = 0; g < ns; g++) {
-		const FT *kp[QK], *qs = qb + off * QR;
-		const int64_t n = sg[g].n;
-		int64_t c = 0;
-
-#pragma GCC unroll 16
-		for (int kk = 0; kk < NK; kk++)
-			kp[kk] = sg[g].p + (j + kk) * sg[g].ld;
-		for (; c + VW <= n; c += VW) {
-			VEC kv[QK], qv;
-
-#pragma GCC unroll 16
-			for (int kk = 0; kk < NK; kk++) {
-				VLOAD(kv[kk], kp[kk] + c);
-				__builtin_prefetch(kp[kk] + ahead * sg[g].ld + c, 0, 3);
-			}
-			PF_LINE(pp, lim);
-			PF_LINE(pp, lim);
-#pragma GCC unroll 16
-			for (int r = 0; r < NR; r++) {
-				VLOAD(qv, qs + c * QR + r * VW);
-				REG(qv);
-#pragma GCC unroll 16
-				for (int kk = 0; kk < NK; kk++)
-					acc[r * NK + kk] = VFMA(qv, kv[kk], acc[r * NK + kk]);
-			}
-		}
-		for (; c < n; c++)
-#pragma GCC unroll 32
-			for (int t = 0; t < NR * NK; t++)
-				tail[t] += qs[c / VW * QR * VW + (t / NK) * VW + c % VW] *
-					kp[t % NK][c];
-		off += (n + VW - 1) / VW * VW;
+		if (DEC_WIDE && sg[g].wide)
+			FN(qk_rows_seg)(qb + off * QR, &sg[g], j, ahead, &pp, lim, acc,
+				tail, NR, NK, 1);
+		else
+			FN(qk_rows_seg)(qb + off * QR, &sg[g], j, ahead, &pp, lim, acc,
+				tail, NR, NK, 0);
+		off += (sg[g].n + VW - 1) / VW * VW;
 	}
 	pq->p = pp;
 #pragma GCC unroll 4
@@ -753,7 +842,7 @@ DEC_TARGET static void FN(online)(int64_t nr, FT *S, FT *ml, FT *o,
 /* ---- values ------------------------------------------------------------- */
 
 /* o[NR][NV vectors] += P[NR][nb] v[nb][.], P rows of stride BK. */
-INLINE void FN(pv_tile)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
+INLINE void FN(pv_tile)(const FT *P, const KT *v, int64_t ldv, int64_t nb,
 	FT *o, int64_t ldo, struct PFQ *pq, const int NR, const int NV)
 {
 	VEC acc[QR > 4 ? QR : 4][NB > PV ? NB : PV], b[NB > PV ? NB : PV];
@@ -770,7 +859,7 @@ INLINE void FN(pv_tile)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
 			PF_LINE(pp, lim);
 #pragma GCC unroll 16
 		for (int u = 0; u < NV; u++)
-			VLOAD(b[u], v + j * ldv + u * VW);
+			b[u] = FN(kload)(v + j * ldv + u * VW, DEC_WIDE);
 #pragma GCC unroll 16
 		for (int r = 0; r < NR; r++) {
 			FT w = P[r * BK + j];
@@ -790,7 +879,7 @@ INLINE void FN(pv_tile)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
 }
 
 /* All dvv columns of NR <= 4 rows. */
-INLINE void FN(pv_rows)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
+INLINE void FN(pv_rows)(const FT *P, const KT *v, int64_t ldv, int64_t nb,
 	FT *o, int64_t dvv, const int NR)
 {
 	int64_t c = 0;
@@ -805,7 +894,7 @@ INLINE void FN(pv_rows)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
 			FT acc = o[r * dvv + c];
 
 			for (int64_t j = 0; j < nb; j++)
-				acc += P[r * BK + j] * v[j * ldv + c];
+				acc += P[r * BK + j] * FN(kload1)(v + j * ldv + c, DEC_WIDE);
 			o[r * dvv + c] = acc;
 		}
 }
@@ -814,7 +903,7 @@ INLINE void FN(pv_rows)(const FT *P, const FT *v, int64_t ldv, int64_t nb,
  * vector loaded once serves QR rows (QR + PV loads for QR PV FMAs) and a
  * block of QR rows reads the values once. The rest of the next pass is
  * requested on the way, a line per key of each column tile. */
-DEC_TARGET static void FN(pv_many)(const FT *P, int64_t nr, const FT *v,
+DEC_TARGET static void FN(pv_many)(const FT *P, int64_t nr, const KT *v,
 	int64_t ldv, int64_t nb, FT *o, int64_t dvv, struct PFQ *pq)
 {
 	const int64_t rq = nr / QR * QR;
@@ -837,7 +926,8 @@ DEC_TARGET static void FN(pv_many)(const FT *P, int64_t nr, const FT *v,
 				FT acc = orow[i * dvv + c];
 
 				for (int64_t j = 0; j < nb; j++)
-					acc += pr[i * BK + j] * v[j * ldv + c];
+					acc += pr[i * BK + j] *
+						FN(kload1)(v + j * ldv + c, DEC_WIDE);
 				orow[i * dvv + c] = acc;
 			}
 	}
@@ -846,7 +936,7 @@ DEC_TARGET static void FN(pv_many)(const FT *P, int64_t nr, const FT *v,
 	FN(pf_rest)(pq);
 }
 
-DEC_TARGET static void FN(pv)(const FT *P, int64_t nr, const FT *v,
+DEC_TARGET static void FN(pv)(const FT *P, int64_t nr, const KT *v,
 	int64_t ldv, int64_t nb, FT *o, int64_t dvv, struct PFQ *pq)
 {
 	int64_t r = 0;
@@ -865,7 +955,8 @@ DEC_TARGET static void FN(pv)(const FT *P, int64_t nr, const FT *v,
 /* ---- blocks, chunks, merge ---------------------------------------------- */
 
 /* The first np parts (rot, a, b, v) of block s0 of kv head g as rows, the
- * empty ones left out: the rotated part from kr if given, else in place.
+ * empty ones left out: the rotated part from kr if given, else in place
+ * (dec_row: the block lies in one page, so its rows are ld apart).
  * Returns their count. */
 INLINE int FN(parts)(const struct dec_job *J, int64_t g, int64_t s0,
 	const FT *kr, int np, struct KSEG *sg)
@@ -875,14 +966,14 @@ INLINE int FN(parts)(const struct dec_job *J, int64_t g, int64_t s0,
 
 	for (int t = 0; t < np; t++) {
 		/* absorbed MLA: the values are the latent keys themselves */
-		if (part[t]->n == 0 || (t == 3 && J->v.base == J->a.base))
+		if (part[t]->n == 0 || (t == 3 && J->v.buf == J->a.buf &&
+		    J->v.off == J->a.off))
 			continue;
 		if (t == 0 && kr)
-			sg[ns++] = (struct KSEG){ kr, J->rd, J->rd };
+			sg[ns++] = (struct KSEG){ kr, J->rd, J->rd, 0 };
 		else
-			sg[ns++] = (struct KSEG){ (const FT *)part[t]->base +
-				s0 * part[t]->ld + g * part[t]->hs, part[t]->ld,
-				part[t]->n };
+			sg[ns++] = (struct KSEG){ dec_row(J, part[t], s0, g),
+				J->kv->row[part[t]->buf], part[t]->n, DEC_WIDE };
 	}
 	return ns;
 }
@@ -901,8 +992,8 @@ DEC_TARGET static void FN(block)(const struct dec_job *J, int64_t g,
 	int ns;
 
 	if (J->rd > 0)
-		FN(rotate)(J, (const FT *)J->rot.base + s0 * J->rot.ld + g * J->rot.hs,
-			J->rot.ld, nb, ws->tab, ws->kr);
+		FN(rotate)(J, (const KT *)dec_row(J, &J->rot, s0, g),
+			J->kv->row[J->rot.buf], nb, ws->tab, ws->kr);
 	ns = FN(parts)(J, g, s0, J->rd > 0 ? ws->kr : NULL, 3, sg);
 	pq.npf = nb1 > 0 ? FN(parts)(J, g1, s1, NULL, 4, pf) : 0;
 	FN(qk)((const FT *)J->q + g * J->R * J->dq, J->dq, J->R,
@@ -910,8 +1001,8 @@ DEC_TARGET static void FN(block)(const struct dec_job *J, int64_t g,
 		S, &pq);
 	FN(mask)(J, s0, nb, S);
 	FN(online)(J->R, S, ml, o, J->dvv);
-	FN(pv)(S, J->R, (const FT *)J->v.base + s0 * J->v.ld + g * J->v.hs,
-		J->v.ld, nb, o, J->dvv, &pq);
+	FN(pv)(S, J->R, (const KT *)dec_row(J, &J->v, s0, g),
+		J->kv->row[J->v.buf], nb, o, J->dvv, &pq);
 }
 
 /* Chunk c: its keys in blocks, every kv head per block (so the block's
@@ -1022,6 +1113,11 @@ static const struct dec_ops FN(dec_ops) = {
 #undef DSHUF2
 #undef FT
 #undef FI
+#undef KT
 #undef FN
 #undef VFMA
+#undef DEC_WIDE
+#undef DEC_KWIDEN
+#undef KES
+#undef KAT
 
