@@ -39,6 +39,9 @@ struct options {
 	const char *csv;
 	const char *peer_script;
 	int decode;         /* --phase decode: bench/decode.c */
+	int serve;          /* --phase serve: bench/serve.c */
+	struct serve_opts so;
+	int so_reps;        /* --reps given for serve */
 	int backward;       /* --phase backward: softmax and mla gradients */
 	int T_given;        /* --T was given */
 };
@@ -69,7 +72,7 @@ struct bench {
 static int usage(FILE *f)
 {
 	fprintf(f,
-		"usage: lcattn bench [--phase prefill|decode|backward] [--T 1024,4096,16384,65536]\n"
+		"usage: lcattn bench [--phase prefill|decode|backward|serve] [--T 1024,4096,16384,65536]\n"
 		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64|bf16] [--reps 3]\n"
 		"         [--csv FILE] [--no-torch] [--torch-script FILE] [--ref-limit SECONDS]\n"
 		"         [--no-finite-check] [--quick]\n"
@@ -88,7 +91,15 @@ static int usage(FILE *f)
 		"--phase backward: the backward call of the prefill, flops as stated per\n"
 		"mechanism (softmax, mla: FlashAttention-2's count), and the forward's\n"
 		"time beside it (bwd/fwd); then the mla backward of 16 queries over T\n"
-		"keys (AUTO's absorbed form against the named forms); no peer.\n");
+		"keys (AUTO's absorbed form against the named forms); no peer.\n"
+		"--phase serve [--B 1,8,64] [--ctx MEDIAN,MAX] [--long-ctx N] [--seed S]\n"
+		"         [--budget GIB] [--fit-ctx 32768,131072]: B sequences of lognormal\n"
+		"lengths (median 8192, capped at 65536; --long-ctx: also 8 sequences of N\n"
+		"tokens, default 32768, 0 none) decode one token each per step from a paged\n"
+		"pool in f32 and bf16 storage: tokens/s, GB/s and roofline against the copy\n"
+		"bandwidth; then how many sequences at each --fit-ctx fit in --budget GiB\n"
+		"(default 64) per mechanism and preset, modelled and measured (--quick:\n"
+		"median 2048, max 8192, long 8192, 3 steps).\n");
 	return f == stdout ? 0 : 2;
 }
 
@@ -138,6 +149,56 @@ static int parse_mech(const char *s, struct options *o)
 	return o->mech[0] + o->mech[1] + o->mech[2] + o->mech[3] ? 0 : -1;
 }
 
+/* A comma list of at most max integers in [lo, hi]; the count, or -1. */
+static int parse_list(const char *s, int64_t *x, int max, int64_t lo, int64_t hi)
+{
+	int n = 0;
+	char *end;
+
+	for (;;) {
+		long long t = strtoll(s, &end, 10);
+
+		if (end == s || t < lo || t > hi || n == max)
+			return -1;
+		x[n++] = t;
+		if (*end == '\0')
+			return n;
+		if (*end != ',')
+			return -1;
+		s = end + 1;
+	}
+}
+
+/* The options of --phase serve: 0 taken, 1 not one of them, -1 bad value. */
+static int serve_option(const char *a, const char *val, struct serve_opts *so)
+{
+	int64_t x[4];
+	char *end;
+	int n;
+
+	if (!strcmp(a, "--B"))
+		return (so->nB = parse_list(val, so->B, 8, 1, 4096)) < 1 ? -1 : 0;
+	if (!strcmp(a, "--ctx")) {
+		if (parse_list(val, x, 2, 1, (int64_t)1 << 24) != 2 || x[0] > x[1])
+			return -1;
+		return so->ctx_median = x[0], so->ctx_max = x[1], 0;
+	}
+	if (!strcmp(a, "--long-ctx"))
+		return parse_list(val, &so->long_ctx, 1, 0, (int64_t)1 << 24) == 1 ? 0 : -1;
+	if (!strcmp(a, "--fit-ctx"))
+		return (so->nfit = parse_list(val, so->fit_ctx, 4, 1, (int64_t)1 << 30)) < 1 ? -1 : 0;
+	if (!strcmp(a, "--seed")) {
+		if ((n = parse_list(val, x, 1, 0, INT64_MAX)) != 1)
+			return -1;
+		return so->seed = (uint64_t)x[0], 0;
+	}
+	if (!strcmp(a, "--budget")) {
+		so->budget = strtod(val, &end) * 1073741824.0;
+		return *end || !(so->budget >= 1 && so->budget <= 1e18) ? -1 : 0;
+	}
+	return 1;
+}
+
 /* One option with its value; returns 0, or -1 for a bad value. */
 static int option_value(const char *a, const char *val, struct options *o,
 	int *T_given, int *reps_given)
@@ -163,8 +224,11 @@ static int option_value(const char *a, const char *val, struct options *o,
 	if (!strcmp(a, "--phase")) {
 		o->decode = !strcmp(val, "decode");
 		o->backward = !strcmp(val, "backward");
-		return o->decode || o->backward || !strcmp(val, "prefill") ? 0 : -1;
+		o->serve = !strcmp(val, "serve");
+		return o->decode || o->backward || o->serve || !strcmp(val, "prefill") ? 0 : -1;
 	}
+	if (!serve_option(a, val, &o->so))
+		return 0;
 	if (!strcmp(a, "--csv"))
 		return o->csv = val, 0;
 	if (!strcmp(a, "--torch-script"))
@@ -199,6 +263,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	o->T_given = T_given;
+	if (o->serve && (o->dtype != LCA_F32 || o->decode || o->backward)) {
+		fprintf(stderr, "lcattn bench: --phase serve runs f32 plans (bf16 is a storage "
+			"column of its own)\n");
+		return usage(stderr);
+	}
+	o->so_reps = reps_given;
 	if (o->dtype == LCA_BF16 && (o->decode || o->backward)) {
 		fprintf(stderr, "lcattn bench: --dtype bf16 times prefill only (no bf16 "
 			"backward or cache on the cpu backend)\n");
@@ -709,6 +779,10 @@ static void defaults(struct bench *b)
 	b->o.torch = 1;
 	b->o.check_finite = 1;
 	b->o.ref_limit_s = 30;
+	b->o.so = (struct serve_opts){ .B = { 1, 8, 64 }, .nB = 3, .ctx_median = 8192,
+		.ctx_max = 65536, .ctx_sigma = 0.5, .long_ctx = 32768, .long_B = 8, .seed = 1,
+		.reps = 7, .budget = 64.0 * 1073741824.0, .fit_ctx = { 32768, 131072 },
+		.nfit = 2 };
 	/* DeepSeek-like MLA reduced to 8 heads; d = 128 everywhere else */
 	b->s = (struct bench_shape){ .H = 8, .dk = 128, .dv = 128, .dn = 128,
 		.dr = 64, .dc = 512, .chunk = 64, .block = 256 };
@@ -786,6 +860,23 @@ static int run_decode(struct bench *b)
 	return rc;
 }
 
+/* --phase serve: --quick shortens the lengths unless they were given. */
+static int run_serve(struct bench *b)
+{
+	struct serve_opts *so = &b->o.so;
+
+	memcpy(so->mech, b->o.mech, sizeof so->mech);
+	if (b->o.so_reps)
+		so->reps = b->o.reps;
+	else if (b->o.quick)
+		so->reps = 3;
+	if (b->o.quick && so->ctx_median == 8192 && so->ctx_max == 65536)
+		so->ctx_median = 2048, so->ctx_max = 8192;
+	if (b->o.quick && so->long_ctx == 32768)
+		so->long_ctx = 8192;
+	return bench_serve(&b->s, so, &b->c);
+}
+
 int tool_bench(int argc, char **argv)
 {
 	struct bench *b = calloc(1, sizeof *b);
@@ -810,6 +901,11 @@ int tool_bench(int argc, char **argv)
 	print_ceiling("at start:", &b->c);
 	if (b->o.decode) {
 		rc = run_decode(b);
+		free(b);
+		return rc;
+	}
+	if (b->o.serve) {
+		rc = run_serve(b);
 		free(b);
 		return rc;
 	}

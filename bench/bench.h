@@ -131,4 +131,72 @@ int bench_stack_run(const char *sched, const struct bench_shape *s, int64_t T,
 void bench_mla_forms(const struct bench_shape *s, lca_dtype dtype,
 	const int64_t *T, int nT);
 
+/* ---- serve_io.c: inputs and steps shared by serve.c and sessions.c ---- */
+
+/* A step's tensors (f32), in the step call's order: softmax q k v;
+ * mla q_nope q_rope ckv k_rope w_uk w_uv; deltanet q k v g beta;
+ * lightning q k v slope; then the outputs o and lse. */
+struct serve_in {
+	float *a, *b, *c, *d, *e, *f, *o, *lse;
+};
+
+/* Inputs of `rows` new tokens at shape p (seeded, finite); -1 if out of
+ * memory (nothing left allocated). */
+int serve_inputs(lca_variant v, const lca_params *p, int64_t rows, uint64_t seed,
+	struct serve_in *in);
+void serve_inputs_free(struct serve_in *in);
+/* One step of T tokens packed by cu (NULL: one sequence). */
+lca_status serve_step(const lca_plan *plan, lca_cache *c, lca_variant v, int64_t T,
+	const struct serve_in *in, const int64_t *cu);
+/* A cpu f32 plan of shape (H, Hkv, Hk, dk, dv, dn, dr, dc read from it);
+ * window (softmax, mla) > 0 masks all but the last `window` keys. */
+lca_status serve_plan(lca_variant v, const lca_params *shape, int64_t window,
+	lca_plan **plan);
+/* A uniform draw in [0, 1) from the generator state *st. */
+double serve_uniform(uint64_t *st);
+
+/* ---- serve.c: --phase serve ---- */
+
+struct serve_opts {
+	int64_t B[8];          /* batch sizes (sequences decoding together) */
+	int nB;
+	int64_t ctx_median;    /* lognormal median of the mixed lengths */
+	int64_t ctx_max;       /* ... capped here */
+	double ctx_sigma;      /* ... log-space spread */
+	int64_t long_ctx;      /* also every sequence at this length (B long_B); 0: no */
+	int64_t long_B;
+	uint64_t seed;
+	int reps;              /* timed steps (median) */
+	int mech[4];           /* 1 = selected, indexed by lca_variant */
+	double budget;         /* bytes, sessions-that-fit table */
+	int64_t fit_ctx[4];    /* contexts of that table */
+	int nfit;
+};
+
+/* Throughput rows, then the sessions-that-fit table; 0 if every row ran. */
+int bench_serve(const struct bench_shape *s, const struct serve_opts *o,
+	const struct bench_ceiling *c);
+
+/* ---- sessions.c: how many sequences fit in a byte budget ---- */
+
+/* One stack (a mechanism alone or a preset) at one context. */
+struct fit_row {
+	const char *name;
+	int64_t ctx;
+	double seq_bytes[2];   /* modelled bytes a sequence holds: f32, bf16 storage */
+	int64_t model[2];      /* floor(budget / seq_bytes) */
+	int64_t meas[2];       /* measured at reduced width; -1: failed */
+	int exact;             /* the reduction scales every size exactly */
+	char msg[160];         /* why a measurement failed */
+};
+
+/* Rows for the four mechanisms at shape s (NULL: none) and every preset
+ * of `lcattn cost` at each of the nctx contexts; measure = 0 leaves
+ * meas at -1. Returns the rows written (at most max), -1 on a failed
+ * plan. */
+int bench_fit_rows(const struct bench_shape *s, double budget, const int64_t *ctx,
+	int nctx, int measure, struct fit_row *rows, int max);
+/* The table: plain text (md = 0) or Markdown, with its formulas. */
+void bench_fit_print(FILE *f, int md, double budget, const struct fit_row *rows, int n);
+
 #endif

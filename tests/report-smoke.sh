@@ -24,7 +24,7 @@ limit=${LCA_REPORT_LIMIT:-60}
 [ "$took" -lt "$limit" ] || fail "took $took s (limit $limit s)"
 md="$tmp/out/report.md"
 [ -f "$md" ] || fail "no report.md"
-for h in '## Per mechanism' '## Per preset' '### MiniMax' '## Hybrid stacks' '## Agreement' '## Long-run drift' \
+for h in '## Per mechanism' '## Per preset' '### MiniMax' '### Sessions that fit' '## Hybrid stacks' '## Agreement' '## Long-run drift' \
 	'## Training signal' '| curve | grad_v d=1 |' \
 	'| mechanism | stored between tokens | bytes at 1M (modelled) |' \
 	'| preset (modelled) | n | attention FLOPs/token |' \
