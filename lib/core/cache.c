@@ -219,7 +219,7 @@ lca_status lca_cache_create_ex(const lca_plan *plan, const lca_cache_opts *opts,
 	if (!c->seq || (c->nstate > 0 && !c->state)) {
 		lca_cache_destroy(c);
 		return lcai_fail(LCA_ERR_NOMEM, "%s: no memory for %lld sequences", fn,
-			(long long)c->nseq);
+			(long long)opts->nseq);
 	}
 	if (opts->pool_bytes > 0 && (s = lcai_kv_pool_create(fn, c, opts->pool_bytes))) {
 		lca_cache_destroy(c);
