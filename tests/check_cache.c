@@ -867,6 +867,19 @@ static unsigned char *foreign(const struct mech *m, size_t *n)
 	return b;
 }
 
+/* Write the FNV-1a 64 of b's first n - 8 bytes into its last 8. */
+static void reseal(unsigned char *b, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i + 8 < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	for (int i = 0; i < 8; i++)
+		b[n - 8 + i] = (unsigned char)(h >> (8 * i));
+}
+
 START_TEST(test_damaged_checkpoint_is_refused_and_cache_untouched)
 {
 	struct mech m;
@@ -901,6 +914,20 @@ START_TEST(test_damaged_checkpoint_is_refused_and_cache_untouched)
 	refuse(dst, bad, 0, LCA_ERR_CORRUPT, "empty");
 	bad[n] = 0;
 	refuse(dst, bad, n + 1, LCA_ERR_CORRUPT, "one byte too many");
+	/* A NaN, then an infinity, in the last payload element, the
+	 * checksum made good again (lca_cache_save(3): FNV-1a 64). */
+	for (int k = 0; k < 2; k++) {
+		size_t es = CACHE_STORE == 2 && is_kv(&m) ? 2 : m.elt, last = n - 8 - es;
+
+		memcpy(bad, buf, n);
+		memset(bad + last, 0, es);
+		bad[last + es - 1] = 0x7f;       /* sign 0, exponent all ones */
+		bad[last + es - 2] = es == 8 ? 0xf0 : 0x80;
+		if (k == 0)
+			bad[last] |= 1;              /* a mantissa bit: NaN */
+		reseal(bad, n);
+		refuse(dst, bad, n, LCA_ERR_CORRUPT, k ? "an infinity" : "a NaN");
+	}
 	free(bad);
 	free(buf);
 	lca_cache_destroy(src);

@@ -24,7 +24,8 @@
  * The total size sits in the header so that truncation is named as such
  * before the checksum is computed; the checksum then vouches for the rest,
  * and the layout is still re-derived from the cache's own shapes, so that
- * a forged but well-summed buffer cannot make us read out of bounds.
+ * a forged but well-summed buffer cannot make us read out of bounds; nor
+ * can it bring in a NaN or an infinity.
  * A load validates everything and allocates everything it needs before it
  * writes a byte of the cache.
  */
@@ -301,6 +302,35 @@ static lca_status check_lengths(const char *fn, const lca_cache *c, const unsign
 	return LCA_OK;
 }
 
+/* Is every saved element finite? A well-summed checkpoint may still carry
+ * a NaN or an infinity (written by hand, or by a buggy writer); a step
+ * trusts what its cache holds, so one would spread into every later output
+ * silently. The elements are little-endian IEEE 754: non-finite where the
+ * exponent bits are all ones, tested on the bytes (no host order). */
+static lca_status check_finite(const char *fn, const lca_cache *c, const unsigned char *x,
+	size_t bytes)
+{
+	const lca_dtype t = saved_dtype(c);
+	const size_t e = lcai_dtype_size(t);
+
+	for (size_t i = 0; i + e <= bytes; i += e) {
+		const unsigned char *v = x + i;
+		int bad;
+
+		if (t == LCA_F64) /* 11 exponent bits: byte 7 low 7, byte 6 high 4 */
+			bad = (v[7] & 0x7f) == 0x7f && (v[6] & 0xf0) == 0xf0;
+		else if (t == LCA_F32) /* 8: byte 3 low 7, byte 2 high 1 */
+			bad = (v[3] & 0x7f) == 0x7f && (v[2] & 0x80);
+		else /* bf16, the high half of a float */
+			bad = (v[1] & 0x7f) == 0x7f && (v[0] & 0x80);
+		if (bad)
+			return lcai_fail(LCA_ERR_CORRUPT,
+				"%s: the checkpoint holds a NaN or an infinity (element %zu of "
+				"its payload)", fn, i / e);
+	}
+	return LCA_OK;
+}
+
 /* Every check of a load, in order: an intact frame, a matching cache,
  * lengths that fit, then the size re-derived from the cache's shapes. */
 static lca_status check_load(const char *fn, const lca_cache *c, const unsigned char *b,
@@ -316,7 +346,7 @@ static lca_status check_load(const char *fn, const lca_cache *c, const unsigned 
 	    (uint64_t)total != size)
 		return lcai_fail(LCA_ERR_CORRUPT,
 			"%s: the checkpoint's size does not match its lengths and shapes", fn);
-	return LCA_OK;
+	return check_finite(fn, c, b + CK_HEADER + 8 * (size_t)c->nseq, (size_t)payload);
 }
 
 static void free_staged(void **f, int64_t n)
