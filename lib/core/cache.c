@@ -186,14 +186,13 @@ static lca_status create_check(const char *fn, const lca_plan *plan,
 	return LCA_OK;
 }
 
-lca_status lca_cache_create_ex(const lca_plan *plan, const lca_cache_opts *opts,
-	lca_cache **cache)
+/* lca_cache_create_ex, its messages naming fn (the call the caller made). */
+static lca_status cache_make(const char *fn, const lca_plan *plan,
+	const lca_cache_opts *opts, lca_cache **cache)
 {
-	static const char fn[] = "lca_cache_create_ex";
 	lca_cache *c;
 	lca_status s;
 
-	lcai_clear_error();
 	if (!cache)
 		return lcai_fail(LCA_ERR_NULL, "%s: cache is NULL", fn);
 	*cache = NULL;
@@ -229,23 +228,25 @@ lca_status lca_cache_create_ex(const lca_plan *plan, const lca_cache_opts *opts,
 	return LCA_OK;
 }
 
+lca_status lca_cache_create_ex(const lca_plan *plan, const lca_cache_opts *opts,
+	lca_cache **cache)
+{
+	lcai_clear_error();
+	return cache_make("lca_cache_create_ex", plan, opts, cache);
+}
+
 lca_status lca_cache_create(const lca_plan *plan, int64_t nseq,
 	int64_t capacity, lca_cache **cache)
 {
 	lca_cache_opts o;
-	lca_status s;
 
 	lcai_clear_error();
-	if (!cache)
-		return lcai_fail(LCA_ERR_NULL, "lca_cache_create: cache is NULL");
-	*cache = NULL;
-	if (!plan)
-		return lcai_fail(LCA_ERR_NULL, "lca_cache_create: plan is NULL");
-	if ((s = lca_cache_opts_init(plan, &o)))
-		return s;
+	memset(&o, 0, sizeof o);
 	o.nseq = nseq;
 	o.capacity = capacity;
-	return lca_cache_create_ex(plan, &o, cache);
+	if (plan)
+		o.storage = plan->p.dtype;
+	return cache_make("lca_cache_create", plan, &o, cache);
 }
 
 lca_status lca_cache_reset(lca_cache *cache)
