@@ -17,6 +17,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* A broken promise of the API: report it the way libFuzzer records a crash. */
 static void expect(int ok, const char *what, lca_status s)
@@ -274,6 +275,14 @@ static void round_trip(lca_cache *cache)
 		s = lca_cache_save(cache, a, need, &again);
 		expect(s == LCA_OK, "save", s);
 		s = lca_cache_load(cache, a, need);
+		/* lca_cache_load(3): a checkpoint holding a NaN or an infinity
+		 * is refused; a cache holds one only when a step was given one
+		 * with check_finite off, or a state overflowed */
+		if (s == LCA_ERR_CORRUPT && strstr(lca_last_error(), "NaN or an infinity")) {
+			free(a);
+			free(b);
+			return;
+		}
 		expect(s == LCA_OK, "load of a save", s);
 		s = lca_cache_save(cache, b, need, &again);
 		expect(s == LCA_OK, "save after a load", s);

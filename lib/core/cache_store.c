@@ -431,7 +431,8 @@ lca_status lcai_kv_share(const char *fn, lca_cache *c, int64_t src, int64_t dst)
 	for (int64_t i = 0; i < pages; i++)
 		c->pool->ref[a->pt[i]]++;
 	lcai_kv_release(c, dst, 0, 0);
-	memcpy(d->pt, a->pt, (size_t)pages * sizeof *d->pt);
+	if (pages) /* an empty source: dst may have no page table yet */
+		memcpy(d->pt, a->pt, (size_t)pages * sizeof *d->pt);
 	d->npt = pages;
 	return LCA_OK;
 }
