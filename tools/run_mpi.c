@@ -6,9 +6,13 @@
  * file only computes). Every rank reads IN itself.
  *
  * What each case becomes:
- *   - softmax, mla, Tq = Tk (each sequence of a packed batch in turn):
- *     the ring forward (lca_mpi_softmax_forward(3)), each rank its run of
- *     queries, keys and rows of o and lse;
+ *   - softmax, mla, Tq = Tk: the ring forward (lca_mpi_softmax_forward(3)),
+ *     each rank its run of queries, keys and rows of o and lse; a packed
+ *     batch goes in one call with its cu_seqlens, split by token over the
+ *     whole batch, so that at -np 1 the library makes the very call a
+ *     single `lcattn run` makes (one call per sequence gave other bits:
+ *     OpenBLAS's Haswell dgemm, which Zen 5 gets, rounds a row differently
+ *     with the number of rows of the call);
  *   - Tq < Tk (decode, prefill onto a cache): the keys split over the
  *     ranks, every rank the queries (lca_mpi_softmax_decode(3));
  *   - Tq > Tk, causal: the first Tq - Tk queries sit before every key
@@ -253,9 +257,10 @@ static void masked_rows(const struct job *j, double *const out[], int64_t rows)
 }
 
 /* softmax or mla, one sequence: queries [qb, qb + nq) over keys
- * [kb, kb + nk), bottom-right, nq <= nk; out rows from qb. */
+ * [kb, kb + nk), bottom-right, nq <= nk; out rows from qb. With cu (ns
+ * sequences; then qb = kb = 0, nq = nk) the whole packed batch instead. */
 static lca_status attn_seq(const struct job *j, int64_t qb, int64_t nq, int64_t kb,
-	int64_t nk, double *const out[])
+	int64_t nk, const int64_t *cu, int64_t ns, double *const out[])
 {
 	const lca_params *p = &j->c->p;
 	const int mla = p->variant == LCA_MLA, decode = nq < nk;
@@ -270,6 +275,8 @@ static lca_status attn_seq(const struct job *j, int64_t qb, int64_t nq, int64_t 
 	 * rank its rows of queries, keys and o */
 	if ((s = layout_of(j, nk, j->r, &lay, g, cnt)) != LCA_OK)
 		return s;
+	lay.cu_seqlens = cu;
+	lay.nseq = cu ? ns : 0;
 	len = cnt[0] + cnt[1];
 	rows = decode ? nq : len;
 	o = malloc((size_t)(rows * H * dv + 1) * j->es);
@@ -455,13 +462,17 @@ static lca_status supported(const struct lcio_case *c, lca_dtype dtype, char *wh
 	return LCA_OK;
 }
 
-/* The sequences in turn; out[] is complete on rank 0 only. */
+/* The sequences in turn (softmax and mla: a packed batch at once); out[]
+ * is complete on rank 0 only. */
 static lca_status run_all(const struct job *j, double *const out[])
 {
 	const struct lcio_case *c = j->c;
 	const int64_t ns = c->cu_seqlens ? c->nseq : 1;
 	lca_status s = LCA_OK;
 
+	if (c->cu_seqlens && c->p.variant < LCA_DELTANET)
+		return c->Tq > 0 ? attn_seq(j, 0, c->Tq, 0, c->Tq, c->cu_seqlens, c->nseq, out) :
+			LCA_OK;
 	for (int64_t q = 0; q < ns && s == LCA_OK; q++) {
 		int64_t b = c->cu_seqlens ? c->cu_seqlens[q] : 0;
 		int64_t n = c->cu_seqlens ? c->cu_seqlens[q + 1] - b : c->Tq;
@@ -472,12 +483,9 @@ static lca_status run_all(const struct job *j, double *const out[])
 			/* queries before every key, then a Tk x Tk forward */
 			if (j->r == 0)
 				masked_rows(j, out, c->Tq - c->Tk);
-			s = attn_seq(j, c->Tq - c->Tk, c->Tk, 0, c->Tk, out);
-		} else if (c->cu_seqlens) {
-			if (n > 0)
-				s = attn_seq(j, b, n, b, n, out);
+			s = attn_seq(j, c->Tq - c->Tk, c->Tk, 0, c->Tk, NULL, 0, out);
 		} else {
-			s = attn_seq(j, 0, c->Tq, 0, c->Tk, out);
+			s = attn_seq(j, 0, c->Tq, 0, c->Tk, NULL, 0, out);
 		}
 	}
 	return s;
