@@ -274,9 +274,10 @@ static int usage(FILE *f)
 		"lcattn-golden(5)), runs the backend with inputs converted to the dtype,\n"
 		"and writes OUT.h5 with the same /config and the /outputs as float64.\n"
 		"Defaults: --backend ref --dtype f64 --algo auto.\n"
-		"--mpi (under mpirun): each sequence split over the ranks in contiguous\n"
-		"runs (default) or zigzag chunks, run through liblcattn_mpi (ref or cpu,\n"
-		"f64 or f32, no gradient cases); rank 0 writes OUT.h5.\n");
+		"--mpi (under mpirun): the tokens split over the ranks in contiguous\n"
+		"runs (default) or zigzag chunks (softmax, mla: a packed batch at once;\n"
+		"deltanet, lightning: each sequence in turn), run through liblcattn_mpi\n"
+		"(ref or cpu, f64 or f32, no gradient cases); rank 0 writes OUT.h5.\n");
 	return f == stdout ? 0 : 2;
 }
 
