@@ -6,11 +6,13 @@
  * = tq, Tk = T) bit for bit; P = 2, 3, 4, 7 (empty runs, all keys on one
  * rank, zigzag chunks, windows, grouped heads, RoPE) agree with the double reference by
  * the tolerance rule, every rank returns the same bits, and each sends
- * the stated bytes; ranks that disagree all fail. cpu backend.
+ * the stated bytes; ranks that disagree all fail, and so do all when one
+ * runs out of memory anywhere in the call. cpu backend.
  */
 #include "testutil.h"
 #include "cpdec.h"
 #include "cp_decode.h"
+#include "failalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,14 +61,27 @@ struct job {
 	char msg[MAXP][512];
 };
 
+/* The allocation of rank 1's call to fail (0: none), and whether it did. */
+static long fail_at;
+static int failed;
+
 static lca_status twisted(void *ctx, lca_variant v, const lca_plan *plan, int zigzag,
 	int64_t T, int64_t start, int64_t len, int64_t tq, const void *const *in, void *o,
 	void *lse, uint64_t *bytes, uint64_t *control)
 {
 	struct lcai_cp_comm *c = ctx;
 	const void *x[6];
+	lca_status s;
 
 	memcpy(x, in, sizeof x);
+	if (fail_at > 0) {
+		if (c->rank == 1)
+			fa_arm(fail_at);
+		s = loop_call(ctx, v, plan, zigzag, T, start, len, tq, x, o, lse, bytes, control);
+		if (c->rank == 1)
+			failed = fa_disarm();
+		return s;
+	}
 	if (c->rank == 1 && tq > 1)
 		tq -= 1;
 	else if (c->rank == 1)
@@ -284,6 +299,54 @@ START_TEST(ranks_that_disagree_all_fail)
 }
 END_TEST
 
+/* Each allocation of the library on rank 1 of 3 fails in turn (both
+ * splits of the cache): every rank returns LCA_ERR_NOMEM without writing
+ * o, none waits for rank 1 (a hang ends in the test's timeout), and the
+ * run after the last allocation succeeds. */
+START_TEST(a_rank_out_of_memory_fails_every_rank)
+{
+	for (int ci = 0; ci < cp_nconf; ci++) {
+		if (cp_confs[ci].v > LCA_MLA)
+			continue;
+		for (int mode = 0; mode < DEC_NSPLIT; mode++) {
+			const struct cp_conf *c = &cp_confs[ci];
+			lca_params p = cp_params(c, LCA_BACKEND_CPU, LCA_F64);
+			lca_plan *plan = tu_plan(&p);
+			struct cp_data d;
+			char what[160];
+			long n;
+
+			cp_make(&d, c, LCA_F64, 23);
+			for (n = 1;; n++) {
+				struct job j;
+
+				memset(&j, 0, sizeof j);
+				j.twist = 1;
+				fail_at = n;
+				run_job(&j, &d, plan, 3, mode, 3);
+				fail_at = 0;
+				snprintf(what, sizeof what, "%s split %d, allocation %ld of rank 1 "
+					"failed", c->name, mode, n);
+				if (!failed) {
+					for (int r = 0; r < 3; r++)
+						ck_assert_msg(j.s[r] == LCA_OK, "%s: rank %d: %s", what, r,
+							j.msg[r]);
+					free_job(&j);
+					break;
+				}
+				assert_all_fail(&j, &d, what);
+				ck_assert_msg(j.s[0] == LCA_ERR_NOMEM, "%s: %s", what,
+					lca_strerror(j.s[0]));
+				free_job(&j);
+			}
+			ck_assert_msg(n > 3, "%s: only %ld allocations failed", c->name, n - 1);
+			cp_free(&d);
+			lca_plan_destroy(plan);
+		}
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cp_decode");
@@ -293,6 +356,7 @@ int main(void)
 	tcase_add_test(tc, ranks_agree_with_the_reference_and_each_other);
 	tcase_add_test(tc, each_rank_sends_the_stated_bytes);
 	tcase_add_test(tc, ranks_that_disagree_all_fail);
+	tcase_add_test(tc, a_rank_out_of_memory_fails_every_rank);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

@@ -7,11 +7,14 @@
  * mid-block, windows, grouped heads, more ranks than tokens) agree with
  * the double reference by the tolerance rule (DESIGN.md); each rank sends
  * the bytes lca_mpi_softmax_forward(3) states; ranks that disagree on the
- * plan or the layout all fail. cpu backend, one thread per rank.
+ * plan or the layout all fail, and so do all when one runs out of memory
+ * anywhere in the call (no rank left waiting). cpu backend, one thread
+ * per rank.
  */
 #include "testutil.h"
 #include "cpcase.h"
 #include "cp.h"
+#include "failalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,12 +129,36 @@ static lca_status twist_call(void *ctx, lca_variant v, const lca_plan *plan,
 	return loop_call(ctx, v, plan, &l, x, state0, o, lse, state, bytes);
 }
 
+/* The allocation of rank 1's call to fail (0: none), and whether it did. */
+static long fail_at;
+static int failed;
+
+/* Rank 1 fails its fail_at-th allocation inside the library's call (the
+ * test's own, around it, stay whole). */
+static lca_status nomem_call(void *ctx, lca_variant v, const lca_plan *plan,
+	const struct cp_layout *lay, const void *const *in, const void *state0, void *o,
+	void *lse, void *state, uint64_t *bytes)
+{
+	const int r = ((struct lcai_cp_comm *)ctx)->rank;
+	lca_status s;
+
+	if (r == 1)
+		fa_arm(fail_at);
+	s = loop_call(ctx, v, plan, lay, in, state0, o, lse, state, bytes);
+	if (r == 1)
+		failed = fa_disarm();
+	return s;
+}
+
 static void body(struct lcai_cp_comm *c, void *arg)
 {
 	struct job *j = arg;
 	const int r = c->rank;
 
-	if (j->twist == TW_NONE) {
+	if (fail_at > 0) {
+		j->s[r] = cp_rank(j->d, j->plan[r], j->P, r, nomem_call, c, j->o, j->lse,
+			j->state, &j->bytes[r]);
+	} else if (j->twist == TW_NONE) {
 		j->s[r] = cp_rank(j->d, j->plan[r], j->P, r, loop_call, c, j->o, j->lse,
 			j->state, &j->bytes[r]);
 	} else {
@@ -264,9 +291,9 @@ START_TEST(ranks_agree_with_the_reference)
 }
 END_TEST
 
-/* control: one 216-byte header and three 8-byte status votes, each
+/* control: one 216-byte header and four 8-byte status votes, each
  * delivered to the P - 1 others */
-#define CONTROL(P) ((uint64_t)((P) - 1) * (216 + 3 * 8))
+#define CONTROL(P) ((uint64_t)((P) - 1) * (216 + 4 * 8))
 
 static void bytes_case(const struct cp_data *d, const struct job *j, const char *what)
 {
@@ -433,6 +460,50 @@ START_TEST(uneven_contiguous_runs)
 }
 END_TEST
 
+/* Each allocation the library makes on rank 1 of 3 fails in turn, over
+ * every conf, one sequence and a packed batch: every rank returns
+ * LCA_ERR_NOMEM (rank 1 its own, the others the vote's), none waits
+ * forever for rank 1 (a hang ends in the test's timeout), and the run
+ * after the last allocation succeeds. */
+START_TEST(a_rank_out_of_memory_fails_every_rank)
+{
+	for (int ci = 0; ci < cp_nconf; ci++)
+		for (int bi = 0; bi < 2; bi++) {
+			const struct cp_conf *c = &cp_confs[ci];
+			lca_params p = cp_params(c, LCA_BACKEND_CPU, LCA_F64);
+			lca_plan *plan = tu_plan(&p);
+			struct cp_data d;
+			char what[160];
+			long n;
+
+			cp_make_batch(&d, c, LCA_F64, 41, bi, bi ? cu41 : NULL, 6);
+			name(what, sizeof what, &d, 3);
+			for (n = 1;; n++) {
+				struct job j;
+
+				memset(&j, 0, sizeof j);
+				fail_at = n;
+				run_job(&j, &d, plan, 3);
+				fail_at = 0;
+				if (!failed) {
+					assert_all_ok(&j, what);
+					free_job(&j);
+					break;
+				}
+				for (int r = 0; r < 3; r++)
+					ck_assert_msg(j.s[r] == LCA_ERR_NOMEM, "%s, allocation %ld of "
+						"rank 1 failed: rank %d returned %s (%s)", what, n, r,
+						lca_strerror(j.s[r]), j.msg[r]);
+				free_job(&j);
+			}
+			/* the header vote, the view, the algorithm's buffers */
+			ck_assert_msg(n > 3, "%s: only %ld allocations failed", what, n - 1);
+			cp_free(&d);
+			lca_plan_destroy(plan);
+		}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cp_loop");
@@ -445,6 +516,7 @@ int main(void)
 	tcase_add_test(tc, ranks_that_disagree_on_the_layout_all_fail);
 	tcase_add_test(tc, more_ranks_than_tokens);
 	tcase_add_test(tc, uneven_contiguous_runs);
+	tcase_add_test(tc, a_rank_out_of_memory_fails_every_rank);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

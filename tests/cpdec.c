@@ -194,6 +194,6 @@ uint64_t dec_bytes(const struct cp_data *d, int P, int64_t tq)
 
 uint64_t dec_control(int P)
 {
-	/* the 216-byte header, tq and a status (16), three 8-byte votes */
-	return (uint64_t)(P - 1) * (216 + 16 + 3 * 8);
+	/* the 216-byte header, tq and a status (16), four 8-byte votes */
+	return (uint64_t)(P - 1) * (216 + 16 + 4 * 8);
 }

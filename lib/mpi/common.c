@@ -64,6 +64,17 @@ int lcai_cp_allgather(struct lcai_cp_comm *c, int control, const void *send,
 	return c->allgather(c, send, bytes, recv);
 }
 
+int lcai_cp_allmax(struct lcai_cp_comm *c, int control, int64_t *v, int n)
+{
+	uint64_t b = (uint64_t)n * sizeof *v * (uint64_t)(c->size - 1);
+
+	if (control)
+		c->control_sent += b;
+	else
+		c->payload_sent += b;
+	return c->allmax(c, v, n);
+}
+
 int lcai_cp_shift_start(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg)
 {
 	for (int i = 0; i < LCAI_CP_NSEG; i++)
@@ -277,10 +288,14 @@ lca_status lcai_cp_agree(struct lcai_cp_comm *c, const char *fn,
 			"are offered", fn);
 	header(mine, &p, run, variant, has_state0, local);
 	all = ovf ? NULL : malloc(n);
-	/* P headers of 216 bytes: the one allocation whose failure a rank
-	 * cannot tell its peers (they then wait in the exchange). */
-	if (!all)
-		return lcai_cp_fail(LCA_ERR_NOMEM, "%s: no memory for %d headers", fn, P);
+	/* Every rank learns whether all have room for the P headers before
+	 * the exchange: a rank that had none and left alone would leave its
+	 * peers waiting in it. */
+	if ((s = lcai_cp_all_ok(c, fn, all ? LCA_OK : lcai_cp_fail(LCA_ERR_NOMEM,
+	    "%s: no memory for %d headers", fn, P))) != LCA_OK) {
+		free(all);
+		return s;
+	}
 	if (lcai_cp_allgather(c, 1, mine, sizeof mine, all)) {
 		free(all);
 		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: the transport failed", fn);
@@ -331,29 +346,32 @@ void lcai_cp_view_free(struct lcai_cp_view *vw)
 	vw->pc = NULL;
 }
 
+int64_t lcai_cp_vote_word(const struct lcai_cp_comm *c, lca_status mine)
+{
+	return mine == LCA_OK ? 0 : LCAI_CP_FAILED + ((int64_t)mine << 32) +
+		(int64_t)(UINT32_MAX - (uint32_t)c->rank);
+}
+
+lca_status lcai_cp_vote_read(const char *fn, lca_status mine, int64_t w)
+{
+	lca_status s;
+	int j;
+
+	if (w < LCAI_CP_FAILED)
+		return LCA_OK;
+	if (mine != LCA_OK)
+		return mine;  /* with this rank's own message */
+	w -= LCAI_CP_FAILED;
+	s = (lca_status)(w >> 32);
+	j = (int)(UINT32_MAX - (uint32_t)(w & UINT32_MAX));
+	return lcai_cp_fail(s, "%s: rank %d failed (%s)", fn, j, lca_strerror(s));
+}
+
 lca_status lcai_cp_all_ok(struct lcai_cp_comm *c, const char *fn, lca_status mine)
 {
-	int64_t st = mine, *all = malloc((size_t)c->size * sizeof *all);
-	char keep[sizeof cp_msg];
+	int64_t w = lcai_cp_vote_word(c, mine);
 
-	if (!all) /* cannot vote; a peer may then wait: the one unsafe spot */
-		return lcai_cp_fail(LCA_ERR_NOMEM, "%s: no memory for the status vote", fn);
-	memcpy(keep, cp_msg, sizeof keep);
-	if (lcai_cp_allgather(c, 1, &st, sizeof st, all)) {
-		free(all);
+	if (lcai_cp_allmax(c, 1, &w, 1))
 		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: the transport failed", fn);
-	}
-	for (int j = 0; j < c->size; j++)
-		if (all[j] != LCA_OK) {
-			lca_status s = (lca_status)all[j];
-
-			free(all);
-			if (mine != LCA_OK) {
-				memcpy(cp_msg, keep, sizeof keep);
-				return mine;
-			}
-			return lcai_cp_fail(s, "%s: rank %d failed (%s)", fn, j, lca_strerror(s));
-		}
-	free(all);
-	return LCA_OK;
+	return lcai_cp_vote_read(fn, mine, w);
 }

@@ -19,6 +19,10 @@
  * rank calls the same number of times in the same order.
  *   allgather:   send [bytes] from each rank into recv [size][bytes], in
  *                rank order
+ *   allmax:      v[0 .. n) (n <= LCAI_CP_MAXW) becomes, element by
+ *                element, the largest value any rank holds; it needs no
+ *                memory, so a rank that ran out can still vote (a rank
+ *                that skipped a collective would leave its peers waiting)
  *   shift_start: send LCAI_CP_NSEG buffers to rank + 1 and receive as
  *                many from rank - 1 (both mod size; 0 bytes: no message
  *                that way), without waiting; shift_wait completes it.
@@ -29,6 +33,7 @@
  * the wrappers below, so both transports count the same way.
  */
 #define LCAI_CP_NSEG 2
+#define LCAI_CP_MAXW 4
 
 struct lcai_cp_seg {
 	const void *send;
@@ -42,6 +47,7 @@ struct lcai_cp_comm {
 	void *impl;
 	int (*allgather)(struct lcai_cp_comm *c, const void *send, size_t bytes,
 		void *recv);
+	int (*allmax)(struct lcai_cp_comm *c, int64_t *v, int n);
 	int (*shift_start)(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg);
 	int (*shift_wait)(struct lcai_cp_comm *c);
 	uint64_t payload_sent;  /* K/V blocks, latents, summaries */
@@ -49,9 +55,12 @@ struct lcai_cp_comm {
 };
 
 /* Counting wrappers: an allgather of b bytes counts (size - 1) b sent by
- * every rank (what it delivers to the others), a shift its sbytes. */
+ * every rank (what it delivers to the others), an allmax of n words
+ * (size - 1) 8 n as the allgather of those words would, a shift its
+ * sbytes. */
 int lcai_cp_allgather(struct lcai_cp_comm *c, int control, const void *send,
 	size_t bytes, void *recv);
+int lcai_cp_allmax(struct lcai_cp_comm *c, int control, int64_t *v, int n);
 int lcai_cp_shift_start(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg);
 int lcai_cp_shift_wait(struct lcai_cp_comm *c);
 
@@ -159,9 +168,19 @@ void lcai_cp_view_free(struct lcai_cp_view *vw);
  * cu_seqlens[0] = 0 and non-decreasing). */
 lca_status lcai_cp_check_run(const char *fn, const struct lcai_cp_run *run);
 
-/* The worst status of all ranks (the first non-OK in rank order), so
- * that every rank returns the same verdict after the computation. */
+/* The worst status of all ranks, so that every rank returns the same
+ * verdict; a rank that failed keeps its own message, the others name the
+ * failed rank (of the largest status code, the lowest such rank). One
+ * allmax: no memory needed, so it works after any allocation failure. */
 lca_status lcai_cp_all_ok(struct lcai_cp_comm *c, const char *fn, lca_status mine);
+
+/* The word a rank contributes to such a vote (0 when mine is LCA_OK; at
+ * least LCAI_CP_FAILED, with the status and the rank in it, when not),
+ * and the verdict read back from the allmax of the words. A vote can
+ * share an allmax with values below LCAI_CP_FAILED (cp_decode.c: tq). */
+#define LCAI_CP_FAILED ((int64_t)1 << 62)
+int64_t lcai_cp_vote_word(const struct lcai_cp_comm *c, lca_status mine);
+lca_status lcai_cp_vote_read(const char *fn, lca_status mine, int64_t w);
 
 /* The detail message of this thread's last failure (error.c). */
 lca_status lcai_cp_fail(lca_status s, const char *fmt, ...)

@@ -62,36 +62,36 @@ static lca_status check_args(const char *fn, const lca_plan *plan,
 }
 
 /*
- * The second agreement: every rank sends its tq and whether it got its
- * buffers; all reach the same verdict from the same bytes. A rank that
- * failed keeps its own message.
+ * The second agreement: every rank gives its tq and whether it got its
+ * buffers; all reach the same verdict from the same two words. A rank
+ * that failed keeps its own message.
  */
 static lca_status agree_tq(struct lcai_cp_comm *c, const char *fn,
 	const struct lcai_cp_view *vw, int64_t tq, lca_status mine)
 {
-	int64_t w[2] = { tq, mine }, *all = malloc((size_t)vw->P * sizeof w);
-	lca_status s = LCA_OK;
+	/* One allmax of two words, which needs no memory (a rank out of it
+	 * still votes): the largest tq, or the vote of a failed rank, which
+	 * lies above every tq; and minus the smallest tq. */
+	int64_t w[2] = { tq, -tq };
+	lca_status s;
 
-	if (!all) /* as lcai_cp_agree: a peer may then wait */
-		return lcai_cp_fail(LCA_ERR_NOMEM, "%s: no memory for %d words", fn, vw->P);
-	if (lcai_cp_allgather(c, 1, w, sizeof w, all)) {
-		free(all);
+	if (mine == LCA_OK && tq >= LCAI_CP_FAILED)
+		mine = lcai_cp_fail(LCA_ERR_SIZE, "%s: tq %lld is too large", fn, (long long)tq);
+	if (mine != LCA_OK) {
+		w[0] = lcai_cp_vote_word(c, mine);
+		w[1] = INT64_MIN;
+	}
+	if (lcai_cp_allmax(c, 1, w, 2))
 		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: the transport failed", fn);
-	}
-	for (int j = 0; j < vw->P && s == LCA_OK; j++) {
-		if (all[2 * j + 1] != LCA_OK)
-			s = mine != LCA_OK ? mine : lcai_cp_fail((lca_status)all[2 * j + 1],
-				"%s: rank %d failed (%s)", fn, j,
-				lca_strerror((lca_status)all[2 * j + 1]));
-		else if (all[2 * j] != all[0])
-			s = lcai_cp_fail(LCA_ERR_SIZE, "%s: ranks 0 and %d disagree on tq "
-				"(%lld, %lld)", fn, j, (long long)all[0], (long long)all[2 * j]);
-	}
-	if (s == LCA_OK && tq > vw->T)
-		s = lcai_cp_fail(LCA_ERR_SIZE, "%s: tq %lld exceeds the %lld tokens of the "
-			"sequence", fn, (long long)tq, (long long)vw->T);
-	free(all);
-	return s;
+	if ((s = lcai_cp_vote_read(fn, mine, w[0])) != LCA_OK)
+		return s;
+	if (w[0] != -w[1])
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: the ranks disagree on tq (from %lld "
+			"to %lld)", fn, (long long)-w[1], (long long)w[0]);
+	if (tq > vw->T)
+		return lcai_cp_fail(LCA_ERR_SIZE, "%s: tq %lld exceeds the %lld tokens of "
+			"the sequence", fn, (long long)tq, (long long)vw->T);
+	return LCA_OK;
 }
 
 /* Rows that saw nothing: o = 0, lse = -inf (lca_attn_merge(3) weighs

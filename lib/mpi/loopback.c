@@ -49,6 +49,29 @@ static int loop_allgather(struct lcai_cp_comm *c, const void *send, size_t bytes
 	return bad ? -1 : 0;
 }
 
+static int loop_allmax(struct lcai_cp_comm *c, int64_t *v, int n)
+{
+	struct rank_impl *ri = c->impl;
+	struct loop *lp = ri->lp;
+	int64_t m[LCAI_CP_MAXW];
+	int bad = n < 1 || n > LCAI_CP_MAXW;
+
+	lp->slot[c->rank].send = v;
+	lp->slot[c->rank].bytes = (size_t)n * sizeof *v;
+	pthread_barrier_wait(&lp->bar);
+	for (int j = 0; j < lp->P && !bad; j++) {
+		const int64_t *x = lp->slot[j].send;
+
+		bad |= lp->slot[j].bytes != (size_t)n * sizeof *v;
+		for (int i = 0; i < n && !bad; i++)
+			m[i] = j == 0 || x[i] > m[i] ? x[i] : m[i];
+	}
+	pthread_barrier_wait(&lp->bar);
+	if (!bad)
+		memcpy(v, m, (size_t)n * sizeof *v);
+	return bad ? -1 : 0;
+}
+
 static int loop_shift_start(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg)
 {
 	struct rank_impl *ri = c->impl;
@@ -115,6 +138,7 @@ int lcai_loop_run(int P, void (*body)(struct lcai_cp_comm *c, void *arg),
 		c[r].size = P;
 		c[r].impl = &ri[r];
 		c[r].allgather = loop_allgather;
+		c[r].allmax = loop_allmax;
 		c[r].shift_start = loop_shift_start;
 		c[r].shift_wait = loop_shift_wait;
 		ta[r].c = &c[r];

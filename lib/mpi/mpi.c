@@ -35,6 +35,14 @@ static int mpi_allgather(struct lcai_cp_comm *c, const void *send, size_t bytes,
 		m->comm) == MPI_SUCCESS ? 0 : -1;
 }
 
+static int mpi_allmax(struct lcai_cp_comm *c, int64_t *v, int n)
+{
+	struct mpi_impl *m = c->impl;
+
+	return MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_MAX, m->comm) ==
+		MPI_SUCCESS ? 0 : -1;
+}
+
 /* Segment i travels with tag i (MPI keeps the order of messages with the
  * same source, tag and communicator, so consecutive shifts cannot mix). */
 static int mpi_shift_start(struct lcai_cp_comm *c, const struct lcai_cp_seg *seg)
@@ -99,6 +107,7 @@ static lca_status open_comm(const char *fn, MPI_Comm comm, struct mpi_impl *m,
 	}
 	c->impl = m;
 	c->allgather = mpi_allgather;
+	c->allmax = mpi_allmax;
 	c->shift_start = mpi_shift_start;
 	c->shift_wait = mpi_shift_wait;
 	return LCA_OK;
