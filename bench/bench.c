@@ -605,6 +605,7 @@ static void print_roofline_note(const struct bench *b)
 static void print_phases(const struct bench *b)
 {
 	int nt = bench_kernel_threads(), any = 0;
+	int64_t marks = 0;
 
 	for (int i = 0; i < b->nrows; i++) {
 		const struct row *r = &b->rows[i];
@@ -617,7 +618,8 @@ static void print_phases(const struct bench *b)
 			printf("\nphases (lca_profile_read(3), cpu isa %s, %d threads): share of "
 			       "wall x threads of the profiled calls per phase; other = the rest "
 			       "(team waits, allocation, unmarked work, BLAS threads under "
-			       "mla.project); on/off = fastest profiled / unprofiled call\n",
+			       "mla.project); on/off = fastest profiled / unprofiled call; marks = "
+			       "phase boundaries timed, est. = marks x one clock read / (wall x threads)\n",
 				lca_cpu_isa(), nt);
 		any = 1;
 		printf("%-9s %6lld ", mech_names[r->v], (long long)r->T);
@@ -634,9 +636,13 @@ static void print_phases(const struct bench *b)
 				(size_t)(dot - p->name[k])) ? dot + 1 : p->name[k],
 				100 * p->seconds[k] / whole);
 			sum += p->seconds[k];
+			marks += p->count[k];
 		}
-		printf("  other %.1f%%  (%d calls, %.3g s; on/off %.3f)\n",
-			100 * (whole - sum) / whole, p->calls, p->wall_s, p->on_s / p->off_s);
+		printf("  other %.1f%%  (%d calls, %.3g s; on/off %.3f; marks %lld, est. %.2f%% "
+		       "at %.0f ns)\n", 100 * (whole - sum) / whole, p->calls, p->wall_s,
+			p->on_s / p->off_s, (long long)marks, 100 * marks * p->clock_ns * 1e-9 / whole,
+			p->clock_ns);
+		marks = 0;
 	}
 }
 

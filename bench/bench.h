@@ -99,6 +99,7 @@ struct bench_prof {
 	int calls;                  /* profiled calls summed */
 	double wall_s;              /* their wall time, summed */
 	double on_s, off_s;         /* fastest profiled and unprofiled call */
+	double clock_ns;            /* one CLOCK_MONOTONIC read, the cost of a mark */
 	char msg[200];
 };
 

@@ -25,7 +25,8 @@ enum {
 	COPY_MIB = 512,  /* far beyond any last-level cache */
 	BEST_OF = 5,     /* a busy machine rarely slows all five */
 	MAX_COPY_THREADS = 64,
-	FMA_ACC = 16,    /* independent accumulators: latency x FMA ports (4 x 2) and more */
+	FMA_ACC = 16,    /* independent accumulators, AVX-512 (32 registers): */
+	FMA_ACC16 = 12,  /* ... and 16 registers; both above latency x FMA ports (4 x 2) */
 	FMA_ITER = 1 << 23 /* x 16 vector FMAs a thread: ~0.05 s at AVX-512 */
 };
 
@@ -133,8 +134,10 @@ static double copy_rate(size_t bytes, int nt)
 /* ---- the FMA ceiling -------------------------------------------------- */
 
 /*
- * Each loop keeps FMA_ACC accumulators in registers and updates every one
- * with a = a * x + y per iteration, so nothing but the FMA units bounds it.
+ * Each loop keeps nacc accumulators in registers (FMA_ACC with AVX-512's
+ * 32 vector registers, FMA_ACC16 with 16: x and y need two, and a spilled
+ * accumulator would put a store and a load in its chain) and updates every
+ * one with a = a * x + y per iteration, so nothing but the FMA units bounds it.
  * x < 1 and small y keep the values near y / (1 - x): no overflow, no
  * denormals. The sum of the accumulators is returned so the compiler
  * cannot drop the loop. The widths are those the cpu kernels are built for
@@ -143,20 +146,20 @@ static double copy_rate(size_t bytes, int nt)
  */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define FMA_LOOP(name, attr, vt, set1, fma, store, et, lanes)          \
+#define FMA_LOOP(name, attr, vt, set1, fma, store, et, lanes, nacc)    \
 static attr double name(long iters)                                     \
 {                                                                       \
-	vt acc[FMA_ACC], x = set1((et)0.999999), y = set1((et)1e-6);    \
+	vt acc[nacc], x = set1((et)0.999999), y = set1((et)1e-6);       \
 	et out[lanes];                                                  \
 	double sum = 0;                                                 \
-	for (int i = 0; i < FMA_ACC; i++)                               \
+	for (int i = 0; i < nacc; i++)                                  \
 		acc[i] = set1((et)i);                                   \
 	for (long n = 0; n < iters; n++) {                              \
 		_Pragma("GCC unroll 16")                                \
-		for (int i = 0; i < FMA_ACC; i++)                       \
+		for (int i = 0; i < nacc; i++)                          \
 			acc[i] = fma(acc[i], x, y);                     \
 	}                                                               \
-	for (int i = 1; i < FMA_ACC; i++)                               \
+	for (int i = 1; i < nacc; i++)                                  \
 		acc[0] = fma(acc[i], x, acc[0]);                        \
 	store(out, acc[0]);                                             \
 	for (int i = 0; i < lanes; i++)                                 \
@@ -166,23 +169,26 @@ static attr double name(long iters)                                     \
 #define SSE_FMA_PS(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
 #define SSE_FMA_PD(a, b, c) _mm_add_pd(_mm_mul_pd(a, b), c)
 FMA_LOOP(fma512s, __attribute__((target("avx512f"))), __m512, _mm512_set1_ps,
-	_mm512_fmadd_ps, _mm512_storeu_ps, float, 16)
+	_mm512_fmadd_ps, _mm512_storeu_ps, float, 16, FMA_ACC)
 FMA_LOOP(fma512d, __attribute__((target("avx512f"))), __m512d, _mm512_set1_pd,
-	_mm512_fmadd_pd, _mm512_storeu_pd, double, 8)
+	_mm512_fmadd_pd, _mm512_storeu_pd, double, 8, FMA_ACC)
 FMA_LOOP(fma256s, __attribute__((target("avx2,fma"))), __m256, _mm256_set1_ps,
-	_mm256_fmadd_ps, _mm256_storeu_ps, float, 8)
+	_mm256_fmadd_ps, _mm256_storeu_ps, float, 8, FMA_ACC16)
 FMA_LOOP(fma256d, __attribute__((target("avx2,fma"))), __m256d, _mm256_set1_pd,
-	_mm256_fmadd_pd, _mm256_storeu_pd, double, 4)
-FMA_LOOP(fma128s, , __m128, _mm_set1_ps, SSE_FMA_PS, _mm_storeu_ps, float, 4)
-FMA_LOOP(fma128d, , __m128d, _mm_set1_pd, SSE_FMA_PD, _mm_storeu_pd, double, 2)
+	_mm256_fmadd_pd, _mm256_storeu_pd, double, 4, FMA_ACC16)
+FMA_LOOP(fma128s, , __m128, _mm_set1_ps, SSE_FMA_PS, _mm_storeu_ps, float, 4, FMA_ACC16)
+FMA_LOOP(fma128d, , __m128d, _mm_set1_pd, SSE_FMA_PD, _mm_storeu_pd, double, 2, FMA_ACC16)
 
-/* The loop and its lanes for the level lca_cpu_isa() names and the type. */
-static double (*fma_kernel(const char *isa, int dbl, int *lanes))(long)
+/* The loop, its lanes and accumulators for the level lca_cpu_isa()
+ * names and the type. */
+static double (*fma_kernel(const char *isa, int dbl, int *lanes, int *nacc))(long)
 {
 	if (!strcmp(isa, "avx512")) {
 		*lanes = dbl ? 8 : 16;
+		*nacc = FMA_ACC;
 		return dbl ? fma512d : fma512s;
 	}
+	*nacc = FMA_ACC16;
 	if (!strcmp(isa, "avx2")) {
 		*lanes = dbl ? 4 : 8;
 		return dbl ? fma256d : fma256s;
@@ -208,10 +214,11 @@ static double fma_scalar(long iters)
 	return sum;
 }
 
-static double (*fma_kernel(const char *isa, int dbl, int *lanes))(long)
+static double (*fma_kernel(const char *isa, int dbl, int *lanes, int *nacc))(long)
 {
 	(void)isa, (void)dbl;
 	*lanes = 1;
+	*nacc = FMA_ACC;
 	return fma_scalar;
 }
 #endif
@@ -255,11 +262,11 @@ int bench_kernel_threads(void)
 /* Best-of-5 GFLOP/s of the FMA loop on nt threads (the calling one and
  * nt - 1 started) released together; the time runs from the release to
  * the last join. A thread that cannot be started is not counted. */
-static double fma_rate(const char *isa, int dbl, int nt, int *lanes)
+static double fma_rate(const char *isa, int dbl, int nt, int *lanes, int *nacc)
 {
 	struct fma_job job[MAX_COPY_THREADS];
 	pthread_t th[MAX_COPY_THREADS];
-	double (*fn)(long) = fma_kernel(isa, dbl, lanes);
+	double (*fn)(long) = fma_kernel(isa, dbl, lanes, nacc);
 	double best = 0;
 
 	for (int rep = 0; rep <= BEST_OF; rep++) {
@@ -279,7 +286,7 @@ static double fma_rate(const char *isa, int dbl, int nt, int *lanes)
 		for (int i = 1; i <= started; i++)
 			pthread_join(th[i], NULL);
 		t = bench_now() - t0;
-		flops = 2.0 * *lanes * FMA_ACC * (double)FMA_ITER * (started + 1);
+		flops = 2.0 * *lanes * *nacc * (double)FMA_ITER * (started + 1);
 		if (job[0].sink != job[0].sink)
 			return 0;  /* NaN cannot happen; keeps the sum live */
 		if (rep > 0 && t > 0 && flops / t / 1e9 > best)
@@ -309,10 +316,11 @@ static void ceilings_child(void *arg, void *res)
 	c->dgemm_gflops = gemm_rate(GEMM_N, 1);
 	c->bw_gbs = copy_rate((size_t)COPY_MIB << 20, c->copy_threads);
 	c->fma_threads = bench_kernel_threads();
-	c->fma_acc = FMA_ACC;
 	snprintf(c->fma_isa, sizeof c->fma_isa, "%s", lca_cpu_isa());
-	c->fma_s_gflops = fma_rate(c->fma_isa, 0, c->fma_threads, &c->fma_s_lanes);
-	c->fma_d_gflops = fma_rate(c->fma_isa, 1, c->fma_threads, &c->fma_d_lanes);
+	c->fma_s_gflops = fma_rate(c->fma_isa, 0, c->fma_threads, &c->fma_s_lanes,
+		&c->fma_acc);
+	c->fma_d_gflops = fma_rate(c->fma_isa, 1, c->fma_threads, &c->fma_d_lanes,
+		&c->fma_acc);
 }
 
 int bench_ceilings(struct bench_ceiling *c)
