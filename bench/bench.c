@@ -406,7 +406,7 @@ static void measure_row(struct bench *b, struct row *r, double *ref_rate)
 	r->prof_rc = 1;
 	if (b->o.profile && !b->o.backward && !r->for_peer && r->cpu_rc == 0 && r->cpu.status == LCA_OK)
 		r->prof_rc = bench_profile(r->v, &b->s, r->T, b->o.dtype, b->o.check_finite,
-			3 * 3600, &r->prof);
+			b->o.quick ? 0 : 2.0, 3 * 3600, &r->prof);
 	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK)
 		measure_ref(b, r, ref_rate);
 }

@@ -103,9 +103,11 @@ struct bench_prof {
 	char msg[200];
 };
 
-/* Profile prefill of T tokens on the cpu backend in a forked child. */
+/* Profile prefill of T tokens on the cpu backend in a forked child:
+ * pairs of calls while they took under budget_s seconds, at least one. */
 int bench_profile(lca_variant v, const struct bench_shape *s, int64_t T,
-	lca_dtype dtype, int check_finite, unsigned alarm_s, struct bench_prof *r);
+	lca_dtype dtype, int check_finite, double budget_s, unsigned alarm_s,
+	struct bench_prof *r);
 
 /* Run fn(arg, res) in a forked child and copy size bytes of *res back
  * through a pipe. Returns 0 if the child reported, -2 if alarm_s ran out,

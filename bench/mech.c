@@ -559,6 +559,7 @@ struct prof_job {
 	int64_t T;
 	lca_dtype dt;
 	int check_finite;
+	double budget_s;
 };
 
 /* Nanoseconds of one clock_gettime(CLOCK_MONOTONIC), best of 5 runs of
@@ -597,7 +598,8 @@ static lca_status prof_call(const lca_plan *plan, const struct prof_job *j,
 }
 
 /* A warm-up call (unless it is long), then unprofiled and profiled calls
- * in turn: pairs of them while the pairs take under 2 s, at least one. */
+ * in turn: pairs of them while the pairs take under budget_s, at least
+ * one. */
 static lca_status prof_calls(const lca_plan *plan, const struct prof_job *j,
 	void *const *b, struct bench_prof *r)
 {
@@ -626,7 +628,7 @@ static lca_status prof_calls(const lca_plan *plan, const struct prof_job *j,
 		r->wall_s += dt;
 		r->calls++;
 		spent += dt;
-	} while (spent < 2.0 && r->calls < 8);
+	} while (spent < j->budget_s && r->calls < 8);
 	if ((st = lca_profile_read(ph, BENCH_MAX_PHASES, &n)) != LCA_OK)
 		return st;
 	r->clock_ns = clock_cost_ns();
@@ -665,9 +667,10 @@ static void profile_child(void *arg, void *res)
 }
 
 int bench_profile(lca_variant v, const struct bench_shape *s, int64_t T,
-	lca_dtype dtype, int check_finite, unsigned alarm_s, struct bench_prof *r)
+	lca_dtype dtype, int check_finite, double budget_s, unsigned alarm_s,
+	struct bench_prof *r)
 {
-	struct prof_job j = { v, s, T, dtype, check_finite };
+	struct prof_job j = { v, s, T, dtype, check_finite, budget_s };
 
 	memset(r, 0, sizeof *r);
 	r->status = -1;
