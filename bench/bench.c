@@ -34,6 +34,7 @@ struct options {
 	int reps;
 	int quick;
 	int torch;
+	int profile;        /* the phase table (prefill; --no-profile: none) */
 	int check_finite;
 	double ref_limit_s; /* run the reference when predicted under this */
 	const char *csv;
@@ -57,6 +58,8 @@ struct row {
 	double fwd_s;          /* --phase backward: the forward's seconds */
 	double peer_s;         /* 0: not measured */
 	double f32_s;          /* --dtype bf16: the f32 call's seconds; 0: not measured */
+	struct bench_prof prof; /* the phase profile */
+	int prof_rc;           /* bench_profile()'s return; 1: not run */
 };
 
 struct bench {
@@ -75,14 +78,16 @@ static int usage(FILE *f)
 		"usage: lcattn bench [--phase prefill|decode|backward|serve] [--T 1024,4096,16384,65536]\n"
 		"         [--mech softmax,mla,deltanet,lightning] [--dtype f32|f64|bf16] [--reps 3]\n"
 		"         [--csv FILE] [--no-torch] [--torch-script FILE] [--ref-limit SECONDS]\n"
-		"         [--no-finite-check] [--quick]\n"
+		"         [--no-finite-check] [--no-profile] [--quick]\n"
 		"Times causal prefill on the cpu backend (H=8, d=128; mla dn=128 dr=64 dc=512\n"
 		"dv=128; deltanet chunk 64, lightning block 256) against the sgemm/dgemm rate\n"
 		"and copy bandwidth measured in the same run, the f64 reference where it\n"
 		"is predicted to finish within --ref-limit (30 s) and a PyTorch peer where\n"
 		"python3 can import torch. --quick: T=1024,4096, one call each, no\n"
 		"reference over 2 s. --dtype bf16 (prefill only) also times f32 in the\n"
-		"same run and prints bf16/f32.\n"
+		"same run and prints bf16/f32. After the table, per mechanism and T, the\n"
+		"share of the time in each phase of the kernels (lca_profile_read(3)) and\n"
+		"the time profiling costs (--no-profile: none).\n"
 		"--phase decode: seconds per generated token through the cache API at\n"
 		"contexts T (default 1024..262144; --quick 1024,4096), median of 21 steps;\n"
 		"deltanet and lightning beside one pass over their state (memcpy) and\n"
@@ -251,6 +256,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->torch = 0;
 		else if (!strcmp(a, "--no-finite-check"))
 			o->check_finite = 0;
+		else if (!strcmp(a, "--no-profile"))
+			o->profile = 0;
 		else if (i + 1 >= argc ||
 			 option_value(a, argv[i + 1], o, &T_given, &reps_given)) {
 			fprintf(stderr, "lcattn bench: bad or incomplete option '%s'%s%s%s\n", a,
@@ -396,6 +403,10 @@ static void measure_row(struct bench *b, struct row *r, double *ref_rate)
 				&tm, 3 * 3600, &fr) == 0 && fr.status == LCA_OK)
 			r->f32_s = fr.seconds;
 	}
+	r->prof_rc = 1;
+	if (b->o.profile && !b->o.backward && !r->for_peer && r->cpu_rc == 0 && r->cpu.status == LCA_OK)
+		r->prof_rc = bench_profile(r->v, &b->s, r->T, b->o.dtype, b->o.check_finite,
+			b->o.quick ? 0 : 2.0, 3 * 3600, &r->prof);
 	if (r->cpu_rc == 0 && r->cpu.status == LCA_OK)
 		measure_ref(b, r, ref_rate);
 }
@@ -409,11 +420,14 @@ static int cpu_ok(const struct row *r)
 
 static double peak_gflops(const struct bench *b)
 {
-	return b->o.dtype == LCA_F64 ? b->c.dgemm_gflops : b->c.sgemm_gflops;
+	return bench_peak_gflops(&b->c, b->o.dtype == LCA_F64);
 }
 
 /* max(flops / peak_flops, bytes / peak_bw) / seconds: the fraction of the
- * time the nearer of the two ceilings would need. */
+ * time the nearer of the two ceilings would need. peak_flops is the larger
+ * of the BLAS GEMM and the FMA loop: a BLAS that dispatches to a narrower
+ * ISA than the kernels (OpenBLAS's AVX2 kernels on an AVX-512 Zen 5) is
+ * not a ceiling for them. */
 static double roofline(const struct bench *b, const struct row *r)
 {
 	double tf = r->flops / (peak_gflops(b) * 1e9), tb = r->bytes / (b->c.bw_gbs * 1e9);
@@ -437,8 +451,10 @@ static void print_title(const struct bench *b)
 
 static void print_ceiling(const char *when, const struct bench_ceiling *c)
 {
-	printf("ceilings %-9s sgemm %6.1f GFLOP/s, dgemm %6.1f GFLOP/s, copy %5.1f GB/s\n",
-		when, c->sgemm_gflops, c->dgemm_gflops, c->bw_gbs);
+	printf("ceilings %-9s sgemm %6.1f GFLOP/s, dgemm %6.1f GFLOP/s, "
+	       "fma %s f32 %6.1f GFLOP/s, f64 %6.1f GFLOP/s, copy %5.1f GB/s\n",
+		when, c->sgemm_gflops, c->dgemm_gflops, c->fma_isa, c->fma_s_gflops,
+		c->fma_d_gflops, c->bw_gbs);
 	fflush(stdout);
 }
 
@@ -453,20 +469,31 @@ static void merge_ceilings(struct bench_ceiling *c, const struct bench_ceiling *
 		c->dgemm_gflops = end->dgemm_gflops;
 	if (end->bw_gbs > c->bw_gbs)
 		c->bw_gbs = end->bw_gbs;
+	if (end->fma_s_gflops > c->fma_s_gflops)
+		c->fma_s_gflops = end->fma_s_gflops;
+	if (end->fma_d_gflops > c->fma_d_gflops)
+		c->fma_d_gflops = end->fma_d_gflops;
 }
 
 static void print_header(const struct bench *b)
 {
+	int dbl = b->o.dtype == LCA_F64;
+
 	printf("peaks used (the larger of start and end): sgemm %.1f GFLOP/s, dgemm %.1f GFLOP/s "
 	       "(n=%d, best of 5, 2n^3 flops); copy %.1f GB/s (%.0f MiB, %d threads, best of 5, "
 	       "bytes = 2 x size)\n",
 		b->c.sgemm_gflops, b->c.dgemm_gflops, b->c.gemm_n, b->c.bw_gbs,
 		b->c.copy_mib, b->c.copy_threads);
+	printf("  fma: %s loop of %d independent FMAs in registers on %d threads, best of 5, "
+	       "flops = 2 x lanes x FMAs (%d f32, %d f64 lanes): f32 %.1f GFLOP/s, f64 %.1f GFLOP/s\n",
+		b->c.fma_isa, b->c.fma_acc, b->c.fma_threads, b->c.fma_s_lanes, b->c.fma_d_lanes,
+		b->c.fma_s_gflops, b->c.fma_d_gflops);
 	for (const char *const *f = b->o.backward ? bench_formulas_bwd() : bench_formulas(); *f; f++)
 		printf("  %s\n", *f);
 	printf("seconds: median of >= %d calls (fewer when a call exceeds %d s); "
-	       "roofline = max(flops/peak, bytes/bw) / seconds (peak: %s)\n\n",
-		b->o.reps, LONG_RUN_S, b->o.dtype == LCA_F64 ? "dgemm" : "sgemm");
+	       "roofline = max(flops/peak, bytes/bw) / seconds (peak = max(%s, fma %s) = %.1f GFLOP/s)\n\n",
+		b->o.reps, LONG_RUN_S, dbl ? "dgemm" : "sgemm", dbl ? "f64" : "f32",
+		peak_gflops(b));
 	printf("%-9s %6s %5s %10s %9s %8s %10s %8s %9s%s\n", "mechanism", "T", "calls",
 		"seconds", "GFLOP/s", "roofline", "ref f64 s", "vs ref", "peak MiB",
 		b->o.backward ? "   fwd s  bwd/fwd" :
@@ -568,6 +595,55 @@ static void print_roofline_note(const struct bench *b)
 			       "(a busy machine?): rerun on a quiet one\n");
 			return;
 		}
+}
+
+/* The phase table: each phase's seconds, summed over the threads, as a
+ * share of wall x threads of the profiled calls; "other" is the rest:
+ * waiting for the team (imbalance, wake-ups), allocation, work outside
+ * the marked phases, and BLAS's own threads inside a phase that one
+ * thread marks (mla.project). */
+static void print_phases(const struct bench *b)
+{
+	int nt = bench_kernel_threads(), any = 0;
+	int64_t marks = 0;
+
+	for (int i = 0; i < b->nrows; i++) {
+		const struct row *r = &b->rows[i];
+		const struct bench_prof *p = &r->prof;
+		double whole = p->wall_s * nt, sum = 0;
+
+		if (r->prof_rc == 1 || r->for_peer)
+			continue;
+		if (!any)
+			printf("\nphases (lca_profile_read(3), cpu isa %s, %d threads): share of "
+			       "wall x threads of the profiled calls per phase; other = the rest "
+			       "(team waits, allocation, unmarked work, BLAS threads under "
+			       "mla.project); on/off = fastest profiled / unprofiled call; marks = "
+			       "phase boundaries timed, est. = marks x one clock read / (wall x threads)\n",
+				lca_cpu_isa(), nt);
+		any = 1;
+		printf("%-9s %6lld ", mech_names[r->v], (long long)r->T);
+		if (r->prof_rc || p->status != LCA_OK || !(whole > 0)) {
+			printf("n/a (%s)\n", r->prof_rc == -2 ? "time limit" : r->prof_rc ?
+				"child failed" : p->msg[0] ? p->msg : "no time");
+			continue;
+		}
+		for (int k = 0; k < p->nphase; k++) {
+			const char *dot = strchr(p->name[k], '.');
+
+			/* the mechanism's own prefix is implied by the row */
+			printf(" %s %.1f%%", dot && !strncmp(p->name[k], mech_names[r->v],
+				(size_t)(dot - p->name[k])) ? dot + 1 : p->name[k],
+				100 * p->seconds[k] / whole);
+			sum += p->seconds[k];
+			marks += p->count[k];
+		}
+		printf("  other %.1f%%  (%d calls, %.3g s; on/off %.3f; marks %lld, est. %.2f%% "
+		       "at %.0f ns)\n", 100 * (whole - sum) / whole, p->calls, p->wall_s,
+			p->on_s / p->off_s, (long long)marks, 100 * marks * p->clock_ns * 1e-9 / whole,
+			p->clock_ns);
+		marks = 0;
+	}
 }
 
 /* Softmax keeps no T x T buffer: its peak memory against its own inputs
@@ -778,6 +854,7 @@ static void defaults(struct bench *b)
 	b->o.reps = 3;
 	b->o.torch = 1;
 	b->o.check_finite = 1;
+	b->o.profile = 1;
 	b->o.ref_limit_s = 30;
 	b->o.so = (struct serve_opts){ .B = { 1, 8, 64 }, .nB = 3, .ctx_median = 8192,
 		.ctx_max = 65536, .ctx_sigma = 0.5, .long_ctx = 32768, .long_B = 8, .seed = 1,
@@ -920,6 +997,7 @@ int tool_bench(int argc, char **argv)
 	print_scaling(b);
 	print_memory(b);
 	print_roofline_note(b);
+	print_phases(b);
 	if (b->o.backward && b->o.mech[LCA_MLA]) {
 		int64_t T[MAX_T];
 

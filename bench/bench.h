@@ -47,6 +47,12 @@ struct bench_ceiling {
 	double copy_mib;     /* size of the copy */
 	int copy_threads;    /* threads sharing the copy */
 	double bw_gbs;       /* best of 5, bytes = 2 x size (read + write) */
+	char fma_isa[16];    /* lca_cpu_isa(): the width of the FMA loop */
+	int fma_threads;     /* threads of the FMA loop: those a cpu plan gets */
+	int fma_acc;         /* independent vector accumulators of the loop */
+	int fma_s_lanes, fma_d_lanes; /* f32, f64 lanes of one vector */
+	double fma_s_gflops; /* best of 5 register-only FMA loop, f32: */
+	double fma_d_gflops; /* flops = 2 x lanes x FMAs, over all threads */
 };
 
 /* ---- mech.c ---- */
@@ -79,6 +85,30 @@ int bench_measure(lca_variant v, const struct bench_shape *s, int64_t T,
 	lca_backend backend, lca_dtype dtype, const struct bench_timing *tm,
 	unsigned alarm_s, struct bench_result *r);
 
+/* A profiled prefill (lca_profile_read(3)): the phases with time in
+ * them, their seconds summed over the threads, and the wall time of the
+ * profiled calls; on/off is the fastest profiled call over the fastest
+ * unprofiled one, alternated in the same child. */
+enum { BENCH_MAX_PHASES = 32 };
+struct bench_prof {
+	int status;                 /* lca_status; -1 the child died */
+	int nphase;
+	char name[BENCH_MAX_PHASES][32];
+	double seconds[BENCH_MAX_PHASES];
+	int64_t count[BENCH_MAX_PHASES];
+	int calls;                  /* profiled calls summed */
+	double wall_s;              /* their wall time, summed */
+	double on_s, off_s;         /* fastest profiled and unprofiled call */
+	double clock_ns;            /* one CLOCK_MONOTONIC read, the cost of a mark */
+	char msg[200];
+};
+
+/* Profile prefill of T tokens on the cpu backend in a forked child:
+ * pairs of calls while they took under budget_s seconds, at least one. */
+int bench_profile(lca_variant v, const struct bench_shape *s, int64_t T,
+	lca_dtype dtype, int check_finite, double budget_s, unsigned alarm_s,
+	struct bench_prof *r);
+
 /* Run fn(arg, res) in a forked child and copy size bytes of *res back
  * through a pipe. Returns 0 if the child reported, -2 if alarm_s ran out,
  * -1 if it failed otherwise; *res is then left as the caller set it. */
@@ -92,9 +122,17 @@ double bench_now(void);
 
 /* ---- ceiling.c ---- */
 
-/* Measure sgemm/dgemm rates and the copy bandwidth in a forked child.
- * Returns 0 on success. */
+/* Measure sgemm/dgemm rates, the FMA loop's f32/f64 rates and the copy
+ * bandwidth in a forked child. Returns 0 on success. */
 int bench_ceilings(struct bench_ceiling *c);
+
+/* The compute peak every roofline uses: max(sgemm, FMA loop) in f32
+ * (dbl = 0), max(dgemm, FMA loop) in f64. */
+double bench_peak_gflops(const struct bench_ceiling *c, int dbl);
+
+/* Threads a cpu plan with nthreads 0 runs on (OMP_NUM_THREADS, else the
+ * CPUs of the affinity mask, capped by those CPUs). */
+int bench_kernel_threads(void);
 
 /* ---- decode.c ---- */
 

@@ -299,7 +299,7 @@ int bench_decode(const struct bench_shape *s, const int64_t *Ts, int nT,
 	const lca_variant *vs, int nv, lca_dtype dtype, int reps,
 	const struct bench_ceiling *c, FILE *csv)
 {
-	double peak = dtype == LCA_F64 ? c->dgemm_gflops : c->sgemm_gflops;
+	double peak = bench_peak_gflops(c, dtype == LCA_F64);
 	double at[4][32] = { { 0 } };
 	size_t es = dtype == LCA_F64 ? 8 : 4;
 
@@ -352,9 +352,10 @@ int bench_decode(const struct bench_shape *s, const int64_t *Ts, int nT,
 				at[LCA_MLA][b] / at[LCA_SOFTMAX][b],
 				(double)(s->dc + s->dr) / (double)(s->H * (s->dk + s->dv)),
 				(long long)(s->dc + s->dr), (long long)(s->H * (s->dk + s->dv)));
-	printf("roofline = max(flops / peak %s, bytes / copy bandwidth) / seconds; "
-		"flops and bytes from lca_plan_cost(3) (LCA_PHASE_DECODE), %zu-byte elements\n",
-		dtype == LCA_F64 ? "dgemm" : "sgemm", es);
+	printf("roofline = max(flops / peak, bytes / copy bandwidth) / seconds, peak = max(%s, "
+		"fma %s) = %.1f GFLOP/s; flops and bytes from lca_plan_cost(3) (LCA_PHASE_DECODE), "
+		"%zu-byte elements\n", dtype == LCA_F64 ? "dgemm" : "sgemm",
+		dtype == LCA_F64 ? "f64" : "f32", peak, es);
 	printf("state pass = median of %d memcpy of the state's H dk dv = %lld elements "
 		"(%.2f MiB: each byte read and written once) in the same child; "
 		"step/pass = s/token / state pass\n", PASS_REPS,

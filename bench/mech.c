@@ -551,6 +551,132 @@ int bench_measure(lca_variant v, const struct bench_shape *s, int64_t T,
 	return bench_fork(measure_child, &j, r, sizeof *r, alarm_s);
 }
 
+/* ---- phase profile ------------------------------------------------------ */
+
+struct prof_job {
+	lca_variant v;
+	const struct bench_shape *s;
+	int64_t T;
+	lca_dtype dt;
+	int check_finite;
+	double budget_s;
+};
+
+/* Nanoseconds of one clock_gettime(CLOCK_MONOTONIC), best of 5 runs of
+ * 100000: what a profiled phase boundary costs at least. */
+static double clock_cost_ns(void)
+{
+	double best = INFINITY;
+	struct timespec ts;
+	long sink = 0;
+
+	for (int rep = 0; rep < 5; rep++) {
+		double t0 = bench_now();
+
+		for (int i = 0; i < 100000; i++) {
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			sink += ts.tv_nsec & 1;
+		}
+		best = fmin(best, (bench_now() - t0) * 1e4);
+	}
+	return sink < 0 ? 0 : best;
+}
+
+/* One call, timed, with the profiler on or off. */
+static lca_status prof_call(const lca_plan *plan, const struct prof_job *j,
+	void *const *b, int on, double *dt)
+{
+	double t0;
+	lca_status st = lca_profile_enable(on);
+
+	t0 = bench_now();
+	if (st == LCA_OK)
+		st = forward(plan, j->v, j->T, b);
+	*dt = bench_now() - t0;
+	lca_profile_enable(0);
+	return st;
+}
+
+/* A warm-up call (unless it is long), then unprofiled and profiled calls
+ * in turn: pairs of them while the pairs take under budget_s, at least
+ * one. */
+static lca_status prof_calls(const lca_plan *plan, const struct prof_job *j,
+	void *const *b, struct bench_prof *r)
+{
+	lca_profile_phase ph[BENCH_MAX_PHASES];
+	double dt, spent = 0;
+	lca_status st;
+	int n;
+
+	if ((st = prof_call(plan, j, b, 0, &dt)) != LCA_OK)
+		return st;
+	r->on_s = r->off_s = INFINITY;
+	if (dt > 1.0)
+		r->off_s = dt;  /* long: the first call is the unprofiled one */
+	if ((st = lca_profile_reset()) != LCA_OK)
+		return st;
+	do {
+		if (r->off_s == INFINITY || r->calls > 0) {
+			if ((st = prof_call(plan, j, b, 0, &dt)) != LCA_OK)
+				return st;
+			r->off_s = fmin(r->off_s, dt);
+			spent += dt;
+		}
+		if ((st = prof_call(plan, j, b, 1, &dt)) != LCA_OK)
+			return st;
+		r->on_s = fmin(r->on_s, dt);
+		r->wall_s += dt;
+		r->calls++;
+		spent += dt;
+	} while (spent < j->budget_s && r->calls < 8);
+	if ((st = lca_profile_read(ph, BENCH_MAX_PHASES, &n)) != LCA_OK)
+		return st;
+	r->clock_ns = clock_cost_ns();
+	for (int i = 0; i < n && i < BENCH_MAX_PHASES; i++)
+		if (ph[i].count > 0) {
+			snprintf(r->name[r->nphase], sizeof r->name[0], "%s", ph[i].name);
+			r->seconds[r->nphase] = ph[i].seconds;
+			r->count[r->nphase++] = ph[i].count;
+		}
+	return LCA_OK;
+}
+
+static void profile_child(void *arg, void *res)
+{
+	const struct prof_job *j = arg;
+	struct bench_prof *r = res;
+	struct tensor t[MAX_TENSORS];
+	void *b[MAX_TENSORS] = { 0 };
+	int nt = tensor_list(j->v, j->s, j->T, t);
+	uint64_t seed = 20250101u + (uint64_t)j->T;
+	lca_plan *plan = NULL;
+
+	r->status = make_plan(j->v, j->s, LCA_BACKEND_CPU, j->dt, j->check_finite, &plan);
+	for (int i = 0; i < nt && r->status == LCA_OK; i++)
+		if (!(b[i] = make_tensor(&t[i], j->dt, j->s->H, &seed))) {
+			r->status = LCA_ERR_NOMEM;
+			snprintf(r->msg, sizeof r->msg, "bench: out of memory for the inputs");
+		}
+	if (r->status == LCA_OK)
+		r->status = prof_calls(plan, j, b, r);
+	if (r->status != LCA_OK && !r->msg[0])
+		snprintf(r->msg, sizeof r->msg, "%s", lca_last_error());
+	lca_plan_destroy(plan);
+	for (int i = 0; i < nt; i++)
+		free(b[i]);
+}
+
+int bench_profile(lca_variant v, const struct bench_shape *s, int64_t T,
+	lca_dtype dtype, int check_finite, double budget_s, unsigned alarm_s,
+	struct bench_prof *r)
+{
+	struct prof_job j = { v, s, T, dtype, check_finite, budget_s };
+
+	memset(r, 0, sizeof *r);
+	r->status = -1;
+	return bench_fork(profile_child, &j, r, sizeof *r, alarm_s);
+}
+
 /* ---- processes --------------------------------------------------------- */
 
 double bench_peak_rss_mb(void)

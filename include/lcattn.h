@@ -228,6 +228,33 @@ LCA_API int lca_backend_available(lca_backend backend);
  * first cpu call; never NULL. */
 LCA_API const char *lca_cpu_isa(void);
 
+/* ---- profiling ----------------------------------------------------------
+ * Where the cpu backend's time goes: with profiling on, the prefill kernels
+ * of deltanet (chunked), lightning (blockwise) and the flash engine of
+ * softmax and mla time their phases (per chunk, block or tile) on every
+ * thread, and lca_profile_read() returns each phase's seconds summed over
+ * the threads. Off (the default), a phase boundary costs one relaxed load
+ * and a branch. Process-wide; enabling or resetting while a call runs is
+ * not supported: it never crashes, but that call's figures are unreliable.
+ */
+
+typedef struct lca_profile_phase {
+	const char *name;  /* "deltanet.wy", ...: static, never NULL */
+	double seconds;    /* summed over the threads that ran the phase */
+	int64_t count;     /* intervals timed */
+} lca_profile_phase;
+
+/* Turn the profiler on (1) or off (0); LCA_ERR_ARG for other values. What
+ * was counted stays until lca_profile_reset(). */
+LCA_API lca_status lca_profile_enable(int on);
+
+/* Zero every phase's seconds and count. */
+LCA_API lca_status lca_profile_reset(void);
+
+/* *n receives the number of phases; the first min(max, *n) of them, in a
+ * fixed order, are written to phases (NULL allowed when max is 0). */
+LCA_API lca_status lca_profile_read(lca_profile_phase *phases, int max, int *n);
+
 /* ---- buffers ------------------------------------------------------------
  * The cuda backend takes device pointers, as cuBLAS does. These helpers
  * let a caller that does not include CUDA headers allocate and copy for any

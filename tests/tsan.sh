@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/tsan.sh TOP [JOBS] - tests/check_threads (many threads on shared
 # and separate plans and caches) under ThreadSanitizer, in TOP/_build-tsan
-# (run by setup.sh test). Only the library and that test are built.
+# (run by setup.sh test), then check_cp_loop and check_profile. Only the
+# library and those tests are built.
 #
 # OpenMP: GCC's libgomp is not instrumented, so TSan would not see its
 # barriers and would report its workers' accesses as races. clang with
@@ -28,7 +29,7 @@ archer=/usr/lib/llvm-14/lib/libarcher.so
 rm -rf "$top/_build-tsan" && mkdir "$top/_build-tsan" && cd "$top/_build-tsan"
 "$top/configure" --quiet CC=clang CFLAGS="-O1 -g -fsanitize=thread" \
 	LDFLAGS="-fsanitize=thread"
-make -j"$jobs" liblcattn.la tests/check_threads tests/check_cp_loop >make.out 2>&1 ||
+make -j"$jobs" liblcattn.la tests/check_threads tests/check_cp_loop tests/check_profile >make.out 2>&1 ||
 	{ tail -n 40 make.out; exit 1; }
 # CK_FORK=no: the threads run in the test process itself, as a user's would.
 OMP_TOOL_LIBRARIES=$archer OPENBLAS_NUM_THREADS=1 CK_FORK=no \
@@ -41,3 +42,9 @@ OMP_TOOL_LIBRARIES=$archer OPENBLAS_NUM_THREADS=1 CK_FORK=no \
 TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \
 	./tests/check_cp_loop >check_cp.out 2>&1 || { tail -n 80 check_cp.out; exit 1; }
 grep "^[0-9]*%: Checks:" check_cp.out | sed 's/^/tsan check_cp_loop: /'
+# the profiler's counters, read, reset and toggled by one thread while
+# another's calls count into them
+OMP_TOOL_LIBRARIES=$archer OPENBLAS_NUM_THREADS=1 CK_FORK=no \
+TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \
+	./tests/check_profile >check_profile.out 2>&1 || { tail -n 80 check_profile.out; exit 1; }
+grep "^[0-9]*%: Checks:" check_profile.out | sed 's/^/tsan check_profile: /'

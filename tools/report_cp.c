@@ -6,7 +6,8 @@
  * sequential rounds (the formulas of `lcattn cost --ranks`, i.e. of
  * lca_mpi_softmax_forward(3)) against what the busiest rank computes
  * (lca_plan_cost(3) over its share). All modelled; the compute times use
- * the sgemm rate measured in the same report run, the transfer times a
+ * the compute peak (max of sgemm and the FMA loop) measured in the same
+ * report run, the transfer times a
  * stated link, since one machine cannot measure a network.
  */
 #include "lcattn.h"
@@ -156,7 +157,7 @@ void tool_report_ranks(FILE *f, double gflops)
 		"deltanet or lightning rank runs F(b - a), its summary (deltanet about F(b - a) "
 		"(dk + dv) / dv, lightning about F(b - a)) and folds the summaries before it (r - 1 "
 		"compositions of 2 H dk^2 (dk + dv), lightning H (2 dk dv + 1), and one application). "
-		"**Times**: compute at the sgemm rate measured above (%.1f GFLOP/s, this machine's, "
+		"**Times**: compute at the compute peak measured above (%.1f GFLOP/s, this machine's, "
 		"all its threads), transfers over a stated, not measured, link: %.0f GB/s a rank "
 		"(200 Gb/s InfiniBand HDR) and %.0f us a round; the last column puts the compute at a "
 		"stated 1 PFLOP/s (about one H100's dense bf16 peak). The ring overlaps each block's transfer "

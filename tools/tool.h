@@ -130,8 +130,8 @@ double tool_preset_rank_bytes(const struct tool_preset *pr, int64_t n, int P, in
 /* ---- report_cp.c: the report's "Beyond one machine" section ---- */
 
 /* Modelled communication against compute per rank for every preset at
- * 128K and 1M tokens over 8, 64 and 512 ranks; sgemm_gflops the rate the
- * compute times use (NaN: no times). */
-void tool_report_ranks(FILE *f, double sgemm_gflops);
+ * 128K and 1M tokens over 8, 64 and 512 ranks; peak_gflops the rate the
+ * compute times use (max of sgemm and the FMA loop; NaN: no times). */
+void tool_report_ranks(FILE *f, double peak_gflops);
 
 #endif

@@ -62,6 +62,7 @@
 
 #include "internal.h"
 #include "gemm.h"
+#include "prof.h"
 #include "state_step.h"
 
 #include <cblas.h>
@@ -614,7 +615,9 @@ static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t C, real *U,
 		for (i = 0; i < r; i++)
 			Ar[i] *= (real)(ws->beta[r] * ws->dec[r * C + i]);
 	}
+	LCAI_PROF(LCAI_PH_DN_INVERSE);
 	FN(dn_unit_lower_inverse)(ws->A, C, ld, ws->Tm);
+	LCAI_PROF(LCAI_PH_DN_WY);
 	/* Tm is lower triangular: row tile r0 needs rows < r0 + rt of R. */
 	for (r0 = 0; r0 < C; r0 += DN_ROW_TILE) {
 		rt = dn_min(DN_ROW_TILE, C - r0);
@@ -676,12 +679,17 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	real *U = SU + dk * dv;
 	int64_t r, i;
 
+	LCAI_PROF(LCAI_PH_DN_GATHER);
 	FN(dn_gather)(a, t0, C, h, ws);
+	LCAI_PROF(LCAI_PH_DN_WY);
 	FN(dn_wy)(a, C, U, ws);
 	/* U = U~ - W S0, in place over U~. */
+	LCAI_PROF(LCAI_PH_DN_UPDATE_U);
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, C, dv, dk,
 		-1.0, ws->W, dk, SU, dv, 1.0, U, dv);
+	LCAI_PROF(LCAI_PH_DN_OUTPUT);
 	FN(dn_output)(a, t0, C, h, SU, ws);
+	LCAI_PROF(LCAI_PH_DN_STATE);
 	/* S_C = gamma_C S0 + (diag(gamma_C/gamma) K)^T U. */
 	for (r = 0; r < C; r++) {
 		real d = (real)ws->dec[(C - 1) * C + r];
@@ -692,6 +700,7 @@ static void FN(dn_chunk)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	}
 	GEMM_TILED(a->serial_blas, CblasTrans, CblasNoTrans, dk, dv, C, 1.0,
 		ws->K, dk, U, dv, ws->gam[C - 1], SU, dv);
+	LCAI_PROF_END();
 }
 
 /*

@@ -58,6 +58,7 @@
 
 #include "internal.h"
 #include "gemm.h"
+#include "prof.h"
 #include "state_step.h"
 
 #include <cblas.h>
@@ -402,6 +403,7 @@ static void FN(lt_row_tile)(const struct FN(lt_args) *a, int64_t t0,
 	const real *pw = ws->pwr;
 	real scale = (real)a->p->scale;
 
+	LCAI_PROF(LCAI_PH_LT_SCORES);
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, ncol, dk,
 		a->p->scale, Q, ldq, ws->KT, b, 0.0, ws->QP + dk, ld);
 	for (r = 0; r < rt; r++) {
@@ -417,6 +419,7 @@ static void FN(lt_row_tile)(const struct FN(lt_args) *a, int64_t t0,
 		for (i = r0 + r + 1; i < ncol; i++)
 			Pr[i] = 0;
 	}
+	LCAI_PROF(LCAI_PH_LT_OUTPUT);
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dv, ld, 1.0,
 		ws->QP, ld, SV, dv, 0.0, a->o + ((t0 + r0) * H + h) * dv,
 		H * dv);
@@ -432,10 +435,12 @@ static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 	int64_t dk = a->p->dk, dv = a->p->dv, r0, r, i;
 	const real *pw = ws->pwr;
 
+	LCAI_PROF(LCAI_PH_LT_PACK);
 	FN(lt_pack)(a, t0, b, h, SV, ws);
 	for (r0 = 0; r0 < b; r0 += LT_ROW_TILE)
 		FN(lt_row_tile)(a, t0, b, h, r0, lt_min(LT_ROW_TILE, b - r0),
 			SV, ws);
+	LCAI_PROF(LCAI_PH_LT_STATE);
 	for (i = 0; i < dk; i++) {
 		real *Ki = ws->KT + i * b;
 
@@ -445,6 +450,7 @@ static void FN(lt_block)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 	}
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, dk, dv, b, 1.0,
 		ws->KT, b, SV + dk * dv, dv, ws->pw[b], SV, dv);
+	LCAI_PROF_END();
 }
 
 /*

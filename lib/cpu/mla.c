@@ -31,6 +31,7 @@
  * runs in the engine's team, which calls no BLAS.
  */
 #include "flash.h"
+#include "prof.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -64,6 +65,7 @@ static void mla_gemm(lca_dtype dtype, int transb, int64_t M, int64_t N,
 	const size_t es = dtype == LCA_F32 ? sizeof(float) : sizeof(double);
 	const enum CBLAS_TRANSPOSE tb = transb ? CblasTrans : CblasNoTrans;
 
+	LCAI_PROF(LCAI_PH_MLA_PROJECT);
 	for (int64_t m0 = 0; m0 < M; m0 += INT_MAX / 2) {
 		int m = (int)(M - m0 < INT_MAX / 2 ? M - m0 : INT_MAX / 2);
 		const void *a = lcai_flash_at(A, es, m0 * lda);
@@ -76,6 +78,7 @@ static void mla_gemm(lca_dtype dtype, int transb, int64_t M, int64_t N,
 			cblas_dgemm(CblasRowMajor, CblasNoTrans, tb, m, (int)N, (int)K,
 				1.0, a, (int)lda, B, (int)ldb, 0.0, c, (int)ldc);
 	}
+	LCAI_PROF_END();
 }
 
 /* Heads per group when one head needs per_head bytes of buffers. */

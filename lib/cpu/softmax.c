@@ -39,6 +39,7 @@
 #ifndef FLASH_TEMPLATE
 
 #include "flash.h"
+#include "prof.h"
 #include "../ref/rowsoftmax.h" /* lcai_ref_key_range: masks defined once */
 
 #include <math.h>
@@ -567,6 +568,7 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 	const FT *v = job->v;
 	FT *kt = job->kt, *vp = job->vp, tmp[FLASH_PACK_ROW];
 
+	LCAI_PROF(LCAI_PH_FL_PACK);
 	for (int64_t s = 0; s < rows; s++) {
 		FT *kcol = kt + (s / BK) * dk * BK + s % BK;
 		FT *vrow = vp + s * dvp;
@@ -588,6 +590,7 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 		}
 		memset(vrow + c, 0, (size_t)(dvp - c) * sizeof(FT));
 	}
+	LCAI_PROF_END();
 }
 #undef FLASH_PACK_ROW
 
@@ -725,6 +728,7 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 
 	/* Rows nq..nr are zero queries: their logits are 0, never turned
 	 * into weights, so they add nothing to the output. */
+	LCAI_PROF(LCAI_PH_FL_ROWS);
 	for (int64_t r = 0; r < nq; r++) {
 		FN(load_row)(f, &t->q, i0 + r, kpos + pos0 + r, 1.0, q + r * dk, 1);
 		lcai_ref_key_range(f->p, pos0 + r, t->tk, &ws->lo[r], &ws->hi[r]);
@@ -746,15 +750,18 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 
 		/* this tile's values during the logits, the next tile's
 		 * keys during the values */
+		LCAI_PROF(LCAI_PH_FL_QK);
 		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
 			FN(prefetch)(vp, vbytes, r / FLASH_ROWS, nblk);
 			for (int64_t c = 0; c < BK; c += NC)
 				FN(qk_block)(q + r * dk, dk, kt + c, s + r * BK + c);
 		}
+		LCAI_PROF(LCAI_PH_FL_SOFTMAX);
 		FN(scale_tile)(s, nr * BK, (FT)f->scale);
 		if (j0 < inner_lo || j0 + BK > inner_hi)
 			FN(mask)(ws, nq, j0, s);
 		FN(online)(ws, nq, dvp, s, o);
+		LCAI_PROF(LCAI_PH_FL_PV);
 		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
 			if (j0 + BK < end)
 				FN(prefetch)(kt + dk * BK, kbytes, r / FLASH_ROWS, nblk);
@@ -762,7 +769,9 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 				FN(pv_block)(s + r * BK, vp + c, dvp, o + r * dvp + c);
 		}
 	}
+	LCAI_PROF(LCAI_PH_FL_ROWS);
 	FN(finish)(f, t, ws, i0, nq);
+	LCAI_PROF_END();
 }
 
 static const struct lcai_flash_ops FN(ops) = {
