@@ -330,10 +330,14 @@ static void FN(lt_ws_carve)(struct FN(lt_ws) *ws, const lca_params *p,
 	ws->KT = (real *)base;
 	base += lt_bytes(p->dk * bmax, sizeof(real));
 	ws->SV = (real *)base;
-	base += lt_bytes((p->dk + bmax) * p->dv * G, sizeof(real));
-	ws->Qw = ELEM_BF16 ? (real *)base : NULL;
-	base += lt_bytes(lt_min(bmax, LT_ROW_TILE) * p->dk, sizeof(real));
-	ws->Ob = ELEM_BF16 ? (real *)base : NULL;
+	ws->Qw = ws->Ob = NULL;
+	if (ELEM_BF16) {
+		base += lt_bytes((p->dk + bmax) * p->dv * G, sizeof(real));
+		ws->Qw = (real *)base;
+		base += lt_bytes(lt_min(bmax, LT_ROW_TILE) * p->dk,
+			sizeof(real));
+		ws->Ob = (real *)base;
+	}
 }
 
 /* Head j of the item: its S, with room for a block's V below. */
