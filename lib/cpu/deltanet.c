@@ -399,7 +399,8 @@ static size_t FN(dn_ws_bytes)(const lca_params *p, int64_t cap, int64_t G)
 	    !dn_add(&b, rows, sizeof(real)) ||
 	    !dn_add(&b, sq, sizeof(real)) || !dn_add(&b, sqp, sizeof(real)) ||
 	    !dn_add(&b, su, sizeof(real)) ||
-	    !dn_add(&b, ELEM_BF16 ? dn_min(cap, DN_ROW_TILE) * dv : 0, sizeof(real)))
+	    !dn_add(&b, ELEM_BF16 ? dn_min(cap, DN_ROW_TILE) * dv : 0,
+	    sizeof(real)))
 		return 0;
 	return b;
 }
@@ -563,8 +564,8 @@ static void FN(dn_recurrent_head)(const struct FN(dn_args) *a, int64_t n,
 		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
 			a->k + (t * Hk + hk) * dk, qt, kt);
 		FN(dn_token)(S, qt, kt, a->v + (t * H + h) * dv,
-			exp((double)LD(a->g[t * H + h])), LD(a->beta[t * H + h]),
-			dk, dv, u, ot);
+			exp((double)LD(a->g[t * H + h])),
+			LD(a->beta[t * H + h]), dk, dv, u, ot);
 		FN(el_put)(o, dv, ot, 1, dv);
 	}
 }
@@ -816,8 +817,8 @@ static void FN(dn_step_head)(const struct FN(dn_args) *a, int64_t n,
 		FN(dn_factors)(p, qs, ks, &fq, &fk);
 		STEP()->dn(S0, S, dk, dv, qs, fq, ks, fk,
 			FN(el_real)(a->v + (t * H + h) * dv, dv, vb),
-			exp((double)LD(a->g[t * H + h])), LD(a->beta[t * H + h]),
-			ot);
+			exp((double)LD(a->g[t * H + h])),
+			LD(a->beta[t * H + h]), ot);
 		FN(el_put)(o, dv, ot, 1, dv);
 	}
 	if (S0 != S) /* a sequence without tokens passes its state through */
