@@ -13,10 +13,13 @@
  * packed batches with empty and 1-token sequences, state0 given and state
  * returned (also aliased), decode-sized calls (the fused step path), and
  * both algos. The accuracy of bf16 against the double reference is
- * check_bf16's.
+ * check_bf16's. Last, the finite check's block scan of bf16 inputs: the
+ * first non-finite element named wherever it lies, and the largest
+ * magnitude found for the range rule.
  */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,6 +260,115 @@ START_TEST(bf16_is_f32_on_widened_inputs_bit_for_bit)
 }
 END_TEST
 
+/* ---- the finite check's scan of bf16 inputs (lib/core/check.c) ---- */
+
+/* Where the scan is tried: the first and last element of a 64-element
+ * block, the first of the next, a block far in, and the tail past the
+ * last whole block (n is not a multiple of 64). */
+static int64_t scan_at(int i, int64_t n)
+{
+	const int64_t at[] = { 0, 63, 64, 700, n - 1 };
+
+	return at[i];
+}
+
+enum { SCAN_T = 50, SCAN_H = 2, SCAN_D = 16 };  /* q: 1600 elements */
+
+/* A NaN, +inf or -inf at each place of q in a bf16 deltanet call is
+ * refused, named at its index, with o untouched. */
+START_TEST(bf16_scan_names_the_first_nonfinite_element)
+{
+	const uint16_t bad[3] = { 0x7fc1, 0x7f80, 0xff80 };
+	const int64_t n = SCAN_T * SCAN_H * SCAN_D;
+	struct spec sp = { "scan", LCA_DELTANET, LCA_ALGO_CHUNKED, SCAN_H, SCAN_H,
+		SCAN_D, SCAN_D, 16, 1, { SCAN_T }, 0, 0, 0, 0 };
+	lca_plan *plan = make_plan(&sp, LCA_BF16);
+	struct pair in[5];
+	void *x[5];
+	uint16_t *o = malloc((size_t)n * sizeof *o);
+	int nin = make_inputs(&sp, SCAN_T, in);
+
+	ck_assert_ptr_nonnull(o);
+	for (int i = 0; i < nin; i++)
+		x[i] = in[i].b;
+	for (int b = 0; b < 3; b++)
+		for (int i = 0; i < 5; i++) {
+			int64_t at = scan_at(i, n);
+			uint16_t keep = in[0].b[at];
+			char name[32];
+
+			/* a second bad value later must not be the one named */
+			in[0].b[n - 1 == at ? at : n - 1] = 0x7f80;
+			in[0].b[at] = bad[b];
+			memset(o, 0x5a, (size_t)n * sizeof *o);
+			ck_assert_int_eq(forward(&sp, plan, SCAN_T, NULL, x, NULL, o,
+				NULL), LCA_ERR_NONFINITE);
+			snprintf(name, sizeof name, "q[%lld]", (long long)at);
+			ck_assert_msg(strstr(lca_last_error(), name) != NULL,
+				"%#06x at %lld: %s", bad[b], (long long)at, lca_last_error());
+			for (int64_t e = 0; e < n; e++)
+				ck_assert_uint_eq(o[e], 0x5a5a);
+			in[0].b[at] = keep;
+			in[0].b[n - 1] = nearest(0.5f);
+		}
+	for (int i = 0; i < nin; i++)
+		pair_free(&in[i]);
+	free(o);
+	lca_plan_destroy(plan);
+}
+END_TEST
+
+/* The scan's max |x| feeds the range rule of softmax: 1e20 in q at each
+ * place (negative at odd places), with 1e20 in k, makes a logit that
+ * could reach 16 1e40, over FLT_MAX/4: LCA_ERR_RANGE; without it the
+ * call runs. */
+START_TEST(bf16_scan_finds_the_largest_magnitude)
+{
+	const int64_t n = SCAN_T * SCAN_H * SCAN_D;
+	lca_params p = tu_params(LCA_SOFTMAX);
+	lca_plan *plan;
+	uint16_t *q, *k, *v, *o;
+	double *x = tu_alloc(n);
+
+	p.backend = LCA_BACKEND_CPU;
+	p.dtype = LCA_BF16;
+	p.H = SCAN_H;
+	p.dk = p.dv = SCAN_D;
+	p.scale = 1.0;
+	plan = tu_plan(&p);
+	q = malloc((size_t)n * sizeof *q);
+	k = malloc((size_t)n * sizeof *k);
+	v = malloc((size_t)n * sizeof *v);
+	o = malloc((size_t)n * sizeof *o);
+	ck_assert(q && k && v && o);
+	tu_fill_uniform(x, n, -1, 1);
+	for (int64_t e = 0; e < n; e++) {
+		q[e] = nearest((float)x[e]);
+		k[e] = nearest((float)x[n - 1 - e]);
+		v[e] = nearest((float)x[e]);
+	}
+	k[5] = nearest(1e20f);
+	tu_assert_ok(lca_softmax_forward(plan, SCAN_T, SCAN_T, q, k, v, NULL, 0, o,
+		NULL));
+	for (int i = 0; i < 5; i++) {
+		int64_t at = scan_at(i, n);
+		uint16_t keep = q[at];
+
+		q[at] = nearest(i % 2 ? -1e20f : 1e20f);
+		ck_assert_msg(lca_softmax_forward(plan, SCAN_T, SCAN_T, q, k, v, NULL,
+			0, o, NULL) == LCA_ERR_RANGE, "1e20 at q[%lld]: %s",
+			(long long)at, lca_last_error());
+		q[at] = keep;
+	}
+	free(q);
+	free(k);
+	free(v);
+	free(o);
+	free(x);
+	lca_plan_destroy(plan);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s;
@@ -266,6 +378,10 @@ int main(void)
 	s = suite_create("bf16_linear");
 	tc = tu_tcase("widened");
 	tcase_add_loop_test(tc, bf16_is_f32_on_widened_inputs_bit_for_bit, 0, N_SPECS);
+	suite_add_tcase(s, tc);
+	tc = tu_tcase("scan");
+	tcase_add_test(tc, bf16_scan_names_the_first_nonfinite_element);
+	tcase_add_test(tc, bf16_scan_finds_the_largest_magnitude);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
