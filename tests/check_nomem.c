@@ -13,8 +13,8 @@
  * Calls: lca_plan_create, the forward call, lca_cache_create, a prefill
  * step on an empty cache and a single-token step that makes the cache
  * grow (softmax and mla), a fork into an empty sequence and a snapshot
- * (the per-sequence calls that allocate); and the backward calls of
- * every mechanism.
+ * (the per-sequence calls that allocate); the backward calls of every
+ * mechanism; and the forward calls of cpu bf16 plans.
  *
  * What is covered: allocations made by liblcattn's own code (its malloc,
  * calloc, realloc, aligned_alloc, posix_memalign calls), including those
@@ -567,6 +567,112 @@ START_TEST(test_backward_reports_every_failed_allocation)
 }
 END_TEST
 
+/* ---- bf16 forward calls (cpu) ------------------------------------------ */
+
+/* The float's nearest bf16 bits (ties to even; the values are finite). */
+static uint16_t to_bf16(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof u);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/*
+ * The forward call of m in a cpu bf16 plan over its first ntok tokens, each
+ * allocation failed in turn: LCA_ERR_NOMEM with o and aux untouched, or
+ * LCA_OK with the bits of a run without failures. aux is lse (bf16) or,
+ * for deltanet and lightning, the final state (float32, as bf16 plans
+ * take it); ntok <= 4 takes their decode-sized step path.
+ */
+static void bf16_forward_fail_each(lca_variant v, int64_t ntok)
+{
+	struct mf m, b;
+	const int linear = v == LCA_DELTANET || v == LCA_LIGHTNING;
+	size_t no, naux;
+	void *o, *aux, *want_o, *want_aux;
+	lca_plan *plan;
+	long k, injected = 0;
+
+	mf_init(&m, v, LCA_BACKEND_CPU, LCA_F32, T);
+	b = m;
+	b.p.dtype = LCA_BF16;
+	b.p.nthreads = 2;
+	b.T = ntok;
+	for (int i = 0; i < m.nin; i++) {
+		int64_t n = m.perm[i] ? m.row[i] : m.row[i] * m.T;
+		uint16_t *x = malloc((size_t)n * sizeof *x);
+
+		ck_assert_ptr_nonnull(x);
+		for (int64_t e = 0; e < n; e++)
+			x[e] = to_bf16(((const float *)m.in[i])[e]);
+		b.in[i] = x;
+	}
+	no = (size_t)(ntok * b.p.H * b.p.dv) * 2;
+	naux = linear ? (size_t)m.naux * 4 : (size_t)(ntok * b.p.H) * 2;
+	o = malloc(no);
+	aux = malloc(naux);
+	want_o = malloc(no);
+	want_aux = malloc(naux);
+	ck_assert(o && aux && want_o && want_aux);
+	plan = tu_plan(&b.p);
+	tu_assert_ok(mf_forward(&b, plan, want_o, want_aux));
+	for (k = 1;; k++) {
+		lca_status s;
+		long made;
+
+		memset(o, SENTINEL, no);
+		memset(aux, SENTINEL, naux);
+		atomic_store(&nalloc, 0);
+		atomic_store(&fail_at, k);
+		atomic_store(&armed, 1);
+		s = mf_forward(&b, plan, o, aux);
+		atomic_store(&armed, 0);
+		made = atomic_load(&nalloc);
+		if (made < k) {
+			tu_assert_ok(s);
+			break;
+		}
+		injected++;
+		if (s == LCA_OK)
+			ck_assert_msg(memcmp(o, want_o, no) == 0 &&
+				memcmp(aux, want_aux, naux) == 0, "%s bf16 T=%lld: "
+				"allocation %ld failed, LCA_OK, other bits", mf_name(v),
+				(long long)ntok, k);
+		else
+			ck_assert_msg(s == LCA_ERR_NOMEM && untouched(o, (int64_t)no, 1) &&
+				untouched(aux, (int64_t)naux, 1), "%s bf16 T=%lld: "
+				"allocation %ld failed: %s, outputs %s", mf_name(v),
+				(long long)ntok, k, lca_strerror(s),
+				"written or wrong status");
+	}
+	ck_assert_msg(memcmp(o, want_o, no) == 0 && memcmp(aux, want_aux, naux) == 0,
+		"%s bf16 T=%lld: wrong outputs", mf_name(v), (long long)ntok);
+	printf("nomem: %-15s bf16 T=%-3lld forward          %3ld allocations, %3ld "
+		"failed in turn\n", mf_name(v), (long long)ntok, k - 1, injected);
+	ck_assert_int_gt(injected, 0);
+	for (int i = 0; i < b.nin; i++)
+		free(b.in[i]);
+	free(o);
+	free(aux);
+	free(want_o);
+	free(want_aux);
+	lca_plan_destroy(plan);
+	mf_free(&m);
+}
+
+START_TEST(test_bf16_forward_reports_every_failed_allocation)
+{
+	ck_assert_msg(dl_iterate_phdr(find_lib, (void *)(uintptr_t)lca_version),
+		"liblcattn's code not found");
+	for (int v = 0; v < 4; v++)
+		bf16_forward_fail_each(mf_variants[v], T);
+	/* decode-sized calls of the linear mechanisms take the step path */
+	bf16_forward_fail_each(LCA_DELTANET, 2);
+	bf16_forward_fail_each(LCA_LIGHTNING, 2);
+}
+END_TEST
+
 START_TEST(test_softmax_reports_every_failed_allocation)
 {
 	every_conf(LCA_SOFTMAX);
@@ -602,6 +708,7 @@ int main(void)
 	tcase_add_test(tc, test_deltanet_reports_every_failed_allocation);
 	tcase_add_test(tc, test_lightning_reports_every_failed_allocation);
 	tcase_add_test(tc, test_backward_reports_every_failed_allocation);
+	tcase_add_test(tc, test_bf16_forward_reports_every_failed_allocation);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

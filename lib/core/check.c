@@ -67,6 +67,36 @@ static int block_finite_f64(const double *x, double *bm)
 	return m < 0x7ff0000000000000u;
 }
 
+/* bfloat16, the high half of a float: the same integer max on 16 bits
+ * (inf is 0x7f80, every NaN above it), the max widened to a float. */
+static int block_finite_bf16(const uint16_t *x, double *bm)
+{
+	uint16_t b[FIN_BLOCK], m = 0;
+	uint32_t w;
+	float f;
+
+	memcpy(b, x, sizeof b);
+	for (int j = 0; j < FIN_BLOCK; j++) {
+		uint16_t a = b[j] & 0x7fffu;
+
+		m = a > m ? a : m;
+	}
+	w = (uint32_t)m << 16;
+	memcpy(&f, &w, sizeof f);
+	*bm = f;
+	return m < 0x7f80u;
+}
+
+/* The fast scan of one whole block of dtype t at element i. */
+static int block_finite(const void *x, int64_t i, lca_dtype t, double *bm)
+{
+	if (t == LCA_F32)
+		return block_finite_f32((const float *)x + i, bm);
+	if (t == LCA_F64)
+		return block_finite_f64((const double *)x + i, bm);
+	return block_finite_bf16((const uint16_t *)x + i, bm);
+}
+
 /* Index of the first non-finite element, or -1; *amax gets max |x| of
  * the elements before it (all of them when every one is finite). Whole
  * blocks go through the fast scan until one holds a non-finite element,
@@ -77,9 +107,8 @@ static int64_t first_nonfinite(const void *x, int64_t n, lca_dtype t,
 	double m = 0, bm;
 	int64_t i = 0;
 
-	for (; i + FIN_BLOCK <= n && (t == LCA_F32 || t == LCA_F64); i += FIN_BLOCK) {
-		if (t == LCA_F32 ? !block_finite_f32((const float *)x + i, &bm) :
-		    !block_finite_f64((const double *)x + i, &bm))
+	for (; i + FIN_BLOCK <= n; i += FIN_BLOCK) {
+		if (!block_finite(x, i, t, &bm))
 			break;
 		if (bm > m)
 			m = bm;

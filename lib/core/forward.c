@@ -145,8 +145,7 @@ lca_status lca_deltanet_forward(const lca_plan *plan, int64_t T,
 	if (p->backend == LCA_BACKEND_CUDA)
 		return lcai_cuda_deltanet(p, cu, n, q, k, v, g, beta, state0, o, state);
 	if (p->backend == LCA_BACKEND_CPU)
-		return (p->dtype == LCA_BF16 ? lcai_cpu_bf16_deltanet : lcai_cpu_deltanet)(p, cu,
-			n, q, k, v, g, beta, state0, o, state);
+		return lcai_cpu_deltanet(p, cu, n, q, k, v, g, beta, state0, o, state);
 	if (p->dtype == LCA_F32)
 		return p->algo == LCA_ALGO_CHUNKED ?
 			lcai_ref32_deltanet_chunked(p, cu, n, q, k, v, g, beta, state0, o, state) :
@@ -188,8 +187,7 @@ lca_status lca_lightning_forward(const lca_plan *plan, int64_t T,
 	if (p->backend == LCA_BACKEND_CUDA)
 		return lcai_cuda_lightning(p, cu, n, q, k, v, slope, state0, o, state);
 	if (p->backend == LCA_BACKEND_CPU)
-		return (p->dtype == LCA_BF16 ? lcai_cpu_bf16_lightning : lcai_cpu_lightning)(p, cu,
-			n, q, k, v, slope, state0, o, state);
+		return lcai_cpu_lightning(p, cu, n, q, k, v, slope, state0, o, state);
 	if (p->dtype == LCA_F32)
 		return p->algo == LCA_ALGO_CHUNKED ?
 			lcai_ref32_lightning_blockwise(p, cu, n, q, k, v, slope, state0, o, state) :

@@ -346,8 +346,10 @@ lca_algo lcai_mla_pick(const lca_params *p, double nq, double nk, double pairs);
 /* ---- CPU kernels (lib/cpu), OpenMP + CBLAS ----
  *
  * Same contract as the reference kernels, but tensors are of the plan's
- * dtype (LCA_F64: double, LCA_F32: float; bf16 plans go through
- * lcai_cpu_bf16_*() below, which call these in float32)
+ * dtype (LCA_F64: double, LCA_F32: float; LCA_BF16: bf16 bits, which
+ * deltanet and lightning take themselves, with state0 and state float32,
+ * while softmax and mla go through lcai_cpu_bf16_*() below, which call
+ * them in float32)
  * and p->algo selects the computation (mla: NAIVE/ABSORBED, or AUTO:
  * lcai_mla_pick() per call; deltanet and lightning: RECURRENT/CHUNKED).
  * p->nthreads > 0 caps the OpenMP threads.
@@ -408,13 +410,6 @@ lca_status lcai_cpu_bf16_mla(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q_nope,
 	const void *q_rope, const void *ckv, const void *k_rope,
 	const void *w_uk, const void *w_uv, void *o, void *lse);
-lca_status lcai_cpu_bf16_deltanet(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const void *q, const void *k, const void *v,
-	const void *g, const void *beta, const void *state0, void *o,
-	void *state);
-lca_status lcai_cpu_bf16_lightning(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const void *q, const void *k, const void *v,
-	const void *slope, const void *state0, void *o, void *state);
 
 /* The probes' mla latent fit by BLAS (lib/cpu/probe.c), X = [K_nope V]
  * with K_nope the first dn of the dk columns of k [T][dk], v [T][dv]:

@@ -4,13 +4,21 @@
  * forward call is bfloat16 (uint16_t bits), outputs o and lse included,
  * except the recurrent state: state0 and state stay float32.
  *
- * The portable path widens every bf16 input to float32 (exact: a bf16 is
- * the high half of a float), runs the float32 kernel of the mechanism,
- * which accumulates in float32, and rounds its outputs to bf16 (nearest,
- * ties to even). So a bf16 call gives the float32 path's numbers on the
- * rounded inputs, within the bf16 rule of lcattn(1) by construction.
- * Widening costs a pass over the inputs, O(T d) against the kernels'
- * O(T^2 d) (softmax, mla) or O(T d^2) (deltanet, lightning) work.
+ * Softmax and mla here: the portable path widens every bf16 input to
+ * float32 (exact: a bf16 is the high half of a float), runs the float32
+ * kernel of the mechanism, which accumulates in float32, and rounds its
+ * outputs to bf16 (nearest, ties to even). So a bf16 call gives the
+ * float32 path's numbers on the rounded inputs, within the bf16 rule of
+ * lcattn(1) by construction. Widening costs a pass over the inputs,
+ * O(T d) against the kernels' O(T^2 d) work.
+ *
+ * Deltanet and lightning do not come here: their kernels have a bf16
+ * instance (lib/cpu/deltanet.c, lightning.c, elem_rows.h) that widens
+ * the inputs as it packs each chunk or block and rounds o a row tile at
+ * a time, with the same float32 arithmetic and so the same bits as this
+ * path would give, without whole float32 copies: at O(T d^2) work those
+ * copies' page faults and passes cost more than the kernel (a bf16 call
+ * took 1.8-2.1x the float32 time).
  *
  * All buffers are taken in one allocation before anything is written, so
  * a failed call leaves the caller's outputs untouched; a float32 kernel
@@ -179,50 +187,5 @@ lca_status lcai_cpu_bf16_mla(const lca_params *p, const int64_t *cu_q,
 		return s;
 	s = lcai_cpu_mla(&p32, cu_q, cu_k, nseq, t[0].f, t[1].f, t[2].f, t[3].f, t[4].f,
 		t[5].f, t[6].f, t[7].f);
-	return bf_end(p, t, nt, block, s);
-}
-
-lca_status lcai_cpu_bf16_deltanet(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const void *q, const void *k, const void *v,
-	const void *g, const void *beta, const void *state0, void *o,
-	void *state)
-{
-	const int64_t T = cu[nseq];
-	struct bf_tensor t[] = {
-		{ q, NULL, T * p->Hk * p->dk, NULL }, { k, NULL, T * p->Hk * p->dk, NULL },
-		{ v, NULL, T * p->H * p->dv, NULL }, { g, NULL, T * p->H, NULL },
-		{ beta, NULL, T * p->H, NULL }, { NULL, o, T * p->H * p->dv, NULL },
-	};
-	const int nt = sizeof t / sizeof t[0];
-	lca_params p32;
-	float *block;
-	lca_status s;
-
-	if ((s = bf_begin(p, t, nt, &block, &p32)))
-		return s;
-	s = lcai_cpu_deltanet(&p32, cu, nseq, t[0].f, t[1].f, t[2].f, t[3].f, t[4].f,
-		state0, t[5].f, state);
-	return bf_end(p, t, nt, block, s);
-}
-
-lca_status lcai_cpu_bf16_lightning(const lca_params *p, const int64_t *cu,
-	int64_t nseq, const void *q, const void *k, const void *v,
-	const void *slope, const void *state0, void *o, void *state)
-{
-	const int64_t T = cu[nseq];
-	struct bf_tensor t[] = {
-		{ q, NULL, T * p->H * p->dk, NULL }, { k, NULL, T * p->H * p->dk, NULL },
-		{ v, NULL, T * p->H * p->dv, NULL }, { slope, NULL, p->H, NULL },
-		{ NULL, o, T * p->H * p->dv, NULL },
-	};
-	const int nt = sizeof t / sizeof t[0];
-	lca_params p32;
-	float *block;
-	lca_status s;
-
-	if ((s = bf_begin(p, t, nt, &block, &p32)))
-		return s;
-	s = lcai_cpu_lightning(&p32, cu, nseq, t[0].f, t[1].f, t[2].f, t[3].f, state0,
-		t[4].f, state);
 	return bf_end(p, t, nt, block, s);
 }

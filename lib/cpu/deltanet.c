@@ -54,13 +54,24 @@
  * and no thread cap the calls are left whole, so a threaded BLAS can use
  * the cores the items cannot.
  *
- * Float32 and float64 share one body: the second half of this file is a
- * template that includes itself twice, once per element type (real), with
- * FN() naming the instance and the BLAS routines picked to match.
+ * Float32, float64 and bfloat16 share one body: the second half of this
+ * file is a template that includes itself once per instance, with FN()
+ * naming it and the BLAS routines picked to match. `real` is the type
+ * the instance computes in and `elem` the type of the call's tensors
+ * (state0 and state excepted: they are real), read through LD()
+ * (elem_rows.h). The bf16 instance computes in float32 on bf16 tensors:
+ * each value is widened where the packing of a chunk or token reads it
+ * (exact: a bf16 is the high half of a float) and each row tile of o is
+ * formed in float32 scratch, then rounded to bf16. So it does the float32
+ * instance's arithmetic on the same values and gives its bits rounded
+ * once, without float32 copies of whole tensors (which made a bf16 call
+ * 1.8x slower than float32: page faults and conversion passes over ~270
+ * MB at T = 16384, H = 8, d = 128).
  */
 #ifndef DN_TEMPLATE
 
 #include "internal.h"
+#include "bf16.h"
 #include "gemm.h"
 #include "prof.h"
 #include "state_step.h"
@@ -251,28 +262,55 @@ static void dn_decays(const double *e, int64_t C, double *gam, double *dec)
 	}
 }
 
-/* ---- the two element-type instances ---------------------------------- */
+/* ---- the three instances --------------------------------------------- */
 
 #define DN_TEMPLATE
 #define real float
+#define elem float
+#define ELEM_BF16 0
 #define FN(name) name##_f32
 #define GEMM_TILED lcai_cpu_gemm_f32
 #define TRANSPOSE lcai_cpu_transpose_f32
 #define STEP lcai_step_f32
 #include "deltanet.c"
 #undef real
+#undef elem
+#undef LD
+#undef ELEM_BF16
 #undef FN
 #undef GEMM_TILED
 #undef TRANSPOSE
 #undef STEP
 
 #define real double
+#define elem double
+#define ELEM_BF16 0
 #define FN(name) name##_f64
 #define GEMM_TILED lcai_cpu_gemm_f64
 #define TRANSPOSE lcai_cpu_transpose_f64
 #define STEP lcai_step_f64
 #include "deltanet.c"
 #undef real
+#undef elem
+#undef LD
+#undef ELEM_BF16
+#undef FN
+#undef GEMM_TILED
+#undef TRANSPOSE
+#undef STEP
+
+#define real float
+#define elem uint16_t
+#define ELEM_BF16 1
+#define FN(name) name##_bf16
+#define GEMM_TILED lcai_cpu_gemm_f32
+#define TRANSPOSE lcai_cpu_transpose_f32
+#define STEP lcai_step_f32
+#include "deltanet.c"
+#undef real
+#undef elem
+#undef LD
+#undef ELEM_BF16
 #undef FN
 #undef GEMM_TILED
 #undef TRANSPOSE
@@ -290,21 +328,30 @@ lca_status lcai_cpu_deltanet(const lca_params *p, const int64_t *cu,
 	if (p->dtype == LCA_F32)
 		return dn_run_f32(p, cu, nseq, q, k, v, g, beta, state0, o,
 			state);
+	if (p->dtype == LCA_BF16)
+		return dn_run_bf16(p, cu, nseq, q, k, v, g, beta, state0, o,
+			state);
 	return lcai_fail(LCA_ERR_INTERNAL, "cpu deltanet: dtype %d reached "
 		"the kernel", (int)p->dtype);
 }
 
-#else /* DN_TEMPLATE: the body, once per element type `real` */
+#else /* DN_TEMPLATE: the body, once per instance (real, elem) */
+
+#include "elem_rows.h"
 
 
 /* The call's tensors, typed, and how to call BLAS. */
 struct FN(dn_args) {
 	const lca_params *p;
 	const int64_t *cu;
-	const real *q, *k, *v, *g, *beta, *state0;
-	real *o, *state;
+	const elem *q, *k, *v, *g, *beta;
+	const real *state0;
+	elem *o;
+	real *state;
 	int64_t G;              /* value heads per work item */
 	int serial_blas;        /* keep every BLAS call on its thread */
+	real *tok;              /* bf16: [threads][2 dk + 2 dv] a step's
+	                         * q, k, v widened and its o (dn_step_head) */
 };
 
 /*
@@ -327,6 +374,7 @@ struct FN(dn_ws) {
 	real *A;        /* [C][C] K K^T, then A (strict lower part) */
 	real *Tm;       /* [C][dn_pad(C)] (I + A)^{-1} */
 	real *SU;       /* [G][dk+cap][dv] state and U of each head */
+	real *Ob;       /* bf16: [min(cap, DN_ROW_TILE)][dv] rows of o */
 };
 
 /* Bytes of one workspace; 0 on overflow. The recurrent form uses SU and
@@ -351,7 +399,9 @@ static size_t FN(dn_ws_bytes)(const lca_params *p, int64_t cap, int64_t G)
 	    !dn_add(&b, rhs, sizeof(real)) ||
 	    !dn_add(&b, rows, sizeof(real)) ||
 	    !dn_add(&b, sq, sizeof(real)) || !dn_add(&b, sqp, sizeof(real)) ||
-	    !dn_add(&b, su, sizeof(real)))
+	    !dn_add(&b, su, sizeof(real)) ||
+	    !dn_add(&b, ELEM_BF16 ? dn_min(cap, DN_ROW_TILE) * dv : 0,
+	    sizeof(real)))
 		return 0;
 	return b;
 }
@@ -373,6 +423,8 @@ static void FN(dn_ws_carve)(struct FN(dn_ws) *ws, const lca_params *p,
 	ws->A = dn_take(&base, cap * cap, sizeof(real));
 	ws->Tm = dn_take(&base, cap * dn_pad(cap), sizeof(real));
 	ws->SU = dn_take(&base, G * (dk + cap) * dv, sizeof(real));
+	ws->Ob = ELEM_BF16 ? dn_take(&base, dn_min(cap, DN_ROW_TILE) * dv,
+		sizeof(real)) : NULL;
 }
 
 /*
@@ -402,17 +454,22 @@ static void FN(dn_factors)(const lca_params *p, const real *qs,
 	}
 }
 
-static void FN(dn_prepare)(const lca_params *p, const real *qs,
-	const real *ks, real *qd, real *kd)
+/* q and k of a token prepared into qd and kd (bf16: widened there
+ * first, so that the sums of dn_factors run on floats in the float32
+ * instance's order; summed straight from bf16 the vectoriser picked
+ * another lane count and so other bits). */
+static void FN(dn_prepare)(const lca_params *p, const elem *qs,
+	const elem *ks, real *qd, real *kd)
 {
 	int64_t i, dk = p->dk;
+	const real *qr = FN(el_real)(qs, dk, qd), *kr = FN(el_real)(ks, dk, kd);
 	real fq, fk;
 
-	FN(dn_factors)(p, qs, ks, &fq, &fk);
+	FN(dn_factors)(p, qr, kr, &fq, &fk);
 	#pragma omp simd
 	for (i = 0; i < dk; i++) {
-		qd[i] = qs[i] * fq;
-		kd[i] = ks[i] * fk;
+		qd[i] = qr[i] * fq;
+		kd[i] = kr[i] * fk;
 	}
 }
 
@@ -465,7 +522,7 @@ static real *FN(dn_su)(const struct FN(dn_args) *a, int64_t cap, int64_t j,
  * which waits on the state's memory traffic.)
  */
 static void FN(dn_token)(real *S, const real *q, const real *k,
-	const real *v, double e, double beta, int64_t dk, int64_t dv, real *u,
+	const elem *v, double e, double beta, int64_t dk, int64_t dv, real *u,
 	real *o)
 {
 	int64_t i, j;
@@ -479,7 +536,7 @@ static void FN(dn_token)(real *S, const real *q, const real *k,
 	}
 	#pragma omp simd
 	for (j = 0; j < dv; j++) {
-		u[j] = (real)(beta * (v[j] - e * u[j]));
+		u[j] = (real)(beta * (LD(v[j]) - e * u[j]));
 		o[j] = 0;
 	}
 	for (i = 0; i < dk; i++) {
@@ -502,11 +559,15 @@ static void FN(dn_recurrent_head)(const struct FN(dn_args) *a, int64_t n,
 	real *qt = ws->QP, *kt = ws->K, *u = ws->R;
 
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++) {
+		elem *o = a->o + (t * H + h) * dv;
+		real *ot = FN(el_orow)(o, ws->Ob);
+
 		FN(dn_prepare)(p, a->q + (t * Hk + hk) * dk,
 			a->k + (t * Hk + hk) * dk, qt, kt);
 		FN(dn_token)(S, qt, kt, a->v + (t * H + h) * dv,
-			exp((double)a->g[t * H + h]), a->beta[t * H + h],
-			dk, dv, u, a->o + (t * H + h) * dv);
+			exp((double)LD(a->g[t * H + h])),
+			LD(a->beta[t * H + h]), dk, dv, u, ot);
+		FN(el_put)(o, dv, ot, 1, dv);
 	}
 }
 
@@ -525,12 +586,12 @@ static void FN(dn_gather)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 	int64_t hk = h / (H / Hk), r, i, t;
 
 	for (r = 0; r < C; r++) {
-		ws->e[r] = exp((double)a->g[(t0 + r) * H + h]);
-		ws->beta[r] = a->beta[(t0 + r) * H + h];
+		ws->e[r] = exp((double)LD(a->g[(t0 + r) * H + h]));
+		ws->beta[r] = LD(a->beta[(t0 + r) * H + h]);
 	}
 	dn_decays(ws->e, C, ws->gam, ws->dec);
 	for (r = 0; r < C; r++) {
-		const real *vr = a->v + ((t0 + r) * H + h) * dv;
+		const elem *vr = a->v + ((t0 + r) * H + h) * dv;
 		real *kr = ws->K + r * dk, *xr = ws->R + r * w;
 		real bg = (real)(ws->beta[r] * ws->gam[r]);
 		real b = (real)ws->beta[r];
@@ -543,7 +604,7 @@ static void FN(dn_gather)(const struct FN(dn_args) *a, int64_t t0, int64_t C,
 			xr[i] = bg * kr[i];
 		#pragma omp simd
 		for (i = 0; i < dv; i++)
-			xr[dk + i] = b * vr[i];
+			xr[dk + i] = b * LD(vr[i]);
 	}
 	TRANSPOSE(C, dk, ws->K, dk, ws->KT);
 }
@@ -631,7 +692,8 @@ static void FN(dn_wy)(const struct FN(dn_args) *a, int64_t C, real *U,
 }
 
 /*
- * O = [diag(gamma) Q | Q K^T (.) M] [S ; U] into o (rows H dv apart): the
+ * O = [diag(gamma) Q | Q K^T (.) M] [S ; U] into o (rows H dv apart; bf16
+ * through Ob a tile at a time): the
  * inter- and intra-chunk terms as one product, so o is written once. It
  * goes by row tiles that stop at the diagonal of M, so Q K^T is formed
  * only up to there (the rest of the tile zeroed) and the product reads
@@ -642,7 +704,7 @@ static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
 {
 	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, ld = dk + C;
 	int64_t r, i, r0, rt, ncol;
-	real *O = a->o + (t0 * H + h) * dv;
+	elem *O = a->o + (t0 * H + h) * dv;
 
 	for (r0 = 0; r0 < C; r0 += DN_ROW_TILE) {
 		rt = dn_min(DN_ROW_TILE, C - r0);
@@ -665,7 +727,9 @@ static void FN(dn_output)(const struct FN(dn_args) *a, int64_t t0,
 		}
 		GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dv,
 			dk + ncol, 1.0, ws->QP + r0 * ld, ld, SU, dv, 0.0,
-			O + r0 * H * dv, H * dv);
+			FN(el_orow)(O + r0 * H * dv, ws->Ob),
+			FN(el_ld)(H * dv, dv));
+		FN(el_put)(O + r0 * H * dv, H * dv, ws->Ob, rt, dv);
 	}
 }
 
@@ -730,7 +794,8 @@ static void FN(dn_chunked_item)(const struct FN(dn_args) *a, int64_t n,
  * The tokens of sequence n, value head h, straight on its slot of state:
  * the first token reads state0's slot (or the slot cleared), each token
  * writes state's slot in one fused pass (state_step.c). No scratch, so
- * no allocation per step, and no copy of the state in or out.
+ * no allocation per step, and no copy of the state in or out (bf16: a
+ * token's q, k, v widened and its o, 2 dk + 2 dv floats per thread).
  */
 static void FN(dn_step_head)(const struct FN(dn_args) *a, int64_t n,
 	int64_t h)
@@ -741,23 +806,29 @@ static void FN(dn_step_head)(const struct FN(dn_args) *a, int64_t n,
 	const size_t len = (size_t)(dk * dv), slot = (size_t)(n * H + h) * len;
 	const real *S0 = a->state0 ? a->state0 + slot : NULL;
 	real *S = a->state + slot;
+	real *qb, *kb, *vb, *ob;
 	int64_t t;
 
 	if (a->cu[n + 1] - a->cu[n] > DN_SHORT)
 		return;  /* the driver's (dn_item) */
+	FN(el_tok)(a->tok, dn_tid(), dk, dv, &qb, &kb, &vb, &ob);
 	if (!S0) {
 		memset(S, 0, len * sizeof(*S));
 		S0 = S;
 	}
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++, S0 = S) {
-		const real *qs = a->q + (t * Hk + hk) * dk;
-		const real *ks = a->k + (t * Hk + hk) * dk;
+		const real *qs = FN(el_real)(a->q + (t * Hk + hk) * dk, dk, qb);
+		const real *ks = FN(el_real)(a->k + (t * Hk + hk) * dk, dk, kb);
+		elem *o = a->o + (t * H + h) * dv;
+		real *ot = FN(el_orow)(o, ob);
 		real fq, fk;
 
 		FN(dn_factors)(p, qs, ks, &fq, &fk);
-		STEP()->dn(S0, S, dk, dv, qs, fq, ks, fk, a->v + (t * H + h) * dv,
-			exp((double)a->g[t * H + h]), a->beta[t * H + h],
-			a->o + (t * H + h) * dv);
+		STEP()->dn(S0, S, dk, dv, qs, fq, ks, fk,
+			FN(el_real)(a->v + (t * H + h) * dv, dv, vb),
+			exp((double)LD(a->g[t * H + h])),
+			LD(a->beta[t * H + h]), ot);
+		FN(el_put)(o, dv, ot, 1, dv);
 	}
 	if (S0 != S) /* a sequence without tokens passes its state through */
 		memcpy(S, S0, len * sizeof(*S));
@@ -809,11 +880,12 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	void *state)
 {
 	struct FN(dn_args) a = { p, cu, q, k, v, g, beta, state0, o, state,
-		1, 1 };
+		1, 1, NULL };
 	int64_t cap = dn_max_len(cu, nseq), items, it;
 	int nt;
 	size_t wsb;
 	char *block;
+	lca_status s;
 
 	a.G = cap <= DN_SHORT ? 1 : dn_group(p, nseq);
 	items = nseq * (p->H / a.G);
@@ -823,7 +895,11 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 
 		nt = (int)dn_min(nt, items / (per > 0 ? per : 1) + 1);
 		if (state) {
+			if ((s = FN(el_tok_alloc)(&a.tok, p->dk, p->dv, nt,
+			    "cpu deltanet")))
+				return s;
 			FN(dn_steps)(&a, nseq, nt);
+			free(a.tok);
 			return LCA_OK;
 		}
 	}
@@ -842,13 +918,18 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 	if (wsb == 0 || wsb > SIZE_MAX / (size_t)nt)
 		return lcai_fail(LCA_ERR_NOMEM, "cpu deltanet: workspace "
 			"size overflows");
+	if (state && (s = FN(el_tok_alloc)(&a.tok, p->dk, p->dv, 1,
+	    "cpu deltanet")))
+		return s;
 	block = aligned_alloc(DN_ALIGN, wsb * (size_t)nt);
-	if (!block)
+	if (!block) {
+		free(a.tok);
 		return lcai_fail(LCA_ERR_NOMEM, "cpu deltanet: cannot allocate "
 			"%zu bytes of workspace", wsb * (size_t)nt);
+	}
 
 	/* With a state, the decode-sized sequences of a longer call take the
-	 * fused steps too (after the one allocation, before the rest): a
+	 * fused steps too (after the allocations, before the rest): a
 	 * sequence's bits never depend on the other sequences of its call,
 	 * so one cache step of many sequences equals a step per sequence. */
 	if (state)
@@ -862,6 +943,7 @@ static lca_status FN(dn_run)(const lca_params *p, const int64_t *cu,
 		FN(dn_item)(&a, it, cap, &ws);
 	}
 	free(block);
+	free(a.tok);
 	return LCA_OK;
 }
 

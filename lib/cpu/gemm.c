@@ -4,6 +4,7 @@
  * transpose that turns A B^T products into NN ones.
  */
 #include "gemm.h"
+#include "bf16.h"
 
 #define SERIAL_MNK (64 * 64 * 64)
 #define TILE 64
@@ -50,19 +51,21 @@ DEFINE_GEMM(lcai_cpu_gemm_f64, double, cblas_dgemm)
  * dst row are stored at once. */
 #define STRIP 8
 
-#define DEFINE_TRANSPOSE(name, real)                                           \
-void name(int64_t n, int64_t m, const real *src, int64_t ld, real *dst)        \
+#define DEFINE_TRANSPOSE(name, elem, real, LD)                                 \
+void name(int64_t n, int64_t m, const elem *src, int64_t ld, real *dst)        \
 {                                                                              \
 	int64_t i = 0;                                                         \
                                                                                \
 	for (; i + STRIP <= n; i += STRIP)                                     \
 		for (int64_t j = 0; j < m; j++)                                \
 			for (int64_t s = 0; s < STRIP; s++)                    \
-				dst[j * n + i + s] = src[(i + s) * ld + j];    \
+				dst[j * n + i + s] = LD(src[(i + s) * ld + j]); \
 	for (; i < n; i++)                                                     \
 		for (int64_t j = 0; j < m; j++)                                \
-			dst[j * n + i] = src[i * ld + j];                      \
+			dst[j * n + i] = LD(src[i * ld + j]);                  \
 }
 
-DEFINE_TRANSPOSE(lcai_cpu_transpose_f32, float)
-DEFINE_TRANSPOSE(lcai_cpu_transpose_f64, double)
+#define AS_IS(x) (x)
+DEFINE_TRANSPOSE(lcai_cpu_transpose_f32, float, float, AS_IS)
+DEFINE_TRANSPOSE(lcai_cpu_transpose_f64, double, double, AS_IS)
+DEFINE_TRANSPOSE(lcai_cpu_transpose_bf16, uint16_t, float, lcai_bf16_widen)

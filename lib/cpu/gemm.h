@@ -36,5 +36,8 @@ void lcai_cpu_transpose_f32(int64_t n, int64_t m, const float *src,
 	int64_t ld, float *dst);
 void lcai_cpu_transpose_f64(int64_t n, int64_t m, const double *src,
 	int64_t ld, double *dst);
+/* The same from bf16 bits, widened to float32 on the way. */
+void lcai_cpu_transpose_bf16(int64_t n, int64_t m, const uint16_t *src,
+	int64_t ld, float *dst);
 
 #endif /* LCATTN_CPU_GEMM_H */

@@ -50,13 +50,22 @@
  * item and no thread cap the calls are left whole for a threaded BLAS to
  * spread.
  *
- * Float32 and float64 share one body: the second half of this file is a
- * template that includes itself once per element type (real), with FN()
- * naming the instance and GEMM the matching BLAS routine.
+ * Float32, float64 and bfloat16 share one body: the second half of this
+ * file is a template that includes itself once per instance, with FN()
+ * naming it and GEMM the matching BLAS routine. `real` is the type the
+ * instance computes in and `elem` the type of the call's tensors (state0
+ * and state excepted: they are real), read through LD() (elem_rows.h).
+ * The bf16 instance computes in float32 on bf16 tensors: K and V are
+ * widened as a block packs them, Q a row tile at a time, and each row
+ * tile of o is formed in float32 scratch, then rounded to bf16. So it
+ * does the float32 instance's arithmetic on the same values and gives
+ * its bits rounded once, without float32 copies of whole tensors (which
+ * made a bf16 call 2x slower than float32 at T = 16384, H = 8, d = 128).
  */
 #ifndef LT_TEMPLATE
 
 #include "internal.h"
+#include "bf16.h"
 #include "gemm.h"
 #include "prof.h"
 #include "state_step.h"
@@ -176,28 +185,55 @@ static void lt_powers(double *pw, int64_t bmax, double slope)
 		pw[m] = exp(-slope * (double)m);
 }
 
-/* ---- the two element-type instances ---------------------------------- */
+/* ---- the three instances --------------------------------------------- */
 
 #define LT_TEMPLATE
 #define real float
+#define elem float
+#define ELEM_BF16 0
 #define FN(name) name##_f32
 #define GEMM_TILED lcai_cpu_gemm_f32
 #define TRANSPOSE lcai_cpu_transpose_f32
 #define STEP lcai_step_f32
 #include "lightning.c"
 #undef real
+#undef elem
+#undef LD
+#undef ELEM_BF16
 #undef FN
 #undef GEMM_TILED
 #undef TRANSPOSE
 #undef STEP
 
 #define real double
+#define elem double
+#define ELEM_BF16 0
 #define FN(name) name##_f64
 #define GEMM_TILED lcai_cpu_gemm_f64
 #define TRANSPOSE lcai_cpu_transpose_f64
 #define STEP lcai_step_f64
 #include "lightning.c"
 #undef real
+#undef elem
+#undef LD
+#undef ELEM_BF16
+#undef FN
+#undef GEMM_TILED
+#undef TRANSPOSE
+#undef STEP
+
+#define real float
+#define elem uint16_t
+#define ELEM_BF16 1
+#define FN(name) name##_bf16
+#define GEMM_TILED lcai_cpu_gemm_f32
+#define TRANSPOSE lcai_cpu_transpose_bf16
+#define STEP lcai_step_f32
+#include "lightning.c"
+#undef real
+#undef elem
+#undef LD
+#undef ELEM_BF16
 #undef FN
 #undef GEMM_TILED
 #undef TRANSPOSE
@@ -214,21 +250,30 @@ lca_status lcai_cpu_lightning(const lca_params *p, const int64_t *cu,
 	if (p->dtype == LCA_F32)
 		return lt_run_f32(p, cu, nseq, q, k, v, slope, state0, o,
 			state);
+	if (p->dtype == LCA_BF16)
+		return lt_run_bf16(p, cu, nseq, q, k, v, slope, state0, o,
+			state);
 	return lcai_fail(LCA_ERR_INTERNAL, "cpu lightning: dtype %d reached "
 		"the kernel", (int)p->dtype);
 }
 
-#else /* LT_TEMPLATE: the body, once per element type `real` */
+#else /* LT_TEMPLATE: the body, once per instance (real, elem) */
+
+#include "elem_rows.h"
 
 /* The call's tensors, typed. */
 struct FN(lt_args) {
 	const lca_params *p;
 	const int64_t *cu;
-	const real *q, *k, *v, *slope, *state0;
-	real *o, *state;
+	const elem *q, *k, *v, *slope;
+	const real *state0;
+	elem *o;
+	real *state;
 	int64_t G;              /* heads per work item */
 	int64_t bmax;           /* longest block */
 	int serial_blas;        /* keep every BLAS call on its thread */
+	real *tok;              /* bf16: [threads][2 dk + 2 dv] a step's
+	                         * q, k, v widened and its o (lt_step_head) */
 };
 
 /*
@@ -243,15 +288,17 @@ struct FN(lt_ws) {
 	real *QP;       /* [LT_ROW_TILE][dk+bmax] row tile of [Q | P] */
 	real *KT;       /* [dk][b] K^T, then K^T diag(lambda^(b-1-i)) */
 	real *SV;       /* [G][dk+bmax][dv] */
+	real *Qw;       /* bf16: [min(bmax, LT_ROW_TILE)][dk] a row tile of q */
+	real *Ob;       /* bf16: [min(bmax, LT_ROW_TILE)][dv] rows of o */
 };
 
 static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax, int64_t G)
 {
-	int64_t tile, kt, sv;
-	size_t part[5], b = 0;
-	int i;
+	int64_t rows = lt_min(bmax, LT_ROW_TILE), tile, kt, sv;
+	size_t part[7], b = 0;
+	int i, np = ELEM_BF16 ? 7 : 5;
 
-	if (!lcai_mul(lt_min(bmax, LT_ROW_TILE), p->dk + bmax, &tile) ||
+	if (!lcai_mul(rows, p->dk + bmax, &tile) ||
 	    !lcai_mul(p->dk, bmax, &kt) ||
 	    !lcai_mul(p->dk + bmax, p->dv, &sv) || !lcai_mul(sv, G, &sv))
 		return 0;
@@ -260,7 +307,10 @@ static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax, int64_t G)
 	part[2] = lt_bytes(tile, sizeof(real));
 	part[3] = lt_bytes(kt, sizeof(real));
 	part[4] = lt_bytes(sv, sizeof(real));
-	for (i = 0; i < 5; i++) {
+	/* bf16's Qw and Ob (rows <= LT_ROW_TILE: no overflow) */
+	part[5] = lt_bytes(rows * p->dk, sizeof(real));
+	part[6] = lt_bytes(rows * p->dv, sizeof(real));
+	for (i = 0; i < np; i++) {
 		if (part[i] == 0 || part[i] > SIZE_MAX - b)
 			return 0;
 		b += part[i];
@@ -269,7 +319,7 @@ static size_t FN(lt_ws_bytes)(const lca_params *p, int64_t bmax, int64_t G)
 }
 
 static void FN(lt_ws_carve)(struct FN(lt_ws) *ws, const lca_params *p,
-	int64_t bmax, char *base)
+	int64_t bmax, int64_t G, char *base)
 {
 	ws->pw = (double *)base;
 	base += lt_bytes(bmax + 1, sizeof(double));
@@ -281,6 +331,14 @@ static void FN(lt_ws_carve)(struct FN(lt_ws) *ws, const lca_params *p,
 	ws->KT = (real *)base;
 	base += lt_bytes(p->dk * bmax, sizeof(real));
 	ws->SV = (real *)base;
+	ws->Qw = ws->Ob = NULL;
+	if (ELEM_BF16) {
+		base += lt_bytes((p->dk + bmax) * p->dv * G, sizeof(real));
+		ws->Qw = (real *)base;
+		base += lt_bytes(lt_min(bmax, LT_ROW_TILE) * p->dk,
+			sizeof(real));
+		ws->Ob = (real *)base;
+	}
 }
 
 /* Head j of the item: its S, with room for a block's V below. */
@@ -328,31 +386,33 @@ static void FN(lt_close_state)(const struct FN(lt_args) *a, int64_t n,
  * in double each step rounds only S itself.
  */
 static void FN(lt_recurrent_head)(const struct FN(lt_args) *a, int64_t n,
-	int64_t h, real *S)
+	int64_t h, real *S, struct FN(lt_ws) *ws)
 {
 	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, t, i, j;
-	double lambda = exp(-(double)a->slope[h]);
+	double lambda = exp(-(double)LD(a->slope[h]));
 	real scale = (real)a->p->scale;
 
 	for (t = a->cu[n]; t < a->cu[n + 1]; t++) {
-		const real *q = a->q + (t * H + h) * dk;
-		const real *k = a->k + (t * H + h) * dk;
-		const real *v = a->v + (t * H + h) * dv;
-		real *o = a->o + (t * H + h) * dv;
+		const elem *q = a->q + (t * H + h) * dk;
+		const elem *k = a->k + (t * H + h) * dk;
+		const elem *v = a->v + (t * H + h) * dv;
+		elem *o = a->o + (t * H + h) * dv;
+		real *ot = FN(el_orow)(o, ws->Ob);
 
 		for (j = 0; j < dv; j++)
-			o[j] = 0;
+			ot[j] = 0;
 		for (i = 0; i < dk; i++) {
-			real *Si = S + i * dv;
+			real *Si = S + i * dv, ki = LD(k[i]), qi = LD(q[i]);
 
 			#pragma omp simd
 			for (j = 0; j < dv; j++) {
-				Si[j] = (real)(lambda * Si[j] + k[i] * v[j]);
-				o[j] += Si[j] * q[i];
+				Si[j] = (real)(lambda * Si[j] + ki * LD(v[j]));
+				ot[j] += Si[j] * qi;
 			}
 		}
 		for (j = 0; j < dv; j++)
-			o[j] *= scale;
+			ot[j] *= scale;
+		FN(el_put)(o, dv, ot, 1, dv);
 	}
 }
 
@@ -364,14 +424,14 @@ static void FN(lt_head_powers)(const struct FN(lt_args) *a, int64_t h,
 {
 	int64_t m;
 
-	lt_powers(ws->pw, a->bmax, (double)a->slope[h]);
+	lt_powers(ws->pw, a->bmax, (double)LD(a->slope[h]));
 	for (m = 0; m <= a->bmax; m++)
 		ws->pwr[m] = (real)ws->pw[m];
 }
 
 /*
- * The block's K and V packed: K^T into KT (leading dimension b) and V
- * below S in SV.
+ * The block's K and V packed (and widened, bf16): K^T into KT (leading
+ * dimension b) and V below S in SV.
  */
 static void FN(lt_pack)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 	int64_t h, real *SV, struct FN(lt_ws) *ws)
@@ -380,13 +440,13 @@ static void FN(lt_pack)(const struct FN(lt_args) *a, int64_t t0, int64_t b,
 	real *V = SV + dk * dv;
 
 	for (r = 0; r < b; r++)
-		memcpy(V + r * dv, a->v + ((t0 + r) * H + h) * dv,
-			(size_t)dv * sizeof(real));
+		FN(el_load)(V + r * dv, a->v + ((t0 + r) * H + h) * dv, dv);
 	TRANSPOSE(b, dk, a->k + (t0 * H + h) * dk, H * dk, ws->KT);
 }
 
 /*
- * Rows r0 .. r0+rt-1 of the block's output, into o:
+ * Rows r0 .. r0+rt-1 of the block's output, into o (bf16: q widened into
+ * Qw, o formed in Ob, a tile at a time):
  *   O = [scale diag(lambda^(r+1)) Q | scale Q K^T (.) D] [S0 ; V].
  * D is lower triangular, so the tile needs key columns 0 .. r0+rt-1 only:
  * the tiles above the diagonal are never formed, and only one row tile of
@@ -397,9 +457,11 @@ static void FN(lt_row_tile)(const struct FN(lt_args) *a, int64_t t0,
 	int64_t b, int64_t h, int64_t r0, int64_t rt, const real *SV,
 	struct FN(lt_ws) *ws)
 {
-	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, ldq = H * dk;
+	int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv, ldq;
 	int64_t ncol = r0 + rt, ld = dk + ncol, r, i;
-	const real *Q = a->q + ((t0 + r0) * H + h) * dk;
+	const real *Q = FN(el_tile)(a->q + ((t0 + r0) * H + h) * dk, H * dk,
+		rt, dk, ws->Qw, &ldq);
+	elem *O = a->o + ((t0 + r0) * H + h) * dv;
 	const real *pw = ws->pwr;
 	real scale = (real)a->p->scale;
 
@@ -421,8 +483,9 @@ static void FN(lt_row_tile)(const struct FN(lt_args) *a, int64_t t0,
 	}
 	LCAI_PROF(LCAI_PH_LT_OUTPUT);
 	GEMM_TILED(a->serial_blas, CblasNoTrans, CblasNoTrans, rt, dv, ld, 1.0,
-		ws->QP, ld, SV, dv, 0.0, a->o + ((t0 + r0) * H + h) * dv,
-		H * dv);
+		ws->QP, ld, SV, dv, 0.0, FN(el_orow)(O, ws->Ob),
+		FN(el_ld)(H * dv, dv));
+	FN(el_put)(O, H * dv, ws->Ob, rt, dv);
 }
 
 /*
@@ -480,28 +543,38 @@ static void FN(lt_blockwise_item)(const struct FN(lt_args) *a, int64_t n,
  * The tokens of sequence n, head h, straight on its slot of state: the
  * first token reads state0's slot (or the slot cleared), each token
  * writes state's slot in one fused pass (state_step.c). No scratch, so
- * no allocation per step, and no copy of the state in or out.
+ * no allocation per step, and no copy of the state in or out (bf16: a
+ * token's q, k, v widened and its o, el_tok_alloc).
  */
 static void FN(lt_step_head)(const struct FN(lt_args) *a, int64_t n,
 	int64_t h)
 {
 	const int64_t H = a->p->H, dk = a->p->dk, dv = a->p->dv;
 	const size_t len = (size_t)(dk * dv), slot = (size_t)(n * H + h) * len;
-	const double lambda = exp(-(double)a->slope[h]);
+	const double lambda = exp(-(double)LD(a->slope[h]));
 	const real *S0 = a->state0 ? a->state0 + slot : NULL;
 	real *S = a->state + slot;
+	real *qb, *kb, *vb, *ob;
 	int64_t t;
 
 	if (a->cu[n + 1] - a->cu[n] > LT_SHORT)
 		return;  /* the driver's (lt_item) */
+	FN(el_tok)(a->tok, lt_tid(), dk, dv, &qb, &kb, &vb, &ob);
 	if (!S0) {
 		memset(S, 0, len * sizeof(*S));
 		S0 = S;
 	}
-	for (t = a->cu[n]; t < a->cu[n + 1]; t++, S0 = S)
-		STEP()->lt(S0, S, dk, dv, a->q + (t * H + h) * dk,
-			a->k + (t * H + h) * dk, a->v + (t * H + h) * dv, lambda,
-			(real)a->p->scale, a->o + (t * H + h) * dv);
+	for (t = a->cu[n]; t < a->cu[n + 1]; t++, S0 = S) {
+		elem *o = a->o + (t * H + h) * dv;
+		real *ot = FN(el_orow)(o, ob);
+
+		STEP()->lt(S0, S, dk, dv,
+			FN(el_real)(a->q + (t * H + h) * dk, dk, qb),
+			FN(el_real)(a->k + (t * H + h) * dk, dk, kb),
+			FN(el_real)(a->v + (t * H + h) * dv, dv, vb), lambda,
+			(real)a->p->scale, ot);
+		FN(el_put)(o, dv, ot, 1, dv);
+	}
 	if (S0 != S) /* a sequence without tokens passes its state through */
 		memcpy(S, S0, len * sizeof(*S));
 }
@@ -539,7 +612,7 @@ static void FN(lt_item)(const struct FN(lt_args) *a, int64_t it,
 	if (a->p->algo == LCA_ALGO_RECURRENT)
 		for (j = 0; j < a->G; j++)
 			FN(lt_recurrent_head)(a, n, h0 + j,
-				FN(lt_sv)(a, j, ws));
+				FN(lt_sv)(a, j, ws), ws);
 	else
 		FN(lt_blockwise_item)(a, n, h0, ws);
 	for (j = 0; j < a->G; j++)
@@ -551,11 +624,12 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	const void *slope, const void *state0, void *o, void *state)
 {
 	struct FN(lt_args) a = { p, cu, q, k, v, slope, state0, o, state, 1,
-		1, 1 };
+		1, 1, NULL };
 	int64_t items, it;
 	int nt, short_call;
 	size_t wsb;
 	char *block;
+	lca_status s;
 
 	/* decode-sized: the longest sequence, not the block (a block of 4 may
 	 * cut a long prefill) */
@@ -569,7 +643,11 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 
 		nt = (int)lt_min(nt, items / (per > 0 ? per : 1) + 1);
 		if (state) {
+			if ((s = FN(el_tok_alloc)(&a.tok, p->dk, p->dv, nt,
+			    "cpu lightning")))
+				return s;
 			FN(lt_steps)(&a, nseq, nt);
+			free(a.tok);
 			return LCA_OK;
 		}
 	}
@@ -583,13 +661,18 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	if (wsb == 0 || wsb > SIZE_MAX / (size_t)nt)
 		return lcai_fail(LCA_ERR_NOMEM, "cpu lightning: workspace "
 			"size overflows");
+	if (state && (s = FN(el_tok_alloc)(&a.tok, p->dk, p->dv, 1,
+	    "cpu lightning")))
+		return s;
 	block = aligned_alloc(LT_ALIGN, wsb * (size_t)nt);
-	if (!block)
+	if (!block) {
+		free(a.tok);
 		return lcai_fail(LCA_ERR_NOMEM, "cpu lightning: cannot "
 			"allocate %zu bytes of workspace", wsb * (size_t)nt);
+	}
 
 	/* With a state, the decode-sized sequences of a longer call take the
-	 * fused steps too (after the one allocation, before the rest): a
+	 * fused steps too (after the allocations, before the rest): a
 	 * sequence's bits never depend on the other sequences of its call,
 	 * so one cache step of many sequences equals a step per sequence. */
 	if (state)
@@ -598,10 +681,12 @@ static lca_status FN(lt_run)(const lca_params *p, const int64_t *cu,
 	for (it = 0; it < items; it++) {
 		struct FN(lt_ws) ws;
 
-		FN(lt_ws_carve)(&ws, p, a.bmax, block + (size_t)lt_tid() * wsb);
+		FN(lt_ws_carve)(&ws, p, a.bmax, a.G,
+			block + (size_t)lt_tid() * wsb);
 		FN(lt_item)(&a, it, &ws);
 	}
 	free(block);
+	free(a.tok);
 	return LCA_OK;
 }
 
