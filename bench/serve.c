@@ -24,8 +24,11 @@
  * w_uk and w_uv, H (dn + dv) dc x 4) + the step's own tensors (q, k, v
  * or their mla counterparts, o, lse: f32, B rows); deltanet, lightning:
  * every state read and written (B x 2 x H dk dv x 4) + the step's
- * tensors. roofline_frac = bytes / seconds / copy bandwidth (the ceiling
- * measured in this run).
+ * tensors. Flops of a step: the sum over the sequences of
+ * lca_plan_cost(3)'s LCA_PHASE_DECODE flops at their contexts, as the
+ * decode phase counts one sequence. roofline_frac = max(flops / peak,
+ * bytes / copy bandwidth) / seconds, with the peak and bandwidth measured
+ * in this run (mla decode is bound by its flops, the others by bytes).
  */
 #include "bench.h"
 
@@ -232,21 +235,31 @@ static double io_bytes(lca_variant v, const lca_params *p, double *weights)
 	return 0;
 }
 
-/* The roofline's bytes of one step at the contexts of the first timed step. */
-static double step_bytes(const struct srv_job *j, int64_t *tokens)
+/* The roofline's bytes and flops of one step at the contexts of the first
+ * timed step. */
+static double step_bytes(const struct srv_job *j, int64_t *tokens, double *flops)
 {
 	lca_plan *pl = NULL;
 	int64_t pt = 0, ps = 0;
 	double w, io = io_bytes(j->v, &j->shape, &w), bytes = w + io * (double)j->B;
 
 	*tokens = 0;
+	*flops = 0;
 	if (serve_plan(j->v, &j->shape, 0, &pl) || lca_plan_cache_cost(pl, &pt, &ps)) {
 		lca_plan_destroy(pl);
+		*flops = NAN;
 		return NAN;
 	}
-	lca_plan_destroy(pl);
-	for (int64_t i = 0; i < j->B; i++)
+	for (int64_t i = 0; i < j->B; i++) {
+		lca_cost cost;
+
 		*tokens += j->len[i] + WARM + 1;
+		if (lca_plan_cost(pl, LCA_PHASE_DECODE, j->len[i] + WARM + 1, &cost))
+			*flops = NAN;
+		else
+			*flops += cost.flops;
+	}
+	lca_plan_destroy(pl);
 	if (is_kv(j->v))
 		return bytes + (double)*tokens * (double)(j->storage == LCA_BF16 ? pt / 2 : pt);
 	return bytes + 2.0 * (double)ps * (double)j->B;
@@ -310,7 +323,8 @@ static int run_batch(const struct bench_shape *s, const struct serve_opts *o,
 				k ? LCA_BF16 : LCA_F32, o->reps };
 			struct srv_result r = { .status = -1 };
 			int64_t tokens;
-			double bytes = step_bytes(&j, &tokens), t0 = bench_now();
+			double flops, bytes = step_bytes(&j, &tokens, &flops), t0 = bench_now();
+			double peak = bench_peak_gflops(c, 0) * 1e9;
 
 			fprintf(stderr, "serve %s B=%lld %s (%lld tokens, pool ~%.0f MiB, twice that "
 				"at peak) ...", mech_names[m], (long long)B, k ? "bf16" : "f32",
@@ -325,10 +339,11 @@ static int run_batch(const struct bench_shape *s, const struct serve_opts *o,
 			}
 			fprintf(stderr, " %.1f s\n", bench_now() - t0);
 			tps[k] = (double)B / r.seconds;
-			printf("%-9s %5lld %-7s %10lld %10.4g %11.4g %11.4g %8.3g %9.3g %8.0f",
+			printf("%-9s %5lld %-7s %10lld %10.4g %11.4g %11.4g %8.3g %8.3g %9.3g %8.0f",
 				mech_names[m], (long long)B, is_kv((lca_variant)m) ? (k ? "bf16" : "f32") :
 				"state", (long long)tokens, bytes / 1048576, r.seconds, tps[k],
-				bytes / r.seconds / 1e9, bytes / r.seconds / (c->bw_gbs * 1e9), r.rss_mb);
+				bytes / r.seconds / 1e9, flops / r.seconds / 1e9,
+				fmax(flops / peak, bytes / (c->bw_gbs * 1e9)) / r.seconds, r.rss_mb);
 			if (k == 1 && tps[0] > 0)
 				printf(" %9.3f", tps[1] / tps[0]);
 			printf("\n");
@@ -363,11 +378,14 @@ int bench_serve(const struct bench_shape *s, const struct serve_opts *o,
 		"+ weights read once (mla w_uk, w_uv: H (dn + dv) dc x 4) + the step's tensors "
 		"(q, k, v, o, lse, f32); deltanet, lightning: B x 2 x H dk dv x 4 (each state read "
 		"and written) + the step's tensors\n");
-	printf("tokens/s = B / seconds; roofline = bytes / seconds / copy bandwidth "
-		"(%.1f GB/s, measured at start; above 1 where the bytes fit in the CPU's caches, "
-		"as small states do); bf16/f32 = tokens/s ratio; deltanet and lightning rows "
-		"show the batch's context, which their states' size does not depend on (filled "
-		"with %d tokens)\n", c->bw_gbs, LINEAR_FILL);
+	printf("flops of a step = sum over sequences of lca_plan_cost(3)'s LCA_PHASE_DECODE "
+		"flops at their context\n");
+	printf("tokens/s = B / seconds; roofline = max(flops / peak, bytes / copy bandwidth) "
+		"/ seconds (peak = max(sgemm, fma) = %.1f GFLOP/s, copy %.1f GB/s, measured at "
+		"start; above 1 where the bytes fit in the CPU's caches, as small states do); "
+		"bf16/f32 = tokens/s ratio; deltanet and lightning rows show the batch's "
+		"context, which their states' size does not depend on (filled with %d "
+		"tokens)\n", bench_peak_gflops(c, 0), c->bw_gbs, LINEAR_FILL);
 	printf("cpu isa: %s (lca_cpu_isa(3))\n\n", lca_cpu_isa());
 	for (int b = 0; b < o->nB; b++) {
 		draw_lengths(o, o->B[b], len);
@@ -377,9 +395,9 @@ int bench_serve(const struct bench_shape *s, const struct serve_opts *o,
 		"seed %llu; context = length + %d at the first timed step\n\n",
 		(long long)o->ctx_median, o->ctx_sigma, (long long)o->ctx_max,
 		(unsigned long long)o->seed, WARM + 1);
-	printf("%-9s %5s %-7s %10s %10s %11s %11s %8s %9s %8s %9s\n", "mechanism", "B",
-		"storage", "context", "MiB read", "s/step", "tokens/s", "GB/s", "roofline",
-		"rss MiB", "bf16/f32");
+	printf("%-9s %5s %-7s %10s %10s %11s %11s %8s %8s %9s %8s %9s\n", "mechanism", "B",
+		"storage", "context", "MiB read", "s/step", "tokens/s", "GB/s", "GFLOP/s",
+		"roofline", "rss MiB", "bf16/f32");
 	for (int b = 0; b < o->nB; b++) {
 		draw_lengths(o, o->B[b], len);
 		failed += run_batch(s, o, c, len, o->B[b]);

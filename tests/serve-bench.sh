@@ -24,13 +24,14 @@ fail() {
 "$tool" bench --phase serve --B 1,5 --ctx 60,200 --long-ctx 100 --reps 1 \
 	--budget 2 --fit-ctx 4096,16384,20000 >"$out" 2>"$err" || fail "exited with status $?"
 
-# Throughput rows: mechanism B storage context MiB s tokens/s GB/s roofline rss [ratio]
+# Throughput rows: mechanism B storage context MiB s tokens/s GB/s GFLOP/s roofline
+# rss [ratio]
 awk '
-/^(softmax|mla|deltanet|lightning) +[0-9]+ +(f32|bf16|state) / && NF >= 10 {
+/^(softmax|mla|deltanet|lightning) +[0-9]+ +(f32|bf16|state) / && NF >= 11 {
 	kv = $1 == "softmax" || $1 == "mla"
 	if (kv && $3 == "state" || !kv && $3 != "state") { print "storage of " $0; bad = 1 }
-	for (i = 4; i <= 9; i++) if (!($i + 0 > 0)) { print "field " i ": " $0; bad = 1 }
-	if ($3 == "bf16" && (NF != 11 || !($11 + 0 > 0))) { print "no bf16/f32 ratio: " $0; bad = 1 }
+	for (i = 4; i <= 10; i++) if (!($i + 0 > 0)) { print "field " i ": " $0; bad = 1 }
+	if ($3 == "bf16" && (NF != 12 || !($12 + 0 > 0))) { print "no bf16/f32 ratio: " $0; bad = 1 }
 	rows[$1 " " $2 " " $3]++
 	n++
 }
