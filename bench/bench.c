@@ -101,8 +101,8 @@ static int usage(FILE *f)
 		"         [--budget GIB] [--fit-ctx 32768,131072]: B sequences of lognormal\n"
 		"lengths (median 8192, capped at 65536; --long-ctx: also 8 sequences of N\n"
 		"tokens, default 32768, 0 none) decode one token each per step from a paged\n"
-		"pool in f32 and bf16 storage: tokens/s, GB/s and roofline against the copy\n"
-		"bandwidth; then how many sequences at each --fit-ctx fit in --budget GiB\n"
+		"pool in f32 and bf16 storage: tokens/s, GB/s, GFLOP/s and roofline (as\n"
+		"prefill's); then how many sequences at each --fit-ctx fit in --budget GiB\n"
 		"(default 64) per mechanism and preset, modelled and measured (--quick:\n"
 		"median 2048, max 8192, long 8192, 3 steps).\n");
 	return f == stdout ? 0 : 2;
