@@ -18,7 +18,8 @@
  * GQA and MQA, windows, fully masked rows, varlen batches with empty
  * sequences, large-magnitude q and k (logits in the hundreds), and a RoPE
  * plan (widened on both paths). Then that each path is the one taken: the
- * widen path gives the float32 path's bits rounded, the dot path does not.
+ * widen path gives the float32 path's bits rounded, the dot path does not;
+ * and that partial attention refuses bf16 on both.
  */
 #define CHECK_ON_CPU 1
 /* the cases and the tolerance rule of check_cuda.c, whose own tests are
@@ -177,6 +178,73 @@ START_TEST(dot_path_is_taken_without_rope_only)
 }
 END_TEST
 
+/* Partial attention (context parallelism) is not offered in bf16 on the
+ * cpu backend, on either path: refused before any output is written (it
+ * once ran the float64 engine on bf16 buffers). */
+START_TEST(bf16_partial_is_unsupported)
+{
+	struct kase c;
+	lca_plan *plan;
+	void *in[6];
+	uint16_t *o, *lse;
+	int path = _i % NPATH;
+	lca_variant var = _i / NPATH ? LCA_MLA : LCA_SOFTMAX;
+
+	force_path(path);
+	if (var == LCA_SOFTMAX) {
+		dot_kase(&specs[2], &c);
+	} else {
+		lca_params p = tu_params(LCA_MLA);
+
+		memset(&c, 0, sizeof c);
+		p.backend = LCA_BACKEND_CPU;
+		p.H = 2;
+		p.dn = 16;
+		p.dr = 8;
+		p.dc = 32;
+		p.dv = 8;
+		p.scale = 0.2;
+		c.p = p;
+		c.Tq = c.Tk = 10;
+		add_in(&c, "q_nope", 10 * 2 * 16, 1.0);
+		add_in(&c, "q_rope", 10 * 2 * 8, 1.0);
+		add_in(&c, "ckv", 10 * 32, 1.0);
+		add_in(&c, "k_rope", 10 * 8, 1.0);
+		add_in(&c, "w_uk", 2 * 16 * 32, 0.2);
+		add_in(&c, "w_uv", 2 * 8 * 32, 0.2);
+		add_out(&c, "o", 10 * 2 * 8, 0);
+		add_out(&c, "lse", 10 * 2, 0);
+	}
+	c.p.dtype = LCA_BF16;
+	plan = tu_plan(&c.p);
+	for (int i = 0; i < c.nin; i++)
+		in[i] = host_cast(c.in[i].x, c.in[i].n, LCA_BF16);
+	o = malloc((size_t)c.out[0].n * 2);
+	lse = malloc((size_t)c.out[1].n * 2);
+	ck_assert(o && lse);
+	memset(o, 0x5a, (size_t)c.out[0].n * 2);
+	memset(lse, 0x5a, (size_t)c.out[1].n * 2);
+	if (var == LCA_SOFTMAX)
+		ck_assert_int_eq(lca_softmax_partial(plan, c.Tq, c.Tk - c.Tq, c.Tk, 0,
+			in[0], in[1], in[2], o, lse), LCA_ERR_UNSUPPORTED);
+	else
+		ck_assert_int_eq(lca_mla_partial(plan, c.Tq, 0, c.Tk, 0, in[0], in[1],
+			in[2], in[3], in[4], in[5], o, lse), LCA_ERR_UNSUPPORTED);
+	ck_assert_msg(strstr(lca_last_error(), "bf16") != NULL, "message: %s",
+		lca_last_error());
+	for (int64_t e = 0; e < c.out[0].n; e++)
+		ck_assert_uint_eq(o[e], 0x5a5a);
+	for (int64_t e = 0; e < c.out[1].n; e++)
+		ck_assert_uint_eq(lse[e], 0x5a5a);
+	for (int i = 0; i < c.nin; i++)
+		free(in[i]);
+	free(o);
+	free(lse);
+	lca_plan_destroy(plan);
+	kase_free(&c);
+}
+END_TEST
+
 /* Is the dot path available? Asked in a child, so that this process never
  * decides its level. */
 static int dot_available(void)
@@ -229,6 +297,10 @@ int main(void)
 	for (int i = 0; i < np; i++)
 		tcase_add_test(tc, paths[i] == PATH_DOT ? dot_path_is_taken_without_rope_only :
 			widen_path_is_f32_rounded);
+	for (int i = 0; i < np; i++)
+		for (int v = 0; v < 2; v++)
+			tcase_add_loop_test(tc, bf16_partial_is_unsupported,
+				NPATH * v + paths[i], NPATH * v + paths[i] + 1);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

@@ -219,8 +219,8 @@ static lca_status flash_init(struct lcai_flash *f, const lca_params *p,
 	f->p2 = INT64_MAX;
 	f->ops = flash_pick(p->dtype);
 	if (!f->ops || (p->dtype == LCA_BF16 && (da > 0 || rope_dim > 0)))
-		return lcai_fail(LCA_ERR_UNSUPPORTED, "cpu attention: no bf16 kernel for this plan "
-			"on this CPU (lib/cpu/bf16.c widens such calls)");
+		return lcai_fail(LCA_ERR_UNSUPPORTED, "cpu attention: no bf16 kernel for this "
+			"call (the cpu backend takes bf16 in forward calls only)");
 	f->da = da;
 	f->db = db;
 	f->dk = da + db;
@@ -542,6 +542,12 @@ lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
 {
 	const int64_t cu_q[2] = { 0, tq }, cu_k[2] = { 0, tk };
 
+	/* Refused on every CPU alike, though the bf16 engine could run the
+	 * plans lcai_cpu_softmax_bf16dot allows: bf16 is offered in forward
+	 * calls only (lcattn(7)). */
+	if (p->dtype == LCA_BF16)
+		return lcai_fail(LCA_ERR_UNSUPPORTED, "lca_softmax_partial: the cpu backend "
+			"has no bf16 partial attention (bf16 is for forward calls)");
 	return softmax_run(p, at, cu_q, cu_k, 1, q, k, v, o, lse, NULL);
 }
 
