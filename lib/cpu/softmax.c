@@ -39,11 +39,12 @@
  * bf16: where the CPU has AVX-512 BF16 (level avx512bf16), a seventh
  * instance runs bf16 softmax plans without RoPE on their bf16 tensors
  * (flash_bf16.h): keys packed as bf16 pairs, logits by vdpbf16ps, the
- * rest the float AVX-512 code. Causal T = 16K, H = 8, d = 128 on AMD EPYC
- * Zen 5 (2 cores, busy): 0.70-0.80 of the float32 call's time, where
- * widening to float copies (lib/cpu/bf16.c, LCA_CPU_ISA=avx512) takes
- * 1.2-1.5 of it; the logit product runs at twice the float rate, P V
- * stays float.
+ * rest the float AVX-512 code. Causal, H = 8, d = 128 on AMD EPYC Zen 5
+ * (2 cores, shared): 0.69-0.75 of the float32 call's time at T = 16K and
+ * 0.80-0.83 at 4K, where widening to float copies (lib/cpu/bf16.c,
+ * LCA_CPU_ISA=avx512) takes 1.02-1.09 and 1.28-1.47 of it, and half the
+ * peak memory; the logit product runs at twice the float rate, P V stays
+ * float.
  */
 #ifndef FLASH_TEMPLATE
 
