@@ -222,10 +222,11 @@ LCA_API lca_status lca_plan_params(const lca_plan *plan, lca_params *p);
 LCA_API int lca_backend_available(lca_backend backend);
 
 /* Name of the x86-64 level the cpu backend's vector kernels run at in this
- * process: "avx512", "avx2" or "sse" ("generic" off x86-64). The widest
+ * process: "avx512bf16" (AVX-512 plus the bf16 dot products of the bf16
+ * softmax), "avx512", "avx2" or "sse" ("generic" off x86-64). The widest
  * level the CPU runs, capped by the environment variable
- * LCA_CPU_ISA=sse|avx2|avx512 (other values ignored), read once, at the
- * first cpu call; never NULL. */
+ * LCA_CPU_ISA=sse|avx2|avx512|avx512bf16 (other values ignored), read
+ * once, at the first cpu call; never NULL. */
 LCA_API const char *lca_cpu_isa(void);
 
 /* ---- profiling ----------------------------------------------------------

@@ -22,7 +22,9 @@ static void small_softmax(struct kase *c)
 }
 
 /* A bf16 call gives the f32 call's outputs on the same (widened) inputs,
- * rounded to the nearest bf16: the contract of lcattn(7). */
+ * rounded to the nearest bf16: the contract of lcattn(7). (This case has
+ * RoPE, so it holds at every level; without RoPE, the avx512bf16 level's
+ * dot products sum in another order: check_bf16dot.) */
 START_TEST(bf16_is_f32_on_widened_inputs_rounded)
 {
 	struct kase c;

@@ -3,9 +3,12 @@
 # levels and run at the widest the machine has, so every other test sees
 # only that one. Here each narrower level is forced with LCA_CPU_ISA
 # (lca_cpu_isa(3)) and the Check programs that hold the cpu softmax and
-# mla engines (forward, backward, decode) and the deltanet and lightning
-# steps (lib/cpu/state_step.c: caches, segments, short forward calls, the
-# 1M-token drift bound) to the reference are rerun under it. Levels the
+# mla engines (forward, backward, decode), the bf16 calls (check_bf16:
+# below avx512bf16 the bf16 softmax widens its inputs) and the deltanet
+# and lightning steps (lib/cpu/state_step.c: caches, segments, short
+# forward calls, the 1M-token drift bound) to the reference are rerun
+# under it. (check_bf16dot forces its two bf16 softmax paths itself.)
+# Levels the
 # CPU lacks are reported as skipped; a cap never raises the level, and an
 # unknown value is ignored.
 # Environment: top_builddir.
@@ -13,7 +16,7 @@ set -u
 unset LCA_CPU_ISA
 tool="$top_builddir/tools/lcattn"
 progs="check_softmax check_mla check_grad_cpu_attn check_cache check_segments
-	check_deltanet check_lightning check_drift"
+	check_deltanet check_lightning check_drift check_bf16"
 tmp=$(mktemp -d) || exit 99
 trap 'rm -rf "$tmp"' EXIT
 status=0
@@ -27,7 +30,7 @@ level() {
 
 best=$("$tool" --version | sed -n 's/^cpu isa: //p')
 case $best in
-sse | avx2 | avx512) ;;
+sse | avx2 | avx512 | avx512bf16) ;;
 generic) echo "skip: not an x86-64 build (cpu isa: generic)"; exit 77 ;;
 *) echo "FAIL: lcattn --version names no known cpu isa: '$best'"; exit 1 ;;
 esac
@@ -38,7 +41,7 @@ for bogus in avx1024 AVX2 " " ""; do
 done
 
 ran=0 above=0
-for l in sse avx2 avx512; do
+for l in sse avx2 avx512 avx512bf16; do
 	got=$(level "$l")
 	if [ $above -eq 1 ]; then
 		echo "$l: skipped, this CPU lacks it (LCA_CPU_ISA=$l runs $got)"

@@ -20,12 +20,18 @@
  * copies' page faults and passes cost more than the kernel (a bf16 call
  * took 1.8-2.1x the float32 time).
  *
+ * Softmax without RoPE on a CPU with AVX-512 BF16 skips the copies: the
+ * engine reads the bf16 tensors and takes its logits as bf16 dot products
+ * (lib/cpu/flash_bf16.h): the same exact products summed in another
+ * order, so within the bf16 rule but not the float32 path's bits.
+ *
  * All buffers are taken in one allocation before anything is written, so
  * a failed call leaves the caller's outputs untouched; a float32 kernel
  * that fails writes no state (internal.h), and the state buffers are the
  * caller's own.
  */
 #include "internal.h"
+#include "flash.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -160,6 +166,10 @@ lca_status lcai_cpu_bf16_softmax(const lca_params *p, const int64_t *cu_q,
 	float *block;
 	lca_status s;
 
+	/* With AVX-512 BF16 the engine reads the bf16 tensors themselves
+	 * (lib/cpu/flash_bf16.h): no copies, logits by bf16 dot products. */
+	if (lcai_cpu_softmax_bf16dot(p))
+		return lcai_cpu_softmax(p, cu_q, cu_k, nseq, q, k, v, o, lse);
 	if ((s = bf_begin(p, t, nt, &block, &p32)))
 		return s;
 	s = lcai_cpu_softmax(&p32, cu_q, cu_k, nseq, t[0].f, t[1].f, t[2].f, t[3].f, t[4].f);

@@ -21,7 +21,9 @@
  *
  * Tensors are of the plan's dtype (float or double) and never converted:
  * the engine is instantiated once per element type (and per x86 vector
- * width) and picked at lcai_flash_init().
+ * width) and picked at lcai_flash_init(). A bf16 plan has an instance only
+ * where the CPU has the AVX-512 BF16 dot products and the plan no RoPE
+ * (flash_bf16.h, lcai_cpu_softmax_bf16dot); it computes in float.
  */
 #ifndef LCATTN_CPU_FLASH_H
 #define LCATTN_CPU_FLASH_H
@@ -86,7 +88,10 @@ struct lcai_flash_ws;
 
 /* The typed kernels of one instance (element type and vector width). */
 struct lcai_flash_ops {
-	size_t esize;   /* sizeof the element type */
+	size_t esize;   /* sizeof an element of the call's tensors */
+	size_t wsize;   /* sizeof the element the engine computes in (packed
+	                 * values, tiles): esize but for bf16 tensors (float) */
+	int64_t kpack;  /* coordinates per packed key element: 2 for bf16 pairs */
 	int64_t nc;     /* value columns per register block: dvp is a multiple */
 	void (*pack)(const struct lcai_flash *f, const struct lcai_flash_pack *job);
 	void (*attend)(const struct lcai_flash *f, const struct lcai_flash_task *t,
@@ -99,6 +104,7 @@ struct lcai_flash {
 	const lca_params *p;    /* masks, RoPE style and theta, thread cap */
 	const struct lcai_flash_ops *ops;
 	int64_t da, db, dk;     /* row parts of q and k; dk = da + db */
+	int64_t dkp;            /* dk rounded up to a multiple of ops->kpack */
 	int64_t dv, dvp;        /* value width, padded to a multiple of ops->nc */
 	int64_t rope_dim;       /* rotated leading coordinates of the b part */
 	double scale;           /* applied to each tile of <q, k> (flash_tile.h) */
@@ -159,7 +165,8 @@ int64_t lcai_flash_padded(int64_t tk);
 int lcai_flash_offsets(const int64_t *cu_k, int64_t nseq, int64_t *off);
 
 /* Allocate packed keys and values for nkv kv heads of `rows` rows each:
- * *kt of nkv * rows * dk and *vp of nkv * rows * dvp elements. */
+ * *kt of nkv * rows * dkp elements of esize bytes and *vp of
+ * nkv * rows * dvp of wsize. */
 lca_status lcai_flash_alloc(const struct lcai_flash *f, int64_t nkv,
 	int64_t rows, void **kt, void **vp);
 
@@ -192,6 +199,12 @@ lca_status lcai_cpu_mla_latent(const lca_params *p, const int64_t *cu_q,
 	const int64_t *cu_k, int64_t nseq, const void *q_nope,
 	const void *q_rope, const void *ckv, const void *k_rope,
 	const void *w_uk, void *lat, void *lse, void *lse_lo);
+
+/* Whether lcai_cpu_softmax runs the bf16 plan p on its bf16 tensors as
+ * they are (flash_bf16.h): the CPU has the AVX-512 BF16 dot products, the
+ * ISA cap allows them (lcai_isa_bf16dot) and p has no RoPE. Otherwise
+ * lib/cpu/bf16.c widens the tensors and runs the float plan. */
+int lcai_cpu_softmax_bf16dot(const lca_params *p);
 
 /* Threads for n independent items under p->nthreads (>= 1). */
 int lcai_flash_team(const lca_params *p, int64_t n);
