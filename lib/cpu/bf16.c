@@ -31,6 +31,7 @@
  * caller's own.
  */
 #include "internal.h"
+#include "bf16.h"
 #include "flash.h"
 
 #include <stdint.h>
@@ -45,27 +46,6 @@ struct bf_tensor {
 	int64_t n;
 	float *f;
 };
-
-static float bf_widen(uint16_t b)
-{
-	uint32_t u = (uint32_t)b << 16;
-	float f;
-
-	memcpy(&f, &u, sizeof f);
-	return f;
-}
-
-/* Nearest bf16, ties to even. Outputs are finite or -inf (lse of a fully
- * masked row), never NaN, for which the carry would be wrong; a finite
- * value above the largest bf16 becomes inf, as correct rounding asks. */
-static uint16_t bf_round(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, sizeof u);
-	u += 0x7fffu + ((u >> 16) & 1u);
-	return (uint16_t)(u >> 16);
-}
 
 /* One 64-byte aligned block for the float32 copies of the nt tensors (a
  * tensor with no pointer gets none); NULL with *block NULL when the sizes
@@ -109,11 +89,11 @@ static void bf_convert(const lca_params *p, struct bf_tensor *t, int nt, int dir
 		if (dir == 0 && in) {
 			#pragma omp parallel for num_threads(nth) schedule(static) if (n > 65536)
 			for (int64_t j = 0; j < n; j++)
-				f[j] = bf_widen(in[j]);
+				f[j] = lcai_bf16_widen(in[j]);
 		} else if (dir == 1 && out) {
 			#pragma omp parallel for num_threads(nth) schedule(static) if (n > 65536)
 			for (int64_t j = 0; j < n; j++)
-				out[j] = bf_round(f[j]);
+				out[j] = lcai_bf16_round(f[j]);
 		}
 	}
 }

@@ -26,26 +26,6 @@
 
 typedef uint16_t FN(bf16);
 
-INLINE float FN(widen)(uint16_t b)
-{
-	uint32_t u = (uint32_t)b << 16;
-	float x;
-
-	memcpy(&x, &u, sizeof x);
-	return x;
-}
-
-/* Nearest bf16, ties to even, as lib/cpu/bf16.c rounds: outputs are
- * finite or -inf (lse of a fully masked row), never NaN. */
-INLINE uint16_t FN(round)(float x)
-{
-	uint32_t u;
-
-	memcpy(&u, &x, sizeof u);
-	u += 0x7fffu + ((u >> 16) & 1u);
-	return (uint16_t)(u >> 16);
-}
-
 /* Coordinates c, c + 1 of a bf16 row of d values as one 32-bit pair
  * (little endian: c in the low half), a zero past the end. */
 INLINE uint32_t FN(pair)(const uint16_t *row, int64_t c, int64_t d)
@@ -84,7 +64,7 @@ FLASH_TARGET static void FN(pack)(const struct lcai_flash *f,
 				kcol[(d / 2) * BK] = FN(pair)(krow, d, dk);
 			#pragma omp simd
 			for (c = 0; c < dv; c++)
-				vrow[c] = FN(widen)(vsrc[c]);
+				vrow[c] = lcai_bf16_widen(vsrc[c]);
 		} else {
 			for (int64_t d = 0; d < dkp; d += 2)
 				kcol[(d / 2) * BK] = 0;

@@ -49,6 +49,7 @@
 #ifndef FLASH_TEMPLATE
 
 #include "flash.h"
+#include "bf16.h"
 #include "prof.h"
 #include "../ref/rowsoftmax.h" /* lcai_ref_key_range: masks defined once */
 
@@ -586,7 +587,7 @@ lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
 #define QT uint16_t
 #define KT uint32_t
 #define KPACK 2
-#define OUT(x) FN(round)(x)
+#define OUT(x) lcai_bf16_round(x)
 #define QK FN(qk_dot)
 #else
 #define IT FT
