@@ -3,7 +3,7 @@
  * and the tiled online-softmax engine of flash.h that mla.c reuses.
  *
  * The engine is FlashAttention's forward pass (Dao et al. 2022, alg. 1) on
- * a CPU: a tile of LCAI_FLASH_BQ queries walks the key tiles it can see,
+ * a CPU: a tile of LCAI_FLASH_FWD_BQ queries walks the key tiles it can see,
  * and for every row keeps the running maximum m, the running sum l of
  * exp(logit - m) and the unnormalised output; when m grows, l and the
  * output are rescaled by exp(m_old - m_new) (<= 1), so every exponent
@@ -72,7 +72,7 @@ struct lcai_flash_ws {
 	void *o;        /* [BQ][dvp] unnormalised output */
 	void *m;        /* [BQ] running max */
 	void *l;        /* [BQ] running sum, one vector (at most a line) each */
-	int64_t lo[LCAI_FLASH_BQ], hi[LCAI_FLASH_BQ]; /* visible keys per row */
+	int64_t lo[LCAI_FLASH_FWD_BQ], hi[LCAI_FLASH_FWD_BQ]; /* visible keys per row */
 };
 
 #include "isa.h"
@@ -336,7 +336,7 @@ static int flash_item_cmp(const void *pa, const void *pb)
 static struct flash_item *flash_items(const struct lcai_flash *f,
 	const struct lcai_flash_task *tasks, int64_t ntasks, int64_t *nitems)
 {
-	const int64_t BQ = LCAI_FLASH_BQ, BK = LCAI_FLASH_BK;
+	const int64_t BQ = LCAI_FLASH_FWD_BQ, BK = LCAI_FLASH_BK;
 	struct flash_item *it;
 	int64_t n = 0;
 
@@ -369,7 +369,7 @@ static struct flash_item *flash_items(const struct lcai_flash *f,
 /* A thread's tiles, carved from one aligned block; NULL on failure. */
 static struct lcai_flash_ws *flash_ws_new(const struct lcai_flash *f)
 {
-	const int64_t BQ = LCAI_FLASH_BQ, es = (int64_t)f->ops->wsize;
+	const int64_t BQ = LCAI_FLASH_FWD_BQ, es = (int64_t)f->ops->wsize;
 	const int64_t line = FLASH_ALIGN;
 	int64_t nq = (BQ * f->dkp * es + line - 1) / line * line;
 	int64_t ns = BQ * LCAI_FLASH_BK * es;
@@ -581,10 +581,10 @@ lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
  * registers) kept only 8. One tile's products alone, one thread, tiles
  * in L2, AMD EPYC Zen 5: 4 x 2 ran at 0.90 of an FMA loop, 6 x 2 at
  * 0.97 (the whole engine gains less: it also waits on memory and runs
- * the softmax). A 64-row tile is 10 blocks of 6 and one of 4; a tile of
- * other length ends in a block of 2 or 4. The 32 registers of AVX-512
- * take 4 x 4 (FLASH_ROWS); SSE has no FMA and keeps 4 x 2. The blocking
- * changes no bits (flash_tile.h). */
+ * the softmax). A 128-row tile is 21 blocks of 6 and one of 2; a
+ * shorter tile ends in a block of 2 or 4 or in a full one. The 32
+ * registers of AVX-512 take 4 x 4 (FLASH_ROWS); SSE has no FMA and keeps
+ * 4 x 2. The blocking changes no bits (flash_tile.h). */
 #if FLASH_VB == 32
 #define FROWS 6
 #define FGRAIN 2
@@ -594,10 +594,10 @@ lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
 #define FGRAIN FLASH_ROWS
 #define FLASH_STRIP INLINE
 #endif
-#if LCAI_FLASH_BQ % FGRAIN != 0
-#error "LCAI_FLASH_BQ must be a multiple of the row grain"
+#if LCAI_FLASH_FWD_BQ % FGRAIN != 0
+#error "LCAI_FLASH_FWD_BQ must be a multiple of the row grain"
 #endif
-#define BQ LCAI_FLASH_BQ
+#define BQ LCAI_FLASH_FWD_BQ
 #define BK LCAI_FLASH_BK
 #define VEC FN(vec)
 #define IVEC FN(ivec)
