@@ -180,10 +180,11 @@ FMA_LOOP(fma128s, , __m128, _mm_set1_ps, SSE_FMA_PS, _mm_storeu_ps, float, 4, FM
 FMA_LOOP(fma128d, , __m128d, _mm_set1_pd, SSE_FMA_PD, _mm_storeu_pd, double, 2, FMA_ACC16)
 
 /* The loop, its lanes and accumulators for the level lca_cpu_isa()
- * names and the type. */
+ * names and the type: "avx512" and "avx512bf16" both run 64-byte FMAs
+ * (matching the name exactly took the SSE loop on BF16 machines). */
 static double (*fma_kernel(const char *isa, int dbl, int *lanes, int *nacc))(long)
 {
-	if (!strcmp(isa, "avx512")) {
+	if (!strncmp(isa, "avx512", 6)) {
 		*lanes = dbl ? 8 : 16;
 		*nacc = FMA_ACC;
 		return dbl ? fma512d : fma512s;

@@ -14,7 +14,7 @@
  *      [tile][dk][LCAI_FLASH_BK] and its values into rows of dvp values
  *      (dv padded with zeros), all zero-padded to whole tiles: O(T) memory,
  *      read in place by every query head of the group (GQA, MQA, MLA);
- *   2. run: every task is cut into LCAI_FLASH_BQ-query tiles and the tiles
+ *   2. run: every task is cut into LCAI_FLASH_FWD_BQ-query tiles and the tiles
  *      of all tasks are spread over the OpenMP threads. A tile walks only
  *      the key tiles its causal/window mask can reach, carrying the running
  *      max m, sum l and output per row, so no T x T buffer ever exists.
@@ -36,9 +36,20 @@
 /* Queries per tile and keys per key tile. 64 x 64 keeps the logit tile
  * (16 KiB in float) and the query, key and value tiles of d = 128 within
  * L2 next to each other; measured against 32..128 on the development
- * machine (see softmax.c). */
+ * machine (see softmax.c). The backward (flash_bwd.h) runs square
+ * LCAI_FLASH_BQ x LCAI_FLASH_BK tiles. */
 #define LCAI_FLASH_BQ 64
 #define LCAI_FLASH_BK 64
+/* Queries per tile of the forward engine. Each query tile streams the
+ * packed keys and values it sees from memory (at T = 16K they outgrow
+ * L3), so the rows sharing one pass set the bytes per flop: 128 rows
+ * halve that traffic against 64. Causal, H = 8, d = 128, f32, one
+ * thread on AMD EPYC Zen 5 (shared), T = 16K: 0.91 of the time of 64
+ * rows under LCA_CPU_ISA=avx2 and 0.96 at AVX-512 (two runs each), about
+ * even at T = 4K; 96 rows fell in between. The logit tile (32 KiB),
+ * query and output tiles (64 KiB each at d = 128) stay in L2. Tile sizes
+ * change no bits (every logit and output is one fixed-order sum). */
+#define LCAI_FLASH_FWD_BQ 128
 
 /* Rows [a ; b] of one operand: row r is a + r * lda (da values) followed
  * by b + r * ldb (db values); either part may be empty (d = 0, pointer

@@ -8,16 +8,27 @@
  * logits to the bit (same products, same order).
  */
 
-/* s[FLASH_ROWS][NC] = q[FLASH_ROWS][dk] kt[dk][NC], kt and s with row
- * stride BK: each step broadcasts one query value against NC keys. The
- * unrolled loops keep the FLASH_ROWS x FLASH_NB accumulators in
- * registers at -O2 as well (a loop over them would live in memory). */
-INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
+#ifndef FLASH_TILE_MAX_ROWS
+/* The most query rows a register block may have (FLASH_ROWS of every
+ * includer and the forward's per-width blocking, softmax.c). */
+#define FLASH_TILE_MAX_ROWS 8
+#endif
+
+/* s[rows][NC] = q[rows][dk] kt[dk][NC], kt and s with row stride BK:
+ * each step broadcasts one query value against NC keys. rows is a
+ * constant wherever this is inlined, so the unrolled loops keep the
+ * rows x FLASH_NB accumulators in registers at -O2 as well (a loop over
+ * them would live in memory). Every logit is one accumulator lane's
+ * fused sum over c = 0 .. dk-1 in order whatever rows and FLASH_NB are:
+ * any blocking gives the same bits, so the backward recomputes the
+ * forward's logits exactly under a blocking of its own. */
+INLINE void FN(qk_rows)(const int rows, const FT *q, int64_t dk,
+	const FT *kt, FT *s)
 {
-	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
+	VEC acc[FLASH_TILE_MAX_ROWS][FLASH_NB], b[FLASH_NB];
 
 #pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
+	for (int r = 0; r < rows; r++)
 #pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			acc[r][v] = (VEC){ 0 };
@@ -26,7 +37,7 @@ INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(b[v], kt + c * BK + v * VW);
 #pragma GCC unroll 8
-		for (int r = 0; r < FLASH_ROWS; r++) {
+		for (int r = 0; r < rows; r++) {
 			VEC a = q[r * dk + c] - (VEC){ 0 };
 
 #pragma GCC unroll 8
@@ -35,20 +46,22 @@ INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
 		}
 	}
 #pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
+	for (int r = 0; r < rows; r++)
 #pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VSTORE(s + r * BK + v * VW, acc[r][v]);
 }
 
-/* o[FLASH_ROWS][NC] += p[FLASH_ROWS][BK] vp[BK][NC], o and vp with row
- * stride dvp. */
-INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
+/* o[rows][NC] += p[rows][BK] vp[BK][NC], o and vp with row stride dvp;
+ * rows a constant where inlined, each output one lane's fused sum over
+ * j = 0 .. BK-1 in order (bits independent of the blocking). */
+INLINE void FN(pv_rows)(const int rows, const FT *p, const FT *vp,
+	int64_t dvp, FT *o)
 {
-	VEC acc[FLASH_ROWS][FLASH_NB], b[FLASH_NB];
+	VEC acc[FLASH_TILE_MAX_ROWS][FLASH_NB], b[FLASH_NB];
 
 #pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
+	for (int r = 0; r < rows; r++)
 #pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(acc[r][v], o + r * dvp + v * VW);
@@ -57,7 +70,7 @@ INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
 		for (int v = 0; v < FLASH_NB; v++)
 			VLOAD(b[v], vp + j * dvp + v * VW);
 #pragma GCC unroll 8
-		for (int r = 0; r < FLASH_ROWS; r++) {
+		for (int r = 0; r < rows; r++) {
 			VEC a = p[r * BK + j] - (VEC){ 0 };
 
 #pragma GCC unroll 8
@@ -66,10 +79,21 @@ INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
 		}
 	}
 #pragma GCC unroll 8
-	for (int r = 0; r < FLASH_ROWS; r++)
+	for (int r = 0; r < rows; r++)
 #pragma GCC unroll 8
 		for (int v = 0; v < FLASH_NB; v++)
 			VSTORE(o + r * dvp + v * VW, acc[r][v]);
+}
+
+/* The blocks of the includer's FLASH_ROWS rows. */
+INLINE void FN(qk_block)(const FT *q, int64_t dk, const FT *kt, FT *s)
+{
+	FN(qk_rows)(FLASH_ROWS, q, dk, kt, s);
+}
+
+INLINE void FN(pv_block)(const FT *p, const FT *vp, int64_t dvp, FT *o)
+{
+	FN(pv_rows)(FLASH_ROWS, p, vp, dvp, o);
 }
 
 /* Row i of src as [a ; rope(b)] times mult into dst[c * stride], rotated

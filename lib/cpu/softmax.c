@@ -3,7 +3,7 @@
  * and the tiled online-softmax engine of flash.h that mla.c reuses.
  *
  * The engine is FlashAttention's forward pass (Dao et al. 2022, alg. 1) on
- * a CPU: a tile of LCAI_FLASH_BQ queries walks the key tiles it can see,
+ * a CPU: a tile of LCAI_FLASH_FWD_BQ queries walks the key tiles it can see,
  * and for every row keeps the running maximum m, the running sum l of
  * exp(logit - m) and the unnormalised output; when m grows, l and the
  * output are rescaled by exp(m_old - m_new) (<= 1), so every exponent
@@ -61,7 +61,8 @@
 #include <omp.h>
 #endif
 
-/* Query rows per register block of the tile products. */
+/* Query rows per register block of the tile products (the AVX2 forward
+ * blocks its own way: FROWS below). */
 #define FLASH_ROWS 4
 /* Every buffer and workspace part starts on a cache line. */
 #define FLASH_ALIGN 64
@@ -72,7 +73,7 @@ struct lcai_flash_ws {
 	void *o;        /* [BQ][dvp] unnormalised output */
 	void *m;        /* [BQ] running max */
 	void *l;        /* [BQ] running sum, one vector (at most a line) each */
-	int64_t lo[LCAI_FLASH_BQ], hi[LCAI_FLASH_BQ]; /* visible keys per row */
+	int64_t lo[LCAI_FLASH_FWD_BQ], hi[LCAI_FLASH_FWD_BQ]; /* visible keys per row */
 };
 
 #include "isa.h"
@@ -336,7 +337,7 @@ static int flash_item_cmp(const void *pa, const void *pb)
 static struct flash_item *flash_items(const struct lcai_flash *f,
 	const struct lcai_flash_task *tasks, int64_t ntasks, int64_t *nitems)
 {
-	const int64_t BQ = LCAI_FLASH_BQ, BK = LCAI_FLASH_BK;
+	const int64_t BQ = LCAI_FLASH_FWD_BQ, BK = LCAI_FLASH_BK;
 	struct flash_item *it;
 	int64_t n = 0;
 
@@ -369,7 +370,7 @@ static struct flash_item *flash_items(const struct lcai_flash *f,
 /* A thread's tiles, carved from one aligned block; NULL on failure. */
 static struct lcai_flash_ws *flash_ws_new(const struct lcai_flash *f)
 {
-	const int64_t BQ = LCAI_FLASH_BQ, es = (int64_t)f->ops->wsize;
+	const int64_t BQ = LCAI_FLASH_FWD_BQ, es = (int64_t)f->ops->wsize;
 	const int64_t line = FLASH_ALIGN;
 	int64_t nq = (BQ * f->dkp * es + line - 1) / line * line;
 	int64_t ns = BQ * LCAI_FLASH_BK * es;
@@ -573,7 +574,31 @@ lca_status lcai_cpu_softmax_at(const lca_params *p, const struct lcai_pos *at,
  */
 #define VW (FLASH_VB / (int)sizeof(FT))   /* elements per vector */
 #define NC (FLASH_NB * VW)                /* columns per register block */
-#define BQ LCAI_FLASH_BQ
+/* Query rows per register block of the forward's products, and the grain
+ * a tile's rows are padded to (a divisor of BQ, so nr <= BQ). AVX2 has 16
+ * vector registers: 6 rows x 2 vectors are 12 accumulators, plus 2 key
+ * or value vectors and 1 broadcast query value, 15 in all, no spill; 12
+ * independent FMA chains cover two FMA pipes' latency where 4 x 2 (11
+ * registers) kept only 8. One tile's products alone, one thread, tiles
+ * in L2, AMD EPYC Zen 5: 4 x 2 ran at 0.90 of an FMA loop, 6 x 2 at
+ * 0.97 (the whole engine gains less: it also waits on memory and runs
+ * the softmax). A 128-row tile is 21 blocks of 6 and one of 2; a
+ * shorter tile ends in a block of 2 or 4 or in a full one. The 32
+ * registers of AVX-512 take 4 x 4 (FLASH_ROWS); SSE has no FMA and keeps
+ * 4 x 2. The blocking changes no bits (flash_tile.h). */
+#if FLASH_VB == 32
+#define FROWS 6
+#define FGRAIN 2
+#define FLASH_STRIP FLASH_TARGET static __attribute__((noinline))
+#else
+#define FROWS FLASH_ROWS
+#define FGRAIN FLASH_ROWS
+#define FLASH_STRIP INLINE
+#endif
+#if LCAI_FLASH_FWD_BQ % FGRAIN != 0
+#error "LCAI_FLASH_FWD_BQ must be a multiple of the row grain"
+#endif
+#define BQ LCAI_FLASH_FWD_BQ
 #define BK LCAI_FLASH_BK
 #define VEC FN(vec)
 #define IVEC FN(ivec)
@@ -663,6 +688,53 @@ INLINE void FN(load_q)(const struct lcai_flash *f,
 	FN(load_row)(f, &t->q, i, pos, 1.0, dst, 1);
 }
 #endif /* FLASH_BF16 */
+
+/* Logits of the `rows` query rows at q (FROWS, or the 2 or 4 that end a
+ * tile) against the key tile kt, into s. Not inlined: inside attend the
+ * six query row addresses of the 6-row loop spill to the stack (general
+ * registers), three extra loads per step. */
+FLASH_STRIP void FN(qk_strip)(int64_t rows, const QT *q, int64_t dk,
+	const KT *kt, FT *s)
+{
+#if FROWS == FLASH_ROWS
+	(void)rows;
+	for (int64_t c = 0; c < BK; c += NC)
+		QK(q, dk, kt + c, s + c);
+#else
+	if (rows == FROWS) {
+		for (int64_t c = 0; c < BK; c += NC)
+			FN(qk_rows)(FROWS, q, dk, kt + c, s + c);
+	} else if (rows == 4) {
+		for (int64_t c = 0; c < BK; c += NC)
+			FN(qk_rows)(4, q, dk, kt + c, s + c);
+	} else {
+		for (int64_t c = 0; c < BK; c += NC)
+			FN(qk_rows)(2, q, dk, kt + c, s + c);
+	}
+#endif
+}
+
+/* o[rows][dvp] += p[rows][BK] vp[BK][dvp], rows as qk_strip's. */
+FLASH_STRIP void FN(pv_strip)(int64_t rows, const FT *p, const FT *vp,
+	int64_t dvp, FT *o)
+{
+#if FROWS == FLASH_ROWS
+	(void)rows;
+	for (int64_t c = 0; c < dvp; c += NC)
+		FN(pv_block)(p, vp + c, dvp, o + c);
+#else
+	if (rows == FROWS) {
+		for (int64_t c = 0; c < dvp; c += NC)
+			FN(pv_rows)(FROWS, p, vp + c, dvp, o + c);
+	} else if (rows == 4) {
+		for (int64_t c = 0; c < dvp; c += NC)
+			FN(pv_rows)(4, p, vp + c, dvp, o + c);
+	} else {
+		for (int64_t c = 0; c < dvp; c += NC)
+			FN(pv_rows)(2, p, vp + c, dvp, o + c);
+	}
+#endif
+}
 
 /* Logits of keys a row may not see become -inf (s is the key tile at j0).
  * A row sees one run of keys, so it is masked in at most two runs. */
@@ -788,8 +860,8 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 {
 	const int64_t dk = f->dkp, dvp = f->dvp;
 	const int64_t nq = t->tq - i0 < BQ ? t->tq - i0 : BQ;
-	const int64_t nr = (nq + FLASH_ROWS - 1) / FLASH_ROWS * FLASH_ROWS;
-	const int64_t nblk = nr / FLASH_ROWS;
+	const int64_t nr = (nq + FGRAIN - 1) / FGRAIN * FGRAIN;
+	const int64_t nblk = (nr + FROWS - 1) / FROWS;
 	const int64_t kbytes = BK * dk * (int64_t)sizeof(KT) / KPACK;
 	const int64_t vbytes = BK * dvp * (int64_t)sizeof(FT);
 	const int64_t pos0 = lcai_flash_qrel(f, t) + i0, kpos = lcai_flash_kpos(f);
@@ -822,10 +894,10 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 		/* this tile's values during the logits, the next tile's
 		 * keys during the values */
 		LCAI_PROF(LCAI_PH_FL_QK);
-		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
-			FN(prefetch)(vp, vbytes, r / FLASH_ROWS, nblk);
-			for (int64_t c = 0; c < BK; c += NC)
-				QK(q + r * dk, dk, kt + c, s + r * BK + c);
+		for (int64_t r = 0; r < nr; r += FROWS) {
+			FN(prefetch)(vp, vbytes, r / FROWS, nblk);
+			FN(qk_strip)(nr - r < FROWS ? nr - r : FROWS, q + r * dk,
+				dk, kt, s + r * BK);
 		}
 		LCAI_PROF(LCAI_PH_FL_SOFTMAX);
 		FN(scale_tile)(s, nr * BK, (FT)f->scale);
@@ -833,11 +905,11 @@ FLASH_TARGET static void FN(attend)(const struct lcai_flash *f,
 			FN(mask)(ws, nq, j0, s);
 		FN(online)(ws, nq, dvp, s, o);
 		LCAI_PROF(LCAI_PH_FL_PV);
-		for (int64_t r = 0; r < nr; r += FLASH_ROWS) {
+		for (int64_t r = 0; r < nr; r += FROWS) {
 			if (j0 + BK < end)
-				FN(prefetch)(kt + (dk / KPACK) * BK, kbytes, r / FLASH_ROWS, nblk);
-			for (int64_t c = 0; c < dvp; c += NC)
-				FN(pv_block)(s + r * BK, vp + c, dvp, o + r * dvp + c);
+				FN(prefetch)(kt + (dk / KPACK) * BK, kbytes, r / FROWS, nblk);
+			FN(pv_strip)(nr - r < FROWS ? nr - r : FROWS, s + r * BK,
+				vp, dvp, o + r * dvp);
 		}
 	}
 	LCAI_PROF(LCAI_PH_FL_ROWS);
@@ -851,6 +923,9 @@ static const struct lcai_flash_ops FN(ops) = {
 
 #undef VW
 #undef NC
+#undef FROWS
+#undef FGRAIN
+#undef FLASH_STRIP
 #undef BQ
 #undef BK
 #undef VEC
