@@ -234,6 +234,62 @@ START_TEST(test_fork_shares_pages_and_copies_on_write)
 }
 END_TEST
 
+/* A pool filled by forks loads its own checkpoint: the checkpoint holds
+ * every sequence's tokens in full (6 pages' worth here), the pool 4 pages,
+ * so the load must share the pages whose tokens are equal, as the forks
+ * did. The next step then gives the bits of a cache that was never saved,
+ * and the shared pages are still copied before a write; a save after the
+ * load is the same bytes. Both storages. */
+START_TEST(test_forked_pool_loads_its_own_checkpoint)
+{
+	const int64_t pre[3] = { 100, 0, 0 }, one[3] = { 0, 1, 0 }, all3[3] = { 1, 1, 1 };
+	struct rig r;
+
+	rig_init(&r, _i);
+	for (int k = 0; k < 2; k++) {
+		lca_dtype store = k ? LCA_BF16 : r.m.p.dtype;
+		lca_cache *c = make(&r, 3, 4, store), *ref = make(&r, 3, 4, store);
+		lca_cache *both[2] = { c, ref };
+		void *o[2];
+		size_t need = 0, again = 0;
+		unsigned char *a, *b;
+
+		for (int i = 0; i < 2; i++) {
+			tu_assert_ok(step(&r, both[i], 3, 0, pre, NULL));
+			tu_assert_ok(lca_cache_fork(both[i], 0, 1));
+			tu_assert_ok(lca_cache_fork(both[i], 0, 2));
+			tu_assert_ok(step(&r, both[i], 3, 100, one, NULL));
+		}
+		ck_assert_int_eq(used(c), 3);
+		tu_assert_ok(lca_cache_save(c, NULL, 0, &need));
+		a = malloc(need);
+		b = malloc(need);
+		ck_assert(a && b);
+		tu_assert_ok(lca_cache_save(c, a, need, &again));
+		tu_assert_ok(lca_cache_reset(c));
+		ck_assert_msg(lca_cache_load(c, a, need) == LCA_OK, "%s %s: %s", r.what,
+			k ? "bf16" : "plain", lca_last_error());
+		ck_assert_int_eq(used(c), 3);  /* page 0 of all three, page 1 of 0 and 2 */
+		tu_assert_ok(lca_cache_save(c, b, need, &again));
+		ck_assert(!memcmp(a, b, need));
+		for (int i = 0; i < 2; i++) {
+			o[i] = mf_alloc_out(&r.m, 3 * r.orow);
+			tu_assert_ok(step(&r, both[i], 3, 101, all3, o[i]));
+		}
+		ck_assert_msg(!memcmp(o[0], o[1], (size_t)(3 * r.orow) * (size_t)r.m.elt),
+			"%s: the step after the load differs", r.what);
+		ck_assert_int_eq(used(c), used(ref));
+		for (int i = 0; i < 2; i++) {
+			free(o[i]);
+			lca_cache_destroy(both[i]);
+		}
+		free(a);
+		free(b);
+	}
+	rig_free(&r);
+}
+END_TEST
+
 /* ---- bytes ------------------------------------------------------------------------ */
 
 START_TEST(test_cache_bytes_is_the_pool)
@@ -429,6 +485,7 @@ static Suite *pool_suite(void)
 	tcase_add_loop_test(tc, test_paged_cache_gives_the_bits_of_own_buffers, 0, all);
 	tcase_add_loop_test(tc, test_exhausted_pool_refuses_and_keeps_everything, 0, all);
 	tcase_add_loop_test(tc, test_fork_shares_pages_and_copies_on_write, 0, all);
+	tcase_add_loop_test(tc, test_forked_pool_loads_its_own_checkpoint, 0, all);
 	tcase_add_loop_test(tc, test_cache_bytes_is_the_pool, 0, all);
 	tcase_add_loop_test(tc, test_bf16_storage_rounds_to_nearest_even, 0, all);
 	tcase_add_loop_test(tc, test_options_that_cannot_hold_are_refused, 0, all);

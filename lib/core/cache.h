@@ -162,9 +162,13 @@ void lcai_kv_where(const lca_cache *c, int64_t n, struct lcai_kv *kv);
 
 /* A load into a paged cache: can every sequence n hold lens[n] tokens
  * once all pages are given back (page tables enlarged as needed)? Then
- * lcai_kv_refill gives every page back and takes lens[n]'s worth for each. */
-lca_status lcai_kv_refill_check(const char *fn, lca_cache *c, const int64_t *lens);
-void lcai_kv_refill(lca_cache *c, const int64_t *lens);
+ * lcai_kv_refill gives every page back and takes lens[n]'s worth for each.
+ * share[] has an entry per page of the load, sequence by sequence: -1 for
+ * a fresh page, or the earlier sequence m whose page at the same index
+ * holds the same tokens, to hold it too (as after lca_cache_fork(3)). */
+lca_status lcai_kv_refill_check(const char *fn, lca_cache *c, const int64_t *lens,
+	const int64_t *share);
+void lcai_kv_refill(lca_cache *c, const int64_t *lens, const int64_t *share);
 
 /* Create the pool for pool_bytes (cache.c's create); free it. */
 lca_status lcai_kv_pool_create(const char *fn, lca_cache *c, size_t pool_bytes);

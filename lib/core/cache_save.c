@@ -389,7 +389,8 @@ static lca_status stage(const char *fn, const lca_cache *c, const unsigned char 
 /* Nothing can fail from here on: set the lengths, swap in the staged
  * buffers (freeing the ones they replace) or refill the pages, and copy
  * the payload. */
-static void commit(lca_cache *c, const unsigned char *b, void **fresh, const int64_t *lens)
+static void commit(lca_cache *c, const unsigned char *b, void **fresh, const int64_t *lens,
+	const int64_t *share)
 {
 	const unsigned char *x = b + CK_HEADER + 8 * (size_t)c->nseq;
 
@@ -403,7 +404,7 @@ static void commit(lca_cache *c, const unsigned char *b, void **fresh, const int
 		return;
 	}
 	if (c->pool)
-		lcai_kv_refill(c, lens);
+		lcai_kv_refill(c, lens, share);
 	for (int64_t n = 0; n < c->nseq; n++) {
 		struct lcai_cache_seq *s = &c->seq[n];
 
@@ -421,21 +422,94 @@ static void commit(lca_cache *c, const unsigned char *b, void **fresh, const int
 	}
 }
 
+/* Whether tokens [t0, t1) of sequences n and m (both holding them) are the
+ * same bytes in the checkpoint's payload x; at[n] is where n's rows start
+ * (its keys, then its values, each lens[n] rows). */
+static int same_rows(const lca_cache *c, const unsigned char *x, const int64_t *lens,
+	const size_t *at, int64_t n, int64_t m, int64_t t0, int64_t t1)
+{
+	for (int j = 0; j < 2; j++) {
+		size_t rb = lcai_kv_row_bytes(c, j), skip = j ? lcai_kv_row_bytes(c, 0) : 0;
+		const unsigned char *a = x + at[n] + skip * (size_t)lens[n] + rb * (size_t)t0;
+		const unsigned char *b = x + at[m] + skip * (size_t)lens[m] + rb * (size_t)t0;
+
+		if (memcmp(a, b, rb * (size_t)(t1 - t0)))
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * Which pages of a paged load can be shared (lcai_kv_refill): page i of
+ * sequence n goes to the page i of an earlier sequence m that holds the
+ * same bytes for all of n's tokens in it. Sequences forked from one
+ * another share their prefix's pages in the pool, and a checkpoint stores
+ * every sequence's tokens in full: without this, a pool filled by forks
+ * could not load its own checkpoint. The first page may match any earlier
+ * sequence; a later one is tried against the sequence the page before it
+ * shares (prefixes, as forks make them). Sharing equal bytes is safe: a
+ * sequence that writes into a shared page copies it first.
+ */
+static lca_status plan_sharing(const char *fn, const lca_cache *c, const unsigned char *b,
+	const int64_t *lens, int64_t **share)
+{
+	const unsigned char *x = b + CK_HEADER + 8 * (size_t)c->nseq;
+	size_t *at = malloc((size_t)c->nseq * sizeof *at), pos = 0;
+	int64_t total = 0, p = 0, *sh;
+
+	for (int64_t n = 0; n < c->nseq; n++)
+		total += lcai_kv_pages(lens[n]);
+	sh = malloc((size_t)(total + 1) * sizeof *sh);
+	if (!at || !sh) {
+		free(at);
+		free(sh);
+		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
+	}
+	for (int64_t n = 0; n < c->nseq; n++) {
+		at[n] = pos;
+		pos += (size_t)lens[n] * (lcai_kv_row_bytes(c, 0) + lcai_kv_row_bytes(c, 1));
+	}
+	for (int64_t n = 0; n < c->nseq; n++)
+		for (int64_t i = 0, prev = -1; i < lcai_kv_pages(lens[n]); i++, p++) {
+			int64_t t0 = i * LCA_CACHE_PAGE, t1 = t0 + LCA_CACHE_PAGE;
+
+			t1 = t1 < lens[n] ? t1 : lens[n];
+			sh[p] = -1;
+			for (int64_t m = i ? prev : 0; m >= 0 && m < n; m = i ? -1 : m + 1)
+				if (lens[m] >= t1 && same_rows(c, x, lens, at, n, m, t0, t1)) {
+					sh[p] = m;
+					break;
+				}
+			prev = sh[p];
+		}
+	free(at);
+	*share = sh;
+	return LCA_OK;
+}
+
 /* Stage a softmax/mla load: own buffers (stage) or pages
- * (lcai_kv_refill_check); lens receives the saved lengths. */
+ * (lcai_kv_refill_check); lens receives the saved lengths, share the
+ * pages' sharing (paged caches only). */
 static lca_status stage_kv(const char *fn, lca_cache *c, const unsigned char *b,
-	void ***fresh, int64_t **lens)
+	void ***fresh, int64_t **lens, int64_t **share)
 {
 	int64_t *l = malloc((size_t)c->nseq * sizeof *l);
 	lca_status s;
 
 	*fresh = NULL;
 	*lens = NULL;
+	*share = NULL;
 	if (!l)
 		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
 	for (int64_t n = 0; n < c->nseq; n++)
 		l[n] = saved_len(b, n);
-	s = c->pool ? lcai_kv_refill_check(fn, c, l) : stage(fn, c, b, fresh);
+	if (!c->pool)
+		s = stage(fn, c, b, fresh);
+	else if (!(s = plan_sharing(fn, c, b, l, share)) &&
+	    (s = lcai_kv_refill_check(fn, c, l, *share))) {
+		free(*share);
+		*share = NULL;
+	}
 	if (s) {
 		free(l);
 		return s;
@@ -448,7 +522,7 @@ lca_status lca_cache_load(lca_cache *cache, const void *buf, size_t size)
 {
 	static const char fn[] = "lca_cache_load";
 	void **fresh = NULL;
-	int64_t *lens = NULL;
+	int64_t *lens = NULL, *share = NULL;
 	lca_status s;
 
 	lcai_clear_error();
@@ -457,11 +531,12 @@ lca_status lca_cache_load(lca_cache *cache, const void *buf, size_t size)
 	if ((s = check_load(fn, cache, buf, size)))
 		return s;
 	if (lcai_cache_has_kv(cache->p.variant) &&
-	    (s = stage_kv(fn, cache, buf, &fresh, &lens)))
+	    (s = stage_kv(fn, cache, buf, &fresh, &lens, &share)))
 		return s;
-	commit(cache, buf, fresh, lens);
+	commit(cache, buf, fresh, lens, share);
 	lcai_cache_rescan(cache);
 	free(fresh);
 	free(lens);
+	free(share);
 	return LCA_OK;
 }

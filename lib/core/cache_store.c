@@ -439,15 +439,17 @@ lca_status lcai_kv_share(const char *fn, lca_cache *c, int64_t src, int64_t dst)
 
 /* ---- load ------------------------------------------------------------------- */
 
-lca_status lcai_kv_refill_check(const char *fn, lca_cache *c, const int64_t *lens)
+lca_status lcai_kv_refill_check(const char *fn, lca_cache *c, const int64_t *lens,
+	const int64_t *share)
 {
-	int64_t need = 0;
+	int64_t need = 0, p = 0;
 	lca_status s;
 
 	for (int64_t n = 0; n < c->nseq; n++) {
 		if ((s = pt_room(fn, &c->seq[n], lcai_kv_pages(lens[n]))))
 			return s;
-		need += lcai_kv_pages(lens[n]);
+		for (int64_t i = 0; i < lcai_kv_pages(lens[n]); i++)
+			need += share[p++] < 0;
 	}
 	if (need > c->pool->npages)
 		return lcai_fail(LCA_ERR_CAPACITY,
@@ -456,14 +458,22 @@ lca_status lcai_kv_refill_check(const char *fn, lca_cache *c, const int64_t *len
 	return LCA_OK;
 }
 
-void lcai_kv_refill(lca_cache *c, const int64_t *lens)
+void lcai_kv_refill(lca_cache *c, const int64_t *lens, const int64_t *share)
 {
+	int64_t p = 0;
+
 	for (int64_t n = 0; n < c->nseq; n++)
 		lcai_kv_release(c, n, 0, 0);
 	for (int64_t n = 0; n < c->nseq; n++) {
 		struct lcai_cache_seq *q = &c->seq[n];
 
-		while (q->npt < lcai_kv_pages(lens[n]))
-			q->pt[q->npt++] = take_page(c->pool);
+		while (q->npt < lcai_kv_pages(lens[n])) {
+			int64_t m = share[p++];
+			int32_t pg = m < 0 ? take_page(c->pool) : c->seq[m].pt[q->npt];
+
+			if (m >= 0) /* sequence m < n holds it already: one more holder */
+				c->pool->ref[pg]++;
+			q->pt[q->npt++] = pg;
+		}
 	}
 }
