@@ -72,14 +72,16 @@ static lca_status agree_tq(struct lcai_cp_comm *c, const char *fn,
 	/* One allmax of two words, which needs no memory (a rank out of it
 	 * still votes): the largest tq, or the vote of a failed rank, which
 	 * lies above every tq; and minus the smallest tq. */
-	int64_t w[2] = { tq, -tq };
+	int64_t w[2] = { 0, INT64_MIN };
 	lca_status s;
 
-	if (mine == LCA_OK && tq >= LCAI_CP_FAILED)
-		mine = lcai_cp_fail(LCA_ERR_SIZE, "%s: tq %lld is too large", fn, (long long)tq);
-	if (mine != LCA_OK) {
+	if (mine == LCA_OK && (tq < 1 || tq >= LCAI_CP_FAILED))
+		mine = lcai_cp_fail(LCA_ERR_SIZE, "%s: tq %lld is out of range", fn, (long long)tq);
+	if (mine == LCA_OK) {  /* 1 <= tq: -tq cannot overflow */
+		w[0] = tq;
+		w[1] = -tq;
+	} else {
 		w[0] = lcai_cp_vote_word(c, mine);
-		w[1] = INT64_MIN;
 	}
 	if (lcai_cp_allmax(c, 1, w, 2))
 		return lcai_cp_fail(LCA_ERR_INTERNAL, "%s: the transport failed", fn);
