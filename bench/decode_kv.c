@@ -166,9 +166,9 @@ static int run(const lca_params *p, int64_t n, int reps)
 	for (int r = -1; ok && r < reps; r++)
 		for (int l = 0; ok && l < NLAY; l++) {
 			double t0 = now();
-			lca_status s = mla ?
-				lcai_cpu_mla_decode(p, 1, n, q, qr, &st[l].kv, wuk, wuv, o, lse) :
-				lcai_cpu_softmax_decode(p, 1, n, q, &st[l].kv, o, lse);
+			const struct lcai_dec_seq x = { 1, n, st[l].kv, q, qr, o, lse };
+			lca_status s = mla ? lcai_cpu_mla_decode(p, 1, &x, wuk, wuv) :
+				lcai_cpu_softmax_decode(p, 1, &x);
 
 			if (s != LCA_OK) {
 				fprintf(stderr, "decode_kv: %s\n", lca_last_error());

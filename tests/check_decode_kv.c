@@ -17,6 +17,7 @@
  *     run on the bf16-rounded keys and values (f64 for the error, f32 for
  *     the allowance: twice its error, floored at 1e-6);
  *   - the thread count does not change the bits;
+ *   - a call of many sequences gives each the bits of a call for it alone;
  *   - which calls the kernels read directly (lcai_cpu_decode_direct).
  */
 #include "internal.h"
@@ -265,12 +266,12 @@ static struct out run(const struct inputs *in, const lca_params *p,
 	ck_assert_msg(lcai_cpu_decode_direct(p, in->tq, in->tk, kv),
 		"tq %lld tk %lld is not served by the decode kernels",
 		(long long)in->tq, (long long)in->tk);
+	const struct lcai_dec_seq x = { in->tq, in->tk, *kv, q0, q1, r.o, r.lse };
+
 	if (p->variant == LCA_SOFTMAX)
-		tu_assert_ok(lcai_cpu_softmax_decode(p, in->tq, in->tk, q0, kv, r.o,
-			r.lse));
+		tu_assert_ok(lcai_cpu_softmax_decode(p, 1, &x));
 	else
-		tu_assert_ok(lcai_cpu_mla_decode(p, in->tq, in->tk, q0, q1, kv, w0, w1,
-			r.o, r.lse));
+		tu_assert_ok(lcai_cpu_mla_decode(p, 1, &x, w0, w1));
 	free(q0);
 	free(q1);
 	free(w0);
@@ -477,6 +478,80 @@ START_TEST(test_thread_count_keeps_the_bits)
 }
 END_TEST
 
+/* ---- a call of many sequences ---- */
+
+static const int64_t many_tq[] = { 1, 16, 3, 1, 17 };
+static const int64_t many_tk[] = { 1000, 65, 64, 1, 300 };
+#define NMANY 5
+
+/* One decode call over the n sequences x (their outputs where x says),
+ * mla's weights w. */
+static void call_many(const lca_params *p, int n, const struct lcai_dec_seq *x,
+	void *const w[2])
+{
+	if (p->variant == LCA_SOFTMAX)
+		tu_assert_ok(lcai_cpu_softmax_decode(p, n, x));
+	else
+		tu_assert_ok(lcai_cpu_mla_decode(p, n, x, w[0], w[1]));
+}
+
+/* Case i over shapes x 3 storages (f64, f32, bf16 under f32), 2 threads:
+ * one call of NMANY sequences of mixed tq and tk, paged and contiguous in
+ * turn, gives each sequence the bits of a call for it alone. The last
+ * (17 queries, contiguous) goes to the prefill engine inside the same
+ * call; under bf16 storage, which that engine does not read, it is left
+ * out. */
+START_TEST(test_many_sequences_are_each_alone)
+{
+	const struct shape *s = &shapes[_i / 3];
+	const lca_dtype dt = _i % 3 == 0 ? LCA_F64 : LCA_F32;
+	const lca_dtype store = _i % 3 == 2 ? LCA_BF16 : dt;
+	const int n = store == LCA_BF16 ? NMANY - 1 : NMANY;
+	struct inputs in[NMANY];
+	struct cache c[NMANY];
+	struct out many[NMANY], alone[NMANY];
+	struct lcai_dec_seq x[NMANY];
+	void *q[NMANY][2], *w[2];
+
+	for (int j = 0; j < n; j++) {
+		const size_t es = lcai_dtype_size(dt);
+
+		draw(&in[j], s, dt, many_tq[j], many_tk[j], 2);
+		cache_build(&c[j], &in[j], store);
+		for (int k = 0; k < 2; k++)
+			q[j][k] = typed(in[j].q[k], in[j].nq[k], dt);
+		many[j] = (struct out){ malloc((size_t)in[j].no * es),
+			malloc((size_t)in[j].nl * es) };
+		alone[j] = (struct out){ malloc((size_t)in[j].no * es),
+			malloc((size_t)in[j].nl * es) };
+		ck_assert(many[j].o && many[j].lse && alone[j].o && alone[j].lse);
+		x[j] = (struct lcai_dec_seq){ many_tq[j], many_tk[j],
+			j % 2 ? c[j].paged : c[j].flat, q[j][0], q[j][1], many[j].o,
+			many[j].lse };
+	}
+	ck_assert_int_eq(lcai_cpu_decode_direct(&in[0].p, 17, 300, &c[0].flat), 0);
+	for (int k = 0; k < 2; k++) /* a layer's weights: the same for all */
+		w[k] = typed(in[0].w[k], in[0].nw[k], dt);
+	call_many(&in[0].p, n, x, w);
+	for (int j = 0; j < n; j++) {
+		struct lcai_dec_seq y = x[j];
+
+		y.o = alone[j].o;
+		y.lse = alone[j].lse;
+		call_many(&in[0].p, 1, &y, w);
+		same_bits(&in[j], &in[0].p, many[j], alone[j], "in a call of many vs alone");
+		out_free(&many[j]);
+		out_free(&alone[j]);
+		free(q[j][0]);
+		free(q[j][1]);
+		cache_free(&c[j]);
+		drop(&in[j]);
+	}
+	free(w[0]);
+	free(w[1]);
+}
+END_TEST
+
 /* ---- which calls are direct ---- */
 
 START_TEST(test_direct_calls)
@@ -520,8 +595,9 @@ START_TEST(test_paged_prefill_call_fails_cleanly)
 	l = malloc((size_t)in.nl * sizeof(float));
 	ck_assert(o && l);
 	ck_assert_int_eq(lcai_cpu_decode_direct(&in.p, 17, 100, &c.paged), 0);
-	ck_assert_int_eq(lcai_cpu_softmax_decode(&in.p, 17, 100, q, &c.paged, o, l),
-		LCA_ERR_INTERNAL);
+	const struct lcai_dec_seq x = { 17, 100, c.paged, q, NULL, o, l };
+
+	ck_assert_int_eq(lcai_cpu_softmax_decode(&in.p, 1, &x), LCA_ERR_INTERNAL);
 	free(q);
 	free(o);
 	free(l);
@@ -540,6 +616,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, test_f32_paged_is_contiguous_bitwise, 0, NCASE);
 	tcase_add_loop_test(tc, test_bf16_storage_meets_the_rule, 0, NCASE);
 	tcase_add_loop_test(tc, test_thread_count_keeps_the_bits, 0, NSHAPE * 12);
+	tcase_add_loop_test(tc, test_many_sequences_are_each_alone, 0, NSHAPE * 3);
 	tcase_add_test(tc, test_direct_calls);
 	tcase_add_test(tc, test_paged_prefill_call_fails_cleanly);
 	suite_add_tcase(s, tc);

@@ -577,36 +577,96 @@ static void flat_kv(const lca_cache *c, const void *const kv[2], struct lcai_kv 
 	w->buf[1] = kv[1];
 }
 
+/* ---- the sequences of a step ------------------------------------------------ */
+
+/*
+ * Sequence n's new queries, t = cu[n + 1] - cu[n] of them, over its len + t
+ * keys (the new keys already appended): bottom-right alignment puts them at
+ * positions len .. len + t - 1, which is where they sit in the whole
+ * sequence. x receives where its keys lie and its slices of the packed
+ * tensors (q: q or q_nope, qr: q_rope or NULL, of dq and dr values per
+ * head; o of dv), and is returned nonzero when the cpu decode kernels read
+ * it as it lies.
+ */
+static int seq_call(const lca_cache *c, const lca_params *p, const int64_t *cu,
+	int64_t n, const void *q, int64_t dq, const void *qr, void *o, void *lse,
+	struct lcai_dec_seq *x)
+{
+	const int64_t t = cu[n + 1] - cu[n], i0 = cu[n];
+
+	x->tq = t;
+	x->tk = c->seq[n].len + t;
+	lcai_kv_where(c, n, &x->kv);
+	x->q = (const char *)q + (size_t)(i0 * p->H * dq) * c->elt;
+	x->q_rope = qr ? (const char *)qr + (size_t)(i0 * p->H * p->dr) * c->elt : NULL;
+	x->o = (char *)o + (size_t)(i0 * p->H * p->dv) * c->elt;
+	x->lse = lse ? (char *)lse + (size_t)(i0 * p->H) * c->elt : NULL;
+	return p->backend == LCA_BACKEND_CPU &&
+		lcai_cpu_decode_direct(p, t, x->tk, &x->kv);
+}
+
+/* Room for the direct calls of a step's sequences (one batched call). */
+static struct lcai_dec_seq *seq_calls(const char *fn, const lca_cache *c)
+{
+	struct lcai_dec_seq *d = malloc((size_t)c->nseq * sizeof *d);
+
+	if (!d)
+		lcai_fail(LCA_ERR_NOMEM, "%s: no memory for %lld sequences", fn,
+			(long long)c->nseq);
+	return d;
+}
+
 /* ---- softmax -------------------------------------------------------------- */
 
-/* The t new queries of sequence n over its len + t keys (the new keys
- * already appended): bottom-right alignment puts them at positions len ..
- * len + t - 1, which is where they sit in the whole sequence. */
+/* Sequence n of call x, which the decode kernels do not read where it lies:
+ * gathered, then the cpu path or the reference. */
 static lca_status softmax_seq(const char *fn, const lca_cache *c, int64_t n,
-	const lca_params *p, int64_t t, const void *q, void *o, void *lse)
+	const lca_params *p, const struct lcai_dec_seq *x)
 {
-	int64_t tk = c->seq[n].len + t;
-	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
+	const int64_t cq[2] = { 0, x->tq }, ck[2] = { 0, x->tk };
 	const void *kv[2];
 	void *tmp[2];
-	struct lcai_kv where;
+	struct lcai_dec_seq y = *x;
 	lca_status s;
 
-	lcai_kv_where(c, n, &where);
-	if (p->backend == LCA_BACKEND_CPU && lcai_cpu_decode_direct(p, t, tk, &where))
-		return lcai_cpu_softmax_decode(p, t, tk, q, &where, o, lse);
-	if ((s = kv_contig(fn, c, n, tk, kv, tmp)))
+	if ((s = kv_contig(fn, c, n, x->tk, kv, tmp)))
 		return s;
 	if (p->backend == LCA_BACKEND_CPU) {
-		flat_kv(c, kv, &where);
-		s = lcai_cpu_softmax_decode(p, t, tk, q, &where, o, lse);
+		flat_kv(c, kv, &y.kv);
+		s = lcai_cpu_softmax_decode(p, 1, &y);
 	} else if (p->dtype == LCA_F32) {
-		s = lcai_ref32_softmax(p, cq, ck, 1, q, kv[0], kv[1], o, lse);
+		s = lcai_ref32_softmax(p, cq, ck, 1, x->q, kv[0], kv[1], x->o, x->lse);
 	} else {
-		s = lcai_ref_softmax(p, cq, ck, 1, q, kv[0], kv[1], o, lse);
+		s = lcai_ref_softmax(p, cq, ck, 1, x->q, kv[0], kv[1], x->o, x->lse);
 	}
 	free(tmp[0]);
 	free(tmp[1]);
+	return s;
+}
+
+/* Every sequence with new tokens: those the decode kernels read where they
+ * lie in one call (their keys shared out in one parallel region), the
+ * others one by one. */
+static lca_status softmax_run(const char *fn, const lca_params *p,
+	const lca_cache *c, const int64_t *cu, const void *q, void *o, void *lse)
+{
+	struct lcai_dec_seq *d = seq_calls(fn, c);
+	int64_t nd = 0;
+	lca_status s = LCA_OK;
+
+	if (!d)
+		return LCA_ERR_NOMEM;
+	for (int64_t n = 0; n < c->nseq && !s; n++) {
+		if (cu[n + 1] == cu[n])
+			continue;
+		if (seq_call(c, p, cu, n, q, p->dk, NULL, o, lse, &d[nd]))
+			nd++;
+		else
+			s = softmax_seq(fn, c, n, p, &d[nd]);
+	}
+	if (!s && nd > 0)
+		s = lcai_cpu_softmax_decode(p, nd, d);
+	free(d);
 	return s;
 }
 
@@ -643,81 +703,72 @@ lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 	if ((s = lcai_check_range_softmax(fn, p, m, keys_after(cache, cu))) ||
 	    (s = kv_prepare(fn, cache, cu, k, v)))
 		return s;
-	for (int64_t n = 0; n < cache->nseq; n++) {
-		int64_t t = cu[n + 1] - cu[n], i0 = cu[n];
-
-		if (t == 0)
-			continue;
-		s = softmax_seq(fn, cache, n, p, t,
-			(const char *)q + (size_t)(i0 * p->H * p->dk) * cache->elt,
-			(char *)o + (size_t)(i0 * p->H * p->dv) * cache->elt,
-			lse ? (char *)lse + (size_t)(i0 * p->H) * cache->elt : NULL);
-		if (s)
-			return kv_undo(cache, s);
-	}
+	if ((s = softmax_run(fn, p, cache, cu, q, o, lse)))
+		return kv_undo(cache, s);
 	advance(cache, cu);
 	return LCA_OK;
 }
 
 /* ---- mla ------------------------------------------------------------------ */
 
-/* Tensor arguments of one sequence's mla step. */
+/* Tensor arguments of an mla step. */
 struct mla_args {
 	const void *q_nope, *q_rope, *w_uk, *w_uv;
 	void *o, *lse;
 };
 
+/* As softmax_seq. */
 static lca_status mla_seq(const char *fn, const lca_cache *c, int64_t n,
-	const lca_params *p, int64_t t, const struct mla_args *m)
+	const lca_params *p, const struct lcai_dec_seq *x, const struct mla_args *m)
 {
-	int64_t tk = c->seq[n].len + t;
-	const int64_t cq[2] = { 0, t }, ck[2] = { 0, tk };
+	const int64_t cq[2] = { 0, x->tq }, ck[2] = { 0, x->tk };
 	const void *kv[2];
 	void *tmp[2];
-	struct lcai_kv where;
+	struct lcai_dec_seq y = *x;
 	lca_status s;
 
-	lcai_kv_where(c, n, &where);
-	if (p->backend == LCA_BACKEND_CPU && lcai_cpu_decode_direct(p, t, tk, &where))
-		return lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, &where,
-			m->w_uk, m->w_uv, m->o, m->lse);
-	if ((s = kv_contig(fn, c, n, tk, kv, tmp)))
+	if ((s = kv_contig(fn, c, n, x->tk, kv, tmp)))
 		return s;
 	if (p->backend == LCA_BACKEND_CPU) {
-		flat_kv(c, kv, &where);
-		s = lcai_cpu_mla_decode(p, t, tk, m->q_nope, m->q_rope, &where,
-			m->w_uk, m->w_uv, m->o, m->lse);
+		flat_kv(c, kv, &y.kv);
+		s = lcai_cpu_mla_decode(p, 1, &y, m->w_uk, m->w_uv);
 	} else if (p->dtype == LCA_F32)
 		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
-			lcai_ref32_mla_absorbed)(p, cq, ck, 1, m->q_nope, m->q_rope,
-			kv[0], kv[1], m->w_uk, m->w_uv, m->o, m->lse);
+			lcai_ref32_mla_absorbed)(p, cq, ck, 1, x->q, x->q_rope,
+			kv[0], kv[1], m->w_uk, m->w_uv, x->o, x->lse);
 	else
 		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref_mla_naive : lcai_ref_mla_absorbed)(
-			p, cq, ck, 1, m->q_nope, m->q_rope, kv[0], kv[1], m->w_uk, m->w_uv,
-			m->o, m->lse);
+			p, cq, ck, 1, x->q, x->q_rope, kv[0], kv[1], m->w_uk, m->w_uv,
+			x->o, x->lse);
 	free(tmp[0]);
 	free(tmp[1]);
 	return s;
 }
 
-/* Every sequence with new tokens, then the lengths. */
+/* As softmax_run, then the lengths. */
 static lca_status mla_run(const char *fn, const lca_params *p, lca_cache *c,
-	const int64_t *cu, const struct mla_args *all)
+	const int64_t *cu, const struct mla_args *m)
 {
-	for (int64_t n = 0; n < c->nseq; n++) {
-		int64_t t = cu[n + 1] - cu[n], i0 = cu[n];
-		struct mla_args m = *all;
-		lca_status s;
+	struct lcai_dec_seq *d = seq_calls(fn, c);
+	int64_t nd = 0;
+	lca_status s = LCA_OK;
 
-		if (t == 0)
+	if (!d)
+		return kv_undo(c, LCA_ERR_NOMEM);
+	for (int64_t n = 0; n < c->nseq && !s; n++) {
+		if (cu[n + 1] == cu[n])
 			continue;
-		m.q_nope = (const char *)all->q_nope + (size_t)(i0 * p->H * p->dn) * c->elt;
-		m.q_rope = (const char *)all->q_rope + (size_t)(i0 * p->H * p->dr) * c->elt;
-		m.o = (char *)all->o + (size_t)(i0 * p->H * p->dv) * c->elt;
-		m.lse = all->lse ? (char *)all->lse + (size_t)(i0 * p->H) * c->elt : NULL;
-		if ((s = mla_seq(fn, c, n, p, t, &m)))
-			return kv_undo(c, s);
+		if (seq_call(c, p, cu, n, m->q_nope, p->dn, m->q_rope, m->o, m->lse,
+		    &d[nd]))
+			nd++;
+		else
+			s = mla_seq(fn, c, n, p, &d[nd], m);
 	}
+	if (!s && nd > 0)
+		s = lcai_cpu_mla_decode(p, nd, d, m->w_uk, m->w_uv);
+	free(d);
+	if (s)
+		return kv_undo(c, s);
 	advance(c, cu);
 	return LCA_OK;
 }

@@ -440,29 +440,38 @@ struct lcai_kv {
 };
 
 /* ---- CPU decode kernels (lib/cpu/decode.c) ----
- * One sequence: tq new queries are the last tq positions of tk cached keys
- * (bottom-right alignment, tq <= tk); kv says where the cached tokens lie:
- * rows [Hkv][dk] / [Hkv][dv] (softmax) or [dc] / [dr] (mla, k_rope not yet
+ * A call decodes n sequences (one lcai_dec_seq each): in sequence i, tq
+ * new queries are the last tq positions of tk cached keys (bottom-right
+ * alignment, tq <= tk); kv says where the cached tokens lie: rows
+ * [Hkv][dk] / [Hkv][dv] (softmax) or [dc] / [dr] (mla, k_rope not yet
  * rotated), contiguous or paged, stored in the plan's dtype or (f32 plans)
  * bf16. Tuned for small tq over long caches: the work is split over keys,
- * not only over heads.
+ * not only over heads, and the keys of all n sequences are shared out in
+ * one parallel region. Each sequence's results are the bits a call for it
+ * alone gives.
  *
  * lcai_cpu_decode_direct() is 1 when the decode kernels read kv as it is
  * (tq <= 16, tq <= tk, mla's absorbed form; storage the plan's dtype or
- * bf16 under an f32 plan), 0 when the call goes to the prefill engine,
+ * bf16 under an f32 plan), 0 when the sequence goes to the prefill engine,
  * which needs the tokens contiguous in the plan's dtype: the caller then
  * gathers them first (the decode calls fail with LCA_ERR_INTERNAL on such
  * a kv that is not contiguous in the plan's dtype). f64 plans over bf16
  * storage are not direct. Same inputs give the same bits whether kv is
  * paged or contiguous, and for any thread count.
  */
+struct lcai_dec_seq {
+	int64_t tq, tk;
+	struct lcai_kv kv;
+	const void *q;      /* softmax: q [tq][H][dk]; mla: q_nope [tq][H][dn] */
+	const void *q_rope; /* mla: [tq][H][dr] */
+	void *o, *lse;      /* [tq][H][dv], [tq][H] or NULL */
+};
 int lcai_cpu_decode_direct(const lca_params *p, int64_t tq, int64_t tk,
 	const struct lcai_kv *kv);
-lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
-	const void *q, const struct lcai_kv *kv, void *o, void *lse);
-lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
-	const void *q_nope, const void *q_rope, const struct lcai_kv *kv,
-	const void *w_uk, const void *w_uv, void *o, void *lse);
+lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t n,
+	const struct lcai_dec_seq *seq);
+lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t n,
+	const struct lcai_dec_seq *seq, const void *w_uk, const void *w_uv);
 
 /* ---- CUDA (lib/cuda/; lib/core/cuda_stub.c without --enable-cuda) ----
  *

@@ -1,8 +1,9 @@
 /*
- * decode.c - attention of a few new queries over a long cache, one
- * sequence at a time: split-K ("flash-decoding") on the CPU, float32 and
- * float64, reading the cache where it lies (contiguous or paged) and as
- * it is stored (the plan's dtype, or bf16 under a float32 plan).
+ * decode.c - attention of a few new queries over a long cache, for one
+ * sequence or a batch of them: split-K ("flash-decoding") on the CPU,
+ * float32 and float64, reading the cache where it lies (contiguous or
+ * paged) and as it is stored (the plan's dtype, or bf16 under a float32
+ * plan).
  *
  * Decode reads the whole cache to produce a handful of output rows: it is
  * mostly bound by memory bandwidth (absorbed MLA, 17 kflop per 2.3 KB
@@ -29,6 +30,18 @@
  *   - The chunks' triples are merged with the log-sum-exp rule, in double:
  *       M = max_c m_c,  L = sum_c l_c e^(m_c - M),
  *       o = sum_c O_c e^(m_c - M) / L,  lse = M + log L.
+ *   - A call of many sequences (a serving step: one new token for each
+ *     of B sequences) is one job per sequence, but one parallel region
+ *     for all their chunks and one for all their merges. Per-sequence
+ *     regions cost a fork and a join each, and a join waits for the
+ *     slowest thread: on a busy machine a whole time slice when a thread
+ *     was descheduled (measured on 2 shared cores, 64 sequences: the step
+ *     took 15x as long as on a quiet machine), and even when quiet the
+ *     last chunks of each sequence left a core idle. A job's chunks and
+ *     their order are those of a call for it alone, so are its bits.
+ *     MLA's projections (absorb, expand) stay one GEMM set per sequence:
+ *     BLAS rounds a row differently with the number of rows it is given,
+ *     and a sequence's bits must not depend on its neighbours.
  *
  * RoPE: a cache stores keys unrotated (plans sharing a cache may differ in
  * RoPE), so each key block is rotated on the fly, once for all the rows
@@ -532,23 +545,54 @@ static void dec_queries(struct dec_job *J, double *qd, double *cs)
 	dec_from_double(qd, J->nkv * J->R * dq, f32, J->q);
 }
 
-/* Every chunk, in parallel; LCA_ERR_NOMEM if a thread had no scratch. */
-static lca_status dec_run(const struct dec_job *J, const char *who)
+/* Scratch bytes a chunk of job J needs: kr, tab, s, st (overflow: 0). */
+static int dec_ws_sizes(const struct dec_job *J, int64_t n[4])
 {
 	const int64_t es = (int64_t)J->ops->esize;
-	const int64_t nkr = DEC_BK * (J->rd ? J->rd : 1) * es;
-	const int64_t ntab = DEC_BK * 4 * (J->hp ? J->hp : 1) * es;
-	int64_t ns;
+
+	n[0] = DEC_BK * (J->rd ? J->rd : 1) * es;
+	n[1] = DEC_BK * 4 * (J->hp ? J->hp : 1) * es;
+	n[3] = 3 * (J->hp ? J->hp : 1) * (int64_t)sizeof(double);
+	return lcai_mul_n(&n[2], 3, J->R, (int64_t)DEC_BK, es);
+}
+
+/*
+ * Every chunk of the n jobs (sequences) of a call, in one parallel region:
+ * a batch of sequences costs one fork and join, not one per sequence (on
+ * a busy machine each join can wait a whole time slice for a descheduled
+ * thread), and the last chunks of one sequence run beside the first of
+ * the next. Chunk k of the call is chunk k - first[j] of job j; a job's
+ * chunks, hence its bits, are those of a call for it alone.
+ * LCA_ERR_NOMEM if a thread had no scratch.
+ */
+static lca_status dec_run(const struct dec_job *J, int64_t n, const char *who)
+{
+	int64_t big[4] = { 1, 1, 1, 1 }, total = 0, *first;
 	int nomem = 0;
 
-	if (!lcai_mul_n(&ns, 3, J->R, (int64_t)DEC_BK, es))
-		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: logit tile size overflows", who);
-	J->ops->pack_q(J);
-	#pragma omp parallel num_threads(lcai_flash_team(J->p, J->nch))
+	if (!(first = malloc((size_t)(n + 1) * sizeof *first)))
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory for %lld sequences",
+			who, (long long)n);
+	first[0] = 0;
+	for (int64_t j = 0; j < n; j++) {
+		int64_t w[4];
+
+		if (!dec_ws_sizes(&J[j], w)) {
+			free(first);
+			return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: logit tile size overflows",
+				who);
+		}
+		for (int i = 0; i < 4; i++)
+			big[i] = w[i] > big[i] ? w[i] : big[i];
+		J[j].ops->pack_q(&J[j]);
+		first[j + 1] = total += J[j].nch;
+	}
+	#pragma omp parallel num_threads(lcai_flash_team(J[0].p, total))
 	{
-		struct dec_ws ws = { dec_alloc(nkr), dec_alloc(ntab), dec_alloc(ns),
-			dec_alloc(3 * (J->hp ? J->hp : 1) * (int64_t)sizeof(double)) };
+		struct dec_ws ws = { dec_alloc(big[0]), dec_alloc(big[1]), dec_alloc(big[2]),
+			dec_alloc(big[3]) };
 		int ok = ws.kr && ws.tab && ws.s && ws.st;
+		int64_t j = 0; /* a thread's chunks come in increasing order */
 
 		if (!ok) {
 			#pragma omp atomic write
@@ -557,61 +601,95 @@ static lca_status dec_run(const struct dec_job *J, const char *who)
 		/* A thread without scratch still reaches the loop (every
 		 * thread must) but skips its chunks. */
 		#pragma omp for schedule(dynamic, DEC_RUN)
-		for (int64_t c = 0; c < J->nch; c++)
+		for (int64_t c = 0; c < total; c++) {
+			while (c >= first[j + 1])
+				j++;
 			if (ok)
-				J->ops->chunk(J, c, &ws);
+				J[j].ops->chunk(&J[j], c - first[j], &ws);
+		}
 		free(ws.kr);
 		free(ws.tab);
 		free(ws.s);
 		free(ws.st);
 	}
+	free(first);
 	if (nomem)
 		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory for a thread's blocks", who);
 	return LCA_OK;
 }
 
-/*
- * Merge the chunks of every row. Row (g, r) goes to out + dst * dvv
+/* Where the merge of job j writes: row (g, r) goes to out[j] + dst * dvv
  * elements with dst = (i H + h) (softmax: o itself) or (h tq + i) (mla:
  * the latent buffer, head-major for the projection GEMMs); its lse to
- * lse[i H + h] when lse is not NULL.
- */
-static lca_status dec_merge(const struct dec_job *J, const char *who,
-	int head_major, void *out, void *lse)
+ * lse[j][i H + h] when lse[j] is not NULL. */
+struct dec_out {
+	int head_major;
+	void **out, **lse;
+};
+
+/* Merge the chunks of every row of the n jobs, in one parallel loop. */
+static lca_status dec_merge(const struct dec_job *J, int64_t n, const char *who,
+	const struct dec_out *to)
 {
-	const int64_t nrow = J->nkv * J->R, per = J->nch + J->dvv;
+	const int f32 = J[0].p->dtype == LCA_F32;
+	const size_t es = J[0].ops->esize;
+	int64_t nrow = 0, per = 1, work = 0, *first, bytes;
+	double *scr = NULL;
+	int nt;
+
+	if (!(first = malloc((size_t)(n + 1) * sizeof *first)))
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory for %lld sequences",
+			who, (long long)n);
+	first[0] = 0;
+	for (int64_t j = 0; j < n; j++) {
+		first[j + 1] = nrow += J[j].nkv * J[j].R;
+		per = J[j].nch + J[j].dvv > per ? J[j].nch + J[j].dvv : per;
+		work += J[j].nkv * J[j].R * J[j].nch * J[j].dvv;
+	}
 	/* A thread per 2^15 elements merged, at most one per row: a short
 	 * decode is not worth waking the team. */
-	const int64_t work = nrow * J->nch * J->dvv / 32768 + 1;
-	const int nt = lcai_flash_team(J->p, work < nrow ? work : nrow);
-	const int f32 = J->p->dtype == LCA_F32;
-	const size_t es = J->ops->esize;
-	int64_t n;
-	double *scr;
-
-	if (!lcai_mul_n(&n, 3, (int64_t)nt, per, (int64_t)sizeof(double)) ||
-	    !(scr = dec_alloc(n)))
-		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory to merge %lld chunks",
-			who, (long long)J->nch);
-	#pragma omp parallel for num_threads(nt)
-	for (int64_t row = 0; row < nrow; row++) {
+	work = work / 32768 + 1;
+	nt = lcai_flash_team(J[0].p, work < nrow ? work : nrow);
+	if (!lcai_mul_n(&bytes, 3, (int64_t)nt, per, (int64_t)sizeof(double)) ||
+	    !(scr = dec_alloc(bytes))) {
+		free(first);
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory to merge %lld rows",
+			who, (long long)nrow);
+	}
+	#pragma omp parallel num_threads(nt)
+	{
 #ifdef _OPENMP
 		double *w = scr + (int64_t)omp_get_thread_num() * per;
 #else
 		double *w = scr;
 #endif
-		const int64_t g = row / J->R, r = row % J->R;
-		const int64_t i = r / J->G, h = g * J->G + r % J->G;
-		const int64_t dst = head_major ? h * J->tq + i : i * J->p->H + h;
-		double l = J->ops->merge_row(J, row, w, w + J->nch);
+		int64_t j = 0; /* rows come in increasing order (static) */
 
-		dec_from_double(w + J->nch, J->dvv, f32,
-			lcai_flash_at_w(out, es, dst * J->dvv));
-		if (lse)
-			dec_from_double(&l, 1, f32,
-				lcai_flash_at_w(lse, es, i * J->p->H + h));
+		#pragma omp for schedule(static)
+		for (int64_t k = 0; k < nrow; k++) {
+			const struct dec_job *Jj;
+			int64_t row, g, r, i, h, dst;
+			double l;
+
+			while (k >= first[j + 1])
+				j++;
+			Jj = &J[j];
+			row = k - first[j];
+			g = row / Jj->R;
+			r = row % Jj->R;
+			i = r / Jj->G;
+			h = g * Jj->G + r % Jj->G;
+			dst = to->head_major ? h * Jj->tq + i : i * Jj->p->H + h;
+			l = Jj->ops->merge_row(Jj, row, w, w + Jj->nch);
+			dec_from_double(w + Jj->nch, Jj->dvv, f32,
+				lcai_flash_at_w(to->out[j], es, dst * Jj->dvv));
+			if (to->lse[j])
+				dec_from_double(&l, 1, f32,
+					lcai_flash_at_w(to->lse[j], es, i * Jj->p->H + h));
+		}
 	}
 	free(scr);
+	free(first);
 	return LCA_OK;
 }
 
@@ -674,54 +752,136 @@ static int dec_prefill_ok(const lca_params *p, const struct lcai_kv *kv,
 	return 0;
 }
 
-lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t tq, int64_t tk,
-	const void *q, const struct lcai_kv *kv, void *o, void *lse)
+/* Job J for the direct softmax call q (tq queries over tk keys at kv):
+ * rows, rotated and scaled queries. */
+static lca_status softmax_job(const lca_params *p, const struct lcai_dec_seq *sq,
+	struct dec_job *J)
 {
-	const int64_t cq[2] = { 0, tq }, ck[2] = { 0, tk };
 	const int64_t Hkv = p->Hkv, dk = p->dk, dv = p->dv, rd = p->rope_dim;
-	struct dec_job J;
-	double *qd = NULL;
+	double *qd;
 	int64_t nqd;
 	lca_status st;
 
-	if (!lcai_cpu_decode_direct(p, tq, tk, kv)) {
-		if (!dec_prefill_ok(p, kv, "softmax"))
-			return LCA_ERR_INTERNAL;
-		return lcai_cpu_softmax(p, cq, ck, 1, q, kv->buf[0], kv->buf[1], o, lse);
-	}
-	memset(&J, 0, sizeof J);
-	J.p = p;
-	J.ops = dec_pick(p->dtype, kv->store);
-	J.kv = kv;
-	J.kes = (int64_t)lcai_dtype_size(kv->store);
-	J.tq = tq;
-	J.tk = tk;
-	J.nkv = Hkv;
-	J.G = p->H / Hkv;
-	J.R = tq * J.G;
-	J.rd = rd;
+	memset(J, 0, sizeof *J);
+	J->p = p;
+	J->ops = dec_pick(p->dtype, sq->kv.store);
+	J->kv = &sq->kv;
+	J->kes = (int64_t)lcai_dtype_size(sq->kv.store);
+	J->tq = sq->tq;
+	J->tk = sq->tk;
+	J->nkv = Hkv;
+	J->G = p->H / Hkv;
+	J->R = sq->tq * J->G;
+	J->rd = rd;
 	/* Rotated coordinates from the rotated copy, the rest in place. */
-	J.rot = (struct dec_seg){ 0, 0, dk, rd };
-	J.a = (struct dec_seg){ 0, rd, dk, dk - rd };
-	J.b = (struct dec_seg){ 0, 0, 0, 0 };
-	J.v = (struct dec_seg){ 1, 0, dv, dv };
-	J.dq = dk;
-	J.dvv = dv;
-	if ((st = dec_setup(&J, "softmax", Hkv * (dk + dv))) != LCA_OK)
+	J->rot = (struct dec_seg){ 0, 0, dk, rd };
+	J->a = (struct dec_seg){ 0, rd, dk, dk - rd };
+	J->b = (struct dec_seg){ 0, 0, 0, 0 };
+	J->v = (struct dec_seg){ 1, 0, dv, dv };
+	J->dq = dk;
+	J->dvv = dv;
+	if ((st = dec_setup(J, "softmax", Hkv * (dk + dv))) != LCA_OK)
 		return st;
-	if (!lcai_mul_n(&nqd, 3, p->H * tq + 1, dk + rd, (int64_t)sizeof(double)) ||
+	if (!lcai_mul_n(&nqd, 3, p->H * sq->tq + 1, dk + rd, (int64_t)sizeof(double)) ||
 	    !(qd = dec_alloc(nqd))) {
-		st = lcai_fail(LCA_ERR_NOMEM, "cpu softmax decode: no memory for %lld queries",
-			(long long)tq);
-		goto out;
+		dec_free(J);
+		return lcai_fail(LCA_ERR_NOMEM, "cpu softmax decode: no memory for %lld queries",
+			(long long)sq->tq);
 	}
-	softmax_rows(&J, q, qd);
-	dec_queries(&J, qd, qd + p->H * tq * dk);
-	if ((st = dec_run(&J, "softmax")) == LCA_OK)
-		st = dec_merge(&J, "softmax", 0, o, lse);
-out:
+	softmax_rows(J, sq->q, qd);
+	dec_queries(J, qd, qd + p->H * sq->tq * dk);
 	free(qd);
-	dec_free(&J);
+	return LCA_OK;
+}
+
+/* The jobs and output pointers of a call of n sequences. */
+struct dec_batch {
+	struct dec_job *J;
+	void **out, **lse, **lat;
+	int64_t n;
+};
+
+/* Room for n jobs (none when n is 0). */
+static lca_status batch_alloc(struct dec_batch *B, int64_t n, const char *who)
+{
+	memset(B, 0, sizeof *B);
+	if (n == 0)
+		return LCA_OK;
+	B->J = calloc((size_t)n, sizeof *B->J);
+	B->out = calloc((size_t)n, sizeof *B->out);
+	B->lse = calloc((size_t)n, sizeof *B->lse);
+	B->lat = calloc((size_t)n, sizeof *B->lat);
+	if (!B->J || !B->out || !B->lse || !B->lat)
+		return lcai_fail(LCA_ERR_NOMEM, "cpu %s decode: no memory for %lld sequences",
+			who, (long long)n);
+	return LCA_OK;
+}
+
+static void batch_free(struct dec_batch *B)
+{
+	for (int64_t j = 0; B->J && j < B->n; j++)
+		dec_free(&B->J[j]);
+	for (int64_t j = 0; B->lat && j < B->n; j++)
+		free(B->lat[j]);
+	free(B->J);
+	free(B->out);
+	free(B->lse);
+	free(B->lat);
+}
+
+/* Sequences of a call the decode kernels read where they lie. */
+static int64_t n_direct(const lca_params *p, int64_t n, const struct lcai_dec_seq *seq)
+{
+	int64_t nd = 0;
+
+	for (int64_t i = 0; i < n; i++)
+		nd += lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv);
+	return nd;
+}
+
+/*
+ * A call of n sequences: the jobs of the direct ones are made first (all
+ * their memory but the threads' scratch), then the others go to the
+ * prefill engine one by one, then the jobs run. A call of one sequence
+ * that fails for want of memory has written no output.
+ */
+lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t n,
+	const struct lcai_dec_seq *seq)
+{
+	struct dec_out to = { 0, NULL, NULL };
+	struct dec_batch B;
+	lca_status st;
+
+	if ((st = batch_alloc(&B, n_direct(p, n, seq), "softmax")))
+		goto out;
+	for (int64_t i = 0; i < n; i++) {
+		if (!lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
+			continue;
+		if ((st = softmax_job(p, &seq[i], &B.J[B.n])))
+			goto out;
+		B.out[B.n] = seq[i].o;
+		B.lse[B.n++] = seq[i].lse;
+	}
+	for (int64_t i = 0; i < n; i++) {
+		const struct lcai_dec_seq *sq = &seq[i];
+		const int64_t cq[2] = { 0, sq->tq }, ck[2] = { 0, sq->tk };
+
+		if (lcai_cpu_decode_direct(p, sq->tq, sq->tk, &sq->kv))
+			continue;
+		if (!dec_prefill_ok(p, &sq->kv, "softmax")) {
+			st = LCA_ERR_INTERNAL;
+			goto out;
+		}
+		if ((st = lcai_cpu_softmax(p, cq, ck, 1, sq->q, sq->kv.buf[0],
+		    sq->kv.buf[1], sq->o, sq->lse)))
+			goto out;
+	}
+	to.out = B.out;
+	to.lse = B.lse;
+	if (B.n > 0 && (st = dec_run(B.J, B.n, "softmax")) == LCA_OK)
+		st = dec_merge(B.J, B.n, "softmax", &to);
+out:
+	batch_free(&B);
 	return st;
 }
 
@@ -789,60 +949,90 @@ static void mla_rows(const struct dec_job *J, const void *q_rope,
 	}
 }
 
-lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t tq, int64_t tk,
-	const void *q_nope, const void *q_rope, const struct lcai_kv *kv,
-	const void *w_uk, const void *w_uv, void *o, void *lse)
+/* Job J and its latent buffer *lat for the direct mla call sq. */
+static lca_status mla_job(const lca_params *p, const struct lcai_dec_seq *sq,
+	const void *w_uk, struct dec_job *J, void **lat)
 {
-	const int64_t cq[2] = { 0, tq }, ck[2] = { 0, tk };
 	const int64_t H = p->H, dc = p->dc, dr = p->dr, rd = p->rope_dim;
-	struct dec_job J;
-	double *qd = NULL;
-	void *lat = NULL;
+	double *qd;
 	int64_t nqd, nlat;
 	lca_status st;
 
-	if (!lcai_cpu_decode_direct(p, tq, tk, kv)) {
-		if (!dec_prefill_ok(p, kv, "mla"))
-			return LCA_ERR_INTERNAL;
-		return lcai_cpu_mla(p, cq, ck, 1, q_nope, q_rope, kv->buf[0],
-			kv->buf[1], w_uk, w_uv, o, lse);
-	}
-	memset(&J, 0, sizeof J);
-	J.p = p;
-	J.ops = dec_pick(p->dtype, kv->store);
-	J.kv = kv;
-	J.kes = (int64_t)lcai_dtype_size(kv->store);
-	J.tq = tq;
-	J.tk = tk;
-	J.nkv = 1;
-	J.G = H;
-	J.R = tq * H;
-	J.rd = rd;
-	J.rot = (struct dec_seg){ 1, 0, 0, rd };
-	J.a = (struct dec_seg){ 0, 0, 0, dc };
-	J.b = (struct dec_seg){ 1, rd, 0, dr - rd };
-	J.v = (struct dec_seg){ 0, 0, 0, dc };
-	J.dq = rd + dc + (dr - rd);
-	J.dvv = dc;
-	if ((st = dec_setup(&J, "mla", dc + dr)) != LCA_OK)
+	memset(J, 0, sizeof *J);
+	J->p = p;
+	J->ops = dec_pick(p->dtype, sq->kv.store);
+	J->kv = &sq->kv;
+	J->kes = (int64_t)lcai_dtype_size(sq->kv.store);
+	J->tq = sq->tq;
+	J->tk = sq->tk;
+	J->nkv = 1;
+	J->G = H;
+	J->R = sq->tq * H;
+	J->rd = rd;
+	J->rot = (struct dec_seg){ 1, 0, 0, rd };
+	J->a = (struct dec_seg){ 0, 0, 0, dc };
+	J->b = (struct dec_seg){ 1, rd, 0, dr - rd };
+	J->v = (struct dec_seg){ 0, 0, 0, dc };
+	J->dq = rd + dc + (dr - rd);
+	J->dvv = dc;
+	if ((st = dec_setup(J, "mla", dc + dr)) != LCA_OK)
 		return st;
-	if (!lcai_mul_n(&nqd, 3, J.R + 1, J.dq + rd, (int64_t)sizeof(double)) ||
-	    !lcai_mul_n(&nlat, 3, J.R, dc, (int64_t)J.ops->esize) ||
-	    !(qd = dec_alloc(nqd)) || !(lat = dec_alloc(nlat))) {
-		st = lcai_fail(LCA_ERR_NOMEM, "cpu mla decode: no memory for %lld queries",
-			(long long)tq);
-		goto out;
+	qd = NULL;
+	if (!lcai_mul_n(&nqd, 3, J->R + 1, J->dq + rd, (int64_t)sizeof(double)) ||
+	    !lcai_mul_n(&nlat, 3, J->R, dc, (int64_t)J->ops->esize) ||
+	    !(qd = dec_alloc(nqd)) || !(*lat = dec_alloc(nlat))) {
+		free(qd);
+		dec_free(J);
+		return lcai_fail(LCA_ERR_NOMEM, "cpu mla decode: no memory for %lld queries",
+			(long long)sq->tq);
 	}
-	mla_absorb(p, tq, q_nope, w_uk, lat);
-	mla_rows(&J, q_rope, lat, qd);
-	dec_queries(&J, qd, qd + J.R * J.dq);
-	if ((st = dec_run(&J, "mla")) != LCA_OK ||
-	    (st = dec_merge(&J, "mla", 1, lat, lse)) != LCA_OK)
-		goto out;
-	mla_expand(p, tq, lat, w_uv, o);
-out:
-	free(lat);
+	mla_absorb(p, sq->tq, sq->q, w_uk, *lat);
+	mla_rows(J, sq->q_rope, *lat, qd);
+	dec_queries(J, qd, qd + J->R * J->dq);
 	free(qd);
-	dec_free(&J);
+	return LCA_OK;
+}
+
+lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t n,
+	const struct lcai_dec_seq *seq, const void *w_uk, const void *w_uv)
+{
+	struct dec_out to = { 1, NULL, NULL };
+	struct dec_batch B;
+	lca_status st;
+
+	if ((st = batch_alloc(&B, n_direct(p, n, seq), "mla")))
+		goto out;
+	for (int64_t i = 0; i < n; i++) {
+		if (!lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
+			continue;
+		if ((st = mla_job(p, &seq[i], w_uk, &B.J[B.n], &B.lat[B.n])))
+			goto out;
+		B.out[B.n] = B.lat[B.n];
+		B.lse[B.n++] = seq[i].lse;
+	}
+	for (int64_t i = 0; i < n; i++) {
+		const struct lcai_dec_seq *sq = &seq[i];
+		const int64_t cq[2] = { 0, sq->tq }, ck[2] = { 0, sq->tk };
+
+		if (lcai_cpu_decode_direct(p, sq->tq, sq->tk, &sq->kv))
+			continue;
+		if (!dec_prefill_ok(p, &sq->kv, "mla")) {
+			st = LCA_ERR_INTERNAL;
+			goto out;
+		}
+		if ((st = lcai_cpu_mla(p, cq, ck, 1, sq->q, sq->q_rope, sq->kv.buf[0],
+		    sq->kv.buf[1], w_uk, w_uv, sq->o, sq->lse)))
+			goto out;
+	}
+	to.out = B.out;
+	to.lse = B.lse;
+	if (B.n > 0 && ((st = dec_run(B.J, B.n, "mla")) != LCA_OK ||
+	    (st = dec_merge(B.J, B.n, "mla", &to)) != LCA_OK))
+		goto out;
+	for (int64_t j = 0, i = 0; j < B.n; i++)
+		if (lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
+			mla_expand(p, seq[i].tq, B.lat[j++], w_uv, seq[i].o);
+out:
+	batch_free(&B);
 	return st;
 }
