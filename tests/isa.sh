@@ -7,7 +7,8 @@
 # below avx512bf16 the bf16 softmax widens its inputs) and the deltanet
 # and lightning steps (lib/cpu/state_step.c: caches, segments, short
 # forward calls, the 1M-token drift bound) to the reference are rerun
-# under it. (check_bf16dot forces its two bf16 softmax paths itself.)
+# under it. (check_bf16dot forces its two bf16 softmax paths itself, and
+# check_gemm the float32 GEMM of deltanet and lightning at every level.)
 # Levels the
 # CPU lacks are reported as skipped; a cap never raises the level, and an
 # unknown value is ignored.

@@ -1,7 +1,8 @@
 /*
- * gemm.c - GEMM cut into calling-thread-sized pieces (see gemm.h). The
- * first piece along k applies beta, the rest accumulate. Also the
- * transpose that turns A B^T products into NN ones.
+ * gemm.c - GEMM cut into calling-thread-sized pieces (see gemm.h), or
+ * for float32 at the AVX2 and AVX-512 levels our own kernels
+ * (gemm_small.c). The first piece along k applies beta, the rest
+ * accumulate. Also the transpose that turns A B^T products into NN ones.
  */
 #include "gemm.h"
 #include "bf16.h"
@@ -14,7 +15,7 @@ static int64_t min64(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
-#define DEFINE_GEMM(name, real, gemm)                                          \
+#define DEFINE_GEMM(name, real, gemm, SMALL)                                   \
 void name(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,             \
 	int64_t m, int64_t n, int64_t k, double alpha, const real *A,          \
 	int64_t lda, const real *B, int64_t ldb, double beta, real *C,         \
@@ -22,6 +23,9 @@ void name(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,             \
 {                                                                              \
 	int64_t mb = m, nb = n, kb = k;                                        \
                                                                                \
+	if (serial_blas && SMALL(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, \
+	    C, ldc))                                                           \
+		return;                                                        \
 	if (serial_blas) {                                                     \
 		mb = min64(m, TILE);                                           \
 		nb = min64(n, TILE);                                           \
@@ -44,8 +48,13 @@ void name(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,             \
 			}                                                      \
 }
 
-DEFINE_GEMM(lcai_cpu_gemm_f32, float, cblas_sgemm)
-DEFINE_GEMM(lcai_cpu_gemm_f64, double, cblas_dgemm)
+/* float32: our own kernels where the ISA level has them (gemm_small.c) */
+#define SMALL_F32(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)        \
+	lcai_cpu_gemm_small_f32(ta, tb, m, n, k, (float)(alpha), A, lda, B,    \
+		ldb, (float)(beta), C, ldc)
+#define NO_SMALL(...) 0
+DEFINE_GEMM(lcai_cpu_gemm_f32, float, cblas_sgemm, SMALL_F32)
+DEFINE_GEMM(lcai_cpu_gemm_f64, double, cblas_dgemm, NO_SMALL)
 
 /* Rows of src taken together by the transpose: 8 floats or doubles of a
  * dst row are stored at once. */

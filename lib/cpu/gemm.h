@@ -7,6 +7,12 @@
  * calling thread when m*n*k <= 64^3, so with serial_blas set the product is
  * cut into calls of at most that size; otherwise it is one call and BLAS may
  * use every core.
+ *
+ * At that size OpenBLAS takes its small-matrix path, and on AMD Zen 5 it
+ * runs its AVX2 (HASWELL) kernels: so with serial_blas set, float32 goes
+ * to our own kernels instead (gemm_small.c) at the AVX2 and AVX-512
+ * levels (lcai_isa_best()); the SSE level, other architectures and
+ * float64 keep the BLAS pieces.
  */
 #ifndef LCATTN_CPU_GEMM_H
 #define LCATTN_CPU_GEMM_H
@@ -22,6 +28,17 @@ void lcai_cpu_gemm_f32(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
 void lcai_cpu_gemm_f64(int serial_blas, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
 	int64_t m, int64_t n, int64_t k, double alpha, const double *A,
 	int64_t lda, const double *B, int64_t ldb, double beta, double *C,
+	int64_t ldc);
+
+/*
+ * The serial float32 product of our own (gemm_small.c), whole, on the
+ * calling thread: C = alpha op(A) op(B) + beta C, row-major, with BLAS's
+ * rules (beta 0 never reads C; alpha 0 or k 0 only scales C by beta).
+ * Returns 0, having done nothing, where the ISA level has no kernel.
+ */
+int lcai_cpu_gemm_small_f32(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
+	int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+	int64_t lda, const float *B, int64_t ldb, float beta, float *C,
 	int64_t ldc);
 
 /*
