@@ -51,6 +51,13 @@ static const struct shape shapes[] = {
 	{ LCA_MLA, 8, 0, 0, 32, 16, 16, 64, 16, LCA_ROPE_INTERLEAVED, 0 },
 	{ LCA_MLA, 8, 0, 0, 24, 24, 16, 72, 8, LCA_ROPE_HALF, 0 },
 	{ LCA_MLA, 8, 0, 0, 16, 16, 16, 64, 8, LCA_ROPE_INTERLEAVED, 100 },
+	/* value rows whose vectors leave two past the register-blocked
+	 * value tiles (pv_many: dc 40 is 2 float32 AVX-512 vectors and a
+	 * tail, 5 float64 ones; dv 40 the same for softmax), with head
+	 * counts off the 8-row blocks (H 5, 12) and a short RoPE (dr 8) */
+	{ LCA_MLA, 5, 0, 0, 24, 16, 8, 40, 8, LCA_ROPE_INTERLEAVED, 0 },
+	{ LCA_MLA, 12, 0, 0, 16, 16, 8, 40, 8, LCA_ROPE_HALF, 0 },
+	{ LCA_SOFTMAX, 8, 1, 24, 40, 0, 0, 0, 8, LCA_ROPE_INTERLEAVED, 0 },
 };
 #define NSHAPE ((int)(sizeof shapes / sizeof shapes[0]))
 

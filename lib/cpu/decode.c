@@ -69,6 +69,29 @@
  * before, 16 ms with these tiles, the spread prefetch and the cross-chunk
  * request below, against 11.5 ms of FMAs at the sgemm rate.
  *
+ * Where a token's time goes there now (the same shape, one thread, AMD
+ * EPYC Zen 5 at ~4.2 GHz; rdtsc ticks of 2.6 GHz per latent row around
+ * each phase of a block): with the cache in L3 (4K rows) logits 109,
+ * values 91, RoPE 38 (the block's cos/sin 21, rotating the keys 17) and
+ * the online softmax 13.5 (11.5 with its reductions as trees), against 89
+ * and 79 of FMAs at two 16-lane FMAs a cycle; streamed from DRAM (64K
+ * rows) about 60 more, mostly in a block's first touches (logits,
+ * rotation). The inner loops sit near the ports' limits (logits: 11
+ * loads and 5 prefetches per 24 FMAs; values: 3 loads and 8 broadcasts
+ * per 24 FMAs); the rest is per tile (the logits' reduction trees and
+ * the scattered stores of their sums) and the RoPE. Tried and dropped:
+ * 8 x 2 logit tiles (10 loads and 5 prefetches per 16 FMAs: the logits
+ * took 1.25x as long), requesting the block after next rather than the
+ * next (slower), rotating each key as soon as its cos/sin are known (no
+ * change). One core reads ~34 GB/s, and one at the FMA peak would need
+ * 2.3 KB per 168 ticks, ~36 GB/s: at H = 8 a thread is bound as much by
+ * its FMAs as by its reads, so bf16 storage (half the bytes) gains ~1.1x,
+ * not 2x, and the per-tile work above is what is left to take. End to
+ * end (one thread, fastest of 15 steps, 64K rows, AVX-512): f32 125-142
+ * GFLOP/s before the trees and the two-vector value tile (decode.h), 135-143
+ * after; bf16 storage 154-160 before, 160-164 after: within the spread of
+ * this shared machine, as were 2-thread `lcattn bench` runs.
+ *
  * Memory: within a block, a kv head's rows are strided (Hkv (dk + dv)
  * values apart) and the demand stream alone reached half the bandwidth,
  * so each pass (one kv head of one block) requests the rows of the next
