@@ -290,6 +290,50 @@ START_TEST(test_forked_pool_loads_its_own_checkpoint)
 }
 END_TEST
 
+/* A load shares a first page with an earlier sequence that holds its
+ * tokens, all of that page or a prefix of it (a truncated fork): a pool of
+ * 3 pages holding 5 sequences (two forks of a 100-token sequence cut to
+ * 10 and 64 tokens, a 30-token sequence and its fork) reloads its own
+ * checkpoint into its 3 pages, and saves the same bytes again. */
+START_TEST(test_truncated_forks_reload_into_their_pages)
+{
+	const int64_t pre[5] = { 100, 0, 0, 0, 0 }, other[5] = { 0, 0, 0, 30, 0 };
+	struct rig r;
+
+	rig_init(&r, _i);
+	for (int k = 0; k < 2; k++) {
+		lca_dtype store = k ? LCA_BF16 : r.m.p.dtype;
+		lca_cache *c = make(&r, 5, 3, store);
+		size_t need = 0, again = 0;
+		unsigned char *a, *b;
+
+		tu_assert_ok(step(&r, c, 5, 0, pre, NULL));
+		tu_assert_ok(lca_cache_fork(c, 0, 1));
+		tu_assert_ok(lca_cache_truncate(c, 1, 10));
+		tu_assert_ok(lca_cache_fork(c, 0, 2));
+		tu_assert_ok(lca_cache_truncate(c, 2, 64));
+		tu_assert_ok(step(&r, c, 5, 150, other, NULL));
+		tu_assert_ok(lca_cache_fork(c, 3, 4));
+		ck_assert_int_eq(used(c), 3);
+		tu_assert_ok(lca_cache_save(c, NULL, 0, &need));
+		a = malloc(need);
+		b = malloc(need);
+		ck_assert(a && b);
+		tu_assert_ok(lca_cache_save(c, a, need, &again));
+		tu_assert_ok(lca_cache_reset(c));
+		ck_assert_msg(lca_cache_load(c, a, need) == LCA_OK, "%s %s: %s", r.what,
+			k ? "bf16" : "plain", lca_last_error());
+		ck_assert_int_eq(used(c), 3);
+		tu_assert_ok(lca_cache_save(c, b, need, &again));
+		ck_assert(!memcmp(a, b, need));
+		lca_cache_destroy(c);
+		free(a);
+		free(b);
+	}
+	rig_free(&r);
+}
+END_TEST
+
 /* ---- bytes ------------------------------------------------------------------------ */
 
 START_TEST(test_cache_bytes_is_the_pool)
@@ -486,6 +530,7 @@ static Suite *pool_suite(void)
 	tcase_add_loop_test(tc, test_exhausted_pool_refuses_and_keeps_everything, 0, all);
 	tcase_add_loop_test(tc, test_fork_shares_pages_and_copies_on_write, 0, all);
 	tcase_add_loop_test(tc, test_forked_pool_loads_its_own_checkpoint, 0, all);
+	tcase_add_loop_test(tc, test_truncated_forks_reload_into_their_pages, 0, all);
 	tcase_add_loop_test(tc, test_cache_bytes_is_the_pool, 0, all);
 	tcase_add_loop_test(tc, test_bf16_storage_rounds_to_nearest_even, 0, all);
 	tcase_add_loop_test(tc, test_options_that_cannot_hold_are_refused, 0, all);

@@ -31,6 +31,7 @@
  */
 #include "cache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -439,6 +440,111 @@ static int same_rows(const lca_cache *c, const unsigned char *x, const int64_t *
 	return 1;
 }
 
+/* ---- first pages: an index of prefixes by hash ---------------------------- */
+
+/*
+ * The first page of a sequence may share with any earlier sequence that
+ * holds the same bytes for its t1 = min(LCA_CACHE_PAGE, len) tokens, and
+ * comparing it with every earlier one is quadratic in the sequences
+ * (4096 sequences whose first pages differ only past a shared 32-token
+ * prompt: 8M comparisons of 32 rows). Instead each sequence's prefixes
+ * [0, t) of its first page are hashed, row by row, and an open-addressed
+ * table keeps, per (t, hash), the first sequence that had it; only the t
+ * some sequence's t1 equals are entered. A hit is confirmed byte for byte;
+ * a collision costs a missed share, never a wrong one.
+ */
+struct first_index {
+	struct first_slot {
+		uint64_t h;
+		int64_t t, seq;  /* seq -1: empty */
+	} *slot;
+	uint64_t mask;
+};
+
+/* Token t's rows (key, then value) of sequence n in payload x, mixed into
+ * h eight bytes at a time. */
+static uint64_t row_hash(const lca_cache *c, const unsigned char *x, const int64_t *lens,
+	const size_t *at, int64_t n, int64_t t, uint64_t h)
+{
+	for (int j = 0; j < 2; j++) {
+		size_t rb = lcai_kv_row_bytes(c, j), skip = j ? lcai_kv_row_bytes(c, 0) : 0;
+		const unsigned char *a = x + at[n] + skip * (size_t)lens[n] + rb * (size_t)t;
+
+		for (size_t i = 0; i < rb; i += 8) {
+			uint64_t w = 0;
+
+			memcpy(&w, a + i, rb - i < 8 ? rb - i : 8);
+			h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+			h ^= h >> 29;
+		}
+	}
+	return h;
+}
+
+static struct first_slot *first_find(const struct first_index *ix, uint64_t h, int64_t t)
+{
+	uint64_t i = (h ^ (uint64_t)t * 0xff51afd7ed558ccdull) & ix->mask;
+
+	while (ix->slot[i].seq >= 0 && (ix->slot[i].h != h || ix->slot[i].t != t))
+		i = (i + 1) & ix->mask;
+	return &ix->slot[i];
+}
+
+/* the sets of prefix lengths are bit masks of 64 bits */
+_Static_assert(LCA_CACHE_PAGE <= 64, "a page's prefix lengths fit a uint64_t");
+
+static int64_t first_len(int64_t len)
+{
+	return len < LCA_CACHE_PAGE ? len : LCA_CACHE_PAGE;
+}
+
+/* sh0[n]: the earliest sequence before n whose first page holds n's first
+ * t1 tokens, or -1 (also for an empty sequence). */
+static int first_pages(const lca_cache *c, const unsigned char *x, const int64_t *lens,
+	const size_t *at, int64_t *sh0)
+{
+	uint64_t want = 0, cap = 2; /* bit t - 1: some sequence has t1 = t */
+	int64_t entries = 0;
+	struct first_index ix;
+
+	for (int64_t n = 0; n < c->nseq; n++)
+		if (lens[n] > 0)
+			want |= 1ull << (first_len(lens[n]) - 1);
+	for (int64_t n = 0; n < c->nseq; n++) {
+		int64_t t1 = first_len(lens[n]);
+		uint64_t held = want & (t1 == 64 ? ~0ull : (1ull << t1) - 1);
+
+		entries += __builtin_popcountll(held);
+	}
+	while (cap < 2 * (uint64_t)entries && cap <= SIZE_MAX / 4 / sizeof *ix.slot)
+		cap *= 2;
+	if (cap < 2 * (uint64_t)entries || !(ix.slot = malloc(cap * sizeof *ix.slot)))
+		return 0;
+	ix.mask = cap - 1;
+	for (uint64_t i = 0; i < cap; i++)
+		ix.slot[i].seq = -1;
+	for (int64_t n = 0; n < c->nseq; n++) {
+		const int64_t t1 = first_len(lens[n]);
+		uint64_t h = 0xcbf29ce484222325ull;
+
+		sh0[n] = -1;
+		for (int64_t t = 1; t <= t1; t++) {
+			struct first_slot *e;
+
+			h = row_hash(c, x, lens, at, n, t - 1, h);
+			if (!(want >> (t - 1) & 1))
+				continue;
+			e = first_find(&ix, h, t);
+			if (t == t1 && e->seq >= 0 && same_rows(c, x, lens, at, n, e->seq, 0, t1))
+				sh0[n] = e->seq;
+			if (e->seq < 0)
+				*e = (struct first_slot){ h, t, n };
+		}
+	}
+	free(ix.slot);
+	return 1;
+}
+
 /*
  * Which pages of a paged load can be shared (lcai_kv_refill): page i of
  * sequence n goes to the page i of an earlier sequence m that holds the
@@ -446,43 +552,46 @@ static int same_rows(const lca_cache *c, const unsigned char *x, const int64_t *
  * another share their prefix's pages in the pool, and a checkpoint stores
  * every sequence's tokens in full: without this, a pool filled by forks
  * could not load its own checkpoint. The first page may match any earlier
- * sequence; a later one is tried against the sequence the page before it
- * shares (prefixes, as forks make them). Sharing equal bytes is safe: a
- * sequence that writes into a shared page copies it first.
+ * sequence (first_pages); a later one is tried against the sequence the
+ * page before it shares (prefixes, as forks make them). Sharing equal
+ * bytes is safe: a sequence that writes into a shared page copies it
+ * first.
  */
 static lca_status plan_sharing(const char *fn, const lca_cache *c, const unsigned char *b,
 	const int64_t *lens, int64_t **share)
 {
 	const unsigned char *x = b + CK_HEADER + 8 * (size_t)c->nseq;
 	size_t *at = malloc((size_t)c->nseq * sizeof *at), pos = 0;
+	int64_t *sh0 = malloc((size_t)c->nseq * sizeof *sh0);
 	int64_t total = 0, p = 0, *sh;
 
 	for (int64_t n = 0; n < c->nseq; n++)
 		total += lcai_kv_pages(lens[n]);
 	sh = malloc((size_t)(total + 1) * sizeof *sh);
-	if (!at || !sh) {
-		free(at);
-		free(sh);
-		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
-	}
-	for (int64_t n = 0; n < c->nseq; n++) {
+	for (int64_t n = 0; at && n < c->nseq; n++) {
 		at[n] = pos;
 		pos += (size_t)lens[n] * (lcai_kv_row_bytes(c, 0) + lcai_kv_row_bytes(c, 1));
+	}
+	if (!at || !sh0 || !sh || !first_pages(c, x, lens, at, sh0)) {
+		free(at);
+		free(sh0);
+		free(sh);
+		return lcai_fail(LCA_ERR_NOMEM, "%s: out of memory", fn);
 	}
 	for (int64_t n = 0; n < c->nseq; n++)
 		for (int64_t i = 0, prev = -1; i < lcai_kv_pages(lens[n]); i++, p++) {
 			int64_t t0 = i * LCA_CACHE_PAGE, t1 = t0 + LCA_CACHE_PAGE;
 
 			t1 = t1 < lens[n] ? t1 : lens[n];
-			sh[p] = -1;
-			for (int64_t m = i ? prev : 0; m >= 0 && m < n; m = i ? -1 : m + 1)
-				if (lens[m] >= t1 && same_rows(c, x, lens, at, n, m, t0, t1)) {
-					sh[p] = m;
-					break;
-				}
+			if (i == 0)
+				sh[p] = sh0[n];
+			else
+				sh[p] = prev >= 0 && lens[prev] >= t1 &&
+					same_rows(c, x, lens, at, n, prev, t0, t1) ? prev : -1;
 			prev = sh[p];
 		}
 	free(at);
+	free(sh0);
 	*share = sh;
 	return LCA_OK;
 }
