@@ -32,6 +32,13 @@
  * the last step because (k + 2) u <= 1/2 for every k here. A missing or
  * doubled term, a wrong row or column, or a stale C all break it by
  * orders of magnitude.
+ *
+ * The transposes beside the product (lcai_cpu_transpose_f32 and _bf16,
+ * vector blocks of 8 x 8 at AVX2 and AVX-512, gemm.c) only move values:
+ * every element of dst must have the bits of its source element (bf16:
+ * the bits shifted into a float's high half), for sizes on and off the
+ * block (1, 7, 8, 9, 15, 16, 17, 40, 65 rows and columns, and random),
+ * a leading dimension wider than a row, and nothing written past dst.
  */
 #include "gemm.h"
 #include "testutil.h"
@@ -280,6 +287,69 @@ START_TEST(kernels_run_at_avx2_and_avx512)
 }
 END_TEST
 
+/* Sizes on and off the transpose's 8 x 8 block. */
+static const int64_t tr_edges[] = { 1, 7, 8, 9, 15, 16, 17, 40, 65 };
+#define TR_NEDGE 9
+
+/* dst [m][n] against src [n][m] (rows ld apart): bit for bit, and the
+ * sentinel after dst untouched. */
+static void check_transpose(const char *isa, int64_t n, int64_t m, int bf16)
+{
+	int64_t ld = m + tu_randint(0, 3), i, j;
+	float *src = malloc((size_t)(n * ld) * sizeof *src);
+	uint16_t *sb = malloc((size_t)(n * ld) * sizeof *sb);
+	float *dst = malloc((size_t)(m * n + 4) * sizeof *dst);
+
+	ck_assert(src && sb && dst);
+	for (i = 0; i < n * ld; i++) {
+		src[i] = (float)tu_normal();
+		sb[i] = (uint16_t)tu_randint(0, 65535);
+	}
+	for (i = 0; i < m * n + 4; i++)
+		dst[i] = SENTINEL;
+	if (bf16)
+		lcai_cpu_transpose_bf16(n, m, sb, ld, dst);
+	else
+		lcai_cpu_transpose_f32(n, m, src, ld, dst);
+	for (i = 0; i < n; i++)
+		for (j = 0; j < m; j++) {
+			uint32_t want, got;
+
+			if (bf16)
+				want = (uint32_t)sb[i * ld + j] << 16;
+			else
+				memcpy(&want, src + i * ld + j, sizeof want);
+			memcpy(&got, dst + j * n + i, sizeof got);
+			ck_assert_msg(got == want, "[%s] %s transpose %lld x "
+				"%lld (ld %lld): dst[%lld][%lld] = %08x, "
+				"want %08x", isa, bf16 ? "bf16" : "f32",
+				(long long)n, (long long)m, (long long)ld,
+				(long long)j, (long long)i, got, want);
+		}
+	for (i = m * n; i < m * n + 4; i++)
+		ck_assert_msg(dst[i] == SENTINEL, "[%s] transpose %lld x %lld "
+			"wrote past dst", isa, (long long)n, (long long)m);
+	free(src);
+	free(sb);
+	free(dst);
+}
+
+START_TEST(transposes_move_every_bit)
+{
+	const char *isa = use_level(_i);
+
+	for (int bf = 0; bf < 2; bf++) {
+		for (int x = 0; x < TR_NEDGE; x++)
+			for (int y = 0; y < TR_NEDGE; y++)
+				check_transpose(isa, tr_edges[x], tr_edges[y],
+					bf);
+		for (int r = 0; r < 10; r++)
+			check_transpose(isa, tu_randint(1, 200),
+				tu_randint(1, 200), bf);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	const char *fork_env = getenv("CK_FORK");
@@ -301,6 +371,7 @@ int main(void)
 	tcase_add_loop_test(tc, serial_gemm_meets_bound_at_large_sizes, lo, hi);
 	tcase_add_loop_test(tc, alpha_zero_only_scales_c, lo, hi);
 	tcase_add_loop_test(tc, kernels_run_at_avx2_and_avx512, lo, hi);
+	tcase_add_loop_test(tc, transposes_move_every_bit, lo, hi);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

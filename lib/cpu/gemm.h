@@ -46,8 +46,10 @@ int lcai_cpu_gemm_small_f32(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb,
  * [m][n]. The kernels form K^T once per chunk with this so that products
  * with K^T are plain NN GEMMs: OpenBLAS 0.3.21 sends a row-major A B^T
  * down its packed path, measured 1.7x slower than the small-matrix NN
- * path at the 64^3 calls above. Eight rows at a time (a cache line of
- * stores per column): 5x faster than element by element.
+ * path at the 64^3 calls above. float32 and bf16 sources go by 8 x 8
+ * blocks in vector registers at the AVX2 and AVX-512 levels (gemm.c);
+ * float64 and the SSE level eight rows at a time (a cache line of stores
+ * per column): 5x faster than element by element.
  */
 void lcai_cpu_transpose_f32(int64_t n, int64_t m, const float *src,
 	int64_t ld, float *dst);
