@@ -605,14 +605,19 @@ static int seq_call(const lca_cache *c, const lca_params *p, const int64_t *cu,
 		lcai_cpu_decode_direct(p, t, x->tk, &x->kv);
 }
 
-/* Room for the direct calls of a step's sequences (one batched call). */
-static struct lcai_dec_seq *seq_calls(const char *fn, const lca_cache *c)
+/* Room for the calls of a step's sequences with new tokens (a cache of
+ * many slots may step a few). */
+static struct lcai_dec_seq *seq_calls(const char *fn, const lca_cache *c,
+	const int64_t *cu)
 {
-	struct lcai_dec_seq *d = malloc((size_t)c->nseq * sizeof *d);
+	struct lcai_dec_seq *d;
+	int64_t k = 0;
 
-	if (!d)
+	for (int64_t n = 0; n < c->nseq; n++)
+		k += cu[n + 1] > cu[n];
+	if (!(d = malloc((size_t)(k > 0 ? k : 1) * sizeof *d)))
 		lcai_fail(LCA_ERR_NOMEM, "%s: no memory for %lld sequences", fn,
-			(long long)c->nseq);
+			(long long)k);
 	return d;
 }
 
@@ -650,7 +655,7 @@ static lca_status softmax_seq(const char *fn, const lca_cache *c, int64_t n,
 static lca_status softmax_run(const char *fn, const lca_params *p,
 	const lca_cache *c, const int64_t *cu, const void *q, void *o, void *lse)
 {
-	struct lcai_dec_seq *d = seq_calls(fn, c);
+	struct lcai_dec_seq *d = seq_calls(fn, c, cu);
 	int64_t nd = 0;
 	lca_status s = LCA_OK;
 
@@ -749,7 +754,7 @@ static lca_status mla_seq(const char *fn, const lca_cache *c, int64_t n,
 static lca_status mla_run(const char *fn, const lca_params *p, lca_cache *c,
 	const int64_t *cu, const struct mla_args *m)
 {
-	struct lcai_dec_seq *d = seq_calls(fn, c);
+	struct lcai_dec_seq *d = seq_calls(fn, c, cu);
 	int64_t nd = 0;
 	lca_status s = LCA_OK;
 
