@@ -617,7 +617,7 @@ static lca_status dec_run(const struct dec_job *J, int64_t n, const char *who)
 		struct dec_ws ws = { dec_alloc(big[0]), dec_alloc(big[1]), dec_alloc(big[2]),
 			dec_alloc(big[3]) };
 		int ok = ws.kr && ws.tab && ws.s && ws.st;
-		int64_t j = 0; /* a thread's chunks come in increasing order */
+		int64_t j = 0; /* job of the thread's last chunk */
 
 		if (!ok) {
 			#pragma omp atomic write
@@ -627,6 +627,11 @@ static lca_status dec_run(const struct dec_job *J, int64_t n, const char *who)
 		 * thread must) but skips its chunks. */
 		#pragma omp for schedule(dynamic, DEC_RUN)
 		for (int64_t c = 0; c < total; c++) {
+			/* a thread's chunks come in increasing order in
+			 * practice (the runtime's counter only grows), and
+			 * the search is right in any order */
+			while (c < first[j])
+				j--;
 			while (c >= first[j + 1])
 				j++;
 			if (ok)
@@ -688,7 +693,7 @@ static lca_status dec_merge(const struct dec_job *J, int64_t n, const char *who,
 #else
 		double *w = scr;
 #endif
-		int64_t j = 0; /* rows come in increasing order (static) */
+		int64_t j = 0; /* job of the thread's last row */
 
 		#pragma omp for schedule(static)
 		for (int64_t k = 0; k < nrow; k++) {
@@ -696,6 +701,8 @@ static lca_status dec_merge(const struct dec_job *J, int64_t n, const char *who,
 			int64_t row, g, r, i, h, dst;
 			double l;
 
+			while (k < first[j])
+				j--;
 			while (k >= first[j + 1])
 				j++;
 			Jj = &J[j];
