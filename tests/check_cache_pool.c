@@ -240,6 +240,28 @@ END_TEST
  * did. The next step then gives the bits of a cache that was never saved,
  * and the shared pages are still copied before a write; a save after the
  * load is the same bytes. Both storages. */
+/* Save c, reset it and load the checkpoint back: the load succeeds, the
+ * pool then holds `pages` pages in use, and c saves the same bytes again. */
+static void reload_in_place(const struct rig *r, lca_cache *c, int bf16, int64_t pages)
+{
+	size_t need = 0, again = 0;
+	unsigned char *a, *b;
+
+	tu_assert_ok(lca_cache_save(c, NULL, 0, &need));
+	a = malloc(need);
+	b = malloc(need);
+	ck_assert(a && b);
+	tu_assert_ok(lca_cache_save(c, a, need, &again));
+	tu_assert_ok(lca_cache_reset(c));
+	ck_assert_msg(lca_cache_load(c, a, need) == LCA_OK, "%s %s: %s", r->what,
+		bf16 ? "bf16" : "plain", lca_last_error());
+	ck_assert_int_eq(used(c), pages);
+	tu_assert_ok(lca_cache_save(c, b, need, &again));
+	ck_assert(!memcmp(a, b, need));
+	free(a);
+	free(b);
+}
+
 START_TEST(test_forked_pool_loads_its_own_checkpoint)
 {
 	const int64_t pre[3] = { 100, 0, 0 }, one[3] = { 0, 1, 0 }, all3[3] = { 1, 1, 1 };
@@ -251,8 +273,6 @@ START_TEST(test_forked_pool_loads_its_own_checkpoint)
 		lca_cache *c = make(&r, 3, 4, store), *ref = make(&r, 3, 4, store);
 		lca_cache *both[2] = { c, ref };
 		void *o[2];
-		size_t need = 0, again = 0;
-		unsigned char *a, *b;
 
 		for (int i = 0; i < 2; i++) {
 			tu_assert_ok(step(&r, both[i], 3, 0, pre, NULL));
@@ -261,17 +281,7 @@ START_TEST(test_forked_pool_loads_its_own_checkpoint)
 			tu_assert_ok(step(&r, both[i], 3, 100, one, NULL));
 		}
 		ck_assert_int_eq(used(c), 3);
-		tu_assert_ok(lca_cache_save(c, NULL, 0, &need));
-		a = malloc(need);
-		b = malloc(need);
-		ck_assert(a && b);
-		tu_assert_ok(lca_cache_save(c, a, need, &again));
-		tu_assert_ok(lca_cache_reset(c));
-		ck_assert_msg(lca_cache_load(c, a, need) == LCA_OK, "%s %s: %s", r.what,
-			k ? "bf16" : "plain", lca_last_error());
-		ck_assert_int_eq(used(c), 3);  /* page 0 of all three, page 1 of 0 and 2 */
-		tu_assert_ok(lca_cache_save(c, b, need, &again));
-		ck_assert(!memcmp(a, b, need));
+		reload_in_place(&r, c, k, 3); /* page 0 of all three, page 1 of 0 and 2 */
 		for (int i = 0; i < 2; i++) {
 			o[i] = mf_alloc_out(&r.m, 3 * r.orow);
 			tu_assert_ok(step(&r, both[i], 3, 101, all3, o[i]));
@@ -283,8 +293,6 @@ START_TEST(test_forked_pool_loads_its_own_checkpoint)
 			free(o[i]);
 			lca_cache_destroy(both[i]);
 		}
-		free(a);
-		free(b);
 	}
 	rig_free(&r);
 }
@@ -304,8 +312,6 @@ START_TEST(test_truncated_forks_reload_into_their_pages)
 	for (int k = 0; k < 2; k++) {
 		lca_dtype store = k ? LCA_BF16 : r.m.p.dtype;
 		lca_cache *c = make(&r, 5, 3, store);
-		size_t need = 0, again = 0;
-		unsigned char *a, *b;
 
 		tu_assert_ok(step(&r, c, 5, 0, pre, NULL));
 		tu_assert_ok(lca_cache_fork(c, 0, 1));
@@ -315,20 +321,8 @@ START_TEST(test_truncated_forks_reload_into_their_pages)
 		tu_assert_ok(step(&r, c, 5, 150, other, NULL));
 		tu_assert_ok(lca_cache_fork(c, 3, 4));
 		ck_assert_int_eq(used(c), 3);
-		tu_assert_ok(lca_cache_save(c, NULL, 0, &need));
-		a = malloc(need);
-		b = malloc(need);
-		ck_assert(a && b);
-		tu_assert_ok(lca_cache_save(c, a, need, &again));
-		tu_assert_ok(lca_cache_reset(c));
-		ck_assert_msg(lca_cache_load(c, a, need) == LCA_OK, "%s %s: %s", r.what,
-			k ? "bf16" : "plain", lca_last_error());
-		ck_assert_int_eq(used(c), 3);
-		tu_assert_ok(lca_cache_save(c, b, need, &again));
-		ck_assert(!memcmp(a, b, need));
+		reload_in_place(&r, c, k, 3);
 		lca_cache_destroy(c);
-		free(a);
-		free(b);
 	}
 	rig_free(&r);
 }

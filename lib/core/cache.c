@@ -621,14 +621,19 @@ static struct lcai_dec_seq *seq_calls(const char *fn, const lca_cache *c,
 	return d;
 }
 
-/* ---- softmax -------------------------------------------------------------- */
+/* Tensor arguments of a softmax or mla step (softmax: q; mla: q is q_nope). */
+struct step_args {
+	const void *q, *q_rope, *w_uk, *w_uv;
+	void *o, *lse;
+};
 
 /* Sequence n of call x, which the decode kernels do not read where it lies:
  * gathered, then the cpu path or the reference. */
-static lca_status softmax_seq(const char *fn, const lca_cache *c, int64_t n,
-	const lca_params *p, const struct lcai_dec_seq *x)
+static lca_status seq_gathered(const char *fn, const lca_cache *c, int64_t n,
+	const lca_params *p, const struct lcai_dec_seq *x, const struct step_args *a)
 {
 	const int64_t cq[2] = { 0, x->tq }, ck[2] = { 0, x->tk };
+	const int naive = p->algo == LCA_ALGO_NAIVE;
 	const void *kv[2];
 	void *tmp[2];
 	struct lcai_dec_seq y = *x;
@@ -638,23 +643,31 @@ static lca_status softmax_seq(const char *fn, const lca_cache *c, int64_t n,
 		return s;
 	if (p->backend == LCA_BACKEND_CPU) {
 		flat_kv(c, kv, &y.kv);
-		s = lcai_cpu_softmax_decode(p, 1, &y);
-	} else if (p->dtype == LCA_F32) {
+		s = p->variant == LCA_MLA ? lcai_cpu_mla_decode(p, 1, &y, a->w_uk, a->w_uv) :
+			lcai_cpu_softmax_decode(p, 1, &y);
+	} else if (p->variant != LCA_MLA && p->dtype == LCA_F32) {
 		s = lcai_ref32_softmax(p, cq, ck, 1, x->q, kv[0], kv[1], x->o, x->lse);
-	} else {
+	} else if (p->variant != LCA_MLA) {
 		s = lcai_ref_softmax(p, cq, ck, 1, x->q, kv[0], kv[1], x->o, x->lse);
+	} else if (p->dtype == LCA_F32) {
+		s = (naive ? lcai_ref32_mla_naive : lcai_ref32_mla_absorbed)(p, cq, ck, 1,
+			x->q, x->q_rope, kv[0], kv[1], a->w_uk, a->w_uv, x->o, x->lse);
+	} else {
+		s = (naive ? lcai_ref_mla_naive : lcai_ref_mla_absorbed)(p, cq, ck, 1,
+			x->q, x->q_rope, kv[0], kv[1], a->w_uk, a->w_uv, x->o, x->lse);
 	}
 	free(tmp[0]);
 	free(tmp[1]);
 	return s;
 }
 
-/* Every sequence with new tokens: those the decode kernels read where they
- * lie in one call (their keys shared out in one parallel region), the
- * others one by one. */
-static lca_status softmax_run(const char *fn, const lca_params *p,
-	const lca_cache *c, const int64_t *cu, const void *q, void *o, void *lse)
+/* Every sequence with new tokens of a softmax or mla step: those the decode
+ * kernels read where they lie in one call (their keys shared out in one
+ * parallel region), the others one by one. */
+static lca_status steps_run(const char *fn, const lca_params *p,
+	const lca_cache *c, const int64_t *cu, const struct step_args *a)
 {
+	const int mla = p->variant == LCA_MLA;
 	struct lcai_dec_seq *d = seq_calls(fn, c, cu);
 	int64_t nd = 0;
 	lca_status s = LCA_OK;
@@ -664,16 +677,20 @@ static lca_status softmax_run(const char *fn, const lca_params *p,
 	for (int64_t n = 0; n < c->nseq && !s; n++) {
 		if (cu[n + 1] == cu[n])
 			continue;
-		if (seq_call(c, p, cu, n, q, p->dk, NULL, o, lse, &d[nd]))
+		if (seq_call(c, p, cu, n, a->q, mla ? p->dn : p->dk, a->q_rope, a->o,
+		    a->lse, &d[nd]))
 			nd++;
 		else
-			s = softmax_seq(fn, c, n, p, &d[nd]);
+			s = seq_gathered(fn, c, n, p, &d[nd], a);
 	}
 	if (!s && nd > 0)
-		s = lcai_cpu_softmax_decode(p, nd, d);
+		s = mla ? lcai_cpu_mla_decode(p, nd, d, a->w_uk, a->w_uv) :
+			lcai_cpu_softmax_decode(p, nd, d);
 	free(d);
 	return s;
 }
+
+/* ---- softmax -------------------------------------------------------------- */
 
 lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 	int64_t T, const void *q, const void *k, const void *v,
@@ -708,75 +725,15 @@ lca_status lca_softmax_step(const lca_plan *plan, lca_cache *cache,
 	if ((s = lcai_check_range_softmax(fn, p, m, keys_after(cache, cu))) ||
 	    (s = kv_prepare(fn, cache, cu, k, v)))
 		return s;
-	if ((s = softmax_run(fn, p, cache, cu, q, o, lse)))
+	const struct step_args args = { q, NULL, NULL, NULL, o, lse };
+
+	if ((s = steps_run(fn, p, cache, cu, &args)))
 		return kv_undo(cache, s);
 	advance(cache, cu);
 	return LCA_OK;
 }
 
 /* ---- mla ------------------------------------------------------------------ */
-
-/* Tensor arguments of an mla step. */
-struct mla_args {
-	const void *q_nope, *q_rope, *w_uk, *w_uv;
-	void *o, *lse;
-};
-
-/* As softmax_seq. */
-static lca_status mla_seq(const char *fn, const lca_cache *c, int64_t n,
-	const lca_params *p, const struct lcai_dec_seq *x, const struct mla_args *m)
-{
-	const int64_t cq[2] = { 0, x->tq }, ck[2] = { 0, x->tk };
-	const void *kv[2];
-	void *tmp[2];
-	struct lcai_dec_seq y = *x;
-	lca_status s;
-
-	if ((s = kv_contig(fn, c, n, x->tk, kv, tmp)))
-		return s;
-	if (p->backend == LCA_BACKEND_CPU) {
-		flat_kv(c, kv, &y.kv);
-		s = lcai_cpu_mla_decode(p, 1, &y, m->w_uk, m->w_uv);
-	} else if (p->dtype == LCA_F32)
-		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref32_mla_naive :
-			lcai_ref32_mla_absorbed)(p, cq, ck, 1, x->q, x->q_rope,
-			kv[0], kv[1], m->w_uk, m->w_uv, x->o, x->lse);
-	else
-		s = (p->algo == LCA_ALGO_NAIVE ? lcai_ref_mla_naive : lcai_ref_mla_absorbed)(
-			p, cq, ck, 1, x->q, x->q_rope, kv[0], kv[1], m->w_uk, m->w_uv,
-			x->o, x->lse);
-	free(tmp[0]);
-	free(tmp[1]);
-	return s;
-}
-
-/* As softmax_run, then the lengths. */
-static lca_status mla_run(const char *fn, const lca_params *p, lca_cache *c,
-	const int64_t *cu, const struct mla_args *m)
-{
-	struct lcai_dec_seq *d = seq_calls(fn, c, cu);
-	int64_t nd = 0;
-	lca_status s = LCA_OK;
-
-	if (!d)
-		return kv_undo(c, LCA_ERR_NOMEM);
-	for (int64_t n = 0; n < c->nseq && !s; n++) {
-		if (cu[n + 1] == cu[n])
-			continue;
-		if (seq_call(c, p, cu, n, m->q_nope, p->dn, m->q_rope, m->o, m->lse,
-		    &d[nd]))
-			nd++;
-		else
-			s = mla_seq(fn, c, n, p, &d[nd], m);
-	}
-	if (!s && nd > 0)
-		s = lcai_cpu_mla_decode(p, nd, d, m->w_uk, m->w_uv);
-	free(d);
-	if (s)
-		return kv_undo(c, s);
-	advance(c, cu);
-	return LCA_OK;
-}
 
 lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
 	int64_t T, const void *q_nope, const void *q_rope, const void *ckv,
@@ -815,9 +772,12 @@ lca_status lca_mla_step(const lca_plan *plan, lca_cache *cache,
 	if ((s = lcai_check_range_mla(fn, p, m, keys_after(cache, cu))) ||
 	    (s = kv_prepare(fn, cache, cu, ckv, k_rope)))
 		return s;
-	const struct mla_args args = { q_nope, q_rope, w_uk, w_uv, o, lse };
+	const struct step_args args = { q_nope, q_rope, w_uk, w_uv, o, lse };
 
-	return mla_run(fn, p, cache, cu, &args);
+	if ((s = steps_run(fn, p, cache, cu, &args)))
+		return kv_undo(cache, s);
+	advance(cache, cu);
+	return LCA_OK;
 }
 
 /* ---- deltanet and lightning ----------------------------------------------- */

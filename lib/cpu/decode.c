@@ -785,15 +785,16 @@ static int dec_prefill_ok(const lca_params *p, const struct lcai_kv *kv,
 }
 
 /* Job J for the direct softmax call q (tq queries over tk keys at kv):
- * rows, rotated and scaled queries. */
+ * rows, rotated and scaled queries (w_uk, lat: mla's; unused). */
 static lca_status softmax_job(const lca_params *p, const struct lcai_dec_seq *sq,
-	struct dec_job *J)
+	const void *w_uk, struct dec_job *J, void **lat)
 {
 	const int64_t Hkv = p->Hkv, dk = p->dk, dv = p->dv, rd = p->rope_dim;
 	double *qd;
 	int64_t nqd;
 	lca_status st;
 
+	(void)w_uk, (void)lat;
 	memset(J, 0, sizeof *J);
 	J->p = p;
 	J->ops = dec_pick(p->dtype, sq->kv.store);
@@ -871,48 +872,74 @@ static int64_t n_direct(const lca_params *p, int64_t n, const struct lcai_dec_se
 	return nd;
 }
 
+/* What a mechanism brings to a call: its job for a sequence the kernels
+ * read (mla: with its latent buffer, where the merge writes), its prefill
+ * call for one they do not, and the layout of the merge's output. */
+struct dec_kind {
+	const char *who;
+	int head_major;
+	lca_status (*job)(const lca_params *p, const struct lcai_dec_seq *sq,
+		const void *w_uk, struct dec_job *J, void **lat);
+	lca_status (*prefill)(const lca_params *p, const struct lcai_dec_seq *sq,
+		const void *w_uk, const void *w_uv);
+};
+
 /*
  * A call of n sequences: the jobs of the direct ones are made first (all
  * their memory but the threads' scratch), then the others go to the
- * prefill engine one by one, then the jobs run. A call of one sequence
- * that fails for want of memory has written no output.
+ * prefill engine one by one, then the jobs run and merge. A call of one
+ * sequence that fails for want of memory has written no output. B is the
+ * caller's to finish (mla's expansion) and to free, also on failure.
  */
-lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t n,
-	const struct lcai_dec_seq *seq)
+static lca_status dec_call(const lca_params *p, int64_t n,
+	const struct lcai_dec_seq *seq, const struct dec_kind *k,
+	const void *w_uk, const void *w_uv, struct dec_batch *B)
 {
-	struct dec_out to = { 0, NULL, NULL };
-	struct dec_batch B;
+	struct dec_out to = { k->head_major, NULL, NULL };
 	lca_status st;
 
-	if ((st = batch_alloc(&B, n_direct(p, n, seq), "softmax")))
-		goto out;
+	if ((st = batch_alloc(B, n_direct(p, n, seq), k->who)))
+		return st;
 	for (int64_t i = 0; i < n; i++) {
 		if (!lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
 			continue;
-		if ((st = softmax_job(p, &seq[i], &B.J[B.n])))
-			goto out;
-		B.out[B.n] = seq[i].o;
-		B.lse[B.n++] = seq[i].lse;
+		if ((st = k->job(p, &seq[i], w_uk, &B->J[B->n], &B->lat[B->n])))
+			return st;
+		B->out[B->n] = B->lat[B->n] ? B->lat[B->n] : seq[i].o;
+		B->lse[B->n++] = seq[i].lse;
 	}
 	for (int64_t i = 0; i < n; i++) {
-		const struct lcai_dec_seq *sq = &seq[i];
-		const int64_t cq[2] = { 0, sq->tq }, ck[2] = { 0, sq->tk };
-
-		if (lcai_cpu_decode_direct(p, sq->tq, sq->tk, &sq->kv))
+		if (lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
 			continue;
-		if (!dec_prefill_ok(p, &sq->kv, "softmax")) {
-			st = LCA_ERR_INTERNAL;
-			goto out;
-		}
-		if ((st = lcai_cpu_softmax(p, cq, ck, 1, sq->q, sq->kv.buf[0],
-		    sq->kv.buf[1], sq->o, sq->lse)))
-			goto out;
+		if (!dec_prefill_ok(p, &seq[i].kv, k->who))
+			return LCA_ERR_INTERNAL;
+		if ((st = k->prefill(p, &seq[i], w_uk, w_uv)))
+			return st;
 	}
-	to.out = B.out;
-	to.lse = B.lse;
-	if (B.n > 0 && (st = dec_run(B.J, B.n, "softmax")) == LCA_OK)
-		st = dec_merge(B.J, B.n, "softmax", &to);
-out:
+	to.out = B->out;
+	to.lse = B->lse;
+	if (B->n > 0 && (st = dec_run(B->J, B->n, k->who)) == LCA_OK)
+		st = dec_merge(B->J, B->n, k->who, &to);
+	return st;
+}
+
+static lca_status softmax_prefill(const lca_params *p, const struct lcai_dec_seq *sq,
+	const void *w_uk, const void *w_uv)
+{
+	const int64_t cq[2] = { 0, sq->tq }, ck[2] = { 0, sq->tk };
+
+	(void)w_uk, (void)w_uv;
+	return lcai_cpu_softmax(p, cq, ck, 1, sq->q, sq->kv.buf[0], sq->kv.buf[1],
+		sq->o, sq->lse);
+}
+
+lca_status lcai_cpu_softmax_decode(const lca_params *p, int64_t n,
+	const struct lcai_dec_seq *seq)
+{
+	static const struct dec_kind kind = { "softmax", 0, softmax_job, softmax_prefill };
+	struct dec_batch B;
+	lca_status st = dec_call(p, n, seq, &kind, NULL, NULL, &B);
+
 	batch_free(&B);
 	return st;
 }
@@ -1025,46 +1052,26 @@ static lca_status mla_job(const lca_params *p, const struct lcai_dec_seq *sq,
 	return LCA_OK;
 }
 
+static lca_status mla_prefill(const lca_params *p, const struct lcai_dec_seq *sq,
+	const void *w_uk, const void *w_uv)
+{
+	const int64_t cq[2] = { 0, sq->tq }, ck[2] = { 0, sq->tk };
+
+	return lcai_cpu_mla(p, cq, ck, 1, sq->q, sq->q_rope, sq->kv.buf[0],
+		sq->kv.buf[1], w_uk, w_uv, sq->o, sq->lse);
+}
+
 lca_status lcai_cpu_mla_decode(const lca_params *p, int64_t n,
 	const struct lcai_dec_seq *seq, const void *w_uk, const void *w_uv)
 {
-	struct dec_out to = { 1, NULL, NULL };
+	static const struct dec_kind kind = { "mla", 1, mla_job, mla_prefill };
 	struct dec_batch B;
-	lca_status st;
+	lca_status st = dec_call(p, n, seq, &kind, w_uk, w_uv, &B);
 
-	if ((st = batch_alloc(&B, n_direct(p, n, seq), "mla")))
-		goto out;
-	for (int64_t i = 0; i < n; i++) {
-		if (!lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
-			continue;
-		if ((st = mla_job(p, &seq[i], w_uk, &B.J[B.n], &B.lat[B.n])))
-			goto out;
-		B.out[B.n] = B.lat[B.n];
-		B.lse[B.n++] = seq[i].lse;
-	}
-	for (int64_t i = 0; i < n; i++) {
-		const struct lcai_dec_seq *sq = &seq[i];
-		const int64_t cq[2] = { 0, sq->tq }, ck[2] = { 0, sq->tk };
-
-		if (lcai_cpu_decode_direct(p, sq->tq, sq->tk, &sq->kv))
-			continue;
-		if (!dec_prefill_ok(p, &sq->kv, "mla")) {
-			st = LCA_ERR_INTERNAL;
-			goto out;
-		}
-		if ((st = lcai_cpu_mla(p, cq, ck, 1, sq->q, sq->q_rope, sq->kv.buf[0],
-		    sq->kv.buf[1], w_uk, w_uv, sq->o, sq->lse)))
-			goto out;
-	}
-	to.out = B.out;
-	to.lse = B.lse;
-	if (B.n > 0 && ((st = dec_run(B.J, B.n, "mla")) != LCA_OK ||
-	    (st = dec_merge(B.J, B.n, "mla", &to)) != LCA_OK))
-		goto out;
-	for (int64_t j = 0, i = 0; j < B.n; i++)
+	/* each latent output through w_uv, in the order of the jobs */
+	for (int64_t j = 0, i = 0; st == LCA_OK && j < B.n; i++)
 		if (lcai_cpu_decode_direct(p, seq[i].tq, seq[i].tk, &seq[i].kv))
 			mla_expand(p, seq[i].tq, B.lat[j++], w_uv, seq[i].o);
-out:
 	batch_free(&B);
 	return st;
 }
